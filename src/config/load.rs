@@ -1,0 +1,621 @@
+//! Reading a config file: TOML parsing, schema errors and validation
+//! results, each located at `FILE:LINE:COL`.
+//!
+//! Loading runs in three passes so that one `check` shows every problem:
+//! the TOML syntax (which stops everything when broken), the schema (each
+//! section and each `[[…]]` element deserialized on its own, so one typo
+//! does not hide the next), then the semantic checks of `validate.rs`,
+//! whose findings name a path into the file that is resolved here to the
+//! span of the offending key or value.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::schema::{
+    Config, CorrelationConfig, CrisisConfig, EstimateConfig, GroupConfig, MeetingPlaceConfig,
+    MqttConfig, PersonConfig, PolicyConfig, ProbeCheckConfig, ProbeConfig, RoleConfig,
+    ServerConfig, ServiceConfig, SiteConfig, StepConfig, StoreConfig, SubscriptionConfig,
+    TokenConfig,
+};
+use super::schema::{ChannelConfig, ComponentConfig};
+use super::validate::{self, Finding, Seg};
+
+/// How serious a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warning,
+}
+
+/// One problem found in a config file, at a line and column (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub level: Level,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.level {
+            Level::Error => write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message),
+            Level::Warning => write!(
+                f,
+                "{}:{}:{}: warning: {}",
+                self.file, self.line, self.col, self.message
+            ),
+        }
+    }
+}
+
+/// A config that parsed and validated, with its warnings.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+    /// The file it came from; relative paths inside it are resolved from here.
+    pub path: PathBuf,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Every error found, in file order.
+    #[error("{} error(s) in the configuration", .0.len())]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut loaded = load_str(&path.display().to_string(), &text)?;
+    loaded.path = path.to_owned();
+    Ok(loaded)
+}
+
+/// Parses and validates config text; `name` is the file name used in
+/// diagnostics.
+pub fn load_str(name: &str, text: &str) -> Result<Loaded, LoadError> {
+    let lines = Lines::new(name, text);
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        let found = syntax
+            .iter()
+            .map(|e| (e.span().unwrap_or(0..0), first_line(e.message())))
+            .collect();
+        return Err(LoadError::Invalid(lines.errors(found)));
+    }
+
+    // The common case, a file that fits the schema, costs one pass; only a
+    // file that does not is taken apart to find every mismatch.
+    let whole = Config::deserialize(toml::de::Deserializer::from(root.clone()));
+    let config = match whole {
+        Ok(config) => config,
+        Err(e) => {
+            let mut found = schema_errors(root.get_ref());
+            if found.is_empty() {
+                found.push((e.span().unwrap_or(0..0), first_line(e.message())));
+            }
+            return Err(LoadError::Invalid(lines.errors(found)));
+        }
+    };
+
+    let (errors, warnings): (Vec<Finding>, Vec<Finding>) = validate::validate(&config)
+        .into_iter()
+        .partition(|f| f.level == Level::Error);
+    let locate = |findings: Vec<Finding>| {
+        findings
+            .into_iter()
+            .map(|f| (resolve(root.get_ref(), &f.path), f.message))
+            .collect::<Vec<_>>()
+    };
+    if !errors.is_empty() {
+        return Err(LoadError::Invalid(lines.errors(locate(errors))));
+    }
+    Ok(Loaded {
+        config,
+        warnings: lines.diagnostics(locate(warnings), Level::Warning),
+        path: PathBuf::from(name),
+    })
+}
+
+/// Maps byte offsets to 1-based lines and columns without rescanning the
+/// text for every diagnostic (a big catalogue can have thousands).
+struct Lines<'a> {
+    name: &'a str,
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(name: &'a str, text: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { name, text, starts }
+    }
+
+    /// Line and column (in characters) of a byte offset.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        (line, self.text[start..offset].chars().count() + 1)
+    }
+
+    fn errors(&self, found: Vec<(Range<usize>, String)>) -> Vec<Diagnostic> {
+        self.diagnostics(found, Level::Error)
+    }
+
+    /// Diagnostics in file order.
+    fn diagnostics(&self, found: Vec<(Range<usize>, String)>, level: Level) -> Vec<Diagnostic> {
+        let mut out: Vec<Diagnostic> = found
+            .into_iter()
+            .map(|(span, message)| {
+                let (line, col) = self.line_col(span.start);
+                Diagnostic {
+                    file: self.name.to_owned(),
+                    line,
+                    col,
+                    level,
+                    message,
+                }
+            })
+            .collect();
+        out.sort_by_key(|d| (d.line, d.col));
+        out.dedup();
+        out
+    }
+}
+
+/// The toml crate's messages can carry a second explanatory line; one
+/// diagnostic is one line.
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or("").trim().to_owned()
+}
+
+/// The span a validation finding points at: the value at `path`, the key
+/// itself for `Seg::Name`, or the nearest enclosing entry that exists
+/// (a missing key is reported at its table).
+fn resolve(root: &DeTable<'_>, path: &[Seg]) -> Range<usize> {
+    let mut span = 0..0;
+    let mut current: Option<&Spanned<DeValue<'_>>> = None;
+    for seg in path {
+        let table = match current {
+            None => Some(root),
+            Some(v) => v.get_ref().as_table(),
+        };
+        match seg {
+            Seg::Key(key) => match table.and_then(|t| t.get(key.as_str())) {
+                Some(v) => {
+                    span = v.span();
+                    current = Some(v);
+                }
+                None => break,
+            },
+            Seg::Name(key) => {
+                if let Some((k, _)) = table.and_then(|t| t.get_key_value(key.as_str())) {
+                    span = k.span();
+                }
+                break;
+            }
+            Seg::Index(i) => match current.and_then(|v| v.get_ref().as_array()?.get(*i)) {
+                Some(v) => {
+                    span = v.span();
+                    current = Some(v);
+                }
+                None => break,
+            },
+        }
+    }
+    span
+}
+
+/// A top-level section (or a nested array of tables) and the type each of
+/// its tables must deserialize as.
+struct Part {
+    key: &'static str,
+    /// An array of tables (`[[key]]`) rather than one table.
+    many: bool,
+    check: Check,
+    /// Arrays of tables inside, checked element by element on their own.
+    nested: &'static [Part],
+}
+
+type Check = for<'i> fn(Spanned<DeValue<'i>>) -> Result<(), toml::de::Error>;
+
+fn check<T: DeserializeOwned>(value: Spanned<DeValue<'_>>) -> Result<(), toml::de::Error> {
+    T::deserialize(ValueDeserializer::from(value)).map(drop)
+}
+
+const fn one(key: &'static str, check: Check) -> Part {
+    Part {
+        key,
+        many: false,
+        check,
+        nested: &[],
+    }
+}
+
+const fn many(key: &'static str, check: Check) -> Part {
+    Part {
+        key,
+        many: true,
+        check,
+        nested: &[],
+    }
+}
+
+/// Every key `Config` accepts at the top level.
+const SECTIONS: &[Part] = &[
+    one("site", check::<SiteConfig>),
+    one("server", check::<ServerConfig>),
+    many("token", check::<TokenConfig>),
+    one("store", check::<StoreConfig>),
+    Part {
+        nested: &[many("subscription", check::<SubscriptionConfig>)],
+        ..one("mqtt", check::<MqttConfig>)
+    },
+    Part {
+        nested: &[many("check", check::<ProbeCheckConfig>)],
+        ..many("probe", check::<ProbeConfig>)
+    },
+    many("component", check::<ComponentConfig>),
+    many("service", check::<ServiceConfig>),
+    many("person", check::<PersonConfig>),
+    many("role", check::<RoleConfig>),
+    many("group", check::<GroupConfig>),
+    many("channel", check::<ChannelConfig>),
+    Part {
+        nested: &[many("step", check::<StepConfig>)],
+        ..many("policy", check::<PolicyConfig>)
+    },
+    one("estimate", check::<EstimateConfig>),
+    one("correlation", check::<CorrelationConfig>),
+    many("meeting_place", check::<MeetingPlaceConfig>),
+    one("crisis", check::<CrisisConfig>),
+];
+
+/// Every mismatch between the document and the schema.
+fn schema_errors(root: &DeTable<'_>) -> Vec<(Range<usize>, String)> {
+    let mut out = Vec::new();
+    if root.get("site").is_none() {
+        out.push((0..0, "missing [site] section".to_owned()));
+    }
+    check_parts(root, SECTIONS, &[], &mut out);
+    out
+}
+
+/// Checks the keys of `table` that are `parts`; with no prefix (the top
+/// level), keys that are none of them are unknown.
+fn check_parts(
+    table: &DeTable<'_>,
+    parts: &[Part],
+    prefix: &[&str],
+    out: &mut Vec<(Range<usize>, String)>,
+) {
+    for (key, value) in table.iter() {
+        let Some(part) = parts.iter().find(|p| p.key == key.get_ref().as_ref()) else {
+            if prefix.is_empty() {
+                out.push((key.span(), format!("unknown key {:?}", key.get_ref())));
+            }
+            continue;
+        };
+        let mut keys = prefix.to_vec();
+        keys.push(part.key);
+        if !part.many {
+            check_piece(value, part, &keys, false, out);
+            continue;
+        }
+        match value.get_ref().as_array() {
+            Some(items) => {
+                for item in items.iter() {
+                    check_piece(item, part, &keys, true, out);
+                }
+            }
+            None => out.push((
+                value.span(),
+                format!(
+                    "{} must be an array of tables ([[{}]])",
+                    keys.join("."),
+                    keys.join(".")
+                ),
+            )),
+        }
+    }
+}
+
+/// Deserializes one table as its part's type, leaving out its nested
+/// arrays of tables, which are checked one element at a time. Serde stops
+/// at the first error in a table, so the key at fault is taken out and the
+/// rest tried again, until the table passes or the fault is not one key's.
+fn check_piece(
+    value: &Spanned<DeValue<'_>>,
+    part: &Part,
+    keys: &[&str],
+    element: bool,
+    out: &mut Vec<(Range<usize>, String)>,
+) {
+    let Some(table) = value.get_ref().as_table() else {
+        if let Err(e) = (part.check)(value.clone()) {
+            out.push(describe(&e, value, keys, element));
+        }
+        return;
+    };
+    check_parts(table, part.nested, keys, out);
+    let mut rest: DeTable<'_> = table
+        .iter()
+        .filter(|(k, _)| !part.nested.iter().any(|p| p.key == k.get_ref().as_ref()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..=rest.len() {
+        let piece = Spanned::new(value.span(), DeValue::Table(rest.clone()));
+        let Err(e) = (part.check)(piece.clone()) else {
+            return;
+        };
+        let message = e.message();
+        if removed
+            .iter()
+            .any(|k| between_backticks(message, "missing field `") == Some(k.as_str()))
+        {
+            // Missing only because it was taken out above.
+            return;
+        }
+        out.push(describe(&e, &piece, keys, element));
+        let span = e.span().unwrap_or_else(|| value.span());
+        let Some(key) = find(&piece, &span, 0).and_then(|h| h.path.into_iter().next()) else {
+            return;
+        };
+        rest.remove(key.as_str());
+        removed.push(key);
+    }
+}
+
+/// What a serde error inside `piece` (the table for `keys`) is about, said
+/// in the words of the file: keys rather than fields, and which key a bad
+/// value belongs to.
+fn describe(
+    e: &toml::de::Error,
+    piece: &Spanned<DeValue<'_>>,
+    keys: &[&str],
+    element: bool,
+) -> (Range<usize>, String) {
+    let span = e.span().unwrap_or_else(|| piece.span());
+    let message = first_line(e.message());
+    let hit = find(piece, &span, 0);
+    let header = |inner: &[String]| {
+        let all: Vec<&str> = keys
+            .iter()
+            .copied()
+            .chain(inner.iter().map(String::as_str))
+            .collect();
+        if element && inner.is_empty() {
+            format!("[[{}]]", all.join("."))
+        } else {
+            format!("[{}]", all.join("."))
+        }
+    };
+    if let Some(name) = between_backticks(&message, "unknown field `") {
+        // The span is the key: the table is its parent.
+        let table = hit
+            .as_ref()
+            .map(|h| h.path[..h.path.len().saturating_sub(1)].to_vec())
+            .unwrap_or_default();
+        return (span, format!("unknown key {name:?} in {}", header(&table)));
+    }
+    if let Some(name) = between_backticks(&message, "missing field `") {
+        // The span is the table itself: its header, or an inline table.
+        let table = hit.as_ref().map(|h| h.path.clone()).unwrap_or_default();
+        return (span, format!("missing key {name:?} in {}", header(&table)));
+    }
+    let mut message = message.replace('`', "\"");
+    for (rust, words) in [
+        ("expected u16", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ] {
+        message = message.replace(rust, words);
+    }
+    let Some(hit) = hit.as_ref().filter(|h| h.what == What::Value && !h.path.is_empty()) else {
+        return (span, message);
+    };
+    let at = format!("{} in {}", hit.path.join("."), header(&[]));
+    // humantime_serde only says "expected a duration"; humantime says why.
+    if message.ends_with("expected a duration") {
+        if let Some(Err(why)) = hit.text.as_deref().map(humantime::parse_duration) {
+            let text = hit.text.as_deref().unwrap_or_default();
+            return (span, format!("{at}: invalid duration {text:?}: {why}"));
+        }
+    }
+    (span, format!("{at}: {message}"))
+}
+
+fn between_backticks<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split('`').next()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    Key,
+    Value,
+}
+
+/// Where a span is inside a table: the keys leading to it, whether it is
+/// the last key or its value, and the value's text when it is a string.
+struct Hit {
+    path: Vec<String>,
+    what: What,
+    text: Option<String>,
+}
+
+/// TOML nests only as deep as people write it; the bound keeps a hostile
+/// file from exhausting the stack here.
+const MAX_DEPTH: usize = 64;
+
+fn find(value: &Spanned<DeValue<'_>>, span: &Range<usize>, depth: usize) -> Option<Hit> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            for (k, v) in table.iter() {
+                let at = |what, text| {
+                    Some(Hit {
+                        path: vec![k.get_ref().to_string()],
+                        what,
+                        text,
+                    })
+                };
+                if k.span() == *span {
+                    return at(What::Key, None);
+                }
+                if v.span() == *span {
+                    return at(What::Value, v.get_ref().as_str().map(str::to_owned));
+                }
+                if let Some(mut hit) = find(v, span, depth + 1) {
+                    hit.path.insert(0, k.get_ref().to_string());
+                    return Some(hit);
+                }
+            }
+            None
+        }
+        DeValue::Array(items) => items.iter().find_map(|item| {
+            if item.span() == *span {
+                Some(Hit {
+                    path: Vec::new(),
+                    what: What::Value,
+                    text: item.get_ref().as_str().map(str::to_owned),
+                })
+            } else {
+                find(item, span, depth + 1)
+            }
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match load_str("t.toml", text) {
+            Ok(_) => Vec::new(),
+            Err(LoadError::Invalid(d)) => d.iter().map(ToString::to_string).collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn lines_and_columns_are_one_based_and_count_characters() {
+        let lines = Lines::new("f", "ab\næøå x\n");
+        assert_eq!(lines.line_col(0), (1, 1));
+        assert_eq!(lines.line_col(3), (2, 1));
+        assert_eq!(lines.line_col("ab\næøå ".len()), (2, 5));
+    }
+
+    #[test]
+    fn syntax_errors_stop_loading() {
+        let found = errors("[site]\nname = \"x\nfoo = 1\n");
+        assert!(!found.is_empty());
+        assert!(found[0].starts_with("t.toml:2:"), "{found:?}");
+    }
+
+    #[test]
+    fn every_schema_error_is_reported_with_its_key() {
+        let found = errors(
+            "[site]\nname = \"x\"\n\n[[component]]\nid = \"a\"\nkind = \"room\"\ndepnds_on = []\n\n\
+             [[component]]\nid = \"b\"\nkind = \"rom\"\n\n[[role]]\nid = \"r\"\n\
+             rotation = { every = \"1 wek\", start = \"2026-01-01T00:00:00Z\", people = [\"p\"] }\n\n\
+             [[componnet]]\n",
+        );
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(
+            found[0],
+            "t.toml:7:1: unknown key \"depnds_on\" in [[component]]"
+        );
+        assert!(found[1].starts_with("t.toml:11:8: kind in [[component]]: unknown variant"));
+        assert!(
+            found[2].starts_with(
+                "t.toml:15:22: rotation.every in [[role]]: invalid duration \"1 wek\""
+            ),
+            "{found:?}"
+        );
+        assert_eq!(found[3], "t.toml:17:3: unknown key \"componnet\"");
+    }
+
+    #[test]
+    fn missing_keys_are_reported_at_their_table() {
+        let found = errors("[site]\nname = \"x\"\n\n[[component]]\nid = \"a\"\n");
+        assert_eq!(found, ["t.toml:4:1: missing key \"kind\" in [[component]]"]);
+        let found = errors("[server]\n");
+        assert_eq!(found, ["t.toml:1:1: missing [site] section"]);
+    }
+
+    #[test]
+    fn nested_arrays_of_tables_are_checked_element_by_element() {
+        let found = errors(
+            "[site]\nname = \"x\"\n\n[[policy]]\nid = \"p\"\n[[policy.step]]\nonn = \"open\"\n\
+             [[policy.step]]\non = \"open\"\nvai = []\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "t.toml:7:1: unknown key \"onn\" in [[policy.step]]",
+                "t.toml:10:1: unknown key \"vai\" in [[policy.step]]",
+            ]
+        );
+    }
+
+    #[test]
+    fn validation_findings_resolve_to_their_values() {
+        let text = "[site]\nname = \"x\"\n\n[[component]]\nid = \"a\"\nkind = \"room\"\n\
+                    depends_on = [\"b\", \"zz\"]\n\n[[component]]\nid = \"b\"\nkind = \"room\"\n";
+        let (root, _) = DeTable::parse_recoverable(text);
+        let lines = Lines::new("t", text);
+        let span = resolve(
+            root.get_ref(),
+            &[
+                Seg::Key("component".into()),
+                Seg::Index(0),
+                Seg::Key("depends_on".into()),
+                Seg::Index(1),
+            ],
+        );
+        assert_eq!(lines.line_col(span.start), (7, 20));
+        let span = resolve(
+            root.get_ref(),
+            &[Seg::Key("component".into()), Seg::Index(1), Seg::Name("kind".into())],
+        );
+        assert_eq!(lines.line_col(span.start), (11, 1));
+        // A key that is absent falls back to its table.
+        let span = resolve(
+            root.get_ref(),
+            &[Seg::Key("component".into()), Seg::Index(1), Seg::Key("backup".into())],
+        );
+        assert_eq!(lines.line_col(span.start), (9, 1));
+    }
+}

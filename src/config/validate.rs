@@ -1,0 +1,1080 @@
+//! Semantic checks of a parsed config: what serde cannot see.
+//!
+//! References between sections (components, services, people, roles,
+//! groups, channels, policies), dependency and fallback cycles, and values
+//! whose type is right but whose content is not. Every problem is a
+//! `Finding` with a path into the file (`["component", 3, "depends_on", 1]`)
+//! that the loader turns into a line and column. All checks are linear in
+//! the size of the config: a catalogue of 100,000 components validates in
+//! well under a second.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::load::Level;
+use super::schema::{AlarmKind, ChannelKind, Config, RoleConfig};
+use super::step::{RecipientRef, StepOn};
+
+/// One step of a path into the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    /// The value of a key.
+    Key(String),
+    /// An element of an array.
+    Index(usize),
+    /// The key itself rather than its value (e.g. a map key that is wrong).
+    Name(String),
+}
+
+impl From<&str> for Seg {
+    fn from(key: &str) -> Self {
+        Seg::Key(key.to_owned())
+    }
+}
+
+impl From<usize> for Seg {
+    fn from(index: usize) -> Self {
+        Seg::Index(index)
+    }
+}
+
+/// `path!["component", i, "depends_on", j]`.
+macro_rules! path {
+    ($($seg:expr),* $(,)?) => { vec![$(Seg::from($seg)),*] };
+}
+
+/// A problem found by validation, located by its path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub level: Level,
+    pub path: Vec<Seg>,
+    pub message: String,
+}
+
+/// Checks everything serde could not; errors and warnings, unordered.
+pub fn validate(config: &Config) -> Vec<Finding> {
+    let mut v = Validator::new(config);
+    v.site_and_server();
+    v.tokens();
+    v.mqtt();
+    v.probes();
+    v.components();
+    v.services();
+    v.roles();
+    v.groups();
+    v.channels();
+    v.policies();
+    v.estimate();
+    v.meeting_places_and_crisis();
+    v.dependency_cycles();
+    v.unused();
+    v.out
+}
+
+/// Ids of one kind of thing, to the index of its first definition.
+type Index<'a> = HashMap<&'a str, usize>;
+
+struct Validator<'a> {
+    config: &'a Config,
+    out: Vec<Finding>,
+    components: Index<'a>,
+    services: Index<'a>,
+    people: Index<'a>,
+    roles: Index<'a>,
+    groups: Index<'a>,
+    channels: Index<'a>,
+    policies: Index<'a>,
+}
+
+impl<'a> Validator<'a> {
+    fn new(config: &'a Config) -> Self {
+        let mut v = Validator {
+            config,
+            out: Vec::new(),
+            components: HashMap::new(),
+            services: HashMap::new(),
+            people: HashMap::new(),
+            roles: HashMap::new(),
+            groups: HashMap::new(),
+            channels: HashMap::new(),
+            policies: HashMap::new(),
+        };
+        let c = config;
+        v.components = v.index("component", c.components.iter().map(|x| x.id.as_str()));
+        v.services = v.index("service", c.services.iter().map(|x| x.id.as_str()));
+        v.people = v.index("person", c.people.iter().map(|x| x.id.as_str()));
+        v.roles = v.index("role", c.roles.iter().map(|x| x.id.as_str()));
+        v.groups = v.index("group", c.groups.iter().map(|x| x.id.as_str()));
+        v.channels = v.index("channel", c.channels.iter().map(|x| x.id.as_str()));
+        v.policies = v.index("policy", c.policies.iter().map(|x| x.id.as_str()));
+        v.index("probe", c.probes.iter().map(|x| x.id.as_str()));
+        v
+    }
+
+    fn error(&mut self, path: Vec<Seg>, message: String) {
+        self.out.push(Finding {
+            level: Level::Error,
+            path,
+            message,
+        });
+    }
+
+    fn warning(&mut self, path: Vec<Seg>, message: String) {
+        self.out.push(Finding {
+            level: Level::Warning,
+            path,
+            message,
+        });
+    }
+
+    /// Indexes the ids of `[[kind]]`, reporting empty and duplicate ones.
+    fn index(&mut self, kind: &str, ids: impl Iterator<Item = &'a str>) -> Index<'a> {
+        let mut index = HashMap::new();
+        for (i, id) in ids.enumerate() {
+            if id.trim().is_empty() {
+                self.error(path![kind, i, "id"], format!("{kind} id is empty"));
+            } else if index.contains_key(id) {
+                self.error(path![kind, i, "id"], format!("duplicate {kind} id {id:?}"));
+            } else {
+                index.insert(id, i);
+            }
+        }
+        index
+    }
+
+    fn positive(&mut self, path: Vec<Seg>, what: &str, d: Duration) {
+        if d.is_zero() {
+            self.error(path, format!("{what} must be greater than zero"));
+        }
+    }
+
+    /// Checks a list of recipient references; `whose` names the holder in
+    /// messages (`service "omsorg" owner`).
+    fn recipients(&mut self, base: &[Seg], list: &[String], whose: &str, in_service: bool) {
+        for (i, text) in list.iter().enumerate() {
+            let mut path = base.to_vec();
+            path.push(Seg::Index(i));
+            self.recipient(path, text, whose, in_service);
+        }
+    }
+
+    fn recipient(&mut self, path: Vec<Seg>, text: &str, whose: &str, in_service: bool) {
+        let r = match RecipientRef::parse(text) {
+            Ok(r) => r,
+            Err(e) => return self.error(path, format!("{whose}: {e}")),
+        };
+        let (kind, id, known) = match &r {
+            RecipientRef::Role(id) => ("role", id, self.roles.contains_key(id.as_str())),
+            RecipientRef::Person(id) => ("person", id, self.people.contains_key(id.as_str())),
+            RecipientRef::Group(id) => ("group", id, self.groups.contains_key(id.as_str())),
+            RecipientRef::Owner | RecipientRef::Contacts => {
+                // A service's own owner and contacts cannot refer to
+                // themselves; elsewhere these mean the affected services'.
+                if in_service {
+                    self.error(path, format!("{whose}: \"{r}\" cannot be used here"));
+                }
+                return;
+            }
+        };
+        if !known {
+            self.error(path, format!("{whose} names unknown {kind} {id:?}"));
+        }
+    }
+
+    fn channel_refs(&mut self, base: &[Seg], list: &[String], whose: &str) {
+        for (i, id) in list.iter().enumerate() {
+            if !self.channels.contains_key(id.as_str()) {
+                let mut path = base.to_vec();
+                path.push(Seg::Index(i));
+                self.error(path, format!("{whose} uses unknown channel {id:?}"));
+            }
+        }
+    }
+
+    fn person_ref(&mut self, path: Vec<Seg>, id: &str, whose: &str) {
+        if !self.people.contains_key(id) {
+            self.error(path, format!("{whose} names unknown person {id:?}"));
+        }
+    }
+
+    fn site_and_server(&mut self) {
+        let c = self.config;
+        if c.site.name.trim().is_empty() {
+            self.error(path!["site", "name"], "site name is empty".into());
+        }
+        if let Err(e) = jiff::tz::TimeZone::get(&c.site.timezone) {
+            self.error(
+                path!["site", "timezone"],
+                format!("unknown time zone {:?}: {e}", c.site.timezone),
+            );
+        }
+        let s = &c.server;
+        if s.listen.parse::<SocketAddr>().is_err() {
+            self.error(
+                path!["server", "listen"],
+                format!("listen address {:?} is not IP:PORT", s.listen),
+            );
+        }
+        if let Some(url) = &s.public_url {
+            if !is_http(url) {
+                self.error(
+                    path!["server", "public_url"],
+                    format!("public_url {url:?} is not an http:// or https:// url"),
+                );
+            }
+        }
+        match (&s.tls_cert, &s.tls_key) {
+            (Some(_), None) => self.error(
+                path!["server", "tls_cert"],
+                "tls_cert needs tls_key as well".into(),
+            ),
+            (None, Some(_)) => self.error(
+                path!["server", "tls_key"],
+                "tls_key needs tls_cert as well".into(),
+            ),
+            _ => {}
+        }
+        self.positive(path!["server", "ack_link_ttl"], "ack_link_ttl", s.ack_link_ttl);
+        let url = &c.store.url;
+        if !["sqlite://", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len())
+        {
+            self.error(
+                path!["store", "url"],
+                format!("store url {url:?} is not sqlite://FILE or postgres://…"),
+            );
+        }
+    }
+
+    fn tokens(&mut self) {
+        let mut names = HashSet::new();
+        for (i, t) in self.config.tokens.iter().enumerate() {
+            let whose = format!("token {:?}", t.name);
+            if !names.insert(t.name.as_str()) {
+                self.error(path!["token", i, "name"], format!("duplicate token name {:?}", t.name));
+            }
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                self.error(
+                    path!["token", i, "sha256"],
+                    format!("{whose}: sha256 must be 64 hexadecimal digits"),
+                );
+            }
+            if t.scopes.is_empty() {
+                self.error(path!["token", i, "scopes"], format!("{whose} has no scopes"));
+            }
+            if let Some(p) = &t.person {
+                self.person_ref(path!["token", i, "person"], p, &whose);
+            }
+        }
+    }
+
+    fn mqtt(&mut self) {
+        let Some(m) = &self.config.mqtt else { return };
+        if !["mqtt://", "mqtts://"]
+            .iter()
+            .any(|scheme| m.url.starts_with(scheme) && m.url.len() > scheme.len())
+        {
+            self.error(
+                path!["mqtt", "url"],
+                format!("mqtt url {:?} is not mqtt://HOST:PORT or mqtts://HOST:PORT", m.url),
+            );
+        }
+        if m.client_id.trim().is_empty() {
+            self.error(path!["mqtt", "client_id"], "mqtt client_id is empty".into());
+        }
+        if m.max_payload > m.max_packet {
+            self.error(
+                path!["mqtt", "max_payload"],
+                "mqtt max_payload is larger than max_packet".into(),
+            );
+        }
+        for (i, s) in m.subscriptions.iter().enumerate() {
+            let at = |key: &str| path!["mqtt", "subscription", i, key];
+            let wildcards = match topic_filter_wildcards(&s.topic) {
+                Ok(n) => n,
+                Err(why) => {
+                    self.error(at("topic"), format!("topic filter {:?} {why}", s.topic));
+                    continue;
+                }
+            };
+            match template_wildcards(&s.component) {
+                Err(why) => self.error(
+                    at("component"),
+                    format!("subscription component {:?} {why}", s.component),
+                ),
+                Ok(refs) if refs.is_empty() => {
+                    if !self.components.contains_key(s.component.as_str()) {
+                        self.error(
+                            at("component"),
+                            format!("subscription names unknown component {:?}", s.component),
+                        );
+                    }
+                }
+                Ok(refs) => {
+                    if let Some(n) = refs.into_iter().find(|&n| n == 0 || n > wildcards) {
+                        self.error(
+                            at("component"),
+                            format!(
+                                "subscription component {:?} refers to wildcard {{{n}}} but topic {:?} has {wildcards}",
+                                s.component, s.topic
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(h) = s.heartbeat {
+                self.positive(at("heartbeat"), "heartbeat", h);
+            }
+        }
+    }
+
+    fn probes(&mut self) {
+        for (i, p) in self.config.probes.iter().enumerate() {
+            let whose = format!("probe {:?}", p.id);
+            let at = |key: &str| path!["probe", i, key];
+            if !self.components.contains_key(p.component.as_str()) {
+                self.error(
+                    at("component"),
+                    format!("{whose} names unknown component {:?}", p.component),
+                );
+            }
+            if !is_http(&p.url) {
+                self.error(
+                    at("url"),
+                    format!("{whose}: url {:?} is not an http:// or https:// url", p.url),
+                );
+            }
+            self.positive(at("every"), &format!("{whose}: every"), p.every);
+            self.positive(at("timeout"), &format!("{whose}: timeout"), p.timeout);
+            if p.fail_after == 0 {
+                self.error(at("fail_after"), format!("{whose}: fail_after must be at least 1"));
+            }
+            if p.recover_after == 0 {
+                self.error(
+                    at("recover_after"),
+                    format!("{whose}: recover_after must be at least 1"),
+                );
+            }
+            for (j, code) in p.expect_status.iter().enumerate() {
+                if !(100..=599).contains(code) {
+                    self.error(
+                        path!["probe", i, "expect_status", j],
+                        format!("{whose}: {code} is not an HTTP status code"),
+                    );
+                }
+            }
+            if let Some(g) = &p.generator {
+                for (key, pointer) in [("running", &g.running), ("fuel_percent", &g.fuel_percent)]
+                {
+                    if !is_json_pointer(pointer) {
+                        self.error(
+                            path!["probe", i, "generator", key],
+                            format!("{whose}: {pointer:?} is not a JSON pointer (starts with /)"),
+                        );
+                    }
+                }
+                self.positive(
+                    path!["probe", i, "generator", "full_tank_runtime"],
+                    &format!("{whose}: full_tank_runtime"),
+                    g.full_tank_runtime,
+                );
+            }
+            for (j, check) in p.checks.iter().enumerate() {
+                let at = |key: &str| path!["probe", i, "check", j, key];
+                if !is_json_pointer(&check.pointer) {
+                    self.error(
+                        at("pointer"),
+                        format!(
+                            "{whose}: {:?} is not a JSON pointer (starts with /)",
+                            check.pointer
+                        ),
+                    );
+                }
+                let set = [
+                    check.below.is_some(),
+                    check.above.is_some(),
+                    check.equals.is_some(),
+                ];
+                if set.iter().filter(|s| **s).count() != 1 {
+                    self.error(
+                        path!["probe", i, "check", j],
+                        format!("{whose}: a check needs exactly one of below, above or equals"),
+                    );
+                }
+                for (key, bound) in [("below", check.below), ("above", check.above)] {
+                    if bound.is_some_and(|b| !b.is_finite()) {
+                        self.error(at(key), format!("{whose}: {key} must be a finite number"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn components(&mut self) {
+        for (i, c) in self.config.components.iter().enumerate() {
+            for (j, d) in c.depends_on.iter().enumerate() {
+                if self.components.contains_key(d.as_str()) {
+                    continue;
+                }
+                let message = if self.services.contains_key(d.as_str()) {
+                    format!(
+                        "component {:?} depends on service {d:?}; components depend only on components",
+                        c.id
+                    )
+                } else {
+                    format!("component {:?} depends on unknown component {d:?}", c.id)
+                };
+                self.error(path!["component", i, "depends_on", j], message);
+            }
+            if let Some(b) = &c.backup {
+                if b == &c.id {
+                    self.error(
+                        path!["component", i, "backup"],
+                        format!("component {:?} is its own backup", c.id),
+                    );
+                } else if !self.components.contains_key(b.as_str()) {
+                    self.error(
+                        path!["component", i, "backup"],
+                        format!("component {:?} has unknown backup component {b:?}", c.id),
+                    );
+                }
+            }
+        }
+    }
+
+    fn services(&mut self) {
+        for (i, s) in self.config.services.iter().enumerate() {
+            let whose = format!("service {:?}", s.id);
+            if self.components.contains_key(s.id.as_str()) {
+                self.error(
+                    path!["service", i, "id"],
+                    format!("{whose} has the same id as a component"),
+                );
+            }
+            for (j, d) in s.depends_on.iter().enumerate() {
+                if !self.components.contains_key(d.as_str()) && !self.services.contains_key(d.as_str())
+                {
+                    self.error(
+                        path!["service", i, "depends_on", j],
+                        format!("{whose} depends on unknown component or service {d:?}"),
+                    );
+                }
+            }
+            if let Some(p) = &s.policy {
+                if !self.policies.contains_key(p.as_str()) {
+                    self.error(
+                        path!["service", i, "policy"],
+                        format!("{whose} uses unknown policy {p:?}"),
+                    );
+                }
+            }
+            if let Some(owner) = &s.owner {
+                self.recipient(path!["service", i, "owner"], owner, &format!("{whose} owner"), true);
+            }
+            self.recipients(
+                &path!["service", i, "contacts"],
+                &s.contacts,
+                &format!("{whose} contacts"),
+                true,
+            );
+            self.recipients(
+                &path!["service", i, "recovery_notify"],
+                &s.recovery_notify,
+                &format!("{whose} recovery_notify"),
+                false,
+            );
+        }
+    }
+
+    fn roles(&mut self) {
+        for (i, r) in self.config.roles.iter().enumerate() {
+            self.role(i, r);
+        }
+    }
+
+    fn role(&mut self, i: usize, r: &RoleConfig) {
+        let whose = format!("role {:?}", r.id);
+        match (&r.primary, &r.rotation) {
+            (Some(_), Some(_)) => self.error(
+                path!["role", i, "rotation"],
+                format!("{whose} has both a primary and a rotation; give one"),
+            ),
+            (None, None) => self.error(
+                path!["role", i],
+                format!("{whose} needs a primary or a rotation"),
+            ),
+            _ => {}
+        }
+        if let Some(p) = &r.primary {
+            self.person_ref(path!["role", i, "primary"], p, &format!("{whose} primary"));
+        }
+        let mut seen = HashSet::new();
+        for (j, d) in r.deputies.iter().enumerate() {
+            let at = path!["role", i, "deputies", j];
+            if r.primary.as_ref() == Some(d) {
+                self.error(at, format!("{whose}: deputy {d:?} is also the primary"));
+            } else if !seen.insert(d.as_str()) {
+                self.error(at, format!("{whose}: deputy {d:?} is listed twice"));
+            } else {
+                self.person_ref(at, d, &format!("{whose} deputy"));
+            }
+        }
+        if let Some(rot) = &r.rotation {
+            let at = |key: &str| path!["role", i, "rotation", key];
+            self.positive(at("every"), &format!("{whose}: rotation every"), rot.every);
+            if let Err(e) = rot.start.parse::<jiff::Timestamp>() {
+                self.error(
+                    at("start"),
+                    format!(
+                        "{whose}: rotation start {:?} is not an RFC 3339 time: {e}",
+                        rot.start
+                    ),
+                );
+            }
+            if rot.people.is_empty() {
+                self.error(at("people"), format!("{whose}: rotation has no people"));
+            }
+            for (j, p) in rot.people.iter().enumerate() {
+                self.person_ref(
+                    path!["role", i, "rotation", "people", j],
+                    p,
+                    &format!("{whose} rotation"),
+                );
+            }
+        }
+    }
+
+    fn groups(&mut self) {
+        for (i, g) in self.config.groups.iter().enumerate() {
+            self.recipients(
+                &path!["group", i, "members"],
+                &g.members,
+                &format!("group {:?} members", g.id),
+                false,
+            );
+        }
+        // A group that contains itself, directly or through others, would
+        // expand forever.
+        let edges: Vec<Vec<(usize, Vec<Seg>)>> = self
+            .config
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                g.members
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, m)| match RecipientRef::parse(m) {
+                        Ok(RecipientRef::Group(id)) => self
+                            .groups
+                            .get(id.as_str())
+                            .map(|&to| (to, path!["group", i, "members", j])),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let names = |i: usize| self.config.groups[i].id.as_str();
+        for (path, cycle) in cycles(&edges, names) {
+            self.error(path, format!("group cycle: {cycle}"));
+        }
+    }
+
+    fn channels(&mut self) {
+        let config = self.config;
+        for (i, c) in config.channels.iter().enumerate() {
+            let whose = format!("channel {:?}", c.id);
+            let at = |key: &str| path!["channel", i, key];
+            let kind = c.kind.as_str();
+            match c.kind {
+                ChannelKind::SmsHttp | ChannelKind::CallHttp | ChannelKind::Webhook => {
+                    match &c.url {
+                        None => self.error(path!["channel", i], format!("{whose} ({kind}) needs a url")),
+                        Some(url) if !is_http(url) => self.error(
+                            at("url"),
+                            format!("{whose}: url {url:?} is not an http:// or https:// url"),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+                ChannelKind::Smtp => {
+                    match &c.url {
+                        None => self.error(path!["channel", i], format!("{whose} (smtp) needs a url")),
+                        Some(url) if !(url.starts_with("smtp://") || url.starts_with("smtps://")) => {
+                            self.error(
+                                at("url"),
+                                format!("{whose}: url {url:?} is not an smtp:// or smtps:// url"),
+                            )
+                        }
+                        Some(_) => {}
+                    }
+                    match &c.from {
+                        None => self.error(path!["channel", i], format!("{whose} (smtp) needs from")),
+                        Some(from) if !from.contains('@') => self.error(
+                            at("from"),
+                            format!("{whose}: from {from:?} is not a mail address"),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+                ChannelKind::Log => {}
+            }
+            let http = matches!(
+                c.kind,
+                ChannelKind::SmsHttp | ChannelKind::CallHttp | ChannelKind::Webhook
+            );
+            if c.format.is_some() && c.kind != ChannelKind::Webhook {
+                self.error(
+                    at("format"),
+                    format!("{whose}: format applies only to webhook channels"),
+                );
+            }
+            if c.tls.is_some() && c.kind != ChannelKind::Smtp {
+                self.error(at("tls"), format!("{whose}: tls applies only to smtp channels"));
+            }
+            if c.from.is_some() && c.kind != ChannelKind::Smtp {
+                self.error(at("from"), format!("{whose}: from applies only to smtp channels"));
+            }
+            for (key, set) in [
+                ("method", c.method.is_some()),
+                ("body", c.body.is_some()),
+                ("headers", !c.headers.is_empty()),
+            ] {
+                if set && !http {
+                    self.error(
+                        at(key),
+                        format!("{whose}: {key} applies only to http channels (sms-http, call-http, webhook)"),
+                    );
+                }
+            }
+            if let Some(m) = &c.method {
+                if !matches!(m.as_str(), "GET" | "POST" | "PUT" | "PATCH") {
+                    self.error(
+                        at("method"),
+                        format!("{whose}: method {m:?} is not GET, POST, PUT or PATCH"),
+                    );
+                }
+            }
+            for (name, value) in &c.headers {
+                if name.is_empty() || !name.bytes().all(is_header_name_byte) {
+                    self.error(
+                        path!["channel", i, "headers", Seg::Name(name.clone())],
+                        format!("{whose}: {name:?} is not a valid header name"),
+                    );
+                }
+                let bad = match value.strip_prefix("env:") {
+                    Some(var) => var.is_empty() || var.contains(['=', '\0']) || var.contains(char::is_whitespace),
+                    None => value.chars().any(|ch| ch.is_control() && ch != '\t'),
+                };
+                if bad {
+                    self.error(
+                        path!["channel", i, "headers", name.as_str()],
+                        format!("{whose}: header {name:?} has an invalid value (a literal without control characters, or env:VARIABLE)"),
+                    );
+                }
+            }
+            if let Some(t) = c.timeout {
+                self.positive(at("timeout"), &format!("{whose}: timeout"), t);
+            }
+            if c.attempts == Some(0) {
+                self.error(at("attempts"), format!("{whose}: attempts must be at least 1"));
+            }
+            if let Some(s) = &c.requires_service {
+                if !self.services.contains_key(s.as_str()) {
+                    self.error(
+                        at("requires_service"),
+                        format!("{whose} requires unknown service {s:?}"),
+                    );
+                }
+            }
+            if let Some(f) = &c.fallback {
+                if !self.channels.contains_key(f.as_str()) {
+                    self.error(
+                        at("fallback"),
+                        format!("{whose} falls back to unknown channel {f:?}"),
+                    );
+                }
+            }
+        }
+        let edges: Vec<Vec<(usize, Vec<Seg>)>> = config
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.fallback
+                    .as_deref()
+                    .and_then(|f| self.channels.get(f))
+                    .map(|&to| (to, path!["channel", i, "fallback"]))
+                    .into_iter()
+                    .collect()
+            })
+            .collect();
+        let names = |i: usize| config.channels[i].id.as_str();
+        for (path, cycle) in cycles(&edges, names) {
+            self.error(path, format!("fallback cycle: {cycle}"));
+        }
+    }
+
+    fn policies(&mut self) {
+        for (i, p) in self.config.policies.iter().enumerate() {
+            let whose = format!("policy {:?}", p.id);
+            if let Some(d) = p.deputy_after {
+                self.positive(path!["policy", i, "deputy_after"], &format!("{whose}: deputy_after"), d);
+            }
+            if let Some(d) = p.status_every {
+                self.positive(path!["policy", i, "status_every"], &format!("{whose}: status_every"), d);
+            }
+            self.recipients(
+                &path!["policy", i, "status_to"],
+                &p.status_to,
+                &format!("{whose} status_to"),
+                false,
+            );
+            for (j, step) in p.steps.iter().enumerate() {
+                let step_name = format!("{whose} step {}", j + 1);
+                let at = |key: &str| path!["policy", i, "step", j, key];
+                if let Err(e) = StepOn::parse(&step.on) {
+                    self.error(at("on"), format!("{step_name}: {e}"));
+                }
+                self.recipients(&at("notify"), &step.notify, &format!("{step_name} notify"), false);
+                self.channel_refs(&at("via"), &step.via, &step_name);
+                if !step.notify.is_empty() && step.via.is_empty() {
+                    self.error(
+                        path!["policy", i, "step", j],
+                        format!("{step_name} notifies people but has no via"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn estimate(&mut self) {
+        let e = &self.config.estimate;
+        self.positive(path!["estimate", "default"], "estimate default", e.default);
+        self.positive(path!["estimate", "extend"], "estimate extend", e.extend);
+        for (kind, d) in &e.by_kind {
+            if AlarmKind::parse(kind).is_none() {
+                let kinds: Vec<&str> = AlarmKind::ALL.iter().map(|k| k.as_str()).collect();
+                self.error(
+                    path!["estimate", "by_kind", Seg::Name(kind.clone())],
+                    format!(
+                        "estimate by_kind: {kind:?} is not an alarm kind ({})",
+                        kinds.join(", ")
+                    ),
+                );
+            } else {
+                self.positive(
+                    path!["estimate", "by_kind", kind.as_str()],
+                    &format!("estimate by_kind {kind}"),
+                    d.0,
+                );
+            }
+        }
+        let h = &e.history;
+        if !(h.quantile > 0.0 && h.quantile <= 1.0) {
+            self.error(
+                path!["estimate", "history", "quantile"],
+                format!("estimate history quantile {} is not in (0, 1]", h.quantile),
+            );
+        }
+        if h.min_samples == 0 {
+            self.error(
+                path!["estimate", "history", "min_samples"],
+                "estimate history min_samples must be at least 1".into(),
+            );
+        }
+    }
+
+    fn meeting_places_and_crisis(&mut self) {
+        let mut priorities: HashMap<u32, &str> = HashMap::new();
+        for (i, m) in self.config.meeting_places.iter().enumerate() {
+            if m.name.trim().is_empty() {
+                self.error(path!["meeting_place", i, "name"], "meeting place name is empty".into());
+            }
+            if let Some(other) = priorities.insert(m.priority, &m.name) {
+                priorities.insert(m.priority, other);
+                self.warning(
+                    path!["meeting_place", i, "priority"],
+                    format!(
+                        "meeting place {:?} has the same priority {} as {other:?}",
+                        m.name, m.priority
+                    ),
+                );
+            }
+        }
+        let crisis = &self.config.crisis;
+        self.recipients(&path!["crisis", "staff"], &crisis.staff, "crisis staff", false);
+        self.channel_refs(&path!["crisis", "via"], &crisis.via, "crisis");
+        if !crisis.staff.is_empty() && crisis.via.is_empty() {
+            self.error(path!["crisis"], "crisis staff is set but crisis via is empty".into());
+        }
+    }
+
+    /// Components and services as one graph: node `i < C` is component
+    /// `i`, node `C + j` is service `j`; edges point upstream along
+    /// `depends_on` and from a component to its backup.
+    fn graph(&self) -> Vec<Vec<(usize, Vec<Seg>)>> {
+        let c = &self.config;
+        let offset = c.components.len();
+        let mut edges = Vec::with_capacity(offset + c.services.len());
+        for (i, comp) in c.components.iter().enumerate() {
+            let mut out: Vec<(usize, Vec<Seg>)> = comp
+                .depends_on
+                .iter()
+                .enumerate()
+                .filter_map(|(j, d)| {
+                    let to = *self.components.get(d.as_str())?;
+                    Some((to, path!["component", i, "depends_on", j]))
+                })
+                .collect();
+            if let Some(&to) = comp.backup.as_deref().and_then(|b| self.components.get(b)) {
+                if to != i {
+                    out.push((to, path!["component", i, "backup"]));
+                }
+            }
+            edges.push(out);
+        }
+        for (i, s) in c.services.iter().enumerate() {
+            edges.push(
+                s.depends_on
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, d)| {
+                        let to = match self.components.get(d.as_str()) {
+                            Some(&to) => to,
+                            None => offset + *self.services.get(d.as_str())?,
+                        };
+                        Some((to, path!["service", i, "depends_on", j]))
+                    })
+                    .collect(),
+            );
+        }
+        edges
+    }
+
+    fn dependency_cycles(&mut self) {
+        let edges = self.graph();
+        let c = self.config;
+        let offset = c.components.len();
+        let names = |i: usize| {
+            if i < offset {
+                c.components[i].id.as_str()
+            } else {
+                c.services[i - offset].id.as_str()
+            }
+        };
+        for (path, cycle) in cycles(&edges, names) {
+            self.error(path, format!("cycle: {cycle}"));
+        }
+    }
+
+    /// Warnings for components that feed no service and policies no
+    /// service uses.
+    fn unused(&mut self) {
+        let c = self.config;
+        let offset = c.components.len();
+        let edges = self.graph();
+        // Everything reachable upstream from a service feeds it; a backup
+        // feeds what the component it backs feeds (that edge is in the graph).
+        let mut feeds = vec![false; edges.len()];
+        let mut queue: VecDeque<usize> = (offset..edges.len()).collect();
+        for &s in &queue {
+            feeds[s] = true;
+        }
+        while let Some(n) = queue.pop_front() {
+            for (to, _) in &edges[n] {
+                if !feeds[*to] {
+                    feeds[*to] = true;
+                    queue.push_back(*to);
+                }
+            }
+        }
+        for (i, comp) in c.components.iter().enumerate() {
+            if !feeds[i] && self.components.get(comp.id.as_str()) == Some(&i) {
+                self.warning(
+                    path!["component", i, "id"],
+                    format!("component {:?} feeds no service", comp.id),
+                );
+            }
+        }
+        let used: HashSet<&str> = c.services.iter().filter_map(|s| s.policy.as_deref()).collect();
+        for (i, p) in c.policies.iter().enumerate() {
+            if !used.contains(p.id.as_str()) {
+                self.warning(
+                    path!["policy", i, "id"],
+                    format!("policy {:?} is not used by any service", p.id),
+                );
+            }
+        }
+    }
+}
+
+/// One cycle per strongly connected component of a graph given as
+/// adjacency lists (target, path of the edge), found with an iterative
+/// Tarjan so that deep graphs cannot overflow the stack. Each cycle is
+/// reported at the edge leaving its first member (lowest index), as
+/// `a -> b -> a`, following a shortest way back.
+fn cycles<'n>(
+    edges: &[Vec<(usize, Vec<Seg>)>],
+    name: impl Fn(usize) -> &'n str,
+) -> Vec<(Vec<Seg>, String)> {
+    let n = edges.len();
+    const NONE: usize = usize::MAX;
+    let mut index = vec![NONE; n];
+    let mut low = vec![0; n];
+    let mut on_stack = vec![false; n];
+    let mut stack = Vec::new();
+    let mut scc_of = vec![NONE; n];
+    let mut sccs: Vec<Vec<usize>> = Vec::new();
+    let mut next = 0;
+    // (node, next edge to look at)
+    let mut work: Vec<(usize, usize)> = Vec::new();
+    for start in 0..n {
+        if index[start] != NONE {
+            continue;
+        }
+        work.push((start, 0));
+        while let Some(&mut (v, ref mut e)) = work.last_mut() {
+            if *e == 0 && index[v] == NONE {
+                index[v] = next;
+                low[v] = next;
+                next += 1;
+                stack.push(v);
+                on_stack[v] = true;
+            }
+            if let Some((w, _)) = edges[v].get(*e) {
+                let w = *w;
+                *e += 1;
+                if index[w] == NONE {
+                    work.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut members = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    scc_of[w] = sccs.len();
+                    members.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                sccs.push(members);
+            }
+        }
+    }
+
+    let mut out = Vec::new();
+    let mut parent = vec![NONE; n];
+    for (id, members) in sccs.iter().enumerate() {
+        let Some(&first) = members.iter().min() else {
+            continue;
+        };
+        if members.len() == 1 && !edges[first].iter().any(|(w, _)| *w == first) {
+            continue;
+        }
+        // Breadth-first from `first` inside its component, back to `first`.
+        let mut queue = VecDeque::from([first]);
+        let mut last = NONE;
+        'search: while let Some(v) = queue.pop_front() {
+            for (w, _) in &edges[v] {
+                let w = *w;
+                if scc_of[w] != id {
+                    continue;
+                }
+                if w == first {
+                    last = v;
+                    break 'search;
+                }
+                if parent[w] == NONE {
+                    parent[w] = v;
+                    queue.push_back(w);
+                }
+            }
+        }
+        let mut way = vec![first];
+        let mut v = last;
+        while v != first && v != NONE {
+            way.push(v);
+            v = parent[v];
+        }
+        way.push(first);
+        way.reverse();
+        // `way` runs first -> … -> first; the edge to report leaves `first`.
+        let second = way[1];
+        let Some((_, path)) = edges[first].iter().find(|(w, _)| *w == second) else {
+            continue;
+        };
+        let text: Vec<&str> = way.iter().map(|&v| name(v)).collect();
+        out.push((path.clone(), text.join(" -> ")));
+    }
+    out
+}
+
+/// Counts the wildcards of an MQTT topic filter, or says why it is not one.
+fn topic_filter_wildcards(filter: &str) -> Result<usize, &'static str> {
+    if filter.is_empty() {
+        return Err("is empty");
+    }
+    if filter.contains('\0') {
+        return Err("contains a NUL character");
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    let mut count = 0;
+    for (i, level) in levels.iter().enumerate() {
+        match *level {
+            "+" => count += 1,
+            "#" if i + 1 == levels.len() => count += 1,
+            "#" => return Err("has # before its last level"),
+            l if l.contains(['+', '#']) => {
+                return Err("has a wildcard that is not a whole level");
+            }
+            _ => {}
+        }
+    }
+    Ok(count)
+}
+
+/// The `{N}` wildcard references in a subscription's component template.
+fn template_wildcards(template: &str) -> Result<Vec<usize>, &'static str> {
+    let mut refs = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or("has a { without }")?;
+        let n = after[..close]
+            .parse::<usize>()
+            .map_err(|_| "has {…} that is not a wildcard number {N}")?;
+        refs.push(n);
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err("has a } without {");
+    }
+    Ok(refs)
+}
+
+fn is_http(url: &str) -> bool {
+    ["http://", "https://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len())
+}
+
+/// A JSON pointer (RFC 6901): empty (the whole document) or `/…`.
+fn is_json_pointer(p: &str) -> bool {
+    p.is_empty() || p.starts_with('/')
+}
+
+/// RFC 9110 token characters.
+fn is_header_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

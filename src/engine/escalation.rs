@@ -1,0 +1,857 @@
+//! Escalation: estimates, policy steps, recipients and channels, deputy
+//! chains, status reminders, recovery and crisis summons (SPEC §3
+//! "Expected duration" and "Escalation").
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::incident::{Chain, severity_of};
+use super::text::{self, Facts, TextKind};
+use super::{
+    Basis, Effect, Engine, EngineError, Health, IncidentState, Level, Notification, Out, Severity,
+    Ts, ids,
+};
+use crate::catalogue::{ChannelId, NodeId, PersonId, PolicyId, RoleId};
+use crate::config::{AlarmKind, Criticality, RecipientRef, StepOn};
+
+/// Whole seconds, rounding up, of a span in milliseconds.
+fn ceil_secs(ms: i64) -> i64 {
+    (ms + 999).div_euclid(1000)
+}
+
+impl Engine {
+    /// Reports and escalates every incident touched by the current cause.
+    pub(super) fn flush(&mut self, now: Ts, out: &mut Out) {
+        while let Some(id) = self.dirty.pop_first() {
+            self.flush_one(now, id, out);
+        }
+    }
+
+    fn flush_one(&mut self, now: Ts, id: u64, out: &mut Out) {
+        let idx = id as usize - 1;
+        if !self.incidents[idx].state.is_live() {
+            return;
+        }
+        let cat = self.cat.clone();
+        let new = self.incidents[idx].reported.is_none();
+        if new {
+            let root = self.incidents[idx].root;
+            let (expected_s, basis) = self.estimate_for(root);
+            let inc = &mut self.incidents[idx];
+            inc.expected_s = expected_s;
+            inc.basis = basis;
+            inc.first_expected_s = expected_s;
+            inc.first_basis = basis;
+            inc.settle_until = Some(now.plus(cat.settle));
+            out.estimates.push(Effect::Estimate {
+                incident: id,
+                expected_s,
+                basis,
+            });
+        } else {
+            let inc = &self.incidents[idx];
+            let root_changed = inc.reported.as_ref().is_some_and(|r| r.0 != inc.root);
+            if root_changed && inc.basis != Basis::Manual {
+                let (expected_s, basis) = self.estimate_for(inc.root);
+                self.set_estimate(now, id, expected_s, basis, out);
+            }
+        }
+        self.check_generator(now, id, out);
+        self.adopt_policies(id);
+
+        let inc = &self.incidents[idx];
+        let prev = inc.reported.as_ref().map(|r| r.2);
+        let severity = severity_of(&inc.services, |s| {
+            cat.node(s).criticality().unwrap_or(Criticality::Important)
+        })
+        .max(inc.severity);
+        let services: Vec<NodeId> = inc.services.keys().copied().collect();
+        let snapshot = (inc.root, services, severity);
+        let root_name = cat.node(inc.root).id.clone();
+        let mut names: Vec<String> = snapshot.1.iter().map(|s| cat.node(*s).id.clone()).collect();
+        names.sort();
+        if new {
+            out.incidents.push(Effect::IncidentOpened {
+                incident: id,
+                root: root_name.clone(),
+                services: names,
+                severity,
+                expected_s: inc.expected_s,
+            });
+        } else if inc.reported.as_ref() != Some(&snapshot) {
+            out.incidents.push(Effect::IncidentUpdated {
+                incident: id,
+                root: root_name.clone(),
+                services: names,
+                severity,
+            });
+        }
+        let inc = &mut self.incidents[idx];
+        if new {
+            let text = format!("opened: {root_name}");
+            inc.log(now, "opened", text, None);
+        }
+        inc.severity = severity;
+        inc.reported = Some(snapshot);
+        if severity >= Severity::Major && prev.is_none_or(|p| p < Severity::Major) {
+            inc.major_since = Some(now);
+        }
+
+        // Fire and life services do not wait for related alarms.
+        let urgent = self.has_firing(&self.incidents[idx], AlarmKind::Fire)
+            || self.incidents[idx].services.iter().any(|(s, h)| {
+                *h == Health::Down && cat.node(*s).criticality() == Some(Criticality::Life)
+            });
+        if self.incidents[idx].notify_from.is_none() && urgent {
+            self.start_notifying(now, id, out);
+        } else if self.incidents[idx].notify_from.is_some() {
+            if prev.is_some_and(|p| severity > p) {
+                self.retell_severity(now, id, out);
+            }
+            self.evaluate_steps(now, id, out);
+            self.arm_status(now, id);
+        }
+        self.update_wake(id);
+    }
+
+    /// The policies an incident follows: its services', or, while it
+    /// affects none, those of the services its root feeds. Once followed,
+    /// a policy stays.
+    fn adopt_policies(&mut self, id: u64) {
+        let idx = id as usize - 1;
+        let services = self.context_services(id);
+        let inc = &mut self.incidents[idx];
+        let before = inc.policies.len();
+        for s in services.iter() {
+            if let Some(p) = self.cat.node(*s).policy
+                && !inc.policies.contains(&p)
+            {
+                inc.policies.push(p);
+            }
+        }
+        if inc.policies.len() != before {
+            inc.policies.sort();
+        }
+    }
+
+    /// The services whose owners, contacts and policies an incident uses.
+    fn context_services(&mut self, id: u64) -> Arc<Vec<NodeId>> {
+        let inc = &self.incidents[id as usize - 1];
+        if !inc.services.is_empty() {
+            let mut v: Vec<NodeId> = inc.services.keys().copied().collect();
+            v.sort_by(|a, b| self.cat.node(*a).id.cmp(&self.cat.node(*b).id));
+            return Arc::new(v);
+        }
+        let root = inc.root;
+        if let Some(v) = self.fed_cache.get(&root) {
+            return v.clone();
+        }
+        let v = Arc::new(self.cat.fed_services(root));
+        self.fed_cache.insert(root, v.clone());
+        v
+    }
+
+    /// The estimate for an incident with this root: history, kind or
+    /// default.
+    pub(super) fn estimate_for(&self, root: NodeId) -> (i64, Basis) {
+        let h = &self.cat.estimate.history;
+        if let Some(samples) = self.history.get(&root)
+            && samples.len() >= h.min_samples.max(1)
+        {
+            let mut sorted = samples.clone();
+            sorted.sort_unstable();
+            let n = sorted.len();
+            let rank = ((h.quantile * n as f64).ceil() as usize).clamp(1, n);
+            return (sorted[rank - 1], Basis::History);
+        }
+        if let Some(d) = self.cat.by_kind.get(&self.root_kind(root)) {
+            return (d.as_secs() as i64, Basis::Kind);
+        }
+        (self.cat.estimate.default.as_secs() as i64, Basis::Default)
+    }
+
+    fn set_estimate(&mut self, now: Ts, id: u64, expected_s: i64, basis: Basis, out: &mut Out) {
+        let inc = &mut self.incidents[id as usize - 1];
+        if inc.expected_s == expected_s && inc.basis == basis {
+            return;
+        }
+        inc.expected_s = expected_s;
+        inc.basis = basis;
+        inc.log(
+            now,
+            "estimate",
+            format!("expected {expected_s}s ({})", basis.as_str()),
+            None,
+        );
+        out.estimates.push(Effect::Estimate {
+            incident: id,
+            expected_s,
+            basis,
+        });
+    }
+
+    /// While mains is down and a generator carries: when the outage is
+    /// expected to outlast the fuel, say so and take on everything the
+    /// mains feeds.
+    fn check_generator(&mut self, now: Ts, id: u64, out: &mut Out) {
+        let idx = id as usize - 1;
+        if self.incidents[idx].generator_alerted {
+            return;
+        }
+        let cat = self.cat.clone();
+        let remaining_ms = self.incidents[idx].expected_end().millis_since(now);
+        let mut hit = None;
+        for &m in &self.incidents[idx].members {
+            if self.own[m.0 as usize] != Health::Down || !self.carried(m) {
+                continue;
+            }
+            let Some(b) = cat.node(m).backup else { continue };
+            if let Some(runtime) = self.generator_runtime(b)
+                && remaining_ms > runtime.as_millis() as i64
+            {
+                hit = Some((m, runtime));
+                break;
+            }
+        }
+        let Some((mains, runtime)) = hit else { return };
+        let fed = cat.fed_services(mains);
+        let inc = &mut self.incidents[idx];
+        inc.generator_alerted = true;
+        inc.fuel_out = Some(now.plus(runtime));
+        for s in fed {
+            inc.services.insert(s, Health::Down);
+        }
+        let expected_s = inc.expected_s;
+        inc.basis = Basis::Generator;
+        inc.log(
+            now,
+            "estimate",
+            format!(
+                "generator fuel lasts {}s, less than the outage",
+                runtime.as_secs()
+            ),
+            None,
+        );
+        out.estimates.push(Effect::Estimate {
+            incident: id,
+            expected_s,
+            basis: Basis::Generator,
+        });
+        self.dirty.insert(id);
+    }
+
+    fn start_notifying(&mut self, now: Ts, id: u64, out: &mut Out) {
+        let inc = &mut self.incidents[id as usize - 1];
+        if inc.notify_from.is_some() {
+            return;
+        }
+        inc.notify_from = Some(now);
+        inc.settle_until = None;
+        self.evaluate_steps(now, id, out);
+        self.arm_status(now, id);
+    }
+
+    /// Fires every step whose condition has become true, once each.
+    fn evaluate_steps(&mut self, now: Ts, id: u64, out: &mut Out) {
+        let idx = id as usize - 1;
+        if self.incidents[idx].notify_from.is_none() || !self.incidents[idx].state.is_live() {
+            return;
+        }
+        let cat = self.cat.clone();
+        let policies = self.incidents[idx].policies.clone();
+        for p in policies {
+            for (i, step) in cat.policy(p).steps.iter().enumerate() {
+                let inc = &self.incidents[idx];
+                if inc.fired.contains(&(p, i)) {
+                    continue;
+                }
+                let elapsed = now.millis_since(inc.opened);
+                let due = match step.on {
+                    StepOn::Open => true,
+                    StepOn::ExpectedOver(d) => inc.expected_s * 1000 > d.as_millis() as i64,
+                    StepOn::Unacked(d) => {
+                        inc.state == IncidentState::Open && elapsed >= d.as_millis() as i64
+                    }
+                    StepOn::OpenFor(d) => elapsed >= d.as_millis() as i64,
+                    StepOn::LevelCrisis => inc.level == Level::Crisis,
+                    StepOn::Resolved => false,
+                };
+                if due {
+                    self.incidents[idx].fired.insert((p, i));
+                    self.fire_step(now, id, p, i, out);
+                }
+            }
+        }
+    }
+
+    fn fire_step(&mut self, now: Ts, id: u64, p: PolicyId, i: usize, out: &mut Out) {
+        let cat = self.cat.clone();
+        let policy = cat.policy(p);
+        let step = &policy.steps[i];
+        let recipients = self.expand(id, &step.notify, now);
+        let kind = match step.on {
+            StepOn::Unacked(_) => TextKind::Unacked,
+            StepOn::LevelCrisis => TextKind::Crisis,
+            StepOn::Resolved => TextKind::Resolved,
+            _ => TextKind::Alert,
+        };
+        let text = self.text(now, id, kind);
+        let sent = self.send(now, id, &recipients, &step.via, &step.on_text, &text, out);
+        let inc = &mut self.incidents[id as usize - 1];
+        inc.log(now, "step", format!("{}: {}", policy.id, step.on_text), None);
+        if step.on == StepOn::Resolved {
+            return;
+        }
+        for s in &sent {
+            if !inc.told.iter().any(|t| t.0 == s.0 && t.2 == s.2) {
+                inc.told.push(*s);
+            }
+        }
+        if let Some(every) = policy.deputy_after {
+            self.start_chains(now, id, &recipients, &step.via, every);
+        }
+    }
+
+    fn start_chains(
+        &mut self,
+        now: Ts,
+        id: u64,
+        recipients: &[(PersonId, Option<RoleId>)],
+        via: &[ChannelId],
+        every: Duration,
+    ) {
+        let at = now.to_timestamp();
+        for &(_, role) in recipients {
+            let Some(role) = role else { continue };
+            let (_, deputies) = self.cat.on_duty(role, at);
+            if deputies.is_empty() {
+                continue;
+            }
+            self.incidents[id as usize - 1].chains.push(Chain {
+                role,
+                started: now,
+                every,
+                deputies,
+                done: 0,
+                via: via.to_vec(),
+            });
+        }
+    }
+
+    /// Resolves recipient references to people, in order, each once.
+    fn expand(&mut self, id: u64, refs: &[RecipientRef], now: Ts) -> Vec<(PersonId, Option<RoleId>)> {
+        let services = self.context_services(id);
+        self.expand_with(refs, &services, now)
+    }
+
+    fn expand_with(
+        &self,
+        refs: &[RecipientRef],
+        services: &[NodeId],
+        now: Ts,
+    ) -> Vec<(PersonId, Option<RoleId>)> {
+        let mut out: Vec<(PersonId, Option<RoleId>)> = Vec::new();
+        let mut groups = HashSet::new();
+        self.expand_into(refs, services, now, &mut out, &mut groups);
+        out
+    }
+
+    fn expand_into(
+        &self,
+        refs: &[RecipientRef],
+        services: &[NodeId],
+        now: Ts,
+        out: &mut Vec<(PersonId, Option<RoleId>)>,
+        groups: &mut HashSet<String>,
+    ) {
+        let push = |p: PersonId, r: Option<RoleId>, out: &mut Vec<(PersonId, Option<RoleId>)>| {
+            if !out.iter().any(|(q, _)| *q == p) {
+                out.push((p, r));
+            }
+        };
+        for r in refs {
+            match r {
+                RecipientRef::Role(id) => {
+                    if let Some(role) = self.cat.role_id(id) {
+                        let (p, _) = self.cat.on_duty(role, now.to_timestamp());
+                        push(p, Some(role), out);
+                    }
+                }
+                RecipientRef::Person(id) => {
+                    if let Some(p) = self.cat.person_id(id) {
+                        push(p, None, out);
+                    }
+                }
+                RecipientRef::Group(g) => {
+                    if groups.insert(g.clone())
+                        && let Some(members) = self.cat.group(g)
+                    {
+                        self.expand_into(members, services, now, out, groups);
+                    }
+                }
+                RecipientRef::Owner => {
+                    for s in services {
+                        self.expand_into(&self.cat.node(*s).owner, &[], now, out, groups);
+                    }
+                }
+                RecipientRef::Contacts => {
+                    for s in services {
+                        self.expand_into(&self.cat.node(*s).contacts, &[], now, out, groups);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The channel actually used: while a channel's required service is
+    /// down, its fallback.
+    fn effective_channel(&self, c: ChannelId) -> ChannelId {
+        let mut c = c;
+        for _ in 0..self.cat.channels.len() {
+            let ch = self.cat.channel(c);
+            match (ch.requires_service, ch.fallback) {
+                (Some(s), Some(f)) if self.eff[s.0 as usize] == Health::Down => c = f,
+                _ => break,
+            }
+        }
+        c
+    }
+
+    /// Sends `text` to each recipient on each channel of `via`, one per
+    /// (person, channel, reason); returns what was sent.
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        now: Ts,
+        id: u64,
+        recipients: &[(PersonId, Option<RoleId>)],
+        via: &[ChannelId],
+        reason: &str,
+        text: &str,
+        out: &mut Out,
+    ) -> Vec<(PersonId, Option<RoleId>, ChannelId)> {
+        let cat = self.cat.clone();
+        let channels: Vec<ChannelId> = via.iter().map(|&c| self.effective_channel(c)).collect();
+        let inc = &mut self.incidents[id as usize - 1];
+        inc.batches += 1;
+        let batch = inc.batches;
+        let mut sent = Vec::new();
+        for &(p, role) in recipients {
+            for &c in &channels {
+                let channel = cat.channel(c).id.clone();
+                if !out.sent.insert((id, p, channel.clone(), reason.to_owned())) {
+                    continue;
+                }
+                let (person, role_id) = ids(&cat, p, role);
+                inc.log(
+                    now,
+                    "notification",
+                    format!("{reason}: {person} by {channel}"),
+                    None,
+                );
+                out.notifications.push(Effect::Notification(Notification {
+                    incident: id,
+                    to: p,
+                    key: format!("{id}/{batch}/{reason}/{person}/{channel}"),
+                    person,
+                    role: role_id,
+                    channel,
+                    reason: reason.to_owned(),
+                    text: text.to_owned(),
+                }));
+                sent.push((p, role, c));
+            }
+        }
+        sent
+    }
+
+    fn retell_severity(&mut self, now: Ts, id: u64, out: &mut Out) {
+        let told = self.incidents[id as usize - 1].told.clone();
+        if told.is_empty() {
+            return;
+        }
+        let text = self.text(now, id, TextKind::Severity);
+        // Each was told on a channel already chosen; tell them there again
+        // (through its fallback if its required service is down now).
+        for (p, r, c) in told {
+            self.send(now, id, &[(p, r)], &[c], "severity", &text, out);
+        }
+    }
+
+    /// Whether status reminders are due for this incident at all.
+    fn status_active(&self, id: u64) -> bool {
+        let inc = &self.incidents[id as usize - 1];
+        inc.state.is_live()
+            && inc.notify_from.is_some()
+            && inc.severity >= Severity::Major
+            && inc.basis != Basis::Manual
+    }
+
+    /// Schedules the first status reminder of each policy that has them,
+    /// or cancels them while they are not due.
+    fn arm_status(&mut self, _now: Ts, id: u64) {
+        let active = self.status_active(id);
+        let cat = self.cat.clone();
+        let inc = &mut self.incidents[id as usize - 1];
+        if !active {
+            inc.status_next.clear();
+            return;
+        }
+        let (Some(from), major) = (inc.notify_from, inc.major_since) else {
+            return;
+        };
+        let base = major.map_or(from, |m| m.max(from));
+        for &p in &inc.policies {
+            let policy = cat.policy(p);
+            let Some(every) = policy.status_every else { continue };
+            if policy.status_to.is_empty() || inc.status_next.iter().any(|(q, _)| *q == p) {
+                continue;
+            }
+            inc.status_next.push((p, base.plus(every)));
+        }
+    }
+
+    fn send_status(&mut self, now: Ts, id: u64, p: PolicyId, out: &mut Out) {
+        let cat = self.cat.clone();
+        let policy = cat.policy(p);
+        let recipients = self.expand(id, &policy.status_to, now);
+        let text = self.text(now, id, TextKind::Status);
+        self.send(now, id, &recipients, policy.followup_via(), "status", &text, out);
+        if let Some(every) = policy.status_every {
+            let inc = &mut self.incidents[id as usize - 1];
+            inc.status_next.retain(|(q, _)| *q != p);
+            inc.status_next.push((p, now.plus(every)));
+        }
+    }
+
+    /// Runs whatever of an incident's timers is due at `now`.
+    pub(super) fn on_incident_due(&mut self, now: Ts, id: u64, out: &mut Out) {
+        let idx = id as usize - 1;
+        if !self.incidents[idx].state.is_live() {
+            return;
+        }
+        if self.incidents[idx].notify_from.is_none()
+            && self.incidents[idx].settle_until.is_some_and(|s| s <= now)
+        {
+            self.start_notifying(now, id, out);
+        }
+        if self.incidents[idx].expected_end() <= now {
+            let was_manual = self.incidents[idx].basis == Basis::Manual;
+            let elapsed = ceil_secs(now.millis_since(self.incidents[idx].opened));
+            let expected = elapsed + self.cat.estimate.extend.as_secs().max(1) as i64;
+            self.set_estimate(now, id, expected, Basis::Extended, out);
+            self.check_generator(now, id, out);
+            if was_manual && self.status_active(id) {
+                // The promised return time has passed: say so at once.
+                let policies = self.incidents[idx].policies.clone();
+                for p in policies {
+                    let policy = self.cat.policy(p);
+                    if policy.status_every.is_some() && !policy.status_to.is_empty() {
+                        self.send_status(now, id, p, out);
+                    }
+                }
+            }
+            self.evaluate_steps(now, id, out);
+        }
+        self.evaluate_steps(now, id, out);
+        self.run_chains(now, id, out);
+        let due: Vec<PolicyId> = self.incidents[idx]
+            .status_next
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            if self.status_active(id) {
+                self.send_status(now, id, p, out);
+            } else {
+                self.incidents[idx].status_next.retain(|(q, _)| *q != p);
+            }
+        }
+        if !self.dirty.is_empty() {
+            self.flush(now, out);
+        }
+        self.update_wake(id);
+    }
+
+    fn run_chains(&mut self, now: Ts, id: u64, out: &mut Out) {
+        let idx = id as usize - 1;
+        let mut k = 0;
+        while k < self.incidents[idx].chains.len() {
+            let chain = self.incidents[idx].chains[k].clone();
+            if chain.next_at().is_some_and(|t| t <= now) {
+                let deputy = chain.deputies[chain.done];
+                let text = self.text(now, id, TextKind::Deputy);
+                self.send(now, id, &[(deputy, Some(chain.role))], &chain.via, "deputy", &text, out);
+                self.incidents[idx].chains[k].done += 1;
+            }
+            if self.incidents[idx].chains[k].next_at().is_none() {
+                self.incidents[idx].chains.remove(k);
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// Keeps the incident's entry in the wake-up queue at its next due time.
+    pub(super) fn update_wake(&mut self, id: u64) {
+        let inc = &self.incidents[id as usize - 1];
+        let mut next: Option<Ts> = None;
+        let mut consider = |t: Ts| next = Some(next.map_or(t, |n| n.min(t)));
+        if inc.state.is_live() {
+            if inc.notify_from.is_none() {
+                if let Some(s) = inc.settle_until {
+                    consider(s);
+                }
+            } else {
+                for &p in &inc.policies {
+                    for (i, step) in self.cat.policy(p).steps.iter().enumerate() {
+                        if inc.fired.contains(&(p, i)) {
+                            continue;
+                        }
+                        match step.on {
+                            StepOn::Unacked(d) if inc.state == IncidentState::Open => {
+                                consider(inc.opened.plus(d))
+                            }
+                            StepOn::OpenFor(d) => consider(inc.opened.plus(d)),
+                            _ => {}
+                        }
+                    }
+                }
+                for c in &inc.chains {
+                    if let Some(t) = c.next_at() {
+                        consider(t);
+                    }
+                }
+                for (_, t) in &inc.status_next {
+                    consider(*t);
+                }
+            }
+            consider(inc.expected_end());
+        }
+        let old = inc.wake;
+        if old == next {
+            return;
+        }
+        if let Some(o) = old {
+            self.wakes.remove(&(o, id));
+        }
+        if let Some(n) = next {
+            self.wakes.insert((n, id));
+        }
+        self.incidents[id as usize - 1].wake = next;
+    }
+
+    /// On resolve: the `resolved` steps, then recovery notifications to
+    /// every affected service's `recovery_notify`, except those just told.
+    pub(super) fn notify_resolved(&mut self, now: Ts, id: u64, out: &mut Out) {
+        let idx = id as usize - 1;
+        if self.incidents[idx].notify_from.is_none() {
+            return;
+        }
+        let cat = self.cat.clone();
+        let before = out.notifications.len();
+        let policies = self.incidents[idx].policies.clone();
+        for p in policies {
+            for (i, step) in cat.policy(p).steps.iter().enumerate() {
+                if step.on == StepOn::Resolved && self.incidents[idx].fired.insert((p, i)) {
+                    self.fire_step(now, id, p, i, out);
+                }
+            }
+        }
+        let told: HashSet<String> = out.notifications[before..]
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notification(n) if n.incident == id => Some(n.person.clone()),
+                _ => None,
+            })
+            .collect();
+        let text = self.text(now, id, TextKind::Recovery);
+        let mut services: Vec<NodeId> = self.incidents[idx].services.keys().copied().collect();
+        services.sort_by(|a, b| cat.node(*a).id.cmp(&cat.node(*b).id));
+        let fallback_policy = self.incidents[idx].policies.first().copied();
+        for s in services {
+            let node = cat.node(s);
+            let recipients: Vec<_> = self
+                .expand_with(&node.recovery_notify, &[s], now)
+                .into_iter()
+                .filter(|(p, _)| !told.contains(&cat.person(*p).id))
+                .collect();
+            let Some(p) = node.policy.or(fallback_policy) else {
+                continue;
+            };
+            let via = cat.policy(p).followup_via().to_vec();
+            self.send(now, id, &recipients, &via, "recovery", &text, out);
+        }
+    }
+
+    pub(super) fn on_ack(
+        &mut self,
+        now: Ts,
+        id: u64,
+        by: String,
+        note: Option<String>,
+        out: &mut Out,
+    ) -> Result<(), EngineError> {
+        let id = self.live_incident(id)?;
+        let inc = &mut self.incidents[id as usize - 1];
+        if inc.state == IncidentState::Open {
+            inc.state = IncidentState::Acknowledged;
+            inc.acknowledged_at = Some(now);
+            inc.acknowledged_by = Some(by.clone());
+        }
+        // Every deputy chain started before this acknowledgement stops.
+        inc.chains.clear();
+        let text = match note {
+            Some(n) => format!("acknowledged: {n}"),
+            None => "acknowledged".to_owned(),
+        };
+        inc.log(now, "ack", text, Some(by.clone()));
+        out.cause.push(Effect::Acknowledged { incident: id, by });
+        self.update_wake(id);
+        Ok(())
+    }
+
+    pub(super) fn on_eta(
+        &mut self,
+        now: Ts,
+        id: u64,
+        expected: Duration,
+        by: Option<String>,
+        out: &mut Out,
+    ) -> Result<(), EngineError> {
+        let id = self.live_incident(id)?;
+        let expected_s = ceil_secs(expected.as_millis() as i64);
+        self.incidents[id as usize - 1].log(
+            now,
+            "eta",
+            format!("expected {expected_s}s from opening"),
+            by,
+        );
+        self.set_estimate(now, id, expected_s, Basis::Manual, out);
+        self.check_generator(now, id, out);
+        self.dirty.insert(id);
+        self.flush(now, out);
+        self.arm_status(now, id);
+        self.update_wake(id);
+        Ok(())
+    }
+
+    pub(super) fn on_note(
+        &mut self,
+        now: Ts,
+        id: u64,
+        by: String,
+        text: String,
+        decision: bool,
+    ) -> Result<(), EngineError> {
+        let id = self.live_incident(id)?;
+        let kind = if decision { "decision" } else { "event" };
+        self.incidents[id as usize - 1].log(now, kind, text, Some(by));
+        Ok(())
+    }
+
+    pub(super) fn on_level(
+        &mut self,
+        now: Ts,
+        id: u64,
+        level: Level,
+        by: String,
+        out: &mut Out,
+    ) -> Result<(), EngineError> {
+        let id = self.live_incident(id)?;
+        let idx = id as usize - 1;
+        if self.incidents[idx].level == level {
+            self.incidents[idx].log(now, "level", format!("{} again", level.as_str()), Some(by));
+            return Ok(());
+        }
+        self.incidents[idx].level = level;
+        let place = match level {
+            Level::Crisis => self.meeting_place(),
+            Level::Department => None,
+        };
+        let text = format!(
+            "level {}{}",
+            level.as_str(),
+            place.as_ref().map(|p| format!(", meet at {p}")).unwrap_or_default()
+        );
+        self.incidents[idx].log(now, "level", text, Some(by));
+        out.cause.push(Effect::Level {
+            incident: id,
+            level,
+            meeting_place: place.clone(),
+        });
+        if level == Level::Crisis {
+            // A person raised the level: no more waiting for related alarms.
+            if self.incidents[idx].notify_from.is_none() {
+                self.start_notifying(now, id, out);
+            } else {
+                self.evaluate_steps(now, id, out);
+            }
+            self.summon_crisis_staff(now, id, out);
+        }
+        self.update_wake(id);
+        Ok(())
+    }
+
+    fn summon_crisis_staff(&mut self, now: Ts, id: u64, out: &mut Out) {
+        let cat = self.cat.clone();
+        let recipients = self.expand(id, &cat.crisis_staff, now);
+        let text = self.text(now, id, TextKind::Crisis);
+        self.send(now, id, &recipients, &cat.crisis_via, "crisis", &text, out);
+        let every = self.incidents[id as usize - 1]
+            .policies
+            .iter()
+            .find_map(|p| cat.policy(*p).deputy_after);
+        if let Some(every) = every {
+            self.start_chains(now, id, &recipients, &cat.crisis_via, every);
+        }
+    }
+
+    /// The first meeting place, by priority, whose building has no open
+    /// incident with a firing fire or power alarm there.
+    pub(super) fn meeting_place(&self) -> Option<String> {
+        self.cat
+            .meeting_places
+            .iter()
+            .find(|m| {
+                let Some(b) = &m.building else { return true };
+                !self.cat.buildings.get(b).is_some_and(|nodes| {
+                    nodes.iter().any(|n| {
+                        self.member_of.contains_key(n)
+                            && self.firing.get(n).is_some_and(|l| {
+                                l.iter()
+                                    .any(|f| matches!(f.kind, AlarmKind::Fire | AlarmKind::Power))
+                            })
+                    })
+                })
+            })
+            .map(|m| m.name.clone())
+    }
+
+    fn text(&self, now: Ts, id: u64, kind: TextKind) -> String {
+        let inc = &self.incidents[id as usize - 1];
+        let cat = &self.cat;
+        let mut services: Vec<NodeId> = inc.services.keys().copied().collect();
+        services.sort_by_key(|s| (cat.node(*s).criticality(), cat.node(*s).id.clone()));
+        let facts = Facts {
+            incident: id,
+            severity: inc.severity,
+            cause: self.root_kind(inc.root),
+            root: cat.node(inc.root).name.clone(),
+            services: services.iter().map(|s| cat.node(*s).name.clone()).collect(),
+            expected_end: (inc.state.is_live()).then(|| inc.expected_end().to_timestamp()),
+            fuel_out: inc.fuel_out.map(Ts::to_timestamp),
+            duration_s: inc.resolved_at.map(|r| r.millis_since(inc.opened) / 1000),
+            meeting_place: if kind == TextKind::Crisis {
+                self.meeting_place()
+            } else {
+                None
+            },
+            now: now.to_timestamp(),
+        };
+        text::render(cat.language, &cat.tz, kind, &facts)
+    }
+}
+

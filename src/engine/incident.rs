@@ -1,0 +1,435 @@
+//! Incidents: one per real cause. Opening, joining, re-rooting, merging
+//! and resolving (SPEC §3 "Incidents").
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use super::{Effect, Engine, Health, Out, Severity, Ts};
+use crate::catalogue::{ChannelId, NodeId, PersonId, PolicyId, RoleId};
+use crate::config::{AlarmKind, Criticality};
+
+/// Where an incident stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentState {
+    Open,
+    Acknowledged,
+    Resolved,
+    /// Absorbed by the incident with this id.
+    Merged(u64),
+}
+
+impl IncidentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Open => "open",
+            IncidentState::Acknowledged => "acknowledged",
+            IncidentState::Resolved => "resolved",
+            IncidentState::Merged(_) => "merged",
+        }
+    }
+    /// Open or acknowledged.
+    pub fn is_live(self) -> bool {
+        matches!(self, IncidentState::Open | IncidentState::Acknowledged)
+    }
+}
+
+/// Department level, or the municipality's crisis staff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Department,
+    Crisis,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Department => "department",
+            Level::Crisis => "crisis",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "department" => Some(Level::Department),
+            "crisis" => Some(Level::Crisis),
+            _ => None,
+        }
+    }
+}
+
+/// Where an expected duration came from (SPEC §3 "Expected duration").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Basis {
+    Manual,
+    History,
+    Kind,
+    Default,
+    Extended,
+    Generator,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Manual => "manual",
+            Basis::History => "history",
+            Basis::Kind => "kind",
+            Basis::Default => "default",
+            Basis::Extended => "extended",
+            Basis::Generator => "generator",
+        }
+    }
+}
+
+/// One entry of an incident's log of events and decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub at: Ts,
+    /// alarm, opened, estimate, notification, ack, note, decision, level,
+    /// resolved, merged, severity.
+    pub kind: String,
+    pub text: String,
+    pub by: Option<String>,
+}
+
+/// A deputy chain: a role was notified and nobody has acknowledged since.
+#[derive(Debug, Clone)]
+pub(super) struct Chain {
+    pub role: RoleId,
+    pub started: Ts,
+    pub every: Duration,
+    pub deputies: Vec<PersonId>,
+    /// How many deputies have been notified.
+    pub done: usize,
+    pub via: Vec<ChannelId>,
+}
+
+impl Chain {
+    pub fn next_at(&self) -> Option<Ts> {
+        (self.done < self.deputies.len())
+            .then(|| self.started.plus(self.every * (self.done as u32 + 1)))
+    }
+}
+
+/// An incident: one real cause, the services it affects, and how it is
+/// being escalated.
+#[derive(Debug, Clone)]
+pub struct Incident {
+    pub id: u64,
+    pub opened: Ts,
+    pub root: NodeId,
+    /// Nodes whose trouble belongs to this incident, in joining order.
+    pub members: Vec<NodeId>,
+    /// Every service it has affected, with the worst health seen.
+    pub services: BTreeMap<NodeId, Health>,
+    pub severity: Severity,
+    pub state: IncidentState,
+    pub level: Level,
+    pub expected_s: i64,
+    pub basis: Basis,
+    /// The first estimate, for the estimate-ratio metric.
+    pub first_expected_s: i64,
+    pub first_basis: Basis,
+    pub acknowledged_at: Option<Ts>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_at: Option<Ts>,
+    /// When the generator's fuel runs out, once that is the binding limit.
+    pub fuel_out: Option<Ts>,
+    pub timeline: Vec<TimelineEntry>,
+    pub(super) settle_until: Option<Ts>,
+    /// When notifying began (settle over); `None` while settling.
+    pub(super) notify_from: Option<Ts>,
+    pub(super) policies: Vec<PolicyId>,
+    pub(super) fired: HashSet<(PolicyId, usize)>,
+    /// Everyone the steps told, for re-telling on a severity rise.
+    pub(super) told: Vec<(PersonId, Option<RoleId>, ChannelId)>,
+    pub(super) chains: Vec<Chain>,
+    pub(super) status_next: Vec<(PolicyId, Ts)>,
+    pub(super) major_since: Option<Ts>,
+    pub(super) generator_alerted: bool,
+    /// (root, services, severity) as last reported; `None` before opening
+    /// is reported.
+    pub(super) reported: Option<(NodeId, Vec<NodeId>, Severity)>,
+    pub(super) wake: Option<Ts>,
+    /// Counts notification batches, for idempotency keys.
+    pub(super) batches: u32,
+}
+
+impl Incident {
+    pub(super) fn log(&mut self, at: Ts, kind: &str, text: String, by: Option<String>) {
+        self.timeline.push(TimelineEntry {
+            at,
+            kind: kind.to_owned(),
+            text,
+            by,
+        });
+    }
+
+    /// When the current estimate runs out.
+    pub fn expected_end(&self) -> Ts {
+        Ts(self.opened.0 + self.expected_s * 1000)
+    }
+}
+
+/// Severity from the services affected (SPEC §3).
+pub(super) fn severity_of(services: &BTreeMap<NodeId, Health>, crit: impl Fn(NodeId) -> Criticality) -> Severity {
+    let mut sev = Severity::Minor;
+    for (&s, &h) in services {
+        let c = crit(s);
+        let this = match (h, c) {
+            (Health::Down, Criticality::Life | Criticality::Critical) => Severity::Critical,
+            (Health::Down, Criticality::Important) => Severity::Major,
+            (Health::Degraded, Criticality::Life | Criticality::Critical) => Severity::Major,
+            _ => Severity::Minor,
+        };
+        sev = sev.max(this);
+    }
+    sev
+}
+
+impl Engine {
+    /// After health changed at `sources`: bring incidents up to date, open
+    /// new ones, attribute affected services, and report.
+    pub(super) fn health_changed(&mut self, now: Ts, sources: &[NodeId], out: &mut Out) {
+        let services = self.propagate(sources);
+        for id in self.incidents_near(sources) {
+            self.dirty.insert(id);
+            self.normalise(now, id, out);
+        }
+        for &x in sources {
+            if self.own[x.0 as usize] == Health::Up || self.member_of.contains_key(&x) {
+                continue;
+            }
+            let root = self.root_of(x).unwrap_or(x);
+            match self.member_of.get(&root).copied() {
+                Some(id) => self.add_member(now, id, x, out),
+                None => {
+                    let id = self.open_incident(now, root, out);
+                    self.add_member(now, id, x, out);
+                }
+            }
+        }
+        for (s, h) in services {
+            if h == Health::Up {
+                continue;
+            }
+            let Some(root) = self.root_of(s) else { continue };
+            if let Some(&id) = self.member_of.get(&root) {
+                let inc = &mut self.incidents[id as usize - 1];
+                let e = inc.services.entry(s).or_insert(h);
+                *e = (*e).max(h);
+                self.dirty.insert(id);
+            }
+        }
+        self.flush(now, out);
+    }
+
+    /// Resolves an incident whose members are all well, or moves its root
+    /// to the most upstream trouble.
+    fn normalise(&mut self, now: Ts, id: u64, out: &mut Out) {
+        let inc = &self.incidents[id as usize - 1];
+        if !inc.state.is_live() {
+            return;
+        }
+        if inc.members.iter().all(|m| self.own[m.0 as usize] == Health::Up) {
+            self.resolve(now, id, None, out);
+            return;
+        }
+        let new_root = if self.own[inc.root.0 as usize] == Health::Up {
+            inc.members
+                .iter()
+                .filter(|m| self.own[m.0 as usize] != Health::Up)
+                .find_map(|&m| self.root_of(m))
+        } else {
+            self.root_of(inc.root)
+        };
+        if let Some(r) = new_root.filter(|&r| r != inc.root) {
+            self.set_root(now, id, r, out);
+        }
+    }
+
+    fn open_incident(&mut self, now: Ts, root: NodeId, out: &mut Out) -> u64 {
+        let id = self.incidents.len() as u64 + 1;
+        self.incidents.push(Incident {
+            id,
+            opened: now,
+            root,
+            members: Vec::new(),
+            services: BTreeMap::new(),
+            severity: Severity::Minor,
+            state: IncidentState::Open,
+            level: Level::Department,
+            expected_s: 0,
+            basis: Basis::Default,
+            first_expected_s: 0,
+            first_basis: Basis::Default,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
+            fuel_out: None,
+            timeline: Vec::new(),
+            settle_until: None,
+            notify_from: None,
+            policies: Vec::new(),
+            fired: HashSet::new(),
+            told: Vec::new(),
+            chains: Vec::new(),
+            status_next: Vec::new(),
+            major_since: None,
+            generator_alerted: false,
+            reported: None,
+            wake: None,
+            batches: 0,
+        });
+        self.root_of_incident.insert(root, id);
+        self.dirty.insert(id);
+        self.add_member(now, id, root, out);
+        id
+    }
+
+    /// Adds `node` to incident `id`; a node of another open incident
+    /// brings that incident along (the older absorbs the younger).
+    fn add_member(&mut self, now: Ts, id: u64, node: NodeId, out: &mut Out) {
+        match self.member_of.get(&node).copied() {
+            Some(other) if other == id => {}
+            Some(other) => {
+                self.merge(now, id, other, out);
+            }
+            None => {
+                self.member_of.insert(node, id);
+                self.incidents[id as usize - 1].members.push(node);
+                self.dirty.insert(id);
+            }
+        }
+    }
+
+    fn set_root(&mut self, now: Ts, id: u64, root: NodeId, out: &mut Out) {
+        let old = self.incidents[id as usize - 1].root;
+        if self.root_of_incident.get(&old) == Some(&id) {
+            self.root_of_incident.remove(&old);
+        }
+        self.incidents[id as usize - 1].root = root;
+        let name = self.cat.node(root).id.clone();
+        self.incidents[id as usize - 1].log(now, "root", format!("new root {name}"), None);
+        let mut survivor = id;
+        if let Some(other) = self.root_of_incident.get(&root).copied().filter(|&o| o != id) {
+            survivor = self.merge(now, id, other, out);
+        }
+        self.incidents[survivor as usize - 1].root = root;
+        self.root_of_incident.insert(root, survivor);
+        self.add_member(now, survivor, root, out);
+        self.dirty.insert(survivor);
+    }
+
+    /// The older of two open incidents absorbs the younger; returns the
+    /// survivor.
+    fn merge(&mut self, now: Ts, a: u64, b: u64, out: &mut Out) -> u64 {
+        let (keep, gone) = (a.min(b), a.max(b));
+        let absorbed = std::mem::take(&mut self.incidents[gone as usize - 1].members);
+        let services = std::mem::take(&mut self.incidents[gone as usize - 1].services);
+        let policies = std::mem::take(&mut self.incidents[gone as usize - 1].policies);
+        let gone_root = self.incidents[gone as usize - 1].root;
+        if self.root_of_incident.get(&gone_root) == Some(&gone) {
+            self.root_of_incident.remove(&gone_root);
+        }
+        {
+            let g = &mut self.incidents[gone as usize - 1];
+            g.state = IncidentState::Merged(keep);
+            g.chains.clear();
+            g.status_next.clear();
+            g.members = absorbed.clone();
+            g.log(now, "merged", format!("merged into incident {keep}"), None);
+        }
+        if let Some(w) = self.incidents[gone as usize - 1].wake.take() {
+            self.wakes.remove(&(w, gone));
+        }
+        self.dirty.remove(&gone);
+        let k = &mut self.incidents[keep as usize - 1];
+        for m in absorbed {
+            if !k.members.contains(&m) {
+                k.members.push(m);
+            }
+            self.member_of.insert(m, keep);
+        }
+        for (s, h) in services {
+            let e = k.services.entry(s).or_insert(h);
+            *e = (*e).max(h);
+        }
+        for p in policies {
+            if !k.policies.contains(&p) {
+                k.policies.push(p);
+            }
+        }
+        k.policies.sort();
+        k.log(now, "merged", format!("absorbed incident {gone}"), None);
+        self.dirty.insert(keep);
+        out.incidents.push(Effect::IncidentMerged {
+            incident: gone,
+            into: keep,
+        });
+        keep
+    }
+
+    /// The kind of the alarm that makes `node` a root: its first critical
+    /// firing alarm, else its first firing alarm.
+    pub(super) fn root_kind(&self, node: NodeId) -> AlarmKind {
+        let list = self.firing.get(&node).map(|v| &v[..]).unwrap_or(&[]);
+        list.iter()
+            .find(|f| f.severity == super::AlarmSeverity::Critical)
+            .or(list.first())
+            .map(|f| f.kind)
+            .unwrap_or_else(|| self.cat.node(node).probe_alarm_kind())
+    }
+
+    /// Whether any member has a firing alarm of this kind.
+    pub(super) fn has_firing(&self, inc: &Incident, kind: AlarmKind) -> bool {
+        inc.members.iter().any(|m| {
+            self.firing
+                .get(m)
+                .is_some_and(|l| l.iter().any(|f| f.kind == kind))
+        })
+    }
+
+    /// Resolves an incident: by a person (`by`), or because all its
+    /// members are well again.
+    pub(super) fn resolve(&mut self, now: Ts, id: u64, by: Option<String>, out: &mut Out) {
+        let members = {
+            let inc = &mut self.incidents[id as usize - 1];
+            inc.state = IncidentState::Resolved;
+            inc.resolved_at = Some(now);
+            inc.chains.clear();
+            inc.status_next.clear();
+            let text = match &by {
+                Some(b) => format!("resolved by {b}"),
+                None => "resolved: all components up".to_owned(),
+            };
+            inc.log(now, "resolved", text, by.clone());
+            inc.members.clone()
+        };
+        for m in members {
+            if self.member_of.get(&m) == Some(&id) {
+                self.member_of.remove(&m);
+            }
+        }
+        let (root, opened) = {
+            let inc = &self.incidents[id as usize - 1];
+            (inc.root, inc.opened)
+        };
+        if self.root_of_incident.get(&root) == Some(&id) {
+            self.root_of_incident.remove(&root);
+        }
+        if let Some(w) = self.incidents[id as usize - 1].wake.take() {
+            self.wakes.remove(&(w, id));
+        }
+        self.dirty.remove(&id);
+        let duration_ms = now.millis_since(opened);
+        self.history
+            .entry(root)
+            .or_default()
+            .push((duration_ms as f64 / 1000.0).round() as i64);
+        out.incidents.push(Effect::IncidentResolved {
+            incident: id,
+            duration_ms,
+        });
+        self.notify_resolved(now, id, out);
+    }
+}

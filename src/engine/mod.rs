@@ -1,0 +1,802 @@
+//! The pure core: events in, effects out, the time passed in.
+//!
+//! The engine owns component health, incidents, estimates and escalation
+//! state. It never touches the network, the disk or a clock: the daemon
+//! and `drill` call [`Engine::handle`] with each event and the time it
+//! happened, and [`Engine::tick`] at [`Engine::next_wakeup`]. The effects
+//! they get back (alarm and incident changes, estimates, notifications)
+//! are what the caller stores, sends or prints.
+
+mod escalation;
+mod health;
+mod incident;
+pub mod intake;
+mod text;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalogue::{Catalogue, NodeId, PersonId, RoleId};
+use crate::config::AlarmKind;
+
+pub use incident::{Basis, Incident, IncidentState, Level, TimelineEntry};
+pub use intake::{ProbeResult, parse_payload};
+
+/// A point in time: milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ts(pub i64);
+
+impl Ts {
+    pub fn plus(self, d: Duration) -> Ts {
+        Ts(self.0.saturating_add(d.as_millis() as i64))
+    }
+    pub fn millis_since(self, earlier: Ts) -> i64 {
+        self.0 - earlier.0
+    }
+    pub fn to_timestamp(self) -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+    pub fn from_timestamp(t: jiff::Timestamp) -> Ts {
+        Ts(t.as_millisecond())
+    }
+}
+
+/// Health of a component or service; ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Health {
+    Up,
+    Degraded,
+    Down,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Degraded => "degraded",
+            Health::Down => "down",
+        }
+    }
+    /// The gauge value of SPEC §7: 1 up, 0.5 degraded, 0 down.
+    pub fn gauge(self) -> f64 {
+        match self {
+            Health::Up => 1.0,
+            Health::Degraded => 0.5,
+            Health::Down => 0.0,
+        }
+    }
+}
+
+/// An incident's severity; ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Minor => "minor",
+            Severity::Major => "major",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Whether an alarm is firing or cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlarmState {
+    Firing,
+    Cleared,
+}
+
+impl AlarmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmState::Firing => "firing",
+            AlarmState::Cleared => "cleared",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AlarmState> {
+        match s {
+            "firing" => Some(AlarmState::Firing),
+            "cleared" => Some(AlarmState::Cleared),
+            _ => None,
+        }
+    }
+}
+
+/// An alarm's severity: a critical alarm takes its component down, a
+/// warning degrades it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlarmSeverity {
+    Warning,
+    Critical,
+}
+
+impl AlarmSeverity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmSeverity::Warning => "warning",
+            AlarmSeverity::Critical => "critical",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AlarmSeverity> {
+        match s {
+            "warning" => Some(AlarmSeverity::Warning),
+            "critical" => Some(AlarmSeverity::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// Where an alarm came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Mqtt,
+    Probe,
+    Http,
+    Manual,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Mqtt => "mqtt",
+            Source::Probe => "probe",
+            Source::Http => "http",
+            Source::Manual => "manual",
+        }
+    }
+}
+
+/// Why an input was rejected (SPEC §3 "Bad input").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    UnknownTopic,
+    UnknownComponent,
+    BadPayload,
+    BadState,
+    Oversized,
+    UnknownIncident,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::UnknownTopic => "unknown_topic",
+            RejectReason::UnknownComponent => "unknown_component",
+            RejectReason::BadPayload => "bad_payload",
+            RejectReason::BadState => "bad_state",
+            RejectReason::Oversized => "oversized",
+            RejectReason::UnknownIncident => "unknown_incident",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An alarm as it enters the engine from HTTP, a report or a person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmInput {
+    /// A component id, or a service id for a report on a service.
+    pub component: String,
+    pub kind: AlarmKind,
+    pub state: AlarmState,
+    pub severity: AlarmSeverity,
+    pub source: Source,
+    pub message: Option<String>,
+    /// Part of the alarm's identity; defaults to `""`.
+    pub key: Option<String>,
+}
+
+/// Something that happened, handed to the engine with its time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A message received on a subscribed topic.
+    Mqtt { topic: String, payload: Vec<u8> },
+    /// An alarm pushed over HTTP or entered by a person.
+    Alarm(AlarmInput),
+    /// One result of a probe, by probe id.
+    Probe { id: String, result: ProbeResult },
+    /// A person acknowledges an incident.
+    Ack {
+        incident: u64,
+        by: String,
+        note: Option<String>,
+    },
+    /// A person or vendor gives the expected duration, counted from opening.
+    Eta {
+        incident: u64,
+        expected: Duration,
+        by: Option<String>,
+    },
+    /// A log entry on the incident's timeline.
+    Note {
+        incident: u64,
+        by: String,
+        text: String,
+        decision: bool,
+    },
+    /// A person changes the level.
+    SetLevel {
+        incident: u64,
+        level: Level,
+        by: String,
+    },
+    /// A person resolves the incident.
+    Resolve {
+        incident: u64,
+        by: String,
+        note: Option<String>,
+    },
+}
+
+/// Why an action on an incident was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("no incident {0}")]
+    UnknownIncident(u64),
+    #[error("incident {0} is resolved")]
+    Resolved(u64),
+}
+
+/// A notification the engine decided to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub incident: u64,
+    pub to: PersonId,
+    /// The person's id, for output.
+    pub person: String,
+    pub role: Option<String>,
+    pub channel: String,
+    /// The step's `on` text, or deputy, status, recovery, crisis, severity.
+    pub reason: String,
+    /// The message without the acknowledgement link.
+    pub text: String,
+    /// Unique per (incident, reason, occurrence, person, channel): the
+    /// outbox's idempotency key.
+    pub key: String,
+}
+
+/// What the engine decided, in the order it must be reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Alarm {
+        component: String,
+        kind: AlarmKind,
+        state: AlarmState,
+        severity: AlarmSeverity,
+        source: Source,
+        message: Option<String>,
+    },
+    Rejected {
+        source: Source,
+        reason: RejectReason,
+        detail: String,
+    },
+    IncidentOpened {
+        incident: u64,
+        root: String,
+        services: Vec<String>,
+        severity: Severity,
+        expected_s: i64,
+    },
+    IncidentUpdated {
+        incident: u64,
+        root: String,
+        services: Vec<String>,
+        severity: Severity,
+    },
+    IncidentMerged {
+        incident: u64,
+        into: u64,
+    },
+    Estimate {
+        incident: u64,
+        expected_s: i64,
+        basis: Basis,
+    },
+    Notification(Notification),
+    Acknowledged {
+        incident: u64,
+        by: String,
+    },
+    Level {
+        incident: u64,
+        level: Level,
+        meeting_place: Option<String>,
+    },
+    IncidentResolved {
+        incident: u64,
+        duration_ms: i64,
+    },
+}
+
+/// Effects of one cause, collected in the order SPEC §4 prints them: the
+/// cause's own line, incident lines, estimates, then notifications.
+#[derive(Default)]
+struct Out {
+    cause: Vec<Effect>,
+    incidents: Vec<Effect>,
+    estimates: Vec<Effect>,
+    notifications: Vec<Effect>,
+    /// (incident, person, channel, reason) already notified in this cause.
+    sent: std::collections::HashSet<(u64, PersonId, String, String)>,
+}
+
+impl Out {
+    fn finish(self) -> Vec<Effect> {
+        let mut v = self.cause;
+        v.extend(self.incidents);
+        v.extend(self.estimates);
+        v.extend(self.notifications);
+        v
+    }
+}
+
+/// A firing alarm on a node.
+#[derive(Debug, Clone)]
+struct Firing {
+    source: Source,
+    kind: AlarmKind,
+    key: String,
+    severity: AlarmSeverity,
+}
+
+/// A probe's consecutive-result state.
+#[derive(Debug, Clone, Default)]
+struct ProbeState {
+    failures: u32,
+    successes: u32,
+    down: bool,
+    degraded: bool,
+}
+
+/// Heartbeat watch of one topic.
+#[derive(Debug, Clone)]
+struct Heartbeat {
+    deadline: Ts,
+    node: NodeId,
+    lost: bool,
+}
+
+/// The engine. See the module documentation.
+pub struct Engine {
+    cat: Arc<Catalogue>,
+    /// Firing alarms per node.
+    firing: HashMap<NodeId, Vec<Firing>>,
+    own: Vec<Health>,
+    eff: Vec<Health>,
+    pass: Vec<Health>,
+    probes: Vec<ProbeState>,
+    generator: HashMap<NodeId, intake::GeneratorReading>,
+    heartbeats: HashMap<String, Heartbeat>,
+    heartbeat_timers: BTreeSet<(Ts, String)>,
+    incidents: Vec<Incident>,
+    /// Open incident of each member node.
+    member_of: HashMap<NodeId, u64>,
+    /// Open incident of each root.
+    root_of_incident: HashMap<NodeId, u64>,
+    /// When each open incident next needs the clock.
+    wakes: BTreeSet<(Ts, u64)>,
+    /// Incidents the current cause touched, to report and escalate.
+    dirty: BTreeSet<u64>,
+    /// Resolved durations in seconds, by root.
+    history: HashMap<NodeId, Vec<i64>>,
+    /// Services whose policies an incident of this root follows when it
+    /// affects none yet, cached.
+    fed_cache: HashMap<NodeId, Arc<Vec<NodeId>>>,
+}
+
+impl Engine {
+    pub fn new(cat: Arc<Catalogue>) -> Engine {
+        let n = cat.nodes.len();
+        Engine {
+            probes: vec![ProbeState::default(); cat.probes.len()],
+            cat,
+            firing: HashMap::new(),
+            own: vec![Health::Up; n],
+            eff: vec![Health::Up; n],
+            pass: vec![Health::Up; n],
+            generator: HashMap::new(),
+            heartbeats: HashMap::new(),
+            heartbeat_timers: BTreeSet::new(),
+            incidents: Vec::new(),
+            member_of: HashMap::new(),
+            root_of_incident: HashMap::new(),
+            wakes: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            history: HashMap::new(),
+            fed_cache: HashMap::new(),
+        }
+    }
+
+    pub fn catalogue(&self) -> &Arc<Catalogue> {
+        &self.cat
+    }
+
+    /// Adds a past resolved incident's duration for a root.
+    pub fn add_history(&mut self, root: NodeId, duration: Duration) {
+        self.history
+            .entry(root)
+            .or_default()
+            .push(duration.as_secs_f64().round() as i64);
+    }
+
+    /// Every incident so far, by id (1-based: incident `n` is `[n - 1]`).
+    pub fn incidents(&self) -> &[Incident] {
+        &self.incidents
+    }
+
+    pub fn incident(&self, id: u64) -> Option<&Incident> {
+        id.checked_sub(1)
+            .and_then(|i| self.incidents.get(i as usize))
+    }
+
+    /// The effective health of a component or service.
+    pub fn health(&self, node: NodeId) -> Health {
+        self.eff[node.0 as usize]
+    }
+
+    /// The generator's runtime left on its latest reading, if known.
+    pub fn generator_runtime(&self, node: NodeId) -> Option<Duration> {
+        let probe = self.cat.node(node).generator_probe?;
+        let g = self.cat.probe(probe).config.generator.as_ref()?;
+        let fuel = self.generator.get(&node)?.fuel_percent?;
+        Some(g.full_tank_runtime.mul_f64((fuel / 100.0).clamp(0.0, 1.0)))
+    }
+
+    /// The earliest time the engine must be ticked, if any.
+    pub fn next_wakeup(&self) -> Option<Ts> {
+        let a = self.wakes.first().map(|w| w.0);
+        let b = self.heartbeat_timers.first().map(|h| h.0);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Applies one event at `now`.
+    pub fn handle(&mut self, now: Ts, event: Event) -> Result<Vec<Effect>, EngineError> {
+        let mut out = Out::default();
+        match event {
+            Event::Mqtt { topic, payload } => self.on_mqtt(now, &topic, &payload, &mut out),
+            Event::Alarm(a) => self.on_alarm_input(now, a, &mut out),
+            Event::Probe { id, result } => self.on_probe(now, &id, &result, &mut out),
+            Event::Ack { incident, by, note } => self.on_ack(now, incident, by, note, &mut out)?,
+            Event::Eta {
+                incident,
+                expected,
+                by,
+            } => self.on_eta(now, incident, expected, by, &mut out)?,
+            Event::Note {
+                incident,
+                by,
+                text,
+                decision,
+            } => self.on_note(now, incident, by, text, decision)?,
+            Event::SetLevel {
+                incident,
+                level,
+                by,
+            } => self.on_level(now, incident, level, by, &mut out)?,
+            Event::Resolve { incident, by, note } => {
+                let id = self.live_incident(incident)?;
+                if let Some(note) = note {
+                    self.incidents[id as usize - 1].log(now, "note", note, Some(by.clone()));
+                }
+                self.resolve(now, id, Some(by), &mut out);
+            }
+        }
+        Ok(out.finish())
+    }
+
+    /// Fires every timer due at or before `now`.
+    pub fn tick(&mut self, now: Ts) -> Vec<Effect> {
+        let mut all = Vec::new();
+        loop {
+            let hb = self.heartbeat_timers.first().cloned().filter(|h| h.0 <= now);
+            let inc = self.wakes.first().copied().filter(|w| w.0 <= now);
+            let mut out = Out::default();
+            match (hb, inc) {
+                (Some(h), Some(w)) if h.0 <= w.0 => self.on_heartbeat_due(now, h, &mut out),
+                (_, Some(w)) => {
+                    self.wakes.remove(&w);
+                    self.incidents[w.1 as usize - 1].wake = None;
+                    self.on_incident_due(now, w.1, &mut out);
+                }
+                (Some(h), None) => self.on_heartbeat_due(now, h, &mut out),
+                (None, None) => break,
+            }
+            all.extend(out.finish());
+        }
+        all
+    }
+
+    fn on_mqtt(&mut self, now: Ts, topic: &str, payload: &[u8], out: &mut Out) {
+        if payload.len() as u64 > self.cat.max_payload {
+            return reject(
+                out,
+                Source::Mqtt,
+                RejectReason::Oversized,
+                format!("{topic}: payload of {} bytes", payload.len()),
+            );
+        }
+        let cat = self.cat.clone();
+        let Some((_, sub, component)) = intake::route(&cat, topic) else {
+            return reject(out, Source::Mqtt, RejectReason::UnknownTopic, topic.into());
+        };
+        let Some(node) = cat.node_id(&component) else {
+            return reject(
+                out,
+                Source::Mqtt,
+                RejectReason::UnknownComponent,
+                format!("{topic}: component {component:?}"),
+            );
+        };
+        let parsed = match intake::parse_payload(payload) {
+            Ok(p) => p,
+            Err((reason, detail)) => {
+                return reject(out, Source::Mqtt, reason, format!("{topic}: {detail}"));
+            }
+        };
+        if let Some(every) = sub.config.heartbeat {
+            self.heartbeat_seen(now, topic, node, every, out);
+        }
+        self.apply_alarm(
+            now,
+            node,
+            Firing {
+                source: Source::Mqtt,
+                kind: sub.config.kind,
+                key: parsed.key.unwrap_or_else(|| topic.to_owned()),
+                severity: parsed.severity.unwrap_or(AlarmSeverity::Critical),
+            },
+            parsed.state,
+            parsed.message,
+            out,
+        );
+    }
+
+    fn on_alarm_input(&mut self, now: Ts, a: AlarmInput, out: &mut Out) {
+        let Some(node) = self.cat.node_id(&a.component) else {
+            return reject(
+                out,
+                a.source,
+                RejectReason::UnknownComponent,
+                format!("component {:?}", a.component),
+            );
+        };
+        self.apply_alarm(
+            now,
+            node,
+            Firing {
+                source: a.source,
+                kind: a.kind,
+                key: a.key.unwrap_or_default(),
+                severity: a.severity,
+            },
+            a.state,
+            a.message,
+            out,
+        );
+    }
+
+    fn on_probe(&mut self, now: Ts, id: &str, result: &ProbeResult, out: &mut Out) {
+        let cat = self.cat.clone();
+        let Some(pid) = cat.probe_id(id) else {
+            return reject(
+                out,
+                Source::Probe,
+                RejectReason::UnknownComponent,
+                format!("probe {id:?}"),
+            );
+        };
+        let probe = cat.probe(pid);
+        let (class, reading) = intake::classify(&probe.config, result);
+        let mut sources = Vec::new();
+        if let Some(r) = reading {
+            let old = self.generator.insert(probe.node, r);
+            if old.map(|o| o.running) != Some(r.running) {
+                sources.push(probe.node);
+            }
+        }
+        let st = &mut self.probes[pid.0 as usize];
+        match class {
+            intake::ProbeClass::Failed(_) => {
+                st.failures += 1;
+                st.successes = 0;
+            }
+            _ => {
+                st.successes += 1;
+                st.failures = 0;
+            }
+        }
+        if st.failures >= probe.config.fail_after.max(1) {
+            st.down = true;
+        } else if st.down && st.successes >= probe.config.recover_after.max(1) {
+            st.down = false;
+        }
+        st.degraded = matches!(class, intake::ProbeClass::Degraded(_));
+        let (down, degraded) = (st.down, st.degraded);
+        let (state, severity) = if down {
+            (AlarmState::Firing, AlarmSeverity::Critical)
+        } else if degraded {
+            (AlarmState::Firing, AlarmSeverity::Warning)
+        } else {
+            (AlarmState::Cleared, AlarmSeverity::Critical)
+        };
+        let message = match &class {
+            intake::ProbeClass::Failed(m) | intake::ProbeClass::Degraded(m) => Some(m.clone()),
+            intake::ProbeClass::Ok => None,
+        };
+        let firing = Firing {
+            source: Source::Probe,
+            kind: cat.node(probe.node).probe_alarm_kind(),
+            key: probe.config.id.clone(),
+            severity,
+        };
+        if !self.apply_alarm(now, probe.node, firing, state, message, out) && !sources.is_empty() {
+            // The generator's running flag changed without an alarm
+            // change: what it carries may have changed.
+            self.health_changed(now, &sources, out);
+        }
+    }
+
+    fn heartbeat_seen(&mut self, now: Ts, topic: &str, node: NodeId, every: Duration, out: &mut Out) {
+        let deadline = now.plus(every);
+        let was_lost = match self.heartbeats.get_mut(topic) {
+            Some(h) => {
+                self.heartbeat_timers.remove(&(h.deadline, topic.to_owned()));
+                h.deadline = deadline;
+                std::mem::replace(&mut h.lost, false)
+            }
+            None => {
+                self.heartbeats.insert(
+                    topic.to_owned(),
+                    Heartbeat {
+                        deadline,
+                        node,
+                        lost: false,
+                    },
+                );
+                false
+            }
+        };
+        self.heartbeat_timers.insert((deadline, topic.to_owned()));
+        if was_lost {
+            self.apply_alarm(
+                now,
+                node,
+                sensor_lost(topic),
+                AlarmState::Cleared,
+                None,
+                out,
+            );
+        }
+    }
+
+    fn on_heartbeat_due(&mut self, now: Ts, timer: (Ts, String), out: &mut Out) {
+        self.heartbeat_timers.remove(&timer);
+        let Some(h) = self.heartbeats.get_mut(&timer.1) else {
+            return;
+        };
+        h.lost = true;
+        let node = h.node;
+        self.apply_alarm(
+            now,
+            node,
+            sensor_lost(&timer.1),
+            AlarmState::Firing,
+            Some(format!("no message on {} since {}", timer.1, timer.0.0)),
+            out,
+        );
+    }
+
+    /// Records an alarm's new state; returns whether it changed anything.
+    fn apply_alarm(
+        &mut self,
+        now: Ts,
+        node: NodeId,
+        alarm: Firing,
+        state: AlarmState,
+        message: Option<String>,
+        out: &mut Out,
+    ) -> bool {
+        let list = self.firing.entry(node).or_default();
+        let pos = list.iter().position(|f| {
+            f.source == alarm.source && f.kind == alarm.kind && f.key == alarm.key
+        });
+        match (state, pos) {
+            (AlarmState::Firing, Some(i)) if list[i].severity == alarm.severity => return false,
+            (AlarmState::Firing, Some(i)) => list[i].severity = alarm.severity,
+            (AlarmState::Firing, None) => list.push(alarm.clone()),
+            (AlarmState::Cleared, None) => return false,
+            (AlarmState::Cleared, Some(i)) => {
+                list.remove(i);
+            }
+        }
+        out.cause.push(Effect::Alarm {
+            component: self.cat.node(node).id.clone(),
+            kind: alarm.kind,
+            state,
+            severity: alarm.severity,
+            source: alarm.source,
+            message: message.clone(),
+        });
+        if let Some(&id) = self.member_of.get(&node) {
+            let what = format!(
+                "{} {} {} ({})",
+                alarm.kind,
+                state.as_str(),
+                self.cat.node(node).id,
+                message.unwrap_or_else(|| alarm.source.as_str().to_owned())
+            );
+            self.incidents[id as usize - 1].log(now, "alarm", what, None);
+        }
+        let own = self.own_health(node);
+        if own != self.own[node.0 as usize] {
+            self.own[node.0 as usize] = own;
+        }
+        // Even when the health is unchanged, a new firing alarm on a node
+        // with no open incident (say after a manual resolve) opens one.
+        self.health_changed(now, &[node], out);
+        true
+    }
+
+    fn own_health(&self, node: NodeId) -> Health {
+        let list = self.firing.get(&node).map(|v| &v[..]).unwrap_or(&[]);
+        if list.iter().any(|f| f.severity == AlarmSeverity::Critical) {
+            Health::Down
+        } else if list.is_empty() {
+            Health::Up
+        } else {
+            Health::Degraded
+        }
+    }
+
+    /// The open (or acknowledged) incident `id` stands for: a merged
+    /// incident stands for the one that absorbed it.
+    fn live_incident(&self, id: u64) -> Result<u64, EngineError> {
+        let mut id = id;
+        loop {
+            let inc = self.incident(id).ok_or(EngineError::UnknownIncident(id))?;
+            match inc.state {
+                IncidentState::Merged(into) => id = into,
+                IncidentState::Resolved => return Err(EngineError::Resolved(id)),
+                _ => return Ok(id),
+            }
+        }
+    }
+}
+
+fn reject(out: &mut Out, source: Source, reason: RejectReason, detail: String) {
+    out.cause.push(Effect::Rejected {
+        source,
+        reason,
+        detail,
+    });
+}
+
+fn sensor_lost(topic: &str) -> Firing {
+    Firing {
+        source: Source::Mqtt,
+        kind: AlarmKind::Generic,
+        key: format!("heartbeat:{topic}"),
+        severity: AlarmSeverity::Warning,
+    }
+}
+
+/// The person id and role id of a recipient, as strings for output.
+fn ids(cat: &Catalogue, p: PersonId, r: Option<RoleId>) -> (String, Option<String>) {
+    (cat.person(p).id.clone(), r.map(|r| cat.role(r).id.clone()))
+}

@@ -1,0 +1,348 @@
+//! Message texts in Danish and English: one SMS (160 characters) where
+//! the content allows, never more than 480. The acknowledgement link is
+//! not part of the text; the daemon appends it when it sends.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use super::Severity;
+use crate::config::{AlarmKind, Language};
+
+/// One SMS.
+pub const SMS_CHARS: usize = 160;
+/// The longest text ever produced.
+pub const MAX_CHARS: usize = 480;
+
+/// What a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TextKind {
+    /// An escalation step: the incident and what is known.
+    Alert,
+    /// A step for an incident nobody acknowledged.
+    Unacked,
+    /// A deputy: the primary did not answer.
+    Deputy,
+    Status,
+    Severity,
+    Resolved,
+    Recovery,
+    Crisis,
+}
+
+/// What a message can say about an incident.
+pub(super) struct Facts {
+    pub incident: u64,
+    pub severity: Severity,
+    pub cause: AlarmKind,
+    pub root: String,
+    /// Affected services' names, most critical first.
+    pub services: Vec<String>,
+    pub expected_end: Option<Timestamp>,
+    pub fuel_out: Option<Timestamp>,
+    pub duration_s: Option<i64>,
+    pub meeting_place: Option<String>,
+    pub now: Timestamp,
+}
+
+struct Words {
+    severity: fn(Severity) -> &'static str,
+    cause: fn(AlarmKind) -> &'static str,
+    affected: &'static str,
+    none_affected: &'static str,
+    expected: &'static str,
+    unacked: &'static str,
+    deputy: &'static str,
+    status: &'static str,
+    raised: &'static str,
+    resolved: &'static str,
+    recovered: &'static str,
+    after: &'static str,
+    crisis: &'static str,
+    meet: &'static str,
+    fuel: &'static str,
+    and_more: &'static str,
+}
+
+const DA: Words = Words {
+    severity: |s| match s {
+        Severity::Critical => "KRITISK",
+        Severity::Major => "ALVORLIG",
+        Severity::Minor => "MINDRE",
+    },
+    cause: |k| match k {
+        AlarmKind::Fire => "Brand",
+        AlarmKind::Power => "Strømsvigt",
+        AlarmKind::Generator => "Generatorfejl",
+        AlarmKind::Ups => "UPS-fejl",
+        AlarmKind::Environment => "Miljøalarm",
+        AlarmKind::Network => "Netværksfejl",
+        AlarmKind::Server => "Serverfejl",
+        AlarmKind::Application => "Systemfejl",
+        AlarmKind::Security => "Sikkerhedshændelse",
+        AlarmKind::Generic => "Fejl",
+    },
+    affected: "Ramt",
+    none_affected: "Ingen tjenester ramt endnu",
+    expected: "Forventes løst",
+    unacked: "Ikke kvitteret",
+    deputy: "Ingen svar – du er stedfortræder",
+    status: "Status",
+    raised: "Skærpet til",
+    resolved: "LØST",
+    recovered: "kører igen",
+    after: "efter",
+    crisis: "KRISESTAB INDKALDT",
+    meet: "Mødested",
+    fuel: "Brændstof slipper op",
+    and_more: "flere",
+};
+
+const EN: Words = Words {
+    severity: |s| match s {
+        Severity::Critical => "CRITICAL",
+        Severity::Major => "MAJOR",
+        Severity::Minor => "MINOR",
+    },
+    cause: |k| match k {
+        AlarmKind::Fire => "Fire",
+        AlarmKind::Power => "Power failure",
+        AlarmKind::Generator => "Generator fault",
+        AlarmKind::Ups => "UPS fault",
+        AlarmKind::Environment => "Environment alarm",
+        AlarmKind::Network => "Network failure",
+        AlarmKind::Server => "Server failure",
+        AlarmKind::Application => "System failure",
+        AlarmKind::Security => "Security incident",
+        AlarmKind::Generic => "Failure",
+    },
+    affected: "Affected",
+    none_affected: "No services affected yet",
+    expected: "Expected back",
+    unacked: "Not acknowledged",
+    deputy: "No answer – you are deputy",
+    status: "Status",
+    raised: "Raised to",
+    resolved: "RESOLVED",
+    recovered: "back to normal",
+    after: "after",
+    crisis: "CRISIS STAFF SUMMONED",
+    meet: "Meet at",
+    fuel: "Fuel runs out",
+    and_more: "more",
+};
+
+/// Renders a message; shortens the service list, then the names, to fit
+/// one SMS, and never exceeds [`MAX_CHARS`].
+pub(super) fn render(lang: Language, tz: &TimeZone, kind: TextKind, f: &Facts) -> String {
+    let w = match lang {
+        Language::Da => &DA,
+        Language::En => &EN,
+    };
+    let full = f.services.len();
+    // Try every service, then fewer, then shortened names.
+    for shown in (0..=full).rev() {
+        let text = compose(w, lang, tz, kind, f, shown, None);
+        if text.chars().count() <= SMS_CHARS {
+            return text;
+        }
+    }
+    for limit in [24, 16] {
+        for shown in (0..=full.min(3)).rev() {
+            let text = compose(w, lang, tz, kind, f, shown, Some(limit));
+            if text.chars().count() <= SMS_CHARS {
+                return text;
+            }
+        }
+    }
+    cut(&compose(w, lang, tz, kind, f, full.min(10), Some(40)), MAX_CHARS)
+}
+
+fn compose(
+    w: &Words,
+    lang: Language,
+    tz: &TimeZone,
+    kind: TextKind,
+    f: &Facts,
+    shown: usize,
+    limit: Option<usize>,
+) -> String {
+    let name = |s: &str| match limit {
+        Some(l) => cut(s, l),
+        None => s.to_owned(),
+    };
+    let id = f.incident;
+    let sev = (w.severity)(f.severity);
+    let cause = format!("{} – {}", (w.cause)(f.cause), name(&f.root));
+    let services = if f.services.is_empty() {
+        w.none_affected.to_owned()
+    } else {
+        let mut list: Vec<String> = f.services.iter().take(shown).map(|s| name(s)).collect();
+        let rest = f.services.len() - list.len();
+        if rest > 0 {
+            list.push(format!("+{rest} {}", w.and_more));
+        }
+        format!("{}: {}", w.affected, list.join(", "))
+    };
+    let services_plain = if f.services.is_empty() {
+        String::new()
+    } else {
+        let mut list: Vec<String> = f.services.iter().take(shown).map(|s| name(s)).collect();
+        let rest = f.services.len() - list.len();
+        if rest > 0 {
+            list.push(format!("+{rest} {}", w.and_more));
+        }
+        list.join(", ")
+    };
+    let expected = f
+        .expected_end
+        .map(|t| format!(" {} {}.", w.expected, when(lang, tz, t, f.now)))
+        .unwrap_or_default();
+    let fuel = f
+        .fuel_out
+        .filter(|_| kind != TextKind::Resolved && kind != TextKind::Recovery)
+        .map(|t| format!(" {} {}.", w.fuel, when(lang, tz, t, f.now)))
+        .unwrap_or_default();
+    match kind {
+        TextKind::Alert => format!("{sev} #{id}: {cause}. {services}.{fuel}{expected}"),
+        TextKind::Unacked => {
+            format!("{} #{id} {sev}: {cause}. {services}.{fuel}{expected}", w.unacked)
+        }
+        TextKind::Deputy => format!("{}. {sev} #{id}: {cause}. {services}.{fuel}{expected}", w.deputy),
+        TextKind::Status => {
+            format!("{} #{id} {sev}: {cause}. {services}.{fuel}{expected}", w.status)
+        }
+        TextKind::Severity => {
+            format!("{} {sev} #{id}: {cause}. {services}.{fuel}{expected}", w.raised)
+        }
+        TextKind::Resolved | TextKind::Recovery => {
+            let took = f
+                .duration_s
+                .map(|d| format!(" {} {}", w.after, span(lang, d)))
+                .unwrap_or_default();
+            if services_plain.is_empty() {
+                format!("{} #{id}: {cause}{took}.", w.resolved)
+            } else {
+                format!(
+                    "{} #{id}: {services_plain} {}{took}. ({cause})",
+                    w.resolved, w.recovered
+                )
+            }
+        }
+        TextKind::Crisis => {
+            let place = f
+                .meeting_place
+                .as_ref()
+                .map(|p| format!(" {}: {}.", w.meet, name(p)))
+                .unwrap_or_default();
+            format!("{} #{id}: {cause}.{place} {services}.{fuel}", w.crisis)
+        }
+    }
+}
+
+/// A time in the site's zone, with the date when it is not today.
+fn when(lang: Language, tz: &TimeZone, t: Timestamp, now: Timestamp) -> String {
+    let z = t.to_zoned(tz.clone());
+    let today = now.to_zoned(tz.clone()).date() == z.date();
+    match (lang, today) {
+        (Language::Da, true) => format!("kl. {}", z.strftime("%H:%M")),
+        (Language::Da, false) => format!("{} kl. {}", z.strftime("%-d/%-m"), z.strftime("%H:%M")),
+        (Language::En, true) => format!("at {}", z.strftime("%H:%M")),
+        (Language::En, false) => format!("{} at {}", z.strftime("%-d %b"), z.strftime("%H:%M")),
+    }
+}
+
+/// A duration in words, short: `2 t 5 min` / `2h 5m`.
+fn span(lang: Language, secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    let (dw, hw, mw) = match lang {
+        Language::Da => (" d", " t", " min"),
+        Language::En => ("d", "h", "m"),
+    };
+    let mut parts = Vec::new();
+    if d > 0 {
+        parts.push(format!("{d}{dw}"));
+    }
+    if h > 0 {
+        parts.push(format!("{h}{hw}"));
+    }
+    if m > 0 || parts.is_empty() {
+        parts.push(format!("{m}{mw}"));
+    }
+    parts.join(" ")
+}
+
+/// At most `max` characters, with an ellipsis when shortened.
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(services: usize) -> Facts {
+        Facts {
+            incident: 7,
+            severity: Severity::Critical,
+            cause: AlarmKind::Fire,
+            root: "Serverrum, rådhusets kælder".into(),
+            services: (0..services)
+                .map(|i| format!("Telefoni og netværk til institutioner {i}"))
+                .collect(),
+            expected_end: Some("2026-03-02T14:30:00Z".parse().unwrap()),
+            fuel_out: None,
+            duration_s: None,
+            meeting_place: None,
+            now: "2026-03-02T08:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn tz() -> TimeZone {
+        TimeZone::get("Europe/Copenhagen").unwrap()
+    }
+
+    #[test]
+    fn an_alert_names_cause_services_and_return_time_in_one_sms() {
+        let t = render(Language::Da, &tz(), TextKind::Alert, &facts(1));
+        assert!(t.chars().count() <= SMS_CHARS, "{t}");
+        assert!(t.starts_with("KRITISK #7: Brand – Serverrum"), "{t}");
+        assert!(t.contains("Telefoni og netværk til institutioner 0"), "{t}");
+        assert!(t.contains("kl. 15:30"), "{t}");
+    }
+
+    #[test]
+    fn many_services_are_shortened_to_fit_one_sms() {
+        for lang in [Language::Da, Language::En] {
+            for kind in [
+                TextKind::Alert,
+                TextKind::Deputy,
+                TextKind::Status,
+                TextKind::Crisis,
+                TextKind::Recovery,
+            ] {
+                let t = render(lang, &tz(), kind, &facts(40));
+                assert!(t.chars().count() <= SMS_CHARS, "{kind:?}: {t}");
+                assert!(t.contains('+'), "{kind:?}: {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn english_texts_use_english_words() {
+        let t = render(Language::En, &tz(), TextKind::Alert, &facts(1));
+        assert!(t.starts_with("CRITICAL #7: Fire"), "{t}");
+        assert!(t.contains("Expected back at 15:30"), "{t}");
+    }
+
+    #[test]
+    fn durations_read_short() {
+        assert_eq!(span(Language::Da, 7500), "2 t 5 min");
+        assert_eq!(span(Language::En, 90_000), "1d 1h");
+        assert_eq!(span(Language::En, 20), "0m");
+    }
+}

@@ -1,0 +1,16 @@
+//! beredskab: a municipal IT department's preparedness plan, running.
+//!
+//! An alarm's way through the crate, in module order:
+//! - [`config`] reads the plan: critical services, components, people, policies;
+//! - [`catalogue`] resolves it into a graph of components and services;
+//! - [`engine`] is the pure core: alarms in, incidents, estimates and
+//!   notifications out, with the time passed in;
+//! - [`drill`] replays a scenario through the engine on a simulated clock;
+//! - [`plan`] renders the config as the preparedness plan people read.
+#![forbid(unsafe_code)]
+
+pub mod catalogue;
+pub mod config;
+pub mod drill;
+pub mod engine;
+pub mod plan;

@@ -1,0 +1,162 @@
+//! The command line: parse arguments, set up logging, call into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use beredskab::config::{self, LoadError};
+
+#[derive(Parser)]
+#[command(name = "beredskab", version, about = "The IT preparedness plan, running")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration file.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Replay a scenario in simulated time; prints JSON lines.
+    Drill {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[arg(long)]
+        scenario: PathBuf,
+    },
+    /// Print the preparedness plan generated from the configuration.
+    Plan {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: PlanFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    Markdown,
+    Html,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing(cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Loads a config, printing its warnings; on errors prints them and
+/// returns the exit code to use.
+fn load_config(path: &std::path::Path) -> Result<config::Loaded, ExitCode> {
+    match config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{w}");
+            }
+            Ok(loaded)
+        }
+        Err(LoadError::Invalid(diagnostics)) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            Err(ExitCode::from(2))
+        }
+        Err(e @ LoadError::Io { .. }) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check { config } => {
+            let loaded = match load_config(&config) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            println!("ok: {}", config::summary(&loaded.config));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drill { config, scenario } => {
+            let loaded = match load_config(&config) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            let text = std::fs::read_to_string(&scenario)
+                .with_context(|| format!("cannot read {}", scenario.display()))?;
+            let scenario = match beredskab::drill::Scenario::parse(&scenario.display().to_string(), &text)
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match beredskab::drill::run(&loaded.config, &scenario, &mut out) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(beredskab::drill::DrillError::Scenario(msg)) => {
+                    eprintln!("{msg}");
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Plan { config, format } => {
+            let loaded = match load_config(&config) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            let format = match format {
+                PlanFormat::Markdown => beredskab::plan::Format::Markdown,
+                PlanFormat::Html => beredskab::plan::Format::Html,
+            };
+            print!("{}", beredskab::plan::render(&loaded.config, format));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
