@@ -418,11 +418,7 @@ impl Catalogue {
                     on: StepOn::parse(&s.on).map_err(err)?,
                     on_text: s.on.clone(),
                     notify: refs(&s.notify)?,
-                    via: s
-                        .via
-                        .iter()
-                        .map(|c| channel(c))
-                        .collect::<Result<_, _>>()?,
+                    via: s.via.iter().map(|c| channel(c)).collect::<Result<_, _>>()?,
                 });
             }
             policies.push(Policy {
@@ -476,14 +472,18 @@ impl Catalogue {
 
         let mut by_kind = HashMap::new();
         for (k, d) in &config.estimate.by_kind {
-            let kind = AlarmKind::parse(k).ok_or_else(|| err(format!("unknown alarm kind {k:?}")))?;
+            let kind =
+                AlarmKind::parse(k).ok_or_else(|| err(format!("unknown alarm kind {k:?}")))?;
             by_kind.insert(kind, d.0);
         }
 
         let mut buildings: HashMap<String, Vec<NodeId>> = HashMap::new();
         for (i, n) in nodes.iter().enumerate() {
             if let Some(b) = &n.building {
-                buildings.entry(b.clone()).or_default().push(NodeId(i as u32));
+                buildings
+                    .entry(b.clone())
+                    .or_default()
+                    .push(NodeId(i as u32));
             }
         }
 

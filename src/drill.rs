@@ -149,10 +149,7 @@ impl Scenario {
     /// Parses a scenario; errors name the file, line and column.
     pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         let scenario: Scenario = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             format!("{name}:{line}:{col}: {}", e.message().trim())
         })?;
         for (i, e) in scenario.events.iter().enumerate() {

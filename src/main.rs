@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use beredskab::config::{self, LoadError};
 
 #[derive(Parser)]
-#[command(name = "beredskab", version, about = "The IT preparedness plan, running")]
+#[command(
+    name = "beredskab",
+    version,
+    about = "The IT preparedness plan, running"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -127,14 +131,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let text = std::fs::read_to_string(&scenario)
                 .with_context(|| format!("cannot read {}", scenario.display()))?;
-            let scenario = match beredskab::drill::Scenario::parse(&scenario.display().to_string(), &text)
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
+            let scenario =
+                match beredskab::drill::Scenario::parse(&scenario.display().to_string(), &text) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return Ok(ExitCode::from(2));
+                    }
+                };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             match beredskab::drill::run(&loaded.config, &scenario, &mut out) {
@@ -142,6 +146,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(beredskab::drill::DrillError::Scenario(msg)) => {
                     eprintln!("{msg}");
                     Ok(ExitCode::from(2))
+                }
+                // A closed pipe (`drill … | head`) is the reader's choice.
+                Err(beredskab::drill::DrillError::Io(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => Err(e.into()),
             }

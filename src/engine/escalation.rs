@@ -206,7 +206,9 @@ impl Engine {
             if self.own[m.0 as usize] != Health::Down || !self.carried(m) {
                 continue;
             }
-            let Some(b) = cat.node(m).backup else { continue };
+            let Some(b) = cat.node(m).backup else {
+                continue;
+            };
             if let Some(runtime) = self.generator_runtime(b)
                 && remaining_ms > runtime.as_millis() as i64
             {
@@ -299,7 +301,12 @@ impl Engine {
         let text = self.text(now, id, kind);
         let sent = self.send(now, id, &recipients, &step.via, &step.on_text, &text, out);
         let inc = &mut self.incidents[id as usize - 1];
-        inc.log(now, "step", format!("{}: {}", policy.id, step.on_text), None);
+        inc.log(
+            now,
+            "step",
+            format!("{}: {}", policy.id, step.on_text),
+            None,
+        );
         if step.on == StepOn::Resolved {
             return;
         }
@@ -309,7 +316,7 @@ impl Engine {
             }
         }
         if let Some(every) = policy.deputy_after {
-            self.start_chains(now, id, &recipients, &step.via, every);
+            self.start_chains(now, id, &recipients, &step.via, every, false);
         }
     }
 
@@ -320,6 +327,7 @@ impl Engine {
         recipients: &[(PersonId, Option<RoleId>)],
         via: &[ChannelId],
         every: Duration,
+        crisis: bool,
     ) {
         let at = now.to_timestamp();
         for &(_, role) in recipients {
@@ -335,13 +343,18 @@ impl Engine {
                 deputies,
                 done: 0,
                 via: via.to_vec(),
+                crisis,
             });
         }
     }
 
     /// Resolves recipient references to people, in order, each once.
-    fn expand(&mut self, id: u64, refs: &[RecipientRef], now: Ts) -> Vec<(PersonId, Option<RoleId>)> {
-        let services = self.context_services(id);
+    /// `owner` and `contacts` are those of the services the incident
+    /// affects (none while it affects none).
+    fn expand(&self, id: u64, refs: &[RecipientRef], now: Ts) -> Vec<(PersonId, Option<RoleId>)> {
+        let inc = &self.incidents[id as usize - 1];
+        let mut services: Vec<NodeId> = inc.services.keys().copied().collect();
+        services.sort_by(|a, b| self.cat.node(*a).id.cmp(&self.cat.node(*b).id));
         self.expand_with(refs, &services, now)
     }
 
@@ -504,7 +517,9 @@ impl Engine {
         let base = major.map_or(from, |m| m.max(from));
         for &p in &inc.policies {
             let policy = cat.policy(p);
-            let Some(every) = policy.status_every else { continue };
+            let Some(every) = policy.status_every else {
+                continue;
+            };
             if policy.status_to.is_empty() || inc.status_next.iter().any(|(q, _)| *q == p) {
                 continue;
             }
@@ -517,7 +532,15 @@ impl Engine {
         let policy = cat.policy(p);
         let recipients = self.expand(id, &policy.status_to, now);
         let text = self.text(now, id, TextKind::Status);
-        self.send(now, id, &recipients, policy.followup_via(), "status", &text, out);
+        self.send(
+            now,
+            id,
+            &recipients,
+            policy.followup_via(),
+            "status",
+            &text,
+            out,
+        );
         if let Some(every) = policy.status_every {
             let inc = &mut self.incidents[id as usize - 1];
             inc.status_next.retain(|(q, _)| *q != p);
@@ -582,8 +605,21 @@ impl Engine {
             let chain = self.incidents[idx].chains[k].clone();
             if chain.next_at().is_some_and(|t| t <= now) {
                 let deputy = chain.deputies[chain.done];
-                let text = self.text(now, id, TextKind::Deputy);
-                self.send(now, id, &[(deputy, Some(chain.role))], &chain.via, "deputy", &text, out);
+                let kind = if chain.crisis {
+                    TextKind::DeputyCrisis
+                } else {
+                    TextKind::Deputy
+                };
+                let text = self.text(now, id, kind);
+                self.send(
+                    now,
+                    id,
+                    &[(deputy, Some(chain.role))],
+                    &chain.via,
+                    "deputy",
+                    &text,
+                    out,
+                );
                 self.incidents[idx].chains[k].done += 1;
             }
             if self.incidents[idx].chains[k].next_at().is_none() {
@@ -774,7 +810,10 @@ impl Engine {
         let text = format!(
             "level {}{}",
             level.as_str(),
-            place.as_ref().map(|p| format!(", meet at {p}")).unwrap_or_default()
+            place
+                .as_ref()
+                .map(|p| format!(", meet at {p}"))
+                .unwrap_or_default()
         );
         self.incidents[idx].log(now, "level", text, Some(by));
         out.cause.push(Effect::Level {
@@ -805,7 +844,7 @@ impl Engine {
             .iter()
             .find_map(|p| cat.policy(*p).deputy_after);
         if let Some(every) = every {
-            self.start_chains(now, id, &recipients, &cat.crisis_via, every);
+            self.start_chains(now, id, &recipients, &cat.crisis_via, every, true);
         }
     }
 
@@ -844,7 +883,7 @@ impl Engine {
             expected_end: (inc.state.is_live()).then(|| inc.expected_end().to_timestamp()),
             fuel_out: inc.fuel_out.map(Ts::to_timestamp),
             duration_s: inc.resolved_at.map(|r| r.millis_since(inc.opened) / 1000),
-            meeting_place: if kind == TextKind::Crisis {
+            meeting_place: if matches!(kind, TextKind::Crisis | TextKind::DeputyCrisis) {
                 self.meeting_place()
             } else {
                 None
@@ -854,4 +893,3 @@ impl Engine {
         text::render(cat.language, &cat.tz, kind, &facts)
     }
 }
-

@@ -101,6 +101,9 @@ pub(super) struct Chain {
     /// How many deputies have been notified.
     pub done: usize,
     pub via: Vec<ChannelId>,
+    /// Whether the chain began with a crisis summons (its deputies are
+    /// summoned too).
+    pub crisis: bool,
 }
 
 impl Chain {
@@ -171,7 +174,10 @@ impl Incident {
 }
 
 /// Severity from the services affected (SPEC §3).
-pub(super) fn severity_of(services: &BTreeMap<NodeId, Health>, crit: impl Fn(NodeId) -> Criticality) -> Severity {
+pub(super) fn severity_of(
+    services: &BTreeMap<NodeId, Health>,
+    crit: impl Fn(NodeId) -> Criticality,
+) -> Severity {
     let mut sev = Severity::Minor;
     for (&s, &h) in services {
         let c = crit(s);
@@ -212,7 +218,9 @@ impl Engine {
             if h == Health::Up {
                 continue;
             }
-            let Some(root) = self.root_of(s) else { continue };
+            let Some(root) = self.root_of(s) else {
+                continue;
+            };
             if let Some(&id) = self.member_of.get(&root) {
                 let inc = &mut self.incidents[id as usize - 1];
                 let e = inc.services.entry(s).or_insert(h);
@@ -230,7 +238,11 @@ impl Engine {
         if !inc.state.is_live() {
             return;
         }
-        if inc.members.iter().all(|m| self.own[m.0 as usize] == Health::Up) {
+        if inc
+            .members
+            .iter()
+            .all(|m| self.own[m.0 as usize] == Health::Up)
+        {
             self.resolve(now, id, None, out);
             return;
         }
@@ -311,7 +323,12 @@ impl Engine {
         let name = self.cat.node(root).id.clone();
         self.incidents[id as usize - 1].log(now, "root", format!("new root {name}"), None);
         let mut survivor = id;
-        if let Some(other) = self.root_of_incident.get(&root).copied().filter(|&o| o != id) {
+        if let Some(other) = self
+            .root_of_incident
+            .get(&root)
+            .copied()
+            .filter(|&o| o != id)
+        {
             survivor = self.merge(now, id, other, out);
         }
         self.incidents[survivor as usize - 1].root = root;

@@ -45,7 +45,12 @@ pub fn parse_payload(payload: &[u8]) -> Result<ParsedPayload, (RejectReason, Str
             return Err((RejectReason::BadPayload, "not a JSON object".into()));
         };
         let state = match obj.get("state") {
-            None => return Err((RejectReason::BadPayload, "JSON object without `state`".into())),
+            None => {
+                return Err((
+                    RejectReason::BadPayload,
+                    "JSON object without `state`".into(),
+                ));
+            }
             Some(Value::String(s)) => state_word(s.trim()),
             Some(Value::Bool(b)) => Some(if *b {
                 AlarmState::Firing
@@ -323,8 +328,9 @@ mod tests {
 
     #[test]
     fn json_carries_severity_message_and_key() {
-        let p = parse_payload(br#"{"state":"alarm","severity":"warning","message":"smoke","key":7}"#)
-            .unwrap();
+        let p =
+            parse_payload(br#"{"state":"alarm","severity":"warning","message":"smoke","key":7}"#)
+                .unwrap();
         assert_eq!(p.severity, Some(AlarmSeverity::Warning));
         assert_eq!(p.message.as_deref(), Some("smoke"));
         assert_eq!(p.key.as_deref(), Some("7"));
@@ -339,7 +345,10 @@ mod tests {
         let f = filter("raadhus/+/brand");
         let caught = match_topic(&f, "raadhus/serverrum/brand").unwrap();
         assert_eq!(caught, vec!["serverrum"]);
-        assert_eq!(expand_template("{1}", &caught).as_deref(), Some("serverrum"));
+        assert_eq!(
+            expand_template("{1}", &caught).as_deref(),
+            Some("serverrum")
+        );
         assert_eq!(
             expand_template("rum-{1}-x", &caught).as_deref(),
             Some("rum-serverrum-x")

@@ -504,7 +504,11 @@ impl Engine {
     pub fn tick(&mut self, now: Ts) -> Vec<Effect> {
         let mut all = Vec::new();
         loop {
-            let hb = self.heartbeat_timers.first().cloned().filter(|h| h.0 <= now);
+            let hb = self
+                .heartbeat_timers
+                .first()
+                .cloned()
+                .filter(|h| h.0 <= now);
             let inc = self.wakes.first().copied().filter(|w| w.0 <= now);
             let mut out = Out::default();
             match (hb, inc) {
@@ -652,11 +656,19 @@ impl Engine {
         }
     }
 
-    fn heartbeat_seen(&mut self, now: Ts, topic: &str, node: NodeId, every: Duration, out: &mut Out) {
+    fn heartbeat_seen(
+        &mut self,
+        now: Ts,
+        topic: &str,
+        node: NodeId,
+        every: Duration,
+        out: &mut Out,
+    ) {
         let deadline = now.plus(every);
         let was_lost = match self.heartbeats.get_mut(topic) {
             Some(h) => {
-                self.heartbeat_timers.remove(&(h.deadline, topic.to_owned()));
+                self.heartbeat_timers
+                    .remove(&(h.deadline, topic.to_owned()));
                 h.deadline = deadline;
                 std::mem::replace(&mut h.lost, false)
             }
@@ -713,9 +725,9 @@ impl Engine {
         out: &mut Out,
     ) -> bool {
         let list = self.firing.entry(node).or_default();
-        let pos = list.iter().position(|f| {
-            f.source == alarm.source && f.kind == alarm.kind && f.key == alarm.key
-        });
+        let pos = list
+            .iter()
+            .position(|f| f.source == alarm.source && f.kind == alarm.kind && f.key == alarm.key);
         match (state, pos) {
             (AlarmState::Firing, Some(i)) if list[i].severity == alarm.severity => return false,
             (AlarmState::Firing, Some(i)) => list[i].severity = alarm.severity,
@@ -800,3 +812,6 @@ fn sensor_lost(topic: &str) -> Firing {
 fn ids(cat: &Catalogue, p: PersonId, r: Option<RoleId>) -> (String, Option<String>) {
     (cat.person(p).id.clone(), r.map(|r| cat.role(r).id.clone()))
 }
+
+#[cfg(test)]
+mod tests;

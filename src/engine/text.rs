@@ -22,6 +22,8 @@ pub(super) enum TextKind {
     Unacked,
     /// A deputy: the primary did not answer.
     Deputy,
+    /// A deputy for a crisis summons.
+    DeputyCrisis,
     Status,
     Severity,
     Resolved,
@@ -139,22 +141,26 @@ pub(super) fn render(lang: Language, tz: &TimeZone, kind: TextKind, f: &Facts) -
         Language::En => &EN,
     };
     let full = f.services.len();
-    // Try every service, then fewer, then shortened names.
-    for shown in (0..=full).rev() {
-        let text = compose(w, lang, tz, kind, f, shown, None);
-        if text.chars().count() <= SMS_CHARS {
-            return text;
-        }
-    }
-    for limit in [24, 16] {
-        for shown in (0..=full.min(3)).rev() {
-            let text = compose(w, lang, tz, kind, f, shown, Some(limit));
+    // Every service by its full name, then fewer, then shorter names,
+    // and only then none.
+    for limit in [None, Some(32), Some(20)] {
+        for shown in (1..=full).rev() {
+            let text = compose(w, lang, tz, kind, f, shown, limit);
             if text.chars().count() <= SMS_CHARS {
                 return text;
             }
         }
     }
-    cut(&compose(w, lang, tz, kind, f, full.min(10), Some(40)), MAX_CHARS)
+    for limit in [None, Some(40), Some(24)] {
+        let text = compose(w, lang, tz, kind, f, 0, limit);
+        if text.chars().count() <= SMS_CHARS {
+            return text;
+        }
+    }
+    cut(
+        &compose(w, lang, tz, kind, f, full.min(10), Some(40)),
+        MAX_CHARS,
+    )
 }
 
 fn compose(
@@ -172,7 +178,13 @@ fn compose(
     };
     let id = f.incident;
     let sev = (w.severity)(f.severity);
-    let cause = format!("{} – {}", (w.cause)(f.cause), name(&f.root));
+    // The cause is shortened only when nothing else is left to shorten.
+    let root = if shown == 0 {
+        name(&f.root)
+    } else {
+        f.root.clone()
+    };
+    let cause = format!("{} – {root}", (w.cause)(f.cause));
     let services = if f.services.is_empty() {
         w.none_affected.to_owned()
     } else {
@@ -205,14 +217,26 @@ fn compose(
     match kind {
         TextKind::Alert => format!("{sev} #{id}: {cause}. {services}.{fuel}{expected}"),
         TextKind::Unacked => {
-            format!("{} #{id} {sev}: {cause}. {services}.{fuel}{expected}", w.unacked)
+            format!(
+                "{} #{id} {sev}: {cause}. {services}.{fuel}{expected}",
+                w.unacked
+            )
         }
-        TextKind::Deputy => format!("{}. {sev} #{id}: {cause}. {services}.{fuel}{expected}", w.deputy),
+        TextKind::Deputy => format!(
+            "{}. {sev} #{id}: {cause}. {services}.{fuel}{expected}",
+            w.deputy
+        ),
         TextKind::Status => {
-            format!("{} #{id} {sev}: {cause}. {services}.{fuel}{expected}", w.status)
+            format!(
+                "{} #{id} {sev}: {cause}. {services}.{fuel}{expected}",
+                w.status
+            )
         }
         TextKind::Severity => {
-            format!("{} {sev} #{id}: {cause}. {services}.{fuel}{expected}", w.raised)
+            format!(
+                "{} {sev} #{id}: {cause}. {services}.{fuel}{expected}",
+                w.raised
+            )
         }
         TextKind::Resolved | TextKind::Recovery => {
             let took = f
@@ -228,13 +252,22 @@ fn compose(
                 )
             }
         }
-        TextKind::Crisis => {
+        TextKind::Crisis | TextKind::DeputyCrisis => {
+            // The meeting place is never shortened: it is why they read it.
             let place = f
                 .meeting_place
                 .as_ref()
-                .map(|p| format!(" {}: {}.", w.meet, name(p)))
+                .map(|p| format!(" {}: {p}.", w.meet))
                 .unwrap_or_default();
-            format!("{} #{id}: {cause}.{place} {services}.{fuel}", w.crisis)
+            let deputy = if kind == TextKind::DeputyCrisis {
+                format!("{}. ", w.deputy)
+            } else {
+                String::new()
+            };
+            format!(
+                "{deputy}{} #{id}: {cause}.{place} {services}.{fuel}",
+                w.crisis
+            )
         }
     }
 }

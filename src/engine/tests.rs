@@ -1,0 +1,767 @@
+//! Unit tests of the engine's rules on a small catalogue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::catalogue::Catalogue;
+use crate::config::load_str;
+
+const PLAN: &str = r#"
+[site]
+name = "Test"
+language = "en"
+timezone = "Europe/Copenhagen"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+max_payload = "100B"
+[[mqtt.subscription]]
+topic = "room/+/fire"
+kind = "fire"
+component = "{1}"
+
+[[probe]]
+id = "gen"
+component = "generator"
+url = "http://127.0.0.1:1/gen"
+every = "10s"
+fail_after = 2
+recover_after = 2
+[probe.generator]
+running = "/running"
+fuel_percent = "/fuel"
+full_tank_runtime = "10h"
+[[probe.check]]
+pointer = "/fuel"
+below = 10
+then = "degraded"
+
+[[component]]
+id = "mains"
+kind = "power"
+building = "hall"
+backup = "generator"
+[[component]]
+id = "generator"
+kind = "generator"
+building = "hall"
+[[component]]
+id = "room"
+kind = "room"
+building = "hall"
+depends_on = ["mains"]
+[[component]]
+id = "srv-a"
+kind = "server"
+depends_on = ["room"]
+[[component]]
+id = "srv-b"
+kind = "server"
+depends_on = ["room"]
+[[component]]
+id = "o365"
+kind = "external"
+
+[[service]]
+id = "alarms"
+criticality = "life"
+depends_on = ["srv-a"]
+owner = "person:p-owner"
+policy = "std"
+recovery_notify = ["person:p-comm", "owner", "role:lead"]
+[[service]]
+id = "web"
+criticality = "important"
+depends_on = ["srv-b"]
+policy = "std"
+[[service]]
+id = "mail"
+criticality = "critical"
+depends_on = ["o365"]
+policy = "std"
+
+[[person]]
+id = "p-lead"
+name = "Lead"
+[[person]]
+id = "p-dep1"
+name = "Deputy one"
+[[person]]
+id = "p-dep2"
+name = "Deputy two"
+[[person]]
+id = "p-chief"
+name = "Chief"
+[[person]]
+id = "p-owner"
+name = "Owner"
+[[person]]
+id = "p-comm"
+name = "Comm"
+[[person]]
+id = "p-a"
+name = "A"
+[[person]]
+id = "p-b"
+name = "B"
+
+[[role]]
+id = "lead"
+primary = "p-lead"
+deputies = ["p-dep1", "p-dep2"]
+[[role]]
+id = "chief"
+primary = "p-chief"
+[[role]]
+id = "oncall"
+rotation = { every = "1w", start = "2026-03-02T08:00:00+01:00", people = ["p-a", "p-b"] }
+
+[[channel]]
+id = "sms"
+kind = "sms-http"
+url = "http://127.0.0.1:1/sms"
+[[channel]]
+id = "mail"
+kind = "smtp"
+url = "smtp://127.0.0.1:1"
+from = "x@example.dk"
+requires_service = "mail"
+fallback = "sms"
+
+[[policy]]
+id = "std"
+deputy_after = "10m"
+status_every = "30m"
+status_to = ["person:p-comm"]
+[[policy.step]]
+on = "open"
+notify = ["role:lead"]
+via = ["sms"]
+[[policy.step]]
+on = "expected > 30m"
+notify = ["role:chief"]
+via = ["sms", "mail"]
+[[policy.step]]
+on = "resolved"
+notify = ["role:lead"]
+via = ["sms"]
+
+[estimate]
+default = "20m"
+by_kind = { fire = "1d", power = "45m" }
+extend = "30m"
+history = { min_samples = 3, quantile = 0.5 }
+
+[correlation]
+settle = "10s"
+
+[[meeting_place]]
+name = "Hall"
+building = "hall"
+priority = 1
+[[meeting_place]]
+name = "Annex"
+building = "annex"
+priority = 2
+
+[crisis]
+staff = ["role:chief"]
+via = ["sms"]
+"#;
+
+const T0: i64 = 1_772_434_800_000; // 2026-03-02T08:00:00+01:00
+
+fn engine() -> Engine {
+    let loaded = load_str("plan.toml", PLAN).expect("test plan is valid");
+    Engine::new(Arc::new(Catalogue::build(&loaded.config).unwrap()))
+}
+
+fn at(secs: i64) -> Ts {
+    Ts(T0 + secs * 1000)
+}
+
+fn alarm(component: &str, kind: AlarmKind, state: AlarmState) -> Event {
+    Event::Alarm(AlarmInput {
+        component: component.into(),
+        kind,
+        state,
+        severity: AlarmSeverity::Critical,
+        source: Source::Http,
+        message: None,
+        key: None,
+    })
+}
+
+fn fire(e: &mut Engine, secs: i64, component: &str, kind: AlarmKind) -> Vec<Effect> {
+    e.handle(at(secs), alarm(component, kind, AlarmState::Firing))
+        .unwrap()
+}
+
+fn clear(e: &mut Engine, secs: i64, component: &str, kind: AlarmKind) -> Vec<Effect> {
+    e.handle(at(secs), alarm(component, kind, AlarmState::Cleared))
+        .unwrap()
+}
+
+/// Runs the clock to `secs`, firing every timer on the way.
+fn run_to(e: &mut Engine, secs: i64) -> Vec<(i64, Effect)> {
+    let mut out = Vec::new();
+    while let Some(t) = e.next_wakeup().filter(|t| *t <= at(secs)) {
+        for eff in e.tick(t) {
+            out.push(((t.0 - T0) / 1000, eff));
+        }
+    }
+    out
+}
+
+fn notes(effects: &[Effect]) -> Vec<(String, String, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notification(n) => {
+                Some((n.person.clone(), n.channel.clone(), n.reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn timed_notes(effects: &[(i64, Effect)]) -> Vec<(i64, String, String)> {
+    effects
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Effect::Notification(n) => Some((*t, n.person.clone(), n.reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_repeated_alarm_state_changes_nothing() {
+    let mut e = engine();
+    assert!(!fire(&mut e, 0, "srv-b", AlarmKind::Server).is_empty());
+    assert!(fire(&mut e, 5, "srv-b", AlarmKind::Server).is_empty());
+    assert_eq!(e.incidents().len(), 1);
+    assert!(clear(&mut e, 6, "o365", AlarmKind::Generic).is_empty());
+}
+
+#[test]
+fn a_warning_degrades_and_a_critical_alarm_takes_down() {
+    let mut e = engine();
+    let web = e.catalogue().node_id("web").unwrap();
+    let mut warn = alarm("srv-b", AlarmKind::Server, AlarmState::Firing);
+    if let Event::Alarm(a) = &mut warn {
+        a.severity = AlarmSeverity::Warning;
+    }
+    e.handle(at(0), warn).unwrap();
+    assert_eq!(e.health(web), Health::Degraded);
+    fire(&mut e, 1, "srv-b", AlarmKind::Server);
+    assert_eq!(e.health(web), Health::Down);
+}
+
+#[test]
+fn a_carrying_backup_stops_the_down_state_from_passing_on() {
+    let mut e = engine();
+    let alarms = e.catalogue().node_id("alarms").unwrap();
+    let effects = fire(&mut e, 0, "mains", AlarmKind::Power);
+    assert_eq!(e.health(alarms), Health::Up);
+    let Some(Effect::IncidentOpened {
+        services, severity, ..
+    }) = effects
+        .iter()
+        .find(|x| matches!(x, Effect::IncidentOpened { .. }))
+    else {
+        panic!("no incident: {effects:?}");
+    };
+    assert!(services.is_empty());
+    assert_eq!(*severity, Severity::Minor);
+    // The generator stops: the mains' outage reaches the services.
+    let gen_stopped = ProbeResult {
+        status: Some(200),
+        body: Some(br#"{"running":false,"fuel":50}"#.to_vec()),
+        error: None,
+    };
+    let effects = e
+        .handle(
+            at(20),
+            Event::Probe {
+                id: "gen".into(),
+                result: gen_stopped,
+            },
+        )
+        .unwrap();
+    assert_eq!(e.health(alarms), Health::Down);
+    assert!(effects.iter().any(|x| matches!(
+        x,
+        Effect::IncidentUpdated {
+            severity: Severity::Critical,
+            ..
+        }
+    )));
+    assert_eq!(e.incidents().len(), 1, "still one incident");
+}
+
+#[test]
+fn an_upstream_alarm_becomes_the_root_and_the_older_incident_absorbs_the_younger() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-a", AlarmKind::Server);
+    fire(&mut e, 1, "srv-b", AlarmKind::Server);
+    assert_eq!(e.incidents().len(), 2);
+    let effects = fire(&mut e, 2, "room", AlarmKind::Environment);
+    assert!(effects.contains(&Effect::IncidentMerged {
+        incident: 2,
+        into: 1
+    }));
+    let one = e.incident(1).unwrap();
+    assert_eq!(e.catalogue().node(one.root).id, "room");
+    assert_eq!(e.incident(2).unwrap().state, IncidentState::Merged(1));
+    assert_eq!(e.incidents().len(), 2, "no third incident");
+    // Acting on the absorbed incident acts on the one that absorbed it.
+    let acked = e
+        .handle(
+            at(3),
+            Event::Ack {
+                incident: 2,
+                by: "p-lead".into(),
+                note: None,
+            },
+        )
+        .unwrap();
+    assert!(acked.contains(&Effect::Acknowledged {
+        incident: 1,
+        by: "p-lead".into()
+    }));
+}
+
+#[test]
+fn when_the_root_clears_the_most_upstream_member_still_down_takes_over() {
+    let mut e = engine();
+    fire(&mut e, 0, "room", AlarmKind::Environment);
+    fire(&mut e, 1, "srv-a", AlarmKind::Server);
+    let effects = clear(&mut e, 60, "room", AlarmKind::Environment);
+    assert!(effects.iter().any(|x| matches!(
+        x,
+        Effect::IncidentUpdated { root, .. } if root == "srv-a"
+    )));
+    assert_eq!(e.incident(1).unwrap().state, IncidentState::Open);
+    let effects = clear(&mut e, 120, "srv-a", AlarmKind::Server);
+    assert!(effects.contains(&Effect::IncidentResolved {
+        incident: 1,
+        duration_ms: 120_000
+    }));
+}
+
+#[test]
+fn severity_follows_the_criticality_of_what_is_down() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-b", AlarmKind::Server);
+    assert_eq!(
+        e.incident(1).unwrap().severity,
+        Severity::Major,
+        "important down"
+    );
+    fire(&mut e, 1, "o365", AlarmKind::Generic);
+    assert_eq!(
+        e.incident(2).unwrap().severity,
+        Severity::Critical,
+        "critical down"
+    );
+}
+
+#[test]
+fn settle_holds_notifications_but_fire_and_life_services_do_not_wait() {
+    let mut e = engine();
+    let effects = fire(&mut e, 0, "srv-b", AlarmKind::Server);
+    assert!(notes(&effects).is_empty(), "web is important: it settles");
+    let later = run_to(&mut e, 10);
+    assert_eq!(timed_notes(&later)[0], (10, "p-lead".into(), "open".into()));
+
+    let mut e = engine();
+    let effects = fire(&mut e, 0, "srv-a", AlarmKind::Server);
+    assert!(notes(&effects).contains(&("p-lead".into(), "sms".into(), "open".into())));
+
+    let mut e = engine();
+    let effects = e
+        .handle(
+            at(0),
+            Event::Mqtt {
+                topic: "room/o365/fire".into(),
+                payload: b"ALARM".to_vec(),
+            },
+        )
+        .unwrap();
+    assert!(!notes(&effects).is_empty(), "a fire does not wait");
+}
+
+#[test]
+fn estimates_come_from_kind_default_history_and_people() {
+    let mut e = engine();
+    fire(&mut e, 0, "mains", AlarmKind::Power);
+    let one = e.incident(1).unwrap();
+    assert_eq!((one.expected_s, one.basis), (45 * 60, Basis::Kind));
+
+    let mut e = engine();
+    fire(&mut e, 0, "srv-b", AlarmKind::Server);
+    let one = e.incident(1).unwrap();
+    assert_eq!((one.expected_s, one.basis), (20 * 60, Basis::Default));
+
+    let mut e = engine();
+    let srv = e.catalogue().node_id("srv-b").unwrap();
+    for h in [10, 40, 20, 30] {
+        e.add_history(srv, Duration::from_secs(h * 60));
+    }
+    fire(&mut e, 0, "srv-b", AlarmKind::Server);
+    // Sorted 10 20 30 40; q = 0.5, n = 4: index ⌈2⌉ − 1 = 1 → 20 minutes.
+    let one = e.incident(1).unwrap();
+    assert_eq!((one.expected_s, one.basis), (20 * 60, Basis::History));
+
+    run_to(&mut e, 60);
+    let effects = e
+        .handle(
+            at(60),
+            Event::Eta {
+                incident: 1,
+                expected: Duration::from_secs(7200),
+                by: None,
+            },
+        )
+        .unwrap();
+    assert!(effects.contains(&Effect::Estimate {
+        incident: 1,
+        expected_s: 7200,
+        basis: Basis::Manual
+    }));
+    // The ETA makes the outage longer than 30 minutes: the chief hears.
+    assert!(notes(&effects).contains(&("p-chief".into(), "sms".into(), "expected > 30m".into())));
+}
+
+#[test]
+fn an_outlived_estimate_is_extended_and_each_step_fires_once() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-b", AlarmKind::Server);
+    let effects = run_to(&mut e, 20 * 60);
+    assert!(effects.iter().any(|(t, x)| *t == 1200
+        && *x
+            == Effect::Estimate {
+                incident: 1,
+                expected_s: 1200 + 1800,
+                basis: Basis::Extended
+            }));
+    let chief = |fx: &[(i64, Effect)]| {
+        fx.iter()
+            .filter(|(_, x)| matches!(x, Effect::Notification(n) if n.person == "p-chief" && n.channel == "sms"))
+            .count()
+    };
+    assert_eq!(chief(&effects), 1, "expected > 30m fired once");
+    let effects = run_to(&mut e, 3 * 3600);
+    assert_eq!(chief(&effects), 0, "and never again");
+}
+
+#[test]
+fn deputies_follow_after_deputy_after_until_someone_acknowledges() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-a", AlarmKind::Server);
+    let effects = run_to(&mut e, 25 * 60);
+    let deputies: Vec<_> = timed_notes(&effects)
+        .into_iter()
+        .filter(|n| n.2 == "deputy")
+        .collect();
+    assert_eq!(
+        deputies,
+        vec![
+            (600, "p-dep1".into(), "deputy".into()),
+            (1200, "p-dep2".into(), "deputy".into())
+        ]
+    );
+
+    let mut e = engine();
+    fire(&mut e, 0, "srv-a", AlarmKind::Server);
+    e.handle(
+        at(300),
+        Event::Ack {
+            incident: 1,
+            by: "p-lead".into(),
+            note: None,
+        },
+    )
+    .unwrap();
+    let effects = run_to(&mut e, 3600);
+    assert!(timed_notes(&effects).iter().all(|n| n.2 != "deputy"));
+}
+
+#[test]
+fn rotations_hand_over_at_the_same_local_time_across_daylight_saving() {
+    let e = engine();
+    let cat = e.catalogue();
+    let role = cat.role_id("oncall").unwrap();
+    let who = |s: &str| {
+        cat.person(cat.on_duty(role, s.parse().unwrap()).0)
+            .id
+            .clone()
+    };
+    assert_eq!(who("2026-03-02T08:00:00+01:00"), "p-a");
+    assert_eq!(who("2026-03-09T07:59:00+01:00"), "p-a");
+    assert_eq!(who("2026-03-09T08:00:00+01:00"), "p-b");
+    // Summer time began on 29 March: the handover is still 08:00 local.
+    assert_eq!(who("2026-03-30T07:30:00+02:00"), "p-b");
+    assert_eq!(who("2026-03-30T08:00:00+02:00"), "p-a");
+    let (_, next) = cat.on_duty(role, "2026-03-02T09:00:00+01:00".parse().unwrap());
+    assert_eq!(
+        next.len(),
+        1,
+        "the next person in the rotation is the deputy"
+    );
+}
+
+#[test]
+fn a_channel_whose_service_is_down_falls_back() {
+    let mut e = engine();
+    fire(&mut e, 0, "o365", AlarmKind::Generic);
+    let mut effects = run_to(&mut e, 60);
+    let eta = Event::Eta {
+        incident: 1,
+        expected: Duration::from_secs(7200),
+        by: None,
+    };
+    effects.extend(e.handle(at(60), eta).unwrap().into_iter().map(|x| (60, x)));
+    let chief: Vec<_> = timed_notes(&effects);
+    // Mail is down, so the chief's mail goes by sms: one sms, not two.
+    let all: Vec<_> = effects
+        .iter()
+        .filter_map(|(_, x)| match x {
+            Effect::Notification(n) if n.person == "p-chief" => Some(n.channel.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(all, vec!["sms".to_owned()], "{chief:?}");
+}
+
+#[test]
+fn status_reminders_repeat_until_a_manual_eta_and_resume_when_it_is_outlived() {
+    let mut e = engine();
+    fire(&mut e, 0, "o365", AlarmKind::Generic); // mail down: critical
+    let effects = run_to(&mut e, 65 * 60);
+    let status: Vec<i64> = timed_notes(&effects)
+        .into_iter()
+        .filter(|n| n.2 == "status")
+        .map(|n| n.0)
+        .collect();
+    assert_eq!(status, vec![10 + 1800, 10 + 3600]);
+    e.handle(
+        at(65 * 60),
+        Event::Eta {
+            incident: 1,
+            expected: Duration::from_secs(2 * 3600),
+            by: None,
+        },
+    )
+    .unwrap();
+    let effects = run_to(&mut e, 2 * 3600 + 1799);
+    let status: Vec<i64> = timed_notes(&effects)
+        .into_iter()
+        .filter(|n| n.2 == "status")
+        .map(|n| n.0)
+        .collect();
+    assert_eq!(status, vec![7200], "one at once when the ETA is outlived");
+}
+
+#[test]
+fn recovery_goes_to_recovery_notify_except_those_the_resolved_step_told() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-a", AlarmKind::Server);
+    let effects = clear(&mut e, 600, "srv-a", AlarmKind::Server);
+    let n = notes(&effects);
+    assert!(n.contains(&("p-lead".into(), "sms".into(), "resolved".into())));
+    assert!(n.contains(&("p-comm".into(), "sms".into(), "recovery".into())));
+    assert!(n.contains(&("p-owner".into(), "sms".into(), "recovery".into())));
+    assert!(!n.iter().any(|x| x.0 == "p-lead" && x.2 == "recovery"));
+}
+
+#[test]
+fn the_crisis_meets_where_no_fire_or_power_incident_is_open() {
+    let mut e = engine();
+    e.handle(
+        at(0),
+        Event::Mqtt {
+            topic: "room/room/fire".into(),
+            payload: b"1".to_vec(),
+        },
+    )
+    .unwrap();
+    let effects = e
+        .handle(
+            at(60),
+            Event::SetLevel {
+                incident: 1,
+                level: Level::Crisis,
+                by: "p-chief".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        effects[0],
+        Effect::Level {
+            incident: 1,
+            level: Level::Crisis,
+            meeting_place: Some("Annex".into())
+        }
+    );
+    assert!(notes(&effects).contains(&("p-chief".into(), "sms".into(), "crisis".into())));
+}
+
+#[test]
+fn a_generator_that_will_run_dry_takes_on_what_the_mains_feeds() {
+    let mut e = engine();
+    let reading = |fuel: u32| Event::Probe {
+        id: "gen".into(),
+        result: ProbeResult {
+            status: Some(200),
+            body: Some(format!(r#"{{"running":true,"fuel":{fuel}}}"#).into_bytes()),
+            error: None,
+        },
+    };
+    e.handle(at(0), reading(50)).unwrap();
+    fire(&mut e, 0, "mains", AlarmKind::Power);
+    assert!(e.incident(1).unwrap().services.is_empty());
+    // 1 % of a 10 h tank is 6 minutes: less than the 45-minute outage.
+    let effects = e.handle(at(60), reading(1)).unwrap();
+    assert!(effects.contains(&Effect::Estimate {
+        incident: 1,
+        expected_s: 2700,
+        basis: Basis::Generator
+    }));
+    let one = e.incident(1).unwrap();
+    assert_eq!(one.services.len(), 2, "alarms and web hang off the mains");
+    assert_eq!(one.severity, Severity::Critical);
+    assert_eq!(one.fuel_out, Some(at(60 + 360)));
+}
+
+#[test]
+fn a_probe_goes_down_after_fail_after_and_up_after_recover_after() {
+    let mut e = engine();
+    let bad = || Event::Probe {
+        id: "gen".into(),
+        result: ProbeResult {
+            error: Some("timeout".into()),
+            ..Default::default()
+        },
+    };
+    let good = || Event::Probe {
+        id: "gen".into(),
+        result: ProbeResult {
+            status: Some(200),
+            ..Default::default()
+        },
+    };
+    assert!(e.handle(at(0), bad()).unwrap().is_empty());
+    assert!(
+        e.handle(at(10), good()).unwrap().is_empty(),
+        "a flap is no alarm"
+    );
+    assert!(e.handle(at(20), bad()).unwrap().is_empty());
+    let down = e.handle(at(30), bad()).unwrap();
+    assert!(matches!(
+        down[0],
+        Effect::Alarm {
+            state: AlarmState::Firing,
+            source: Source::Probe,
+            ..
+        }
+    ));
+    assert!(
+        !e.handle(at(40), good())
+            .unwrap()
+            .iter()
+            .any(|x| matches!(x, Effect::Alarm { .. }))
+    );
+    let up = e.handle(at(50), good()).unwrap();
+    assert!(matches!(
+        up[0],
+        Effect::Alarm {
+            state: AlarmState::Cleared,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn bad_mqtt_input_is_rejected_with_its_reason() {
+    let mut e = engine();
+    let reason = |e: &mut Engine, topic: &str, payload: &[u8]| match &e
+        .handle(
+            at(0),
+            Event::Mqtt {
+                topic: topic.into(),
+                payload: payload.to_vec(),
+            },
+        )
+        .unwrap()[0]
+    {
+        Effect::Rejected { reason, .. } => *reason,
+        other => panic!("not rejected: {other:?}"),
+    };
+    assert_eq!(reason(&mut e, "other/x", b"1"), RejectReason::UnknownTopic);
+    assert_eq!(
+        reason(&mut e, "room/nope/fire", b"1"),
+        RejectReason::UnknownComponent
+    );
+    assert_eq!(
+        reason(&mut e, "room/room/fire", b"{oops"),
+        RejectReason::BadPayload
+    );
+    assert_eq!(
+        reason(&mut e, "room/room/fire", b"smoke"),
+        RejectReason::BadState
+    );
+    assert_eq!(
+        reason(&mut e, "room/room/fire", &[b'1'; 101]),
+        RejectReason::Oversized
+    );
+    assert_eq!(
+        e.handle(
+            at(1),
+            Event::Ack {
+                incident: 9,
+                by: "x".into(),
+                note: None
+            }
+        ),
+        Err(EngineError::UnknownIncident(9))
+    );
+}
+
+#[test]
+fn a_manually_resolved_incident_stays_closed_until_a_new_alarm_transition() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-b", AlarmKind::Server);
+    e.handle(
+        at(60),
+        Event::Resolve {
+            incident: 1,
+            by: "p-lead".into(),
+            note: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        e.handle(
+            at(61),
+            Event::Ack {
+                incident: 1,
+                by: "p-lead".into(),
+                note: None
+            }
+        ),
+        Err(EngineError::Resolved(1))
+    );
+    assert!(
+        fire(&mut e, 70, "srv-b", AlarmKind::Server).is_empty(),
+        "no transition"
+    );
+    let mut other = alarm("srv-b", AlarmKind::Server, AlarmState::Firing);
+    if let Event::Alarm(a) = &mut other {
+        a.key = Some("disk".into());
+    }
+    e.handle(at(80), other).unwrap();
+    assert_eq!(e.incidents().len(), 2, "a new alarm opens a new incident");
+}
