@@ -248,6 +248,14 @@ pub fn run(config: &Config, scenario: &Scenario, out: &mut impl Write) -> Result
             next_event += 1;
             match event {
                 Step::Probe(i, result) => results[*i] = result.clone(),
+                Step::Reject(source, reason) => printer.print(
+                    now,
+                    &[Effect::Rejected {
+                        source: *source,
+                        reason: *reason,
+                        detail: String::new(),
+                    }],
+                )?,
                 Step::Engine(ev) => match engine.handle(*at, ev.clone()) {
                     Ok(effects) => printer.print(now, &effects)?,
                     Err(EngineError::UnknownIncident(_)) => printer.print(
@@ -286,6 +294,34 @@ enum Step {
     /// A probe's result changes; it is evaluated on its own schedule.
     Probe(usize, ProbeResult),
     Engine(Event),
+    /// Input the daemon would refuse before it reaches the engine.
+    Reject(Source, RejectReason),
+}
+
+/// An `alarm` event is what `POST /api/v1/alarms` would receive: a kind,
+/// state or severity it does not know is rejected, not a broken scenario.
+fn alarm_step(a: &AlarmEvent) -> Step {
+    let reject = |reason| Step::Reject(Source::Http, reason);
+    let Some(kind) = AlarmKind::parse(&a.kind) else {
+        return reject(RejectReason::BadPayload);
+    };
+    let Some(state) = AlarmState::parse(&a.state) else {
+        return reject(RejectReason::BadState);
+    };
+    let severity = match a.severity.as_deref().map(AlarmSeverity::parse) {
+        None => AlarmSeverity::Critical,
+        Some(Some(s)) => s,
+        Some(None) => return reject(RejectReason::BadPayload),
+    };
+    Step::Engine(Event::Alarm(AlarmInput {
+        component: a.component.clone(),
+        kind,
+        state,
+        severity,
+        source: Source::Http,
+        message: a.message.clone(),
+        key: a.key.clone(),
+    }))
 }
 
 fn compile_events(cat: &Catalogue, scenario: &Scenario) -> Result<Vec<(Ts, Step)>, DrillError> {
@@ -316,31 +352,7 @@ fn compile_events(cat: &Catalogue, scenario: &Scenario) -> Result<Vec<(Ts, Step)
             };
             Step::Probe(i.0 as usize, result)
         } else if let Some(a) = &e.alarm {
-            let kind = AlarmKind::parse(&a.kind)
-                .ok_or_else(|| bad(format!("alarm event: unknown kind {:?}", a.kind)))?;
-            let state = AlarmState::parse(&a.state).ok_or_else(|| {
-                bad(format!(
-                    "alarm event: state {:?} is not firing or cleared",
-                    a.state
-                ))
-            })?;
-            let severity = match &a.severity {
-                None => AlarmSeverity::Critical,
-                Some(s) => AlarmSeverity::parse(s).ok_or_else(|| {
-                    bad(format!(
-                        "alarm event: severity {s:?} is not warning or critical"
-                    ))
-                })?,
-            };
-            Step::Engine(Event::Alarm(AlarmInput {
-                component: a.component.clone(),
-                kind,
-                state,
-                severity,
-                source: Source::Http,
-                message: a.message.clone(),
-                key: a.key.clone(),
-            }))
+            alarm_step(a)
         } else if let Some(a) = &e.ack {
             Step::Engine(Event::Ack {
                 incident: a.incident,

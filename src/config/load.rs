@@ -12,18 +12,16 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::schema::{
-    Config, CorrelationConfig, CrisisConfig, EstimateConfig, GroupConfig, MeetingPlaceConfig,
-    MqttConfig, PersonConfig, PolicyConfig, ProbeCheckConfig, ProbeConfig, RoleConfig,
-    ServerConfig, ServiceConfig, SiteConfig, StepConfig, StoreConfig, SubscriptionConfig,
-    TokenConfig,
+    ChannelConfig, ComponentConfig, Config, CorrelationConfig, CrisisConfig, EstimateConfig,
+    GroupConfig, MeetingPlaceConfig, MqttConfig, PersonConfig, PolicyConfig, ProbeCheckConfig,
+    ProbeConfig, RoleConfig, ServerConfig, ServiceConfig, SiteConfig, StepConfig, StoreConfig,
+    SubscriptionConfig, TokenConfig,
 };
-use super::schema::{ChannelConfig, ComponentConfig};
 use super::validate::{self, Finding, Seg};
 
 /// How serious a diagnostic is.
@@ -46,7 +44,11 @@ pub struct Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.level {
-            Level::Error => write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message),
+            Level::Error => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.col, self.message
+            ),
             Level::Warning => write!(
                 f,
                 "{}:{}:{}: warning: {}",
@@ -93,32 +95,25 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
 /// diagnostics.
 pub fn load_str(name: &str, text: &str) -> Result<Loaded, LoadError> {
     let lines = Lines::new(name, text);
-    let (root, syntax) = DeTable::parse_recoverable(text);
-    if !syntax.is_empty() {
-        let found = syntax
-            .iter()
-            .map(|e| (e.span().unwrap_or(0..0), first_line(e.message())))
-            .collect();
-        return Err(LoadError::Invalid(lines.errors(found)));
-    }
-
-    // The common case, a file that fits the schema, costs one pass; only a
-    // file that does not is taken apart to find every mismatch.
-    let whole = Config::deserialize(toml::de::Deserializer::from(root.clone()));
-    let config = match whole {
+    // The common case, a file that fits the schema, costs one parse; only
+    // a file with problems is parsed again into a tree with spans, to find
+    // and locate every one of them.
+    let config: Config = match toml::from_str(text) {
         Ok(config) => config,
-        Err(e) => {
-            let mut found = schema_errors(root.get_ref());
-            if found.is_empty() {
-                found.push((e.span().unwrap_or(0..0), first_line(e.message())));
-            }
-            return Err(LoadError::Invalid(lines.errors(found)));
-        }
+        Err(e) => return Err(LoadError::Invalid(lines.errors(parse_errors(text, &e)))),
     };
 
-    let (errors, warnings): (Vec<Finding>, Vec<Finding>) = validate::validate(&config)
-        .into_iter()
-        .partition(|f| f.level == Level::Error);
+    let findings = validate::validate(&config);
+    if findings.is_empty() {
+        return Ok(Loaded {
+            config,
+            warnings: Vec::new(),
+            path: PathBuf::from(name),
+        });
+    }
+    let (root, _) = DeTable::parse_recoverable(text);
+    let (errors, warnings): (Vec<Finding>, Vec<Finding>) =
+        findings.into_iter().partition(|f| f.level == Level::Error);
     let locate = |findings: Vec<Finding>| {
         findings
             .into_iter()
@@ -133,6 +128,24 @@ pub fn load_str(name: &str, text: &str) -> Result<Loaded, LoadError> {
         warnings: lines.diagnostics(locate(warnings), Level::Warning),
         path: PathBuf::from(name),
     })
+}
+
+/// Every syntax error, or when the syntax is fine every schema error, of a
+/// text that did not deserialize (`first` is what serde said).
+fn parse_errors(text: &str, first: &toml::de::Error) -> Vec<(Range<usize>, String)> {
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    let mut found: Vec<_> = if syntax.is_empty() {
+        schema_errors(root.get_ref())
+    } else {
+        syntax
+            .iter()
+            .map(|e| (e.span().unwrap_or(0..0), first_line(e.message())))
+            .collect()
+    };
+    if found.is_empty() {
+        found.push((first.span().unwrap_or(0..0), first_line(first.message())));
+    }
+    found
 }
 
 /// Maps byte offsets to 1-based lines and columns without rescanning the
@@ -438,16 +451,19 @@ fn describe(
     ] {
         message = message.replace(rust, words);
     }
-    let Some(hit) = hit.as_ref().filter(|h| h.what == What::Value && !h.path.is_empty()) else {
+    let Some(hit) = hit
+        .as_ref()
+        .filter(|h| h.what == What::Value && !h.path.is_empty())
+    else {
         return (span, message);
     };
     let at = format!("{} in {}", hit.path.join("."), header(&[]));
     // humantime_serde only says "expected a duration"; humantime says why.
-    if message.ends_with("expected a duration") {
-        if let Some(Err(why)) = hit.text.as_deref().map(humantime::parse_duration) {
-            let text = hit.text.as_deref().unwrap_or_default();
-            return (span, format!("{at}: invalid duration {text:?}: {why}"));
-        }
+    if message.ends_with("expected a duration")
+        && let Some(text) = hit.text.as_deref()
+        && let Err(why) = humantime::parse_duration(text)
+    {
+        return (span, format!("{at}: invalid duration {text:?}: {why}"));
     }
     (span, format!("{at}: {message}"))
 }
@@ -584,6 +600,7 @@ mod tests {
         assert_eq!(
             found,
             [
+                "t.toml:6:1: missing key \"on\" in [[policy.step]]",
                 "t.toml:7:1: unknown key \"onn\" in [[policy.step]]",
                 "t.toml:10:1: unknown key \"vai\" in [[policy.step]]",
             ]
@@ -608,13 +625,21 @@ mod tests {
         assert_eq!(lines.line_col(span.start), (7, 20));
         let span = resolve(
             root.get_ref(),
-            &[Seg::Key("component".into()), Seg::Index(1), Seg::Name("kind".into())],
+            &[
+                Seg::Key("component".into()),
+                Seg::Index(1),
+                Seg::Name("kind".into()),
+            ],
         );
         assert_eq!(lines.line_col(span.start), (11, 1));
         // A key that is absent falls back to its table.
         let span = resolve(
             root.get_ref(),
-            &[Seg::Key("component".into()), Seg::Index(1), Seg::Key("backup".into())],
+            &[
+                Seg::Key("component".into()),
+                Seg::Index(1),
+                Seg::Key("backup".into()),
+            ],
         );
         assert_eq!(lines.line_col(span.start), (9, 1));
     }

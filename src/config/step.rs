@@ -119,7 +119,14 @@ mod tests {
 
     #[test]
     fn malformed_step_conditions_are_refused() {
-        for bad in ["", "expected 30m", "expected >", "unacked soon", "closed", "level"] {
+        for bad in [
+            "",
+            "expected 30m",
+            "expected >",
+            "unacked soon",
+            "closed",
+            "level",
+        ] {
             assert!(StepOn::parse(bad).is_err(), "{bad:?} parsed");
         }
     }

@@ -67,8 +67,9 @@ pub fn validate(config: &Config) -> Vec<Finding> {
     v.policies();
     v.estimate();
     v.meeting_places_and_crisis();
-    v.dependency_cycles();
-    v.unused();
+    let graph = v.graph();
+    v.dependency_cycles(&graph);
+    v.unused(&graph);
     v.out
 }
 
@@ -151,9 +152,9 @@ impl<'a> Validator<'a> {
 
     /// Checks a list of recipient references; `whose` names the holder in
     /// messages (`service "omsorg" owner`).
-    fn recipients(&mut self, base: &[Seg], list: &[String], whose: &str, in_service: bool) {
+    fn recipients(&mut self, base: Vec<Seg>, list: &[String], whose: &str, in_service: bool) {
         for (i, text) in list.iter().enumerate() {
-            let mut path = base.to_vec();
+            let mut path = base.clone();
             path.push(Seg::Index(i));
             self.recipient(path, text, whose, in_service);
         }
@@ -182,10 +183,10 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn channel_refs(&mut self, base: &[Seg], list: &[String], whose: &str) {
+    fn channel_refs(&mut self, base: Vec<Seg>, list: &[String], whose: &str) {
         for (i, id) in list.iter().enumerate() {
             if !self.channels.contains_key(id.as_str()) {
-                let mut path = base.to_vec();
+                let mut path = base.clone();
                 path.push(Seg::Index(i));
                 self.error(path, format!("{whose} uses unknown channel {id:?}"));
             }
@@ -216,13 +217,13 @@ impl<'a> Validator<'a> {
                 format!("listen address {:?} is not IP:PORT", s.listen),
             );
         }
-        if let Some(url) = &s.public_url {
-            if !is_http(url) {
-                self.error(
-                    path!["server", "public_url"],
-                    format!("public_url {url:?} is not an http:// or https:// url"),
-                );
-            }
+        if let Some(url) = &s.public_url
+            && !is_http(url)
+        {
+            self.error(
+                path!["server", "public_url"],
+                format!("public_url {url:?} is not an http:// or https:// url"),
+            );
         }
         match (&s.tls_cert, &s.tls_key) {
             (Some(_), None) => self.error(
@@ -235,7 +236,11 @@ impl<'a> Validator<'a> {
             ),
             _ => {}
         }
-        self.positive(path!["server", "ack_link_ttl"], "ack_link_ttl", s.ack_link_ttl);
+        self.positive(
+            path!["server", "ack_link_ttl"],
+            "ack_link_ttl",
+            s.ack_link_ttl,
+        );
         let url = &c.store.url;
         if !["sqlite://", "postgres://", "postgresql://"]
             .iter()
@@ -253,7 +258,10 @@ impl<'a> Validator<'a> {
         for (i, t) in self.config.tokens.iter().enumerate() {
             let whose = format!("token {:?}", t.name);
             if !names.insert(t.name.as_str()) {
-                self.error(path!["token", i, "name"], format!("duplicate token name {:?}", t.name));
+                self.error(
+                    path!["token", i, "name"],
+                    format!("duplicate token name {:?}", t.name),
+                );
             }
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 self.error(
@@ -262,7 +270,10 @@ impl<'a> Validator<'a> {
                 );
             }
             if t.scopes.is_empty() {
-                self.error(path!["token", i, "scopes"], format!("{whose} has no scopes"));
+                self.error(
+                    path!["token", i, "scopes"],
+                    format!("{whose} has no scopes"),
+                );
             }
             if let Some(p) = &t.person {
                 self.person_ref(path!["token", i, "person"], p, &whose);
@@ -278,7 +289,10 @@ impl<'a> Validator<'a> {
         {
             self.error(
                 path!["mqtt", "url"],
-                format!("mqtt url {:?} is not mqtt://HOST:PORT or mqtts://HOST:PORT", m.url),
+                format!(
+                    "mqtt url {:?} is not mqtt://HOST:PORT or mqtts://HOST:PORT",
+                    m.url
+                ),
             );
         }
         if m.client_id.trim().is_empty() {
@@ -349,7 +363,10 @@ impl<'a> Validator<'a> {
             self.positive(at("every"), &format!("{whose}: every"), p.every);
             self.positive(at("timeout"), &format!("{whose}: timeout"), p.timeout);
             if p.fail_after == 0 {
-                self.error(at("fail_after"), format!("{whose}: fail_after must be at least 1"));
+                self.error(
+                    at("fail_after"),
+                    format!("{whose}: fail_after must be at least 1"),
+                );
             }
             if p.recover_after == 0 {
                 self.error(
@@ -366,8 +383,7 @@ impl<'a> Validator<'a> {
                 }
             }
             if let Some(g) = &p.generator {
-                for (key, pointer) in [("running", &g.running), ("fuel_percent", &g.fuel_percent)]
-                {
+                for (key, pointer) in [("running", &g.running), ("fuel_percent", &g.fuel_percent)] {
                     if !is_json_pointer(pointer) {
                         self.error(
                             path!["probe", i, "generator", key],
@@ -454,7 +470,8 @@ impl<'a> Validator<'a> {
                 );
             }
             for (j, d) in s.depends_on.iter().enumerate() {
-                if !self.components.contains_key(d.as_str()) && !self.services.contains_key(d.as_str())
+                if !self.components.contains_key(d.as_str())
+                    && !self.services.contains_key(d.as_str())
                 {
                     self.error(
                         path!["service", i, "depends_on", j],
@@ -462,25 +479,30 @@ impl<'a> Validator<'a> {
                     );
                 }
             }
-            if let Some(p) = &s.policy {
-                if !self.policies.contains_key(p.as_str()) {
-                    self.error(
-                        path!["service", i, "policy"],
-                        format!("{whose} uses unknown policy {p:?}"),
-                    );
-                }
+            if let Some(p) = &s.policy
+                && !self.policies.contains_key(p.as_str())
+            {
+                self.error(
+                    path!["service", i, "policy"],
+                    format!("{whose} uses unknown policy {p:?}"),
+                );
             }
             if let Some(owner) = &s.owner {
-                self.recipient(path!["service", i, "owner"], owner, &format!("{whose} owner"), true);
+                self.recipient(
+                    path!["service", i, "owner"],
+                    owner,
+                    &format!("{whose} owner"),
+                    true,
+                );
             }
             self.recipients(
-                &path!["service", i, "contacts"],
+                path!["service", i, "contacts"],
                 &s.contacts,
                 &format!("{whose} contacts"),
                 true,
             );
             self.recipients(
-                &path!["service", i, "recovery_notify"],
+                path!["service", i, "recovery_notify"],
                 &s.recovery_notify,
                 &format!("{whose} recovery_notify"),
                 false,
@@ -549,7 +571,7 @@ impl<'a> Validator<'a> {
     fn groups(&mut self) {
         for (i, g) in self.config.groups.iter().enumerate() {
             self.recipients(
-                &path!["group", i, "members"],
+                path!["group", i, "members"],
                 &g.members,
                 &format!("group {:?} members", g.id),
                 false,
@@ -557,7 +579,7 @@ impl<'a> Validator<'a> {
         }
         // A group that contains itself, directly or through others, would
         // expand forever.
-        let edges: Vec<Vec<(usize, Vec<Seg>)>> = self
+        let edges: Vec<Vec<(usize, EdgeAt)>> = self
             .config
             .groups
             .iter()
@@ -570,7 +592,7 @@ impl<'a> Validator<'a> {
                         Ok(RecipientRef::Group(id)) => self
                             .groups
                             .get(id.as_str())
-                            .map(|&to| (to, path!["group", i, "members", j])),
+                            .map(|&to| (to, EdgeAt::Member(i, j))),
                         _ => None,
                     })
                     .collect()
@@ -591,7 +613,9 @@ impl<'a> Validator<'a> {
             match c.kind {
                 ChannelKind::SmsHttp | ChannelKind::CallHttp | ChannelKind::Webhook => {
                     match &c.url {
-                        None => self.error(path!["channel", i], format!("{whose} ({kind}) needs a url")),
+                        None => {
+                            self.error(path!["channel", i], format!("{whose} ({kind}) needs a url"))
+                        }
                         Some(url) if !is_http(url) => self.error(
                             at("url"),
                             format!("{whose}: url {url:?} is not an http:// or https:// url"),
@@ -601,8 +625,12 @@ impl<'a> Validator<'a> {
                 }
                 ChannelKind::Smtp => {
                     match &c.url {
-                        None => self.error(path!["channel", i], format!("{whose} (smtp) needs a url")),
-                        Some(url) if !(url.starts_with("smtp://") || url.starts_with("smtps://")) => {
+                        None => {
+                            self.error(path!["channel", i], format!("{whose} (smtp) needs a url"))
+                        }
+                        Some(url)
+                            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) =>
+                        {
                             self.error(
                                 at("url"),
                                 format!("{whose}: url {url:?} is not an smtp:// or smtps:// url"),
@@ -611,7 +639,9 @@ impl<'a> Validator<'a> {
                         Some(_) => {}
                     }
                     match &c.from {
-                        None => self.error(path!["channel", i], format!("{whose} (smtp) needs from")),
+                        None => {
+                            self.error(path!["channel", i], format!("{whose} (smtp) needs from"))
+                        }
                         Some(from) if !from.contains('@') => self.error(
                             at("from"),
                             format!("{whose}: from {from:?} is not a mail address"),
@@ -632,10 +662,16 @@ impl<'a> Validator<'a> {
                 );
             }
             if c.tls.is_some() && c.kind != ChannelKind::Smtp {
-                self.error(at("tls"), format!("{whose}: tls applies only to smtp channels"));
+                self.error(
+                    at("tls"),
+                    format!("{whose}: tls applies only to smtp channels"),
+                );
             }
             if c.from.is_some() && c.kind != ChannelKind::Smtp {
-                self.error(at("from"), format!("{whose}: from applies only to smtp channels"));
+                self.error(
+                    at("from"),
+                    format!("{whose}: from applies only to smtp channels"),
+                );
             }
             for (key, set) in [
                 ("method", c.method.is_some()),
@@ -649,13 +685,13 @@ impl<'a> Validator<'a> {
                     );
                 }
             }
-            if let Some(m) = &c.method {
-                if !matches!(m.as_str(), "GET" | "POST" | "PUT" | "PATCH") {
-                    self.error(
-                        at("method"),
-                        format!("{whose}: method {m:?} is not GET, POST, PUT or PATCH"),
-                    );
-                }
+            if let Some(m) = &c.method
+                && !matches!(m.as_str(), "GET" | "POST" | "PUT" | "PATCH")
+            {
+                self.error(
+                    at("method"),
+                    format!("{whose}: method {m:?} is not GET, POST, PUT or PATCH"),
+                );
             }
             for (name, value) in &c.headers {
                 if name.is_empty() || !name.bytes().all(is_header_name_byte) {
@@ -665,7 +701,11 @@ impl<'a> Validator<'a> {
                     );
                 }
                 let bad = match value.strip_prefix("env:") {
-                    Some(var) => var.is_empty() || var.contains(['=', '\0']) || var.contains(char::is_whitespace),
+                    Some(var) => {
+                        var.is_empty()
+                            || var.contains(['=', '\0'])
+                            || var.contains(char::is_whitespace)
+                    }
                     None => value.chars().any(|ch| ch.is_control() && ch != '\t'),
                 };
                 if bad {
@@ -679,26 +719,29 @@ impl<'a> Validator<'a> {
                 self.positive(at("timeout"), &format!("{whose}: timeout"), t);
             }
             if c.attempts == Some(0) {
-                self.error(at("attempts"), format!("{whose}: attempts must be at least 1"));
+                self.error(
+                    at("attempts"),
+                    format!("{whose}: attempts must be at least 1"),
+                );
             }
-            if let Some(s) = &c.requires_service {
-                if !self.services.contains_key(s.as_str()) {
-                    self.error(
-                        at("requires_service"),
-                        format!("{whose} requires unknown service {s:?}"),
-                    );
-                }
+            if let Some(s) = &c.requires_service
+                && !self.services.contains_key(s.as_str())
+            {
+                self.error(
+                    at("requires_service"),
+                    format!("{whose} requires unknown service {s:?}"),
+                );
             }
-            if let Some(f) = &c.fallback {
-                if !self.channels.contains_key(f.as_str()) {
-                    self.error(
-                        at("fallback"),
-                        format!("{whose} falls back to unknown channel {f:?}"),
-                    );
-                }
+            if let Some(f) = &c.fallback
+                && !self.channels.contains_key(f.as_str())
+            {
+                self.error(
+                    at("fallback"),
+                    format!("{whose} falls back to unknown channel {f:?}"),
+                );
             }
         }
-        let edges: Vec<Vec<(usize, Vec<Seg>)>> = config
+        let edges: Vec<Vec<(usize, EdgeAt)>> = config
             .channels
             .iter()
             .enumerate()
@@ -706,7 +749,7 @@ impl<'a> Validator<'a> {
                 c.fallback
                     .as_deref()
                     .and_then(|f| self.channels.get(f))
-                    .map(|&to| (to, path!["channel", i, "fallback"]))
+                    .map(|&to| (to, EdgeAt::Fallback(i)))
                     .into_iter()
                     .collect()
             })
@@ -721,13 +764,21 @@ impl<'a> Validator<'a> {
         for (i, p) in self.config.policies.iter().enumerate() {
             let whose = format!("policy {:?}", p.id);
             if let Some(d) = p.deputy_after {
-                self.positive(path!["policy", i, "deputy_after"], &format!("{whose}: deputy_after"), d);
+                self.positive(
+                    path!["policy", i, "deputy_after"],
+                    &format!("{whose}: deputy_after"),
+                    d,
+                );
             }
             if let Some(d) = p.status_every {
-                self.positive(path!["policy", i, "status_every"], &format!("{whose}: status_every"), d);
+                self.positive(
+                    path!["policy", i, "status_every"],
+                    &format!("{whose}: status_every"),
+                    d,
+                );
             }
             self.recipients(
-                &path!["policy", i, "status_to"],
+                path!["policy", i, "status_to"],
                 &p.status_to,
                 &format!("{whose} status_to"),
                 false,
@@ -738,8 +789,13 @@ impl<'a> Validator<'a> {
                 if let Err(e) = StepOn::parse(&step.on) {
                     self.error(at("on"), format!("{step_name}: {e}"));
                 }
-                self.recipients(&at("notify"), &step.notify, &format!("{step_name} notify"), false);
-                self.channel_refs(&at("via"), &step.via, &step_name);
+                self.recipients(
+                    at("notify"),
+                    &step.notify,
+                    &format!("{step_name} notify"),
+                    false,
+                );
+                self.channel_refs(at("via"), &step.via, &step_name);
                 if !step.notify.is_empty() && step.via.is_empty() {
                     self.error(
                         path!["policy", i, "step", j],
@@ -791,7 +847,10 @@ impl<'a> Validator<'a> {
         let mut priorities: HashMap<u32, &str> = HashMap::new();
         for (i, m) in self.config.meeting_places.iter().enumerate() {
             if m.name.trim().is_empty() {
-                self.error(path!["meeting_place", i, "name"], "meeting place name is empty".into());
+                self.error(
+                    path!["meeting_place", i, "name"],
+                    "meeting place name is empty".into(),
+                );
             }
             if let Some(other) = priorities.insert(m.priority, &m.name) {
                 priorities.insert(m.priority, other);
@@ -805,34 +864,42 @@ impl<'a> Validator<'a> {
             }
         }
         let crisis = &self.config.crisis;
-        self.recipients(&path!["crisis", "staff"], &crisis.staff, "crisis staff", false);
-        self.channel_refs(&path!["crisis", "via"], &crisis.via, "crisis");
+        self.recipients(
+            path!["crisis", "staff"],
+            &crisis.staff,
+            "crisis staff",
+            false,
+        );
+        self.channel_refs(path!["crisis", "via"], &crisis.via, "crisis");
         if !crisis.staff.is_empty() && crisis.via.is_empty() {
-            self.error(path!["crisis"], "crisis staff is set but crisis via is empty".into());
+            self.error(
+                path!["crisis"],
+                "crisis staff is set but crisis via is empty".into(),
+            );
         }
     }
 
     /// Components and services as one graph: node `i < C` is component
     /// `i`, node `C + j` is service `j`; edges point upstream along
     /// `depends_on` and from a component to its backup.
-    fn graph(&self) -> Vec<Vec<(usize, Vec<Seg>)>> {
+    fn graph(&self) -> Vec<Vec<(usize, EdgeAt)>> {
         let c = &self.config;
         let offset = c.components.len();
         let mut edges = Vec::with_capacity(offset + c.services.len());
         for (i, comp) in c.components.iter().enumerate() {
-            let mut out: Vec<(usize, Vec<Seg>)> = comp
+            let mut out: Vec<(usize, EdgeAt)> = comp
                 .depends_on
                 .iter()
                 .enumerate()
                 .filter_map(|(j, d)| {
                     let to = *self.components.get(d.as_str())?;
-                    Some((to, path!["component", i, "depends_on", j]))
+                    Some((to, EdgeAt::ComponentDep(i, j)))
                 })
                 .collect();
-            if let Some(&to) = comp.backup.as_deref().and_then(|b| self.components.get(b)) {
-                if to != i {
-                    out.push((to, path!["component", i, "backup"]));
-                }
+            if let Some(&to) = comp.backup.as_deref().and_then(|b| self.components.get(b))
+                && to != i
+            {
+                out.push((to, EdgeAt::Backup(i)));
             }
             edges.push(out);
         }
@@ -846,7 +913,7 @@ impl<'a> Validator<'a> {
                             Some(&to) => to,
                             None => offset + *self.services.get(d.as_str())?,
                         };
-                        Some((to, path!["service", i, "depends_on", j]))
+                        Some((to, EdgeAt::ServiceDep(i, j)))
                     })
                     .collect(),
             );
@@ -854,8 +921,7 @@ impl<'a> Validator<'a> {
         edges
     }
 
-    fn dependency_cycles(&mut self) {
-        let edges = self.graph();
+    fn dependency_cycles(&mut self, edges: &[Vec<(usize, EdgeAt)>]) {
         let c = self.config;
         let offset = c.components.len();
         let names = |i: usize| {
@@ -865,17 +931,16 @@ impl<'a> Validator<'a> {
                 c.services[i - offset].id.as_str()
             }
         };
-        for (path, cycle) in cycles(&edges, names) {
+        for (path, cycle) in cycles(edges, names) {
             self.error(path, format!("cycle: {cycle}"));
         }
     }
 
     /// Warnings for components that feed no service and policies no
     /// service uses.
-    fn unused(&mut self) {
+    fn unused(&mut self, edges: &[Vec<(usize, EdgeAt)>]) {
         let c = self.config;
         let offset = c.components.len();
-        let edges = self.graph();
         // Everything reachable upstream from a service feeds it; a backup
         // feeds what the component it backs feeds (that edge is in the graph).
         let mut feeds = vec![false; edges.len()];
@@ -899,7 +964,11 @@ impl<'a> Validator<'a> {
                 );
             }
         }
-        let used: HashSet<&str> = c.services.iter().filter_map(|s| s.policy.as_deref()).collect();
+        let used: HashSet<&str> = c
+            .services
+            .iter()
+            .filter_map(|s| s.policy.as_deref())
+            .collect();
         for (i, p) in c.policies.iter().enumerate() {
             if !used.contains(p.id.as_str()) {
                 self.warning(
@@ -911,13 +980,36 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// Where an edge of a graph checked for cycles is written, kept small
+/// because a big catalogue has hundreds of thousands of them.
+#[derive(Debug, Clone, Copy)]
+enum EdgeAt {
+    ComponentDep(usize, usize),
+    Backup(usize),
+    ServiceDep(usize, usize),
+    Member(usize, usize),
+    Fallback(usize),
+}
+
+impl EdgeAt {
+    fn path(self) -> Vec<Seg> {
+        match self {
+            EdgeAt::ComponentDep(i, j) => path!["component", i, "depends_on", j],
+            EdgeAt::Backup(i) => path!["component", i, "backup"],
+            EdgeAt::ServiceDep(i, j) => path!["service", i, "depends_on", j],
+            EdgeAt::Member(i, j) => path!["group", i, "members", j],
+            EdgeAt::Fallback(i) => path!["channel", i, "fallback"],
+        }
+    }
+}
+
 /// One cycle per strongly connected component of a graph given as
 /// adjacency lists (target, path of the edge), found with an iterative
 /// Tarjan so that deep graphs cannot overflow the stack. Each cycle is
 /// reported at the edge leaving its first member (lowest index), as
 /// `a -> b -> a`, following a shortest way back.
 fn cycles<'n>(
-    edges: &[Vec<(usize, Vec<Seg>)>],
+    edges: &[Vec<(usize, EdgeAt)>],
     name: impl Fn(usize) -> &'n str,
 ) -> Vec<(Vec<Seg>, String)> {
     let n = edges.len();
@@ -1011,11 +1103,11 @@ fn cycles<'n>(
         way.reverse();
         // `way` runs first -> … -> first; the edge to report leaves `first`.
         let second = way[1];
-        let Some((_, path)) = edges[first].iter().find(|(w, _)| *w == second) else {
+        let Some((_, at)) = edges[first].iter().find(|(w, _)| *w == second) else {
             continue;
         };
         let text: Vec<&str> = way.iter().map(|&v| name(v)).collect();
-        out.push((path.clone(), text.join(" -> ")));
+        out.push((at.path(), text.join(" -> ")));
     }
     out
 }
@@ -1077,4 +1169,270 @@ fn is_json_pointer(p: &str) -> bool {
 /// RFC 9110 token characters.
 fn is_header_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ComponentConfig;
+
+    const SITE: &str = "[site]\nname = \"t\"\n";
+
+    /// Validates `SITE` plus `text`; findings as `LEVEL path: message`.
+    fn findings(text: &str) -> Vec<String> {
+        let config: Config = toml::from_str(&format!("{SITE}{text}")).expect("schema");
+        let mut out: Vec<String> = validate(&config)
+            .into_iter()
+            .map(|f| {
+                let path: Vec<String> = f
+                    .path
+                    .iter()
+                    .map(|s| match s {
+                        Seg::Key(k) => k.clone(),
+                        Seg::Index(i) => i.to_string(),
+                        Seg::Name(k) => format!("<{k}>"),
+                    })
+                    .collect();
+                let level = match f.level {
+                    Level::Error => "error",
+                    Level::Warning => "warning",
+                };
+                format!("{level} {}: {}", path.join("."), f.message)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn components(list: &[(&str, &[&str])]) -> String {
+        let mut text = String::new();
+        for (id, deps) in list {
+            let deps: Vec<String> = deps.iter().map(|d| format!("{d:?}")).collect();
+            text.push_str(&format!(
+                "[[component]]\nid = {id:?}\nkind = \"server\"\ndepends_on = [{}]\n",
+                deps.join(", ")
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn a_consistent_config_has_no_findings() {
+        let text = components(&[("a", &["b"]), ("b", &[])])
+            + "[[service]]\nid = \"s\"\ncriticality = \"life\"\ndepends_on = [\"a\"]\n\
+               policy = \"p\"\nowner = \"person:x\"\n\
+               [[person]]\nid = \"x\"\nname = \"X\"\n[[policy]]\nid = \"p\"\n";
+        assert_eq!(findings(&text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn duplicate_ids_are_reported_at_the_second() {
+        let text = components(&[("a", &[]), ("a", &[])])
+            + "[[service]]\nid = \"s\"\ncriticality = \"life\"\ndepends_on = [\"a\"]\n";
+        assert_eq!(
+            findings(&text),
+            ["error component.1.id: duplicate component id \"a\""]
+        );
+    }
+
+    #[test]
+    fn components_depend_only_on_components_and_services_on_both() {
+        let text = components(&[("a", &["s1"])])
+            + "[[service]]\nid = \"s1\"\ncriticality = \"life\"\ndepends_on = [\"a\"]\n\
+               [[service]]\nid = \"s2\"\ncriticality = \"life\"\ndepends_on = [\"s1\"]\n";
+        assert_eq!(
+            findings(&text),
+            [
+                "error component.0.depends_on.0: component \"a\" depends on service \"s1\"; \
+              components depend only on components"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_component_depending_on_itself_is_a_cycle() {
+        let text = components(&[("a", &["a"])])
+            + "[[service]]\nid = \"s\"\ncriticality = \"life\"\ndepends_on = [\"a\"]\n";
+        assert_eq!(
+            findings(&text),
+            ["error component.0.depends_on.0: cycle: a -> a"]
+        );
+    }
+
+    #[test]
+    fn each_cycle_is_reported_once_at_its_first_member() {
+        // Two separate cycles, and one component (x) with two ways round.
+        let text = components(&[
+            ("p", &[]),
+            ("x", &["y", "z"]),
+            ("y", &["x"]),
+            ("z", &["y"]),
+            ("m", &["n"]),
+            ("n", &["m"]),
+        ]) + "[[service]]\nid = \"s\"\ncriticality = \"life\"\n\
+               depends_on = [\"p\", \"x\", \"m\"]\n";
+        assert_eq!(
+            findings(&text),
+            [
+                "error component.1.depends_on.0: cycle: x -> y -> x",
+                "error component.4.depends_on.0: cycle: m -> n -> m",
+            ]
+        );
+    }
+
+    #[test]
+    fn backup_edges_count_for_cycles_and_for_feeding() {
+        let cycle = components(&[("mains", &[]), ("gen", &["mains"])])
+            + "backup = \"mains\"\n"
+            + "[[service]]\nid = \"s\"\ncriticality = \"life\"\ndepends_on = [\"gen\"]\n";
+        // `gen` depends on `mains` and is backed by it: a loop.
+        let cycle = cycle.replacen(
+            "id = \"mains\"\nkind = \"server\"\ndepends_on = []\n",
+            "id = \"mains\"\nkind = \"server\"\ndepends_on = []\nbackup = \"gen\"\n",
+            1,
+        );
+        assert_eq!(
+            findings(&cycle),
+            ["error component.0.backup: cycle: mains -> gen -> mains"]
+        );
+
+        let fed = components(&[("mains", &[]), ("gen", &[]), ("idle", &[])]).replacen(
+            "depends_on = []\n",
+            "depends_on = []\nbackup = \"gen\"\n",
+            1,
+        ) + "[[service]]\nid = \"s\"\ncriticality = \"life\"\ndepends_on = [\"mains\"]\n";
+        assert_eq!(
+            findings(&fed),
+            ["warning component.2.id: component \"idle\" feeds no service"]
+        );
+    }
+
+    #[test]
+    fn services_may_not_name_their_own_owner_as_owner() {
+        let text = "[[service]]\nid = \"s\"\ncriticality = \"life\"\nowner = \"owner\"\n\
+                    recovery_notify = [\"owner\", \"contacts\"]\n";
+        assert_eq!(
+            findings(text),
+            ["error service.0.owner: service \"s\" owner: \"owner\" cannot be used here"]
+        );
+    }
+
+    #[test]
+    fn roles_take_one_of_primary_or_rotation_and_distinct_deputies() {
+        let text = "[[person]]\nid = \"a\"\nname = \"A\"\n[[person]]\nid = \"b\"\nname = \"B\"\n\
+                    [[role]]\nid = \"r\"\nprimary = \"a\"\ndeputies = [\"b\", \"b\"]\n\
+                    rotation = { every = \"0s\", start = \"2026-01-05T08:00:00+01:00\", people = [\"a\"] }\n";
+        assert_eq!(
+            findings(text),
+            [
+                "error role.0.deputies.1: role \"r\": deputy \"b\" is listed twice",
+                "error role.0.rotation.every: role \"r\": rotation every must be greater than zero",
+                "error role.0.rotation: role \"r\" has both a primary and a rotation; give one",
+            ]
+        );
+    }
+
+    #[test]
+    fn steps_that_notify_need_a_channel() {
+        let text = "[[policy]]\nid = \"p\"\nstatus_to = [\"role:nobody\"]\n\
+                    [[policy.step]]\non = \"open 0s\"\nnotify = [\"owner\"]\n\
+                    [[policy.step]]\non = \"resolved\"\nvia = []\n";
+        assert_eq!(
+            findings(text),
+            [
+                "error policy.0.status_to.0: policy \"p\" status_to names unknown role \"nobody\"",
+                "error policy.0.step.0: policy \"p\" step 1 notifies people but has no via",
+                "warning policy.0.id: policy \"p\" is not used by any service",
+            ]
+        );
+    }
+
+    #[test]
+    fn crisis_and_meeting_places() {
+        let text = "[[meeting_place]]\nname = \"A\"\npriority = 1\n\
+                    [[meeting_place]]\nname = \"B\"\npriority = 1\n\
+                    [crisis]\nstaff = [\"role:ghost\"]\nvia = [\"pigeon\"]\n";
+        assert_eq!(
+            findings(text),
+            [
+                "error crisis.staff.0: crisis staff names unknown role \"ghost\"",
+                "error crisis.via.0: crisis uses unknown channel \"pigeon\"",
+                "warning meeting_place.1.priority: meeting place \"B\" has the same priority 1 as \"A\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn channel_settings_fit_their_kind() {
+        let text = "[[channel]]\nid = \"hook\"\nkind = \"webhook\"\nurl = \"ftp://x\"\ntls = \"tls\"\n\
+                    [[channel]]\nid = \"mail\"\nkind = \"smtp\"\nurl = \"smtp://x\"\nfrom = \"a@b\"\n\
+                    body = \"x\"\nattempts = 0\nfallback = \"mail\"\n\
+                    [[channel]]\nid = \"log\"\nkind = \"log\"\nmethod = \"FETCH\"\n";
+        assert_eq!(
+            findings(text),
+            [
+                "error channel.0.tls: channel \"hook\": tls applies only to smtp channels",
+                "error channel.0.url: channel \"hook\": url \"ftp://x\" is not an http:// or https:// url",
+                "error channel.1.attempts: channel \"mail\": attempts must be at least 1",
+                "error channel.1.body: channel \"mail\": body applies only to http channels \
+                 (sms-http, call-http, webhook)",
+                "error channel.1.fallback: fallback cycle: mail -> mail",
+                "error channel.2.method: channel \"log\": method \"FETCH\" is not GET, POST, PUT or PATCH",
+                "error channel.2.method: channel \"log\": method applies only to http channels \
+                 (sms-http, call-http, webhook)",
+            ]
+        );
+    }
+
+    #[test]
+    fn topic_filters_and_templates() {
+        assert_eq!(topic_filter_wildcards("a/+/b/#"), Ok(2));
+        assert_eq!(topic_filter_wildcards("#"), Ok(1));
+        assert_eq!(topic_filter_wildcards("a/b"), Ok(0));
+        assert!(topic_filter_wildcards("a/#/b").is_err());
+        assert!(topic_filter_wildcards("a/b+").is_err());
+        assert!(topic_filter_wildcards("").is_err());
+        assert_eq!(template_wildcards("{1}-{2}"), Ok(vec![1, 2]));
+        assert_eq!(template_wildcards("plain"), Ok(vec![]));
+        assert!(template_wildcards("{x}").is_err());
+        assert!(template_wildcards("{1").is_err());
+        assert!(template_wildcards("1}").is_err());
+    }
+
+    #[test]
+    fn a_wildcard_template_may_name_the_multi_level_wildcard() {
+        let text = "[mqtt]\nurl = \"mqtts://broker:8883\"\n\
+                    [[mqtt.subscription]]\ntopic = \"site/+/#\"\nkind = \"fire\"\ncomponent = \"{2}\"\n\
+                    [[mqtt.subscription]]\ntopic = \"site/+\"\nkind = \"fire\"\ncomponent = \"{0}\"\n";
+        assert_eq!(
+            findings(text),
+            [
+                "error mqtt.subscription.1.component: subscription component \"{0}\" refers to \
+              wildcard {0} but topic \"site/+\" has 1"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hundred_thousand_components_validate_quickly_and_without_recursion() {
+        const N: usize = 100_000;
+        let mut config: Config = toml::from_str(SITE).expect("schema");
+        let template: ComponentConfig =
+            toml::from_str("id = \"x\"\nkind = \"server\"\n").expect("c");
+        for i in 0..N {
+            let mut c = template.clone();
+            c.id = format!("c{i}");
+            // A chain as deep as the catalogue, closed into one cycle.
+            c.depends_on = vec![format!("c{}", (i + 1) % N)];
+            config.components.push(c);
+        }
+        let started = std::time::Instant::now();
+        let found = validate(&config);
+        let took = started.elapsed();
+        let errors: Vec<&Finding> = found.iter().filter(|f| f.level == Level::Error).collect();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.starts_with("cycle: c0 -> c1 -> c2 -> "));
+        assert!(errors[0].message.ends_with(" -> c99999 -> c0"));
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    }
 }

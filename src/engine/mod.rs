@@ -547,15 +547,16 @@ impl Engine {
                 format!("{topic}: component {component:?}"),
             );
         };
+        // Any message, even a malformed one, shows the sensor is alive.
+        if let Some(every) = sub.config.heartbeat {
+            self.heartbeat_seen(now, topic, node, every, out);
+        }
         let parsed = match intake::parse_payload(payload) {
             Ok(p) => p,
             Err((reason, detail)) => {
                 return reject(out, Source::Mqtt, reason, format!("{topic}: {detail}"));
             }
         };
-        if let Some(every) = sub.config.heartbeat {
-            self.heartbeat_seen(now, topic, node, every, out);
-        }
         self.apply_alarm(
             now,
             node,
