@@ -883,6 +883,7 @@ impl Engine {
             expected_end: (inc.state.is_live()).then(|| inc.expected_end().to_timestamp()),
             fuel_out: inc.fuel_out.map(Ts::to_timestamp),
             duration_s: inc.resolved_at.map(|r| r.millis_since(inc.opened) / 1000),
+            resolved_by: inc.resolved_by.clone(),
             meeting_place: if matches!(kind, TextKind::Crisis | TextKind::DeputyCrisis) {
                 self.meeting_place()
             } else {

@@ -135,6 +135,8 @@ pub struct Incident {
     pub acknowledged_at: Option<Ts>,
     pub acknowledged_by: Option<String>,
     pub resolved_at: Option<Ts>,
+    /// Who resolved it by hand; `None` when its components recovered.
+    pub resolved_by: Option<String>,
     /// When the generator's fuel runs out, once that is the binding limit.
     pub fuel_out: Option<Ts>,
     pub timeline: Vec<TimelineEntry>,
@@ -277,6 +279,7 @@ impl Engine {
             acknowledged_at: None,
             acknowledged_by: None,
             resolved_at: None,
+            resolved_by: None,
             fuel_out: None,
             timeline: Vec::new(),
             settle_until: None,
@@ -413,6 +416,7 @@ impl Engine {
             let inc = &mut self.incidents[id as usize - 1];
             inc.state = IncidentState::Resolved;
             inc.resolved_at = Some(now);
+            inc.resolved_by = by.clone();
             inc.chains.clear();
             inc.status_next.clear();
             let text = match &by {

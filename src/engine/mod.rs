@@ -610,8 +610,9 @@ impl Engine {
         let (class, reading) = intake::classify(&probe.config, result);
         let mut sources = Vec::new();
         if let Some(r) = reading {
-            let old = self.generator.insert(probe.node, r);
-            if old.map(|o| o.running) != Some(r.running) {
+            // A new running flag changes what the generator carries; a new
+            // fuel level changes how long it can (the generator rule).
+            if self.generator.insert(probe.node, r) != Some(r) {
                 sources.push(probe.node);
             }
         }
@@ -651,8 +652,7 @@ impl Engine {
             severity,
         };
         if !self.apply_alarm(now, probe.node, firing, state, message, out) && !sources.is_empty() {
-            // The generator's running flag changed without an alarm
-            // change: what it carries may have changed.
+            // The generator's reading changed without an alarm change.
             self.health_changed(now, &sources, out);
         }
     }

@@ -42,6 +42,9 @@ pub(super) struct Facts {
     pub expected_end: Option<Timestamp>,
     pub fuel_out: Option<Timestamp>,
     pub duration_s: Option<i64>,
+    /// Set when a person closed the incident: then nothing is claimed to
+    /// be back to normal.
+    pub resolved_by: Option<String>,
     pub meeting_place: Option<String>,
     pub now: Timestamp,
 }
@@ -58,6 +61,7 @@ struct Words {
     raised: &'static str,
     resolved: &'static str,
     recovered: &'static str,
+    closed_by: &'static str,
     after: &'static str,
     crisis: &'static str,
     meet: &'static str,
@@ -92,6 +96,7 @@ const DA: Words = Words {
     raised: "Skærpet til",
     resolved: "LØST",
     recovered: "kører igen",
+    closed_by: "afsluttet af",
     after: "efter",
     crisis: "KRISESTAB INDKALDT",
     meet: "Mødested",
@@ -126,6 +131,7 @@ const EN: Words = Words {
     raised: "Raised to",
     resolved: "RESOLVED",
     recovered: "back to normal",
+    closed_by: "closed by",
     after: "after",
     crisis: "CRISIS STAFF SUMMONED",
     meet: "Meet at",
@@ -243,7 +249,12 @@ fn compose(
                 .duration_s
                 .map(|d| format!(" {} {}", w.after, span(lang, d)))
                 .unwrap_or_default();
-            if services_plain.is_empty() {
+            if let Some(by) = &f.resolved_by {
+                format!(
+                    "{} #{id} ({} {by}): {cause}{took}.",
+                    w.resolved, w.closed_by
+                )
+            } else if services_plain.is_empty() {
                 format!("{} #{id}: {cause}{took}.", w.resolved)
             } else {
                 format!(
@@ -330,6 +341,7 @@ mod tests {
             expected_end: Some("2026-03-02T14:30:00Z".parse().unwrap()),
             fuel_out: None,
             duration_s: None,
+            resolved_by: None,
             meeting_place: None,
             now: "2026-03-02T08:00:00Z".parse().unwrap(),
         }
