@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use beredskab::config::{self, LoadError};
@@ -129,8 +128,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(l) => l,
                 Err(code) => return Ok(code),
             };
-            let text = std::fs::read_to_string(&scenario)
-                .with_context(|| format!("cannot read {}", scenario.display()))?;
+            let text = match std::fs::read_to_string(&scenario) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", scenario.display());
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let scenario =
                 match beredskab::drill::Scenario::parse(&scenario.display().to_string(), &text) {
                     Ok(s) => s,

@@ -17,7 +17,22 @@ struct Outcome {
 /// Runs `check` from the crate root, so that diagnostics name the file as
 /// `tests/configs/NAME.toml`.
 fn check(file: &Path) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_beredskab"))
+    check_with(file, EXAMPLE_SECRETS)
+}
+
+/// The secrets the shipped example reads from the environment.
+const EXAMPLE_SECRETS: &[(&str, &str)] = &[("BEREDSKAB_SECRET", "s3cret"), ("SMS_TOKEN", "t0ken")];
+
+/// Runs `check` with exactly these secrets in the environment.
+fn check_with(file: &Path, secrets: &[(&str, &str)]) -> Outcome {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_beredskab"));
+    for (var, _) in EXAMPLE_SECRETS {
+        cmd.env_remove(var);
+    }
+    for (var, value) in secrets {
+        cmd.env(var, value);
+    }
+    let out = cmd
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("RUST_LOG", "off")
         .arg("check")
@@ -65,6 +80,30 @@ fn the_shipped_example_passes_without_warnings() {
     assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
     assert!(out.stdout.starts_with("ok: "), "{}", out.stdout);
     assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn a_missing_secret_is_a_warning_at_the_key_that_names_it() {
+    let out = check_with(Path::new("deploy/example/beredskab.toml"), &[]);
+    assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
+    assert!(out.stdout.starts_with("ok: "), "{}", out.stdout);
+    let warnings: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(warnings.len(), 3, "{}", out.stderr);
+    assert!(warnings.iter().all(
+        |w| w.starts_with("deploy/example/beredskab.toml:") && w.contains(": warning: secret ")
+    ));
+    assert!(
+        out.stderr
+            .contains("secret BEREDSKAB_SECRET (server.secret_env) is not set"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("secret SMS_TOKEN (channel \"sms\" header Authorization) is not set"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -67,6 +67,7 @@ pub fn validate(config: &Config) -> Vec<Finding> {
     v.policies();
     v.estimate();
     v.meeting_places_and_crisis();
+    v.secrets();
     let graph = v.graph();
     v.dependency_cycles(&graph);
     v.unused(&graph);
@@ -1169,6 +1170,56 @@ fn is_json_pointer(p: &str) -> bool {
 /// RFC 9110 token characters.
 fn is_header_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl Validator<'_> {
+    /// Secrets come from the environment; one that is not set is a
+    /// warning here (SPEC §1: `check`, `drill` and `plan` need none), and
+    /// the daemon refuses to start without it.
+    fn secrets(&mut self) {
+        let c = self.config;
+        let mut wanted: Vec<(Vec<Seg>, String, String)> = Vec::new();
+        if let Some(var) = &c.server.secret_env {
+            wanted.push((
+                path!["server", "secret_env"],
+                var.clone(),
+                "server.secret_env".into(),
+            ));
+        }
+        if let Some(var) = c.mqtt.as_ref().and_then(|m| m.password_env.as_ref()) {
+            wanted.push((
+                path!["mqtt", "password_env"],
+                var.clone(),
+                "mqtt.password_env".into(),
+            ));
+        }
+        for (i, ch) in c.channels.iter().enumerate() {
+            if let Some(var) = &ch.password_env {
+                wanted.push((
+                    path!["channel", i, "password_env"],
+                    var.clone(),
+                    format!("channel {:?} password_env", ch.id),
+                ));
+            }
+            for (name, value) in &ch.headers {
+                if let Some(var) = value.strip_prefix("env:") {
+                    wanted.push((
+                        path!["channel", i, "headers", name.as_str()],
+                        var.to_owned(),
+                        format!("channel {:?} header {name}", ch.id),
+                    ));
+                }
+            }
+        }
+        for (path, var, what) in wanted {
+            if std::env::var_os(&var).is_none_or(|v| v.is_empty()) {
+                self.warning(
+                    path,
+                    format!("secret {var} ({what}) is not set in the environment"),
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
