@@ -34,7 +34,8 @@ impl IncidentState {
 }
 
 /// Department level, or the municipality's crisis staff.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Level {
     Department,
     Crisis,

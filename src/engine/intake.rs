@@ -166,7 +166,7 @@ pub fn route<'c>(cat: &'c Catalogue, topic: &str) -> Option<(usize, &'c Subscrip
 }
 
 /// One probe request's result, as the collector saw it.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProbeResult {
     /// The HTTP status, if a response came.
     pub status: Option<u16>,

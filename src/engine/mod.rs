@@ -18,6 +18,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::catalogue::{Catalogue, NodeId, PersonId, RoleId};
 use crate::config::AlarmKind;
 
@@ -25,7 +27,7 @@ pub use incident::{Basis, Incident, IncidentState, Level, TimelineEntry};
 pub use intake::{ProbeResult, parse_payload};
 
 /// A point in time: milliseconds since the Unix epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ts(pub i64);
 
 impl Ts {
@@ -88,7 +90,8 @@ impl Severity {
 }
 
 /// Whether an alarm is firing or cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AlarmState {
     Firing,
     Cleared,
@@ -112,7 +115,8 @@ impl AlarmState {
 
 /// An alarm's severity: a critical alarm takes its component down, a
 /// warning degrades it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AlarmSeverity {
     Warning,
     Critical,
@@ -135,7 +139,8 @@ impl AlarmSeverity {
 }
 
 /// Where an alarm came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     Mqtt,
     Probe,
@@ -185,7 +190,7 @@ impl fmt::Display for RejectReason {
 }
 
 /// An alarm as it enters the engine from HTTP, a report or a person.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlarmInput {
     /// A component id, or a service id for a report on a service.
     pub component: String,
@@ -199,7 +204,8 @@ pub struct AlarmInput {
 }
 
 /// Something that happened, handed to the engine with its time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A message received on a subscribed topic.
     Mqtt { topic: String, payload: Vec<u8> },

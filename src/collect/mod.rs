@@ -1,0 +1,3 @@
+//! The ways alarms come in.
+
+pub mod mqtt;
