@@ -227,7 +227,9 @@ pub struct SubscriptionConfig {
 }
 
 /// The kind of an alarm, which decides its default expected duration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AlarmKind {
     Fire,

@@ -1,1 +1,595 @@
-//! The durable store (being written).
+//! The durable store: the input log, and projections of the engine's state.
+//!
+//! The daemon rebuilds the engine after a crash by replaying the logged
+//! inputs, in order and with their original times, through the
+//! deterministic engine: the `inputs` log is the source of truth. Incidents,
+//! their timelines, rejected input and the notification outbox are
+//! projections for the API, the reports and the notifier. Every write goes
+//! through [`Store::commit`] as one [`Batch`] in one transaction, so the
+//! daemon can group many inputs and their effects into one durable commit.
+//! Projection writes are idempotent (upserts, and inserts keyed on the
+//! incident's timeline index or the notification's key), so a replay may
+//! write them again.
+//!
+//! [`Store`] is the contract each backend implements; [`SqliteStore`] is
+//! the embedded one.
+
+mod sqlite;
+
+use std::future::Future;
+
+use crate::catalogue::Catalogue;
+use crate::engine::{
+    Basis, Event, Incident, IncidentState, Level, Notification, RejectReason, Severity, Source,
+    TimelineEntry, Ts,
+};
+
+pub use sqlite::SqliteStore;
+
+/// Raw bytes of a rejected input are kept up to this length.
+pub const RAW_LIMIT: usize = 4 * 1024;
+
+/// How many inputs [`Store::inputs`] reads per round trip.
+const REPLAY_PAGE: u32 = 10_000;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("cannot encode {what} as json: {source}")]
+    Encode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("bad value in {table}.{column}: {detail}")]
+    Corrupt {
+        table: &'static str,
+        column: &'static str,
+        detail: String,
+    },
+    #[error("{what} {value} does not fit the database")]
+    OutOfRange { what: &'static str, value: u64 },
+    #[error("the database has schema version {found}, newer than this build's {known}")]
+    NewerSchema { found: i64, known: i64 },
+    #[error("no notification with key {0:?} in the outbox")]
+    UnknownNotification(String),
+    #[error("the integrity check failed: {0}")]
+    Integrity(String),
+}
+
+/// The storage contract. Backends: [`SqliteStore`]; PostgreSQL later.
+///
+/// Methods take `&self` and may be called from many tasks; a backend keeps
+/// one writer and serialises commits itself.
+pub trait Store: Send + Sync {
+    /// Writes a batch in one transaction: all of it is durable when this
+    /// returns `Ok`, none of it when it returns `Err`. Do not cancel the
+    /// future: a commit cut off after the database committed reports
+    /// nothing, and the caller would not know.
+    fn commit(
+        &self,
+        batch: Batch,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+
+    /// Up to `limit` logged inputs with `seq > after`, in `seq` order.
+    fn inputs_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredInput>, StoreError>> + Send;
+
+    /// Incidents newest first: those matching `filter`, with ids below
+    /// `before` when given, at most `limit`.
+    fn incidents(
+        &self,
+        filter: IncidentFilter,
+        limit: u32,
+        before: Option<u64>,
+    ) -> impl Future<Output = Result<Vec<IncidentRow>, StoreError>> + Send;
+
+    /// One incident with its timeline in order.
+    fn incident(
+        &self,
+        id: u64,
+    ) -> impl Future<Output = Result<Option<IncidentDetail>, StoreError>> + Send;
+
+    /// Rejected inputs newest first, with ids below `before` when given.
+    fn rejected(
+        &self,
+        limit: u32,
+        before: Option<u64>,
+    ) -> impl Future<Output = Result<Vec<RejectedRow>, StoreError>> + Send;
+
+    /// Resolved incidents' durations by root, oldest first. A projection of
+    /// the log: an engine rebuilt by replay already has them.
+    fn history(&self) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
+
+    /// Pending notifications due at `now`, the longest waiting first.
+    fn due_notifications(
+        &self,
+        now: Ts,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OutboxRow>, StoreError>> + Send;
+
+    /// Every notification of one incident, in the order queued: who was
+    /// told when, for the report.
+    fn notifications(
+        &self,
+        incident: u64,
+    ) -> impl Future<Output = Result<Vec<OutboxRow>, StoreError>> + Send;
+
+    /// The earliest `next_attempt` of any pending notification: when the
+    /// notifier must look again.
+    fn next_due(&self) -> impl Future<Output = Result<Option<Ts>, StoreError>> + Send;
+
+    /// Records a delivery. Marking a sent notification again is harmless.
+    fn mark_sent(&self, key: &str, at: Ts) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records a failed attempt: the notification is tried again at
+    /// `next_attempt`, or, when `None`, given up as failed.
+    fn mark_failed(
+        &self,
+        key: &str,
+        error: &str,
+        next_attempt: Option<Ts>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether the store answers, for `/readyz`.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every logged input in `seq` order, for replay.
+    fn inputs(&self) -> impl Future<Output = Result<Vec<StoredInput>, StoreError>> + Send {
+        async move {
+            let mut all = Vec::new();
+            loop {
+                let after = all.last().map_or(0, |i: &StoredInput| i.seq);
+                let page = self.inputs_after(after, REPLAY_PAGE).await?;
+                let done = page.len() < REPLAY_PAGE as usize;
+                all.extend(page);
+                if done {
+                    return Ok(all);
+                }
+            }
+        }
+    }
+}
+
+/// Everything one commit writes. Within a batch, inputs get increasing
+/// `seq`s in the order they were added.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub inputs: Vec<Input>,
+    pub rejected: Vec<Rejection>,
+    pub incidents: Vec<IncidentRow>,
+    pub timeline: Vec<TimelineAppend>,
+    pub notifications: Vec<Queued>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+            && self.rejected.is_empty()
+            && self.incidents.is_empty()
+            && self.timeline.is_empty()
+            && self.notifications.is_empty()
+    }
+
+    /// Adds an input; returns its index in [`CommitOutcome::inputs`].
+    pub fn input(
+        &mut self,
+        at: Ts,
+        source: Source,
+        dedup_key: Option<String>,
+        event: Event,
+    ) -> usize {
+        self.inputs.push(Input {
+            at,
+            source,
+            dedup_key,
+            event,
+        });
+        self.inputs.len() - 1
+    }
+
+    pub fn rejected(&mut self, r: Rejection) {
+        self.rejected.push(r);
+    }
+
+    pub fn incident(&mut self, row: IncidentRow) {
+        self.incidents.push(row);
+    }
+
+    /// Adds an incident's timeline entries from index `from` of its
+    /// timeline on (entries already stored are skipped).
+    pub fn timeline(&mut self, incident: u64, from: usize, entries: Vec<TimelineEntry>) {
+        self.timeline.push(TimelineAppend {
+            incident,
+            from,
+            entries,
+        });
+    }
+
+    /// Queues a notification decided at `at`, due at once.
+    pub fn notification(&mut self, at: Ts, notification: Notification) {
+        self.notifications.push(Queued { at, notification });
+    }
+}
+
+/// An input for the engine, logged for replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    pub at: Ts,
+    pub source: Source,
+    /// A business key: an input with a key already stored is a duplicate.
+    pub dedup_key: Option<String>,
+    pub event: Event,
+}
+
+/// Input that was rejected, with its raw bytes (truncated to [`RAW_LIMIT`]
+/// when stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub at: Ts,
+    pub source: Source,
+    pub reason: RejectReason,
+    pub detail: String,
+    pub raw: Vec<u8>,
+    /// A rejection with a key already stored is not stored again.
+    pub dedup_key: Option<String>,
+}
+
+/// Entries of an incident's timeline, from index `from` on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineAppend {
+    pub incident: u64,
+    pub from: usize,
+    pub entries: Vec<TimelineEntry>,
+}
+
+/// A notification for the outbox, decided at `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub at: Ts,
+    pub notification: Notification,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// One per [`Batch::inputs`], in the same order.
+    pub inputs: Vec<InputOutcome>,
+    /// How many notifications were new to the outbox.
+    pub queued: usize,
+}
+
+/// Whether an input was new; a duplicate must not be handed to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputOutcome {
+    New {
+        seq: u64,
+    },
+    /// The key was already stored, as input `seq`.
+    Duplicate {
+        seq: u64,
+    },
+}
+
+impl InputOutcome {
+    pub fn is_new(self) -> bool {
+        matches!(self, InputOutcome::New { .. })
+    }
+}
+
+/// A logged input read back for replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredInput {
+    pub seq: u64,
+    pub at: Ts,
+    pub source: Source,
+    pub dedup_key: Option<String>,
+    pub event: Event,
+}
+
+/// Which incidents a listing returns (SPEC §5 `state=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentFilter {
+    /// Not resolved: open or acknowledged.
+    Open,
+    Resolved,
+    /// Every incident, merged ones too.
+    All,
+}
+
+/// An incident as stored: the fields of SPEC §5's incident JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRow {
+    pub id: u64,
+    pub state: IncidentState,
+    pub severity: Severity,
+    pub level: Level,
+    /// The root component's id.
+    pub root: String,
+    /// Ids of every service it has affected, sorted.
+    pub services: Vec<String>,
+    pub opened_at: Ts,
+    pub acknowledged_at: Option<Ts>,
+    pub acknowledged_by: Option<String>,
+    pub expected_s: i64,
+    pub expected_end: Ts,
+    pub expected_basis: Basis,
+    pub resolved_at: Option<Ts>,
+    pub resolved_by: Option<String>,
+    /// When the generator's fuel runs out, once that is the binding limit.
+    pub fuel_out: Option<Ts>,
+}
+
+impl IncidentRow {
+    /// The row for an engine incident, with catalogue ids for its nodes.
+    pub fn from_incident(inc: &Incident, cat: &Catalogue) -> IncidentRow {
+        let mut services: Vec<String> = inc
+            .services
+            .keys()
+            .map(|&s| cat.node(s).id.clone())
+            .collect();
+        services.sort();
+        IncidentRow {
+            id: inc.id,
+            state: inc.state,
+            severity: inc.severity,
+            level: inc.level,
+            root: cat.node(inc.root).id.clone(),
+            services,
+            opened_at: inc.opened,
+            acknowledged_at: inc.acknowledged_at,
+            acknowledged_by: inc.acknowledged_by.clone(),
+            expected_s: inc.expected_s,
+            expected_end: inc.expected_end(),
+            expected_basis: inc.basis,
+            resolved_at: inc.resolved_at,
+            resolved_by: inc.resolved_by.clone(),
+            fuel_out: inc.fuel_out,
+        }
+    }
+}
+
+/// An incident with its timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentDetail {
+    pub incident: IncidentRow,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// A rejected input as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRow {
+    pub id: u64,
+    pub at: Ts,
+    pub source: Source,
+    pub reason: RejectReason,
+    pub detail: String,
+    /// At most [`RAW_LIMIT`] bytes.
+    pub raw: Vec<u8>,
+    /// The length of the raw input before truncation.
+    pub raw_len: u64,
+}
+
+/// A resolved incident's duration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub incident: u64,
+    pub root: String,
+    pub duration_s: i64,
+    pub resolved_at: Ts,
+}
+
+/// Where a notification stands in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Sent,
+    /// Given up after its attempts.
+    Failed,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+        }
+    }
+}
+
+/// A notification in the outbox: everything the sender needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// The idempotency key: pass it to gateways, use it as the Message-ID.
+    pub key: String,
+    pub incident: u64,
+    /// The person's id in the catalogue.
+    pub person: String,
+    pub role: Option<String>,
+    pub channel: String,
+    pub reason: String,
+    pub text: String,
+    pub created_at: Ts,
+    pub state: OutboxState,
+    pub attempts: u32,
+    pub next_attempt: Ts,
+    pub last_error: Option<String>,
+    pub sent_at: Option<Ts>,
+}
+
+// Codes of engine enums as stored. The engine has `as_str` for each; the
+// way back is here, next to the only code that reads them.
+
+const SOURCES: [Source; 4] = [Source::Mqtt, Source::Probe, Source::Http, Source::Manual];
+const REASONS: [RejectReason; 6] = [
+    RejectReason::UnknownTopic,
+    RejectReason::UnknownComponent,
+    RejectReason::BadPayload,
+    RejectReason::BadState,
+    RejectReason::Oversized,
+    RejectReason::UnknownIncident,
+];
+const SEVERITIES: [Severity; 3] = [Severity::Minor, Severity::Major, Severity::Critical];
+const LEVELS: [Level; 2] = [Level::Department, Level::Crisis];
+const BASES: [Basis; 6] = [
+    Basis::Manual,
+    Basis::History,
+    Basis::Kind,
+    Basis::Default,
+    Basis::Extended,
+    Basis::Generator,
+];
+const OUTBOX_STATES: [OutboxState; 3] =
+    [OutboxState::Pending, OutboxState::Sent, OutboxState::Failed];
+
+/// The variant of `all` whose code is `code`.
+fn decode<T: Copy>(
+    all: &[T],
+    code_of: fn(T) -> &'static str,
+    code: &str,
+    table: &'static str,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    all.iter()
+        .copied()
+        .find(|&v| code_of(v) == code)
+        .ok_or_else(|| StoreError::Corrupt {
+            table,
+            column,
+            detail: format!("unknown code {code:?}"),
+        })
+}
+
+/// The state as stored: `merged` keeps its target in `merged_into`.
+fn decode_state(code: &str, merged_into: Option<u64>) -> Result<IncidentState, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "incidents",
+        column: "state",
+        detail,
+    };
+    match (code, merged_into) {
+        ("open", _) => Ok(IncidentState::Open),
+        ("acknowledged", _) => Ok(IncidentState::Acknowledged),
+        ("resolved", _) => Ok(IncidentState::Resolved),
+        ("merged", Some(into)) => Ok(IncidentState::Merged(into)),
+        ("merged", None) => Err(corrupt("merged without merged_into".to_owned())),
+        (other, _) => Err(corrupt(format!("unknown code {other:?}"))),
+    }
+}
+
+/// `raw` cut to [`RAW_LIMIT`] bytes.
+fn truncate_raw(raw: &[u8]) -> &[u8] {
+    &raw[..raw.len().min(RAW_LIMIT)]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::load;
+    use crate::engine::{AlarmInput, AlarmSeverity, AlarmState, Engine};
+
+    #[test]
+    fn store_codes_round_trip() {
+        for s in SOURCES {
+            assert_eq!(
+                decode(&SOURCES, Source::as_str, s.as_str(), "t", "c").ok(),
+                Some(s)
+            );
+        }
+        for r in REASONS {
+            assert_eq!(
+                decode(&REASONS, RejectReason::as_str, r.as_str(), "t", "c").ok(),
+                Some(r)
+            );
+        }
+        for s in SEVERITIES {
+            assert_eq!(
+                decode(&SEVERITIES, Severity::as_str, s.as_str(), "t", "c").ok(),
+                Some(s)
+            );
+        }
+        for l in LEVELS {
+            assert_eq!(
+                decode(&LEVELS, Level::as_str, l.as_str(), "t", "c").ok(),
+                Some(l)
+            );
+        }
+        for b in BASES {
+            assert_eq!(
+                decode(&BASES, Basis::as_str, b.as_str(), "t", "c").ok(),
+                Some(b)
+            );
+        }
+        for o in OUTBOX_STATES {
+            assert_eq!(
+                decode(&OUTBOX_STATES, OutboxState::as_str, o.as_str(), "t", "c").ok(),
+                Some(o)
+            );
+        }
+        assert!(decode(&LEVELS, Level::as_str, "mayor", "t", "c").is_err());
+        for st in [
+            IncidentState::Open,
+            IncidentState::Acknowledged,
+            IncidentState::Resolved,
+            IncidentState::Merged(7),
+        ] {
+            let into = match st {
+                IncidentState::Merged(i) => Some(i),
+                _ => None,
+            };
+            assert_eq!(decode_state(st.as_str(), into).ok(), Some(st));
+        }
+        assert!(decode_state("merged", None).is_err());
+    }
+
+    #[test]
+    fn store_truncates_raw_input() {
+        assert_eq!(truncate_raw(b"abc"), b"abc");
+        assert_eq!(truncate_raw(&vec![1u8; RAW_LIMIT + 10]).len(), RAW_LIMIT);
+    }
+
+    #[test]
+    fn store_row_from_engine_incident() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/plan.toml");
+        let loaded = load(&path).expect("the scenario plan loads");
+        let cat = Arc::new(Catalogue::build(&loaded.config).expect("the scenario plan builds"));
+        let mut engine = Engine::new(cat.clone());
+        let alarm = |component: &str| {
+            Event::Alarm(AlarmInput {
+                component: component.to_owned(),
+                kind: crate::config::AlarmKind::Server,
+                state: AlarmState::Firing,
+                severity: AlarmSeverity::Critical,
+                source: Source::Http,
+                message: None,
+                key: None,
+            })
+        };
+        engine.handle(Ts(1_000), alarm("srv-web")).expect("alarm");
+        engine.handle(Ts(2_000), alarm("srv-mail")).expect("alarm");
+        engine.handle(Ts(3_000), alarm("vm-vaert")).expect("alarm");
+        let inc = engine.incident(1).expect("incident 1 opened");
+        let row = IncidentRow::from_incident(inc, &cat);
+        assert_eq!(row.id, 1);
+        assert_eq!(row.root, "vm-vaert");
+        assert_eq!(row.services, ["mail", "web"]);
+        assert_eq!(row.opened_at, Ts(1_000));
+        assert_eq!(row.state, IncidentState::Open);
+        assert_eq!(row.expected_end, Ts(1_000 + row.expected_s * 1000));
+        let merged = engine.incident(2).expect("incident 2 opened");
+        let row = IncidentRow::from_incident(merged, &cat);
+        assert_eq!(row.state, IncidentState::Merged(1));
+    }
+}

@@ -1,0 +1,604 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! One writer connection takes every commit, each in a `BEGIN IMMEDIATE`
+//! transaction (a deferred one that upgrades to a write can fail with
+//! SQLITE_BUSY without waiting); `synchronous=FULL` makes a returned commit
+//! survive power loss, and the caller's batching pays for the fsync. Reads
+//! go through a small pool of read-only connections, which WAL lets run
+//! beside the writer. The schema is migrated on open by `user_version`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
+
+use super::{
+    BASES, Batch, CommitOutcome, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow,
+    InputOutcome, LEVELS, OUTBOX_STATES, OutboxRow, OutboxState, REASONS, RejectedRow, SEVERITIES,
+    SOURCES, Store, StoreError, StoredInput, decode, decode_state, truncate_raw,
+};
+use crate::engine::{
+    Basis, Event, IncidentState, Level, RejectReason, Severity, Source, TimelineEntry, Ts,
+};
+
+/// How long a connection waits for a lock held by another one.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read connections beside the one writer.
+const READERS: u32 = 4;
+
+/// The schema, in order: migration `i` takes the database to version `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// The store in one SQLite file. Cheap to clone: clones share connections.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path` and migrates it.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let base = SqliteConnectOptions::new()
+            .filename(path.as_ref())
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .test_before_acquire(false)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full),
+            )
+            .await?;
+        migrate(&writer).await?;
+        // The writer made the file WAL (a lasting setting); readers leave
+        // journal_mode alone because changing it cannot wait on a lock.
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(base.pragma("query_only", "ON"))
+            .await?;
+        Ok(SqliteStore { writer, readers })
+    }
+
+    /// The schema version the file is at.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let v: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&self.readers)
+            .await?;
+        Ok(v)
+    }
+
+    /// The schema version this build migrates to.
+    pub fn latest_schema_version() -> i64 {
+        MIGRATIONS.len() as i64
+    }
+
+    /// Runs SQLite's integrity check over the whole file.
+    pub async fn integrity_check(&self) -> Result<(), StoreError> {
+        let lines: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.readers)
+            .await?;
+        match lines.as_slice() {
+            [ok] if ok == "ok" => Ok(()),
+            _ => Err(StoreError::Integrity(lines.join("; "))),
+        }
+    }
+
+    /// Closes every connection, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Brings the schema up to [`MIGRATIONS`], one transaction per step.
+async fn migrate(writer: &SqlitePool) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let mut conn = writer.acquire().await?;
+    loop {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let found: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        if found > known {
+            return Err(StoreError::NewerSchema { found, known });
+        }
+        let Some(sql) = MIGRATIONS.get(found as usize) else {
+            return Ok(());
+        };
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        // PRAGMA takes no parameters; the value is our own integer.
+        sqlx::query(AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            found + 1
+        )))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version = found + 1, "store schema migrated");
+    }
+}
+
+impl Store for SqliteStore {
+    async fn commit(&self, batch: Batch) -> Result<CommitOutcome, StoreError> {
+        if batch.is_empty() {
+            return Ok(CommitOutcome::default());
+        }
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let outcome = write_batch(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn inputs_after(&self, after: u64, limit: u32) -> Result<Vec<StoredInput>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, source, dedup_key, event FROM inputs \
+             WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(to_i64("seq", after)?)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(input_from_row).collect()
+    }
+
+    async fn incidents(
+        &self,
+        filter: IncidentFilter,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<IncidentRow>, StoreError> {
+        let sql = match filter {
+            IncidentFilter::Open => {
+                "SELECT * FROM incidents WHERE state IN ('open', 'acknowledged') \
+                 AND id < ? ORDER BY id DESC LIMIT ?"
+            }
+            IncidentFilter::Resolved => {
+                "SELECT * FROM incidents WHERE state = 'resolved' \
+                 AND id < ? ORDER BY id DESC LIMIT ?"
+            }
+            IncidentFilter::All => "SELECT * FROM incidents WHERE id < ? ORDER BY id DESC LIMIT ?",
+        };
+        let before = match before {
+            Some(b) => to_i64("incident", b)?,
+            None => i64::MAX,
+        };
+        let rows = sqlx::query(sql)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(incident_from_row).collect()
+    }
+
+    async fn incident(&self, id: u64) -> Result<Option<IncidentDetail>, StoreError> {
+        let id = to_i64("incident", id)?;
+        // One read transaction, so the incident and its timeline agree.
+        let mut conn = self.readers.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let incident = incident_from_row(&row)?;
+        let timeline = sqlx::query(
+            "SELECT at_ms, kind, text, \"by\" FROM timeline WHERE incident = ? ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TimelineEntry {
+                at: Ts(r.try_get("at_ms")?),
+                kind: r.try_get("kind")?,
+                text: r.try_get("text")?,
+                by: r.try_get("by")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        tx.commit().await?;
+        Ok(Some(IncidentDetail { incident, timeline }))
+    }
+
+    async fn rejected(
+        &self,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<RejectedRow>, StoreError> {
+        let before = match before {
+            Some(b) => to_i64("rejected id", b)?,
+            None => i64::MAX,
+        };
+        let rows = sqlx::query(
+            "SELECT id, at_ms, source, reason, detail, raw, raw_len FROM rejected \
+             WHERE id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let source: String = r.try_get("source")?;
+                let reason: String = r.try_get("reason")?;
+                Ok(RejectedRow {
+                    id: to_u64("rejected", "id", r.try_get("id")?)?,
+                    at: Ts(r.try_get("at_ms")?),
+                    source: decode(&SOURCES, Source::as_str, &source, "rejected", "source")?,
+                    reason: decode(
+                        &REASONS,
+                        RejectReason::as_str,
+                        &reason,
+                        "rejected",
+                        "reason",
+                    )?,
+                    detail: r.try_get("detail")?,
+                    raw: r.try_get("raw")?,
+                    raw_len: to_u64("rejected", "raw_len", r.try_get("raw_len")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn history(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT incident, root, duration_s, resolved_at_ms FROM history \
+             ORDER BY resolved_at_ms, incident",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    incident: to_u64("history", "incident", r.try_get("incident")?)?,
+                    root: r.try_get("root")?,
+                    duration_s: r.try_get("duration_s")?,
+                    resolved_at: Ts(r.try_get("resolved_at_ms")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn due_notifications(&self, now: Ts, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_ms <= ? \
+             ORDER BY next_attempt_ms, id LIMIT ?",
+        )
+        .bind(now.0)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn notifications(&self, incident: u64) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE incident = ? ORDER BY id")
+            .bind(to_i64("incident", incident)?)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn next_due(&self) -> Result<Option<Ts>, StoreError> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT min(next_attempt_ms) FROM outbox WHERE state = 'pending'")
+                .fetch_one(&self.readers)
+                .await?;
+        Ok(at.map(Ts))
+    }
+
+    async fn mark_sent(&self, key: &str, at: Ts) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'sent', sent_at_ms = coalesce(sent_at_ms, ?), \
+             attempts = attempts + (state <> 'sent') WHERE key = ?",
+        )
+        .bind(at.0)
+        .bind(key)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownNotification(key.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn mark_failed(
+        &self,
+        key: &str,
+        error: &str,
+        next_attempt: Option<Ts>,
+    ) -> Result<(), StoreError> {
+        // A notification already sent stays sent: a late failure report
+        // (say from a retry racing a success) must not resend it.
+        let done = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, \
+             state = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END, \
+             next_attempt_ms = coalesce(?, next_attempt_ms) \
+             WHERE key = ? AND state <> 'sent'",
+        )
+        .bind(error)
+        .bind(next_attempt.map(|t| t.0))
+        .bind(next_attempt.map(|t| t.0))
+        .bind(key)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.readers)
+                .await?;
+            if exists.is_none() {
+                return Err(StoreError::UnknownNotification(key.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+}
+
+/// Every write of a batch, inside the caller's transaction. Projections
+/// come after the inputs; the timeline's foreign key is checked at commit,
+/// so the order of incidents and timeline entries does not matter.
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    batch: Batch,
+) -> Result<CommitOutcome, StoreError> {
+    let mut outcome = CommitOutcome {
+        inputs: Vec::with_capacity(batch.inputs.len()),
+        queued: 0,
+    };
+    for input in &batch.inputs {
+        let event = encode("event", &input.event)?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO inputs (at_ms, source, dedup_key, event) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (dedup_key) DO NOTHING RETURNING seq",
+        )
+        .bind(input.at.0)
+        .bind(input.source.as_str())
+        .bind(input.dedup_key.as_deref())
+        .bind(event)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let result = match seq {
+            Some(seq) => InputOutcome::New {
+                seq: to_u64("inputs", "seq", seq)?,
+            },
+            None => {
+                let seq: i64 = sqlx::query_scalar("SELECT seq FROM inputs WHERE dedup_key = ?")
+                    .bind(input.dedup_key.as_deref())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                InputOutcome::Duplicate {
+                    seq: to_u64("inputs", "seq", seq)?,
+                }
+            }
+        };
+        outcome.inputs.push(result);
+    }
+
+    for r in &batch.rejected {
+        sqlx::query(
+            "INSERT INTO rejected (at_ms, source, reason, detail, raw, raw_len, dedup_key) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING",
+        )
+        .bind(r.at.0)
+        .bind(r.source.as_str())
+        .bind(r.reason.as_str())
+        .bind(&r.detail)
+        .bind(truncate_raw(&r.raw))
+        .bind(to_i64("raw length", r.raw.len() as u64)?)
+        .bind(r.dedup_key.as_deref())
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    for inc in &batch.incidents {
+        let merged_into = match inc.state {
+            IncidentState::Merged(into) => Some(to_i64("incident", into)?),
+            _ => None,
+        };
+        sqlx::query(
+            "INSERT INTO incidents (id, state, merged_into, severity, level, root, services, \
+             opened_at_ms, acknowledged_at_ms, acknowledged_by, expected_s, expected_end_ms, \
+             expected_basis, resolved_at_ms, resolved_by, fuel_out_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+             merged_into = excluded.merged_into, severity = excluded.severity, \
+             level = excluded.level, root = excluded.root, services = excluded.services, \
+             opened_at_ms = excluded.opened_at_ms, \
+             acknowledged_at_ms = excluded.acknowledged_at_ms, \
+             acknowledged_by = excluded.acknowledged_by, expected_s = excluded.expected_s, \
+             expected_end_ms = excluded.expected_end_ms, \
+             expected_basis = excluded.expected_basis, resolved_at_ms = excluded.resolved_at_ms, \
+             resolved_by = excluded.resolved_by, fuel_out_ms = excluded.fuel_out_ms",
+        )
+        .bind(to_i64("incident", inc.id)?)
+        .bind(inc.state.as_str())
+        .bind(merged_into)
+        .bind(inc.severity.as_str())
+        .bind(inc.level.as_str())
+        .bind(&inc.root)
+        .bind(encode("services", &inc.services)?)
+        .bind(inc.opened_at.0)
+        .bind(inc.acknowledged_at.map(|t| t.0))
+        .bind(inc.acknowledged_by.as_deref())
+        .bind(inc.expected_s)
+        .bind(inc.expected_end.0)
+        .bind(inc.expected_basis.as_str())
+        .bind(inc.resolved_at.map(|t| t.0))
+        .bind(inc.resolved_by.as_deref())
+        .bind(inc.fuel_out.map(|t| t.0))
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    for t in &batch.timeline {
+        let incident = to_i64("incident", t.incident)?;
+        for (i, e) in t.entries.iter().enumerate() {
+            let seq = to_i64("timeline index", (t.from + i) as u64)?;
+            sqlx::query(
+                "INSERT INTO timeline (incident, seq, at_ms, kind, text, \"by\") \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (incident, seq) DO NOTHING",
+            )
+            .bind(incident)
+            .bind(seq)
+            .bind(e.at.0)
+            .bind(&e.kind)
+            .bind(&e.text)
+            .bind(e.by.as_deref())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+
+    for q in &batch.notifications {
+        let n = &q.notification;
+        let done = sqlx::query(
+            "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
+             created_at_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&n.key)
+        .bind(to_i64("incident", n.incident)?)
+        .bind(&n.person)
+        .bind(n.role.as_deref())
+        .bind(&n.channel)
+        .bind(&n.reason)
+        .bind(&n.text)
+        .bind(q.at.0)
+        .bind(q.at.0)
+        .execute(&mut *conn)
+        .await?;
+        outcome.queued += done.rows_affected() as usize;
+    }
+    Ok(outcome)
+}
+
+fn encode<T: serde::Serialize + ?Sized>(what: &'static str, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|source| StoreError::Encode { what, source })
+}
+
+fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
+}
+
+fn to_u64(table: &'static str, column: &'static str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt {
+        table,
+        column,
+        detail: format!("negative value {v}"),
+    })
+}
+
+fn input_from_row(r: &SqliteRow) -> Result<StoredInput, StoreError> {
+    let seq = to_u64("inputs", "seq", r.try_get("seq")?)?;
+    let source: String = r.try_get("source")?;
+    let event: String = r.try_get("event")?;
+    let event: Event = serde_json::from_str(&event).map_err(|e| StoreError::Corrupt {
+        table: "inputs",
+        column: "event",
+        detail: format!("input {seq}: {e}"),
+    })?;
+    Ok(StoredInput {
+        seq,
+        at: Ts(r.try_get("at_ms")?),
+        source: decode(&SOURCES, Source::as_str, &source, "inputs", "source")?,
+        dedup_key: r.try_get("dedup_key")?,
+        event,
+    })
+}
+
+fn incident_from_row(r: &SqliteRow) -> Result<IncidentRow, StoreError> {
+    let state: String = r.try_get("state")?;
+    let merged_into = r
+        .try_get::<Option<i64>, _>("merged_into")?
+        .map(|v| to_u64("incidents", "merged_into", v))
+        .transpose()?;
+    let severity: String = r.try_get("severity")?;
+    let level: String = r.try_get("level")?;
+    let basis: String = r.try_get("expected_basis")?;
+    let services: String = r.try_get("services")?;
+    let services: Vec<String> =
+        serde_json::from_str(&services).map_err(|e| StoreError::Corrupt {
+            table: "incidents",
+            column: "services",
+            detail: e.to_string(),
+        })?;
+    Ok(IncidentRow {
+        id: to_u64("incidents", "id", r.try_get("id")?)?,
+        state: decode_state(&state, merged_into)?,
+        severity: decode(
+            &SEVERITIES,
+            Severity::as_str,
+            &severity,
+            "incidents",
+            "severity",
+        )?,
+        level: decode(&LEVELS, Level::as_str, &level, "incidents", "level")?,
+        root: r.try_get("root")?,
+        services,
+        opened_at: Ts(r.try_get("opened_at_ms")?),
+        acknowledged_at: ts_opt(r, "acknowledged_at_ms")?,
+        acknowledged_by: r.try_get("acknowledged_by")?,
+        expected_s: r.try_get("expected_s")?,
+        expected_end: Ts(r.try_get("expected_end_ms")?),
+        expected_basis: decode(&BASES, Basis::as_str, &basis, "incidents", "expected_basis")?,
+        resolved_at: ts_opt(r, "resolved_at_ms")?,
+        resolved_by: r.try_get("resolved_by")?,
+        fuel_out: ts_opt(r, "fuel_out_ms")?,
+    })
+}
+
+fn outbox_from_row(r: &SqliteRow) -> Result<OutboxRow, StoreError> {
+    let state: String = r.try_get("state")?;
+    let attempts: i64 = r.try_get("attempts")?;
+    Ok(OutboxRow {
+        key: r.try_get("key")?,
+        incident: to_u64("outbox", "incident", r.try_get("incident")?)?,
+        person: r.try_get("person")?,
+        role: r.try_get("role")?,
+        channel: r.try_get("channel")?,
+        reason: r.try_get("reason")?,
+        text: r.try_get("text")?,
+        created_at: Ts(r.try_get("created_at_ms")?),
+        state: decode(
+            &OUTBOX_STATES,
+            OutboxState::as_str,
+            &state,
+            "outbox",
+            "state",
+        )?,
+        attempts: u32::try_from(attempts).map_err(|_| StoreError::Corrupt {
+            table: "outbox",
+            column: "attempts",
+            detail: format!("{attempts} attempts"),
+        })?,
+        next_attempt: Ts(r.try_get("next_attempt_ms")?),
+        last_error: r.try_get("last_error")?,
+        sent_at: ts_opt(r, "sent_at_ms")?,
+    })
+}
+
+fn ts_opt(r: &SqliteRow, col: &str) -> Result<Option<Ts>, StoreError> {
+    Ok(r.try_get::<Option<i64>, _>(col)?.map(Ts))
+}

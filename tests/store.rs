@@ -1,0 +1,914 @@
+//! The SQLite store on real files: batches round-trip, duplicates are
+//! stored once, the outbox moves through its states, reopening keeps
+//! everything, the log replays to the same incidents, and a writer killed
+//! with SIGKILL mid-stream loses no commit it reported.
+//!
+//! The crash test runs this test binary again as the writer (see
+//! [`crash_child`]), so the child is real code in a separate process.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use beredskab::catalogue::Catalogue;
+use beredskab::config::{AlarmKind, load};
+use beredskab::engine::{
+    AlarmInput, AlarmSeverity, AlarmState, Basis, Effect, Engine, Event, IncidentState, Level,
+    Notification, ProbeResult, RejectReason, Severity, Source, TimelineEntry, Ts,
+};
+use beredskab::store::{
+    Batch, IncidentFilter, IncidentRow, InputOutcome, OutboxState, RAW_LIMIT, Rejection,
+    SqliteStore, Store, StoreError,
+};
+use sqlx::Connection;
+
+/// 2026-01-01T00:00:00Z, the tests' t = 0.
+const T0: Ts = Ts(1_767_225_600_000);
+
+/// The env var that turns this test binary into the crash test's writer.
+const CHILD_VAR: &str = "BEREDSKAB_STORE_CHILD";
+
+/// Inputs per commit in the crash test.
+const CRASH_BATCH: usize = 5;
+
+fn at(secs: i64) -> Ts {
+    Ts(T0.0 + secs * 1000)
+}
+
+/// A fresh directory for one test's database files.
+fn temp_db(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "store-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir.join("beredskab.db")
+}
+
+fn alarm(component: &str, state: AlarmState) -> Event {
+    Event::Alarm(AlarmInput {
+        component: component.to_owned(),
+        kind: AlarmKind::Server,
+        state,
+        severity: AlarmSeverity::Critical,
+        source: Source::Http,
+        message: Some("disk full".to_owned()),
+        key: None,
+    })
+}
+
+/// One event of every kind.
+fn every_kind_of_event() -> Vec<Event> {
+    vec![
+        Event::Mqtt {
+            topic: "raadhus/serverrum/brand".to_owned(),
+            payload: br#"{"state":"alarm","message":"r\u00f8g"}"#.to_vec(),
+        },
+        alarm("srv-web", AlarmState::Firing),
+        Event::Probe {
+            id: "generator".to_owned(),
+            result: ProbeResult {
+                status: Some(200),
+                body: Some(br#"{"running":true,"fuel_percent":41.5}"#.to_vec()),
+                error: None,
+            },
+        },
+        Event::Probe {
+            id: "core-switch".to_owned(),
+            result: ProbeResult {
+                status: None,
+                body: None,
+                error: Some("timed out".to_owned()),
+            },
+        },
+        Event::Ack {
+            incident: 1,
+            by: "p-drift".to_owned(),
+            note: Some("on it".to_owned()),
+        },
+        Event::Eta {
+            incident: 1,
+            expected: Duration::from_millis(3 * 3_600_000 + 1),
+            by: None,
+        },
+        Event::Note {
+            incident: 1,
+            by: "p-drift".to_owned(),
+            text: "vendor called".to_owned(),
+            decision: true,
+        },
+        Event::SetLevel {
+            incident: 1,
+            level: Level::Crisis,
+            by: "p-itchef".to_owned(),
+        },
+        Event::Resolve {
+            incident: 1,
+            by: "p-drift".to_owned(),
+            note: None,
+        },
+    ]
+}
+
+fn incident_row(id: u64, state: IncidentState, opened: Ts) -> IncidentRow {
+    IncidentRow {
+        id,
+        state,
+        severity: Severity::Major,
+        level: Level::Department,
+        root: format!("srv-{id}"),
+        services: vec!["mail".to_owned(), "web".to_owned()],
+        opened_at: opened,
+        acknowledged_at: (state == IncidentState::Acknowledged).then_some(opened.plus_secs(60)),
+        acknowledged_by: (state == IncidentState::Acknowledged).then(|| "p-drift".to_owned()),
+        expected_s: 3600,
+        expected_end: opened.plus_secs(3600),
+        expected_basis: Basis::Kind,
+        resolved_at: (state == IncidentState::Resolved).then_some(opened.plus_secs(1800)),
+        resolved_by: None,
+        fuel_out: None,
+    }
+}
+
+trait PlusSecs {
+    fn plus_secs(self, s: u64) -> Ts;
+}
+
+impl PlusSecs for Ts {
+    fn plus_secs(self, s: u64) -> Ts {
+        self.plus(Duration::from_secs(s))
+    }
+}
+
+fn entry(secs: i64, kind: &str, text: &str, by: Option<&str>) -> TimelineEntry {
+    TimelineEntry {
+        at: at(secs),
+        kind: kind.to_owned(),
+        text: text.to_owned(),
+        by: by.map(str::to_owned),
+    }
+}
+
+fn notification(key: &str, incident: u64) -> Notification {
+    Notification {
+        incident,
+        to: beredskab::catalogue::PersonId(0),
+        person: "p-drift".to_owned(),
+        role: Some("drift-leder".to_owned()),
+        channel: "sms".to_owned(),
+        reason: "open".to_owned(),
+        text: "Incident 1: web is down".to_owned(),
+        key: key.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_round_trips() {
+    let store = SqliteStore::open(temp_db("round-trip"))
+        .await
+        .expect("open");
+    let events = every_kind_of_event();
+
+    let mut batch = Batch::new();
+    for (i, e) in events.iter().enumerate() {
+        let key = (i % 2 == 0).then(|| format!("key-{i}"));
+        batch.input(at(i as i64), Source::Mqtt, key, e.clone());
+    }
+    // Ids 1..=6: odd ones resolved, 4 acknowledged, the rest open; 6 merged.
+    for id in 1..=5u64 {
+        let state = match id {
+            1 | 3 | 5 => IncidentState::Resolved,
+            4 => IncidentState::Acknowledged,
+            _ => IncidentState::Open,
+        };
+        batch.incident(incident_row(id, state, at(id as i64 * 100)));
+    }
+    batch.incident(incident_row(6, IncidentState::Merged(2), at(600)));
+    // The timeline before its incident in the batch: the foreign key is
+    // checked at commit.
+    batch.timeline(
+        2,
+        0,
+        vec![
+            entry(200, "opened", "srv-2 down", None),
+            entry(260, "ack", "acknowledged", Some("p-drift")),
+        ],
+    );
+    let outcome = store.commit(batch).await.expect("commit");
+    assert_eq!(outcome.inputs.len(), events.len());
+    assert!(outcome.inputs.iter().all(|o| o.is_new()));
+
+    // Inputs come back in order with identical events, times and keys.
+    let stored = store.inputs().await.expect("inputs");
+    assert_eq!(stored.len(), events.len());
+    for (i, (s, e)) in stored.iter().zip(&events).enumerate() {
+        assert_eq!(&s.event, e, "input {i}");
+        assert_eq!(s.at, at(i as i64));
+        assert_eq!(s.source, Source::Mqtt);
+        assert_eq!(s.dedup_key, (i % 2 == 0).then(|| format!("key-{i}")));
+    }
+    let seqs: Vec<u64> = stored.iter().map(|s| s.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq order: {seqs:?}");
+    let page = store.inputs_after(seqs[2], 3).await.expect("page");
+    assert_eq!(page.iter().map(|s| s.seq).collect::<Vec<_>>(), &seqs[3..6]);
+
+    // Incidents: newest first, filtered, limited, paged with `before`.
+    let ids = |rows: Vec<IncidentRow>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+    let list = |f, limit, before| store.incidents(f, limit, before);
+    assert_eq!(
+        ids(list(IncidentFilter::All, 100, None).await.expect("all")),
+        [6, 5, 4, 3, 2, 1]
+    );
+    assert_eq!(
+        ids(list(IncidentFilter::Open, 100, None).await.expect("open")),
+        [4, 2]
+    );
+    assert_eq!(
+        ids(list(IncidentFilter::Resolved, 100, None)
+            .await
+            .expect("resolved")),
+        [5, 3, 1]
+    );
+    assert_eq!(
+        ids(list(IncidentFilter::All, 2, None).await.expect("limit")),
+        [6, 5]
+    );
+    assert_eq!(
+        ids(list(IncidentFilter::All, 2, Some(5)).await.expect("before")),
+        [4, 3]
+    );
+    assert_eq!(
+        ids(list(IncidentFilter::Resolved, 10, Some(3))
+            .await
+            .expect("before")),
+        [1]
+    );
+    let all = list(IncidentFilter::All, 100, None).await.expect("all");
+    assert_eq!(all[0], incident_row(6, IncidentState::Merged(2), at(600)));
+    assert_eq!(
+        all[2],
+        incident_row(4, IncidentState::Acknowledged, at(400))
+    );
+
+    // The timeline in order; writing an overlapping range again appends
+    // only what is new.
+    let mut batch = Batch::new();
+    batch.timeline(
+        2,
+        1,
+        vec![
+            entry(260, "ack", "acknowledged", Some("p-drift")),
+            entry(300, "note", "vendor called", Some("p-drift")),
+        ],
+    );
+    batch.incident(incident_row(2, IncidentState::Acknowledged, at(200)));
+    store.commit(batch).await.expect("commit timeline");
+    let detail = store.incident(2).await.expect("read").expect("incident 2");
+    assert_eq!(detail.incident.state, IncidentState::Acknowledged);
+    assert_eq!(
+        detail.timeline,
+        [
+            entry(200, "opened", "srv-2 down", None),
+            entry(260, "ack", "acknowledged", Some("p-drift")),
+            entry(300, "note", "vendor called", Some("p-drift")),
+        ]
+    );
+    assert!(store.incident(99).await.expect("read").is_none());
+
+    // History: the resolved incidents' durations by root.
+    let history = store.history().await.expect("history");
+    assert_eq!(
+        history
+            .iter()
+            .map(|h| (h.incident, h.duration_s))
+            .collect::<Vec<_>>(),
+        [(1, 1800), (3, 1800), (5, 1800)]
+    );
+
+    // A timeline for an incident never stored fails the whole batch.
+    let mut batch = Batch::new();
+    batch.input(
+        at(99),
+        Source::Manual,
+        Some("lost?".to_owned()),
+        alarm("x", AlarmState::Firing),
+    );
+    batch.timeline(42, 0, vec![entry(1, "note", "orphan", None)]);
+    assert!(matches!(store.commit(batch).await, Err(StoreError::Db(_))));
+    assert_eq!(
+        store.inputs().await.expect("inputs").len(),
+        events.len(),
+        "rolled back"
+    );
+    // The writer is usable again after the failed commit.
+    let mut batch = Batch::new();
+    batch.input(
+        at(99),
+        Source::Manual,
+        Some("lost?".to_owned()),
+        alarm("x", AlarmState::Firing),
+    );
+    assert!(
+        store
+            .commit(batch)
+            .await
+            .expect("commit after failure")
+            .inputs[0]
+            .is_new()
+    );
+}
+
+#[tokio::test]
+async fn rejected_input_is_kept_truncated() {
+    let store = SqliteStore::open(temp_db("rejected")).await.expect("open");
+    let big = vec![b'x'; RAW_LIMIT * 3];
+    let mut batch = Batch::new();
+    batch.rejected(Rejection {
+        at: at(1),
+        source: Source::Mqtt,
+        reason: RejectReason::Oversized,
+        detail: "payload of 12288 bytes".to_owned(),
+        raw: big.clone(),
+        dedup_key: Some("mqtt:pkt-1".to_owned()),
+    });
+    batch.rejected(Rejection {
+        at: at(2),
+        source: Source::Http,
+        reason: RejectReason::BadPayload,
+        detail: "expected value at line 1 column 1".to_owned(),
+        raw: b"{nope".to_vec(),
+        dedup_key: None,
+    });
+    store.commit(batch.clone()).await.expect("commit");
+    // Redelivered: the keyed one is not kept twice, the unkeyed one is.
+    store.commit(batch).await.expect("commit again");
+    let rows = store.rejected(10, None).await.expect("rejected");
+    assert_eq!(rows.len(), 3);
+    let oversized: Vec<_> = rows
+        .iter()
+        .filter(|r| r.reason == RejectReason::Oversized)
+        .collect();
+    assert_eq!(oversized.len(), 1);
+    assert_eq!(oversized[0].raw, &big[..RAW_LIMIT]);
+    assert_eq!(oversized[0].raw_len, big.len() as u64);
+    assert_eq!(rows[0].raw, b"{nope");
+    assert_eq!(rows[0].source, Source::Http);
+    let older = store.rejected(10, Some(rows[0].id)).await.expect("page");
+    assert_eq!(older.len(), 2);
+}
+
+#[tokio::test]
+async fn a_dedup_key_is_stored_once() {
+    let store = SqliteStore::open(temp_db("dedup")).await.expect("open");
+    let key = || Some("mqtt:raadhus/serverrum/brand:firing:42".to_owned());
+    let fire = alarm("serverrum", AlarmState::Firing);
+
+    // Twice in one batch, with an unkeyed input between.
+    let mut batch = Batch::new();
+    batch.input(at(0), Source::Mqtt, key(), fire.clone());
+    batch.input(at(0), Source::Probe, None, alarm("a", AlarmState::Firing));
+    batch.input(at(1), Source::Mqtt, key(), fire.clone());
+    batch.input(at(1), Source::Probe, None, alarm("a", AlarmState::Firing));
+    let outcome = store.commit(batch).await.expect("commit");
+    let InputOutcome::New { seq } = outcome.inputs[0] else {
+        panic!("first is new: {outcome:?}");
+    };
+    assert!(outcome.inputs[1].is_new());
+    assert_eq!(outcome.inputs[2], InputOutcome::Duplicate { seq });
+    assert!(
+        outcome.inputs[3].is_new(),
+        "inputs without a key are never duplicates"
+    );
+
+    // Again in a later batch.
+    let mut batch = Batch::new();
+    batch.input(at(5), Source::Mqtt, key(), fire.clone());
+    let outcome = store.commit(batch).await.expect("commit");
+    assert_eq!(outcome.inputs, [InputOutcome::Duplicate { seq }]);
+
+    let stored = store.inputs().await.expect("inputs");
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored.iter().filter(|s| s.dedup_key == key()).count(), 1);
+    assert_eq!(stored[0].at, at(0), "the first copy is kept");
+}
+
+#[tokio::test]
+async fn the_outbox_queues_once_and_tracks_delivery() {
+    let store = SqliteStore::open(temp_db("outbox")).await.expect("open");
+    let mut batch = Batch::new();
+    batch.notification(at(10), notification("1/open/0/p-drift/sms", 1));
+    batch.notification(at(10), notification("1/open/0/p-drift/sms", 1));
+    batch.notification(at(10), notification("1/open/0/p-support/sms", 1));
+    assert_eq!(store.commit(batch).await.expect("commit").queued, 2);
+    // A replay after a crash queues the same notification again: ignored.
+    let mut batch = Batch::new();
+    batch.notification(at(99), notification("1/open/0/p-drift/sms", 1));
+    assert_eq!(store.commit(batch).await.expect("commit").queued, 0);
+
+    assert!(
+        store
+            .due_notifications(at(9), 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(store.next_due().await.expect("next"), Some(at(10)));
+    let due = store.due_notifications(at(10), 10).await.expect("due");
+    assert_eq!(due.len(), 2);
+    let first = &due[0];
+    assert_eq!(first.key, "1/open/0/p-drift/sms");
+    assert_eq!(first.created_at, at(10), "the first copy is kept");
+    assert_eq!(
+        (first.person.as_str(), first.role.as_deref()),
+        ("p-drift", Some("drift-leder"))
+    );
+    assert_eq!(
+        (first.channel.as_str(), first.reason.as_str()),
+        ("sms", "open")
+    );
+    assert_eq!(first.text, "Incident 1: web is down");
+    assert_eq!((first.state, first.attempts), (OutboxState::Pending, 0));
+    assert_eq!(
+        store.due_notifications(at(10), 1).await.expect("due").len(),
+        1,
+        "limit"
+    );
+
+    // A failure with a retry time: due again only then.
+    store
+        .mark_failed(&first.key, "gateway said 503", Some(at(70)))
+        .await
+        .expect("failed");
+    let due = store.due_notifications(at(60), 10).await.expect("due");
+    assert_eq!(
+        due.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(),
+        ["1/open/0/p-support/sms"]
+    );
+    let due = store.due_notifications(at(70), 10).await.expect("due");
+    assert_eq!(due.len(), 2);
+    let retried = due.iter().find(|d| d.key == first.key).expect("retried");
+    assert_eq!(retried.attempts, 1);
+    assert_eq!(retried.last_error.as_deref(), Some("gateway said 503"));
+
+    // Sent: never due again, and a late failure report does not undo it.
+    store.mark_sent(&first.key, at(71)).await.expect("sent");
+    store
+        .mark_sent(&first.key, at(75))
+        .await
+        .expect("sent twice is harmless");
+    store
+        .mark_failed(&first.key, "late", Some(at(80)))
+        .await
+        .expect("late failure");
+    // Given up: failed, never due again.
+    store
+        .mark_failed("1/open/0/p-support/sms", "no route", None)
+        .await
+        .expect("give up");
+    assert!(
+        store
+            .due_notifications(at(1_000_000), 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(store.next_due().await.expect("next"), None);
+
+    let all = store.notifications(1).await.expect("notifications");
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (all[0].state, all[0].attempts, all[0].sent_at),
+        (OutboxState::Sent, 2, Some(at(71)))
+    );
+    assert_eq!((all[1].state, all[1].attempts), (OutboxState::Failed, 1));
+    assert_eq!(all[1].last_error.as_deref(), Some("no route"));
+
+    assert!(matches!(
+        store.mark_sent("nope", at(1)).await,
+        Err(StoreError::UnknownNotification(k)) if k == "nope"
+    ));
+    assert!(matches!(
+        store.mark_failed("nope", "x", None).await,
+        Err(StoreError::UnknownNotification(_))
+    ));
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything() {
+    let path = temp_db("reopen");
+    let store = SqliteStore::open(&path).await.expect("open");
+    assert_eq!(
+        store.schema_version().await.expect("version"),
+        SqliteStore::latest_schema_version()
+    );
+    let mut batch = Batch::new();
+    for (i, e) in every_kind_of_event().into_iter().enumerate() {
+        batch.input(at(i as i64), Source::Http, Some(format!("k{i}")), e);
+    }
+    batch.incident(incident_row(1, IncidentState::Open, at(0)));
+    batch.timeline(1, 0, vec![entry(0, "opened", "srv-1 down", None)]);
+    batch.notification(at(0), notification("n1", 1));
+    store.commit(batch).await.expect("commit");
+    let inputs = store.inputs().await.expect("inputs");
+    let incident = store.incident(1).await.expect("read");
+    store.close().await;
+
+    // Twice, so the migrations run on a migrated file again.
+    for _ in 0..2 {
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        assert_eq!(
+            store.schema_version().await.expect("version"),
+            SqliteStore::latest_schema_version()
+        );
+        assert_eq!(store.inputs().await.expect("inputs"), inputs);
+        assert_eq!(store.incident(1).await.expect("read"), incident);
+        assert_eq!(
+            store.due_notifications(at(0), 10).await.expect("due").len(),
+            1
+        );
+        store.integrity_check().await.expect("integrity");
+        // A key from before the reopen is still a duplicate.
+        let mut batch = Batch::new();
+        batch.input(
+            at(50),
+            Source::Http,
+            Some("k0".to_owned()),
+            alarm("x", AlarmState::Cleared),
+        );
+        let outcome = store.commit(batch).await.expect("commit");
+        assert_eq!(
+            outcome.inputs,
+            [InputOutcome::Duplicate { seq: inputs[0].seq }]
+        );
+        store.close().await;
+    }
+
+    // A file from a newer build is refused, not silently used.
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("raw connection");
+    sqlx::query("PRAGMA user_version = 99")
+        .execute(&mut conn)
+        .await
+        .expect("set version");
+    conn.close().await.expect("close");
+    assert!(matches!(
+        SqliteStore::open(&path).await,
+        Err(StoreError::NewerSchema { found: 99, .. })
+    ));
+}
+
+/// Runs the engine over `events`, ticking at each wakeup first, and calls
+/// `effects` with each instant's effects.
+fn drive(
+    engine: &mut Engine,
+    events: &[(Ts, Event)],
+    mut effects: impl FnMut(&Engine, Ts, Option<&(Ts, Event)>, Vec<Effect>),
+) {
+    for ev in events {
+        while let Some(w) = engine.next_wakeup().filter(|&w| w <= ev.0) {
+            let fx = engine.tick(w);
+            effects(engine, w, None, fx);
+        }
+        let fx = engine.handle(ev.0, ev.1.clone()).unwrap_or_default();
+        effects(engine, ev.0, Some(ev), fx);
+    }
+}
+
+#[tokio::test]
+async fn the_log_replays_to_the_same_incidents() {
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/plan.toml");
+    let config = load(&plan).expect("plan loads").config;
+    let cat = Arc::new(Catalogue::build(&config).expect("catalogue"));
+    let events = vec![
+        (at(0), alarm("srv-web", AlarmState::Firing)),
+        (
+            at(5),
+            Event::Mqtt {
+                topic: "no/such/topic".to_owned(),
+                payload: b"ALARM".to_vec(),
+            },
+        ),
+        (at(30), alarm("srv-mail", AlarmState::Firing)),
+        (at(60), alarm("vm-vaert", AlarmState::Firing)),
+        (
+            at(700),
+            Event::Ack {
+                incident: 1,
+                by: "p-drift".to_owned(),
+                note: None,
+            },
+        ),
+        (
+            at(900),
+            Event::Eta {
+                incident: 1,
+                expected: Duration::from_secs(7200),
+                by: None,
+            },
+        ),
+        (
+            at(1000),
+            Event::Ack {
+                incident: 77,
+                by: "p-drift".to_owned(),
+                note: None,
+            },
+        ),
+        (at(4000), alarm("vm-vaert", AlarmState::Cleared)),
+        (at(4000), alarm("srv-web", AlarmState::Cleared)),
+        (at(4001), alarm("srv-mail", AlarmState::Cleared)),
+    ];
+
+    // The daemon's way: each input with the effects it caused, one commit.
+    let store = SqliteStore::open(temp_db("replay")).await.expect("open");
+    let mut engine = Engine::new(cat.clone());
+    let mut batches = Vec::new();
+    let mut stored_len: HashMap<u64, usize> = HashMap::new();
+    drive(&mut engine, &events, |engine, now, input, fx| {
+        let mut batch = Batch::new();
+        if let Some((t, e)) = input {
+            batch.input(*t, Source::Http, None, e.clone());
+        }
+        for f in fx {
+            match f {
+                Effect::Notification(n) => batch.notification(now, n),
+                Effect::Rejected {
+                    source,
+                    reason,
+                    detail,
+                } => batch.rejected(Rejection {
+                    at: now,
+                    source,
+                    reason,
+                    detail,
+                    raw: Vec::new(),
+                    dedup_key: None,
+                }),
+                _ => {}
+            }
+        }
+        for inc in engine.incidents() {
+            let from = stored_len.get(&inc.id).copied().unwrap_or(0);
+            batch.incident(IncidentRow::from_incident(inc, &cat));
+            batch.timeline(inc.id, from, inc.timeline[from..].to_vec());
+            stored_len.insert(inc.id, inc.timeline.len());
+        }
+        batches.push(batch);
+    });
+    for b in batches {
+        store.commit(b).await.expect("commit");
+    }
+    let outbox: usize = store.notifications(1).await.expect("outbox").len();
+    assert!(outbox > 0, "incident 1 notified someone");
+    assert!(!store.rejected(10, None).await.expect("rejected").is_empty());
+
+    // After a crash: replay the log through a fresh engine.
+    let replayed: Vec<(Ts, Event)> = store
+        .inputs()
+        .await
+        .expect("inputs")
+        .into_iter()
+        .map(|s| (s.at, s.event))
+        .collect();
+    assert_eq!(replayed, events);
+    let mut fresh = Engine::new(cat.clone());
+    let mut keys = HashSet::new();
+    drive(&mut fresh, &replayed, |_, _, _, fx| {
+        keys.extend(fx.into_iter().filter_map(|f| match f {
+            Effect::Notification(n) => Some(n.key),
+            _ => None,
+        }));
+    });
+    let stored_rows = store
+        .incidents(IncidentFilter::All, 100, None)
+        .await
+        .expect("incidents");
+    assert!(!stored_rows.is_empty());
+    for row in &stored_rows {
+        let inc = fresh.incident(row.id).expect("replayed incident");
+        assert_eq!(&IncidentRow::from_incident(inc, &cat), row);
+        let detail = store.incident(row.id).await.expect("read").expect("stored");
+        assert_eq!(detail.timeline, inc.timeline, "incident {}", row.id);
+    }
+    assert_eq!(
+        stored_rows.iter().find(|r| r.id == 1).map(|r| r.state),
+        Some(IncidentState::Resolved)
+    );
+    // The replay decides exactly the notifications already queued.
+    let queued: HashSet<String> = store
+        .notifications(1)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|n| n.key)
+        .collect();
+    let replayed_1: HashSet<String> = keys.into_iter().filter(|k| queued.contains(k)).collect();
+    assert_eq!(replayed_1, queued);
+}
+
+/// The crash test's writer: commits batches of keyed inputs as fast as it
+/// can and prints `committed KEY` for each only after its commit returned.
+/// A plain `#[test]` that does nothing unless the parent set [`CHILD_VAR`].
+#[test]
+fn crash_child() {
+    let Some(path) = std::env::var_os(CHILD_VAR) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let store = SqliteStore::open(PathBuf::from(path))
+            .await
+            .expect("child open");
+        // Resume after what a previous child stored.
+        let mut n = store.inputs().await.expect("child inputs").len();
+        let started = Instant::now();
+        let mut out = std::io::stdout().lock();
+        // Bounded, in case the parent dies without killing us.
+        while started.elapsed() < Duration::from_secs(60) {
+            let mut batch = Batch::new();
+            let keys: Vec<String> = (n..n + CRASH_BATCH).map(|i| format!("k{i}")).collect();
+            for k in &keys {
+                batch.input(
+                    at(n as i64),
+                    Source::Mqtt,
+                    Some(k.clone()),
+                    alarm(k, AlarmState::Firing),
+                );
+            }
+            let id = (n / CRASH_BATCH) as u64 + 1;
+            batch.incident(incident_row(id, IncidentState::Open, at(n as i64)));
+            batch.timeline(id, 0, vec![entry(n as i64, "opened", &keys[0], None)]);
+            batch.notification(at(n as i64), notification(&format!("n{id}"), id));
+            let outcome = store.commit(batch).await.expect("child commit");
+            assert!(
+                outcome.inputs.iter().all(|o| o.is_new()),
+                "fresh keys are new"
+            );
+            for k in &keys {
+                writeln!(out, "committed {k}").expect("child stdout");
+            }
+            out.flush().expect("child stdout");
+            n += CRASH_BATCH;
+        }
+    });
+}
+
+/// Starts a writer child, reads what it reports committed, and kills it
+/// with SIGKILL after `commits` commits. Returns the keys it reported.
+fn run_and_kill_child(path: &Path, commits: usize) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "crash_child",
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(CHILD_VAR, path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut reported = Vec::new();
+    while reported.len() < commits * CRASH_BATCH {
+        let line = lines
+            .next()
+            .expect("the child stopped before it was killed")
+            .expect("read child");
+        if let Some(k) = line.strip_prefix("committed ") {
+            reported.push(k.to_owned());
+        }
+    }
+    // Right after reading a line the child is inside its next commit.
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait child");
+    assert!(!status.success(), "killed, not finished: {status}");
+    // Lines written before the kill are still in the pipe.
+    for line in lines {
+        if let Some(k) = line.expect("read child").strip_prefix("committed ") {
+            reported.push(k.to_owned());
+        }
+    }
+    reported
+}
+
+#[tokio::test]
+async fn a_writer_killed_mid_stream_loses_no_reported_commit() {
+    let path = temp_db("crash");
+    let mut reported_all: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let commits = fastrand::usize(200..=500);
+        let reported = run_and_kill_child(&path, commits);
+        reported_all.extend(reported);
+
+        let store = SqliteStore::open(&path).await.expect("reopen after kill");
+        store.integrity_check().await.expect("integrity after kill");
+        let stored = store.inputs().await.expect("inputs");
+        let keys: Vec<&str> = stored
+            .iter()
+            .filter_map(|s| s.dedup_key.as_deref())
+            .collect();
+        // Commits are whole and in order: the stored keys are k0, k1, …
+        // with no gap, no repeat, and a whole number of batches.
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(*k, format!("k{i}"), "round {round}: key {i}");
+        }
+        assert_eq!(
+            keys.len() % CRASH_BATCH,
+            0,
+            "round {round}: a partial batch was stored"
+        );
+        // Everything reported is there, exactly once; at most the batch in
+        // flight at the kill is stored without having been reported.
+        let stored_set: HashSet<&str> = keys.iter().copied().collect();
+        assert_eq!(stored_set.len(), keys.len());
+        for k in &reported_all {
+            assert!(
+                stored_set.contains(k.as_str()),
+                "round {round}: reported {k} is lost"
+            );
+        }
+        let unreported = keys.len() - reported_all.len();
+        assert!(
+            unreported <= CRASH_BATCH,
+            "round {round}: {unreported} unreported"
+        );
+        // The projections of each whole batch are there too.
+        let incidents = store
+            .incidents(IncidentFilter::All, 100_000, None)
+            .await
+            .expect("incidents");
+        assert_eq!(incidents.len(), keys.len() / CRASH_BATCH);
+        eprintln!(
+            "crash round {round}: killed after {} reported keys, {} stored",
+            reported_all.len(),
+            keys.len()
+        );
+        // Reported keys redelivered after the restart are duplicates.
+        let mut batch = Batch::new();
+        for k in reported_all.iter().take(50) {
+            batch.input(
+                at(0),
+                Source::Mqtt,
+                Some(k.clone()),
+                alarm(k, AlarmState::Firing),
+            );
+        }
+        let outcome = store.commit(batch).await.expect("redelivery");
+        assert!(outcome.inputs.iter().all(|o| !o.is_new()));
+        store.close().await;
+        // The next child resumes after what is stored, unreported keys too.
+        reported_all = keys.iter().map(|k| k.to_string()).collect();
+    }
+}
+
+/// Not a gate: prints inputs per second for commits of 1 and 100 inputs
+/// (run with `--nocapture` to see it).
+#[tokio::test]
+async fn throughput_of_batched_commits() {
+    let store = SqliteStore::open(temp_db("throughput"))
+        .await
+        .expect("open");
+    let event = Event::Mqtt {
+        topic: "servere/srv-web/alarm".to_owned(),
+        payload: br#"{"state":"alarm","key":"disk"}"#.to_vec(),
+    };
+    let mut n = 0usize;
+    for (size, commits) in [(1usize, 300usize), (100, 50)] {
+        let started = Instant::now();
+        for _ in 0..commits {
+            let mut batch = Batch::new();
+            for _ in 0..size {
+                batch.input(
+                    at(n as i64),
+                    Source::Mqtt,
+                    Some(format!("t{n}")),
+                    event.clone(),
+                );
+                n += 1;
+            }
+            store.commit(batch).await.expect("commit");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "store throughput: batch {size:>3}: {:>8.0} inputs/s ({:.2} ms per commit)",
+            (size * commits) as f64 / secs,
+            secs * 1000.0 / commits as f64
+        );
+    }
+    assert_eq!(store.inputs().await.expect("inputs").len(), n);
+}
