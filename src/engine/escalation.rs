@@ -575,8 +575,8 @@ impl Engine {
                     }
                 }
             }
-            self.evaluate_steps(now, id, out);
         }
+        // Time-based steps, and `expected >` after an extension.
         self.evaluate_steps(now, id, out);
         self.run_chains(now, id, out);
         let due: Vec<PolicyId> = self.incidents[idx]

@@ -762,10 +762,7 @@ impl Engine {
             );
             self.incidents[id as usize - 1].log(now, "alarm", what, None);
         }
-        let own = self.own_health(node);
-        if own != self.own[node.0 as usize] {
-            self.own[node.0 as usize] = own;
-        }
+        self.own[node.0 as usize] = self.own_health(node);
         // Even when the health is unchanged, a new firing alarm on a node
         // with no open incident (say after a manual resolve) opens one.
         self.health_changed(now, &[node], out);
