@@ -299,7 +299,18 @@ impl Engine {
             _ => TextKind::Alert,
         };
         let text = self.text(now, id, kind);
-        let sent = self.send(now, id, &recipients, &step.via, &step.on_text, &text, out);
+        // One notification per (person, channel, reason) for the whole
+        // incident: several policies can have an `open` step, and a policy
+        // that joins later must not repeat what another already said.
+        let mut sent = Vec::new();
+        for &(p, role) in &recipients {
+            for &c in &step.via {
+                let key = (p, self.effective_channel(c), step.on_text.clone());
+                if self.incidents[id as usize - 1].step_sent.insert(key) {
+                    sent.extend(self.send(now, id, &[(p, role)], &[c], &step.on_text, &text, out));
+                }
+            }
+        }
         let inc = &mut self.incidents[id as usize - 1];
         inc.log(
             now,

@@ -158,6 +158,9 @@ pub struct Incident {
     pub(super) wake: Option<Ts>,
     /// Counts notification batches, for idempotency keys.
     pub(super) batches: u32,
+    /// (person, channel, reason) already sent by a step: a later policy's
+    /// step with the same `on` text does not tell them again.
+    pub(super) step_sent: HashSet<(PersonId, ChannelId, String)>,
 }
 
 impl Incident {
@@ -295,6 +298,7 @@ impl Engine {
             reported: None,
             wake: None,
             batches: 0,
+            step_sent: HashSet::new(),
         });
         self.root_of_incident.insert(root, id);
         self.dirty.insert(id);

@@ -765,3 +765,40 @@ fn a_manually_resolved_incident_stays_closed_until_a_new_alarm_transition() {
     e.handle(at(80), other).unwrap();
     assert_eq!(e.incidents().len(), 2, "a new alarm opens a new incident");
 }
+
+#[test]
+fn a_policy_that_joins_later_does_not_repeat_a_step_reason_already_sent() {
+    // Found by fuzzing: a fire warning on the website (policy `lav`) tells
+    // Drift at once; a second later the server room burns and the services
+    // of `standard` and `livskritisk` join, whose `open` steps also name
+    // Drift by SMS. Drift gets the severity rise, not a second "open".
+    let example = include_str!("../../deploy/example/beredskab.toml");
+    let loaded = load_str("beredskab.toml", example).expect("example is valid");
+    let mut e = Engine::new(Arc::new(Catalogue::build(&loaded.config).unwrap()));
+    let mut warn = alarm("hjemmeside", AlarmKind::Fire, AlarmState::Firing);
+    if let Event::Alarm(a) = &mut warn {
+        a.severity = AlarmSeverity::Warning;
+    }
+    let mut all = e.handle(at(0), warn).unwrap();
+    all.extend(
+        e.handle(
+            at(1),
+            Event::Mqtt {
+                topic: "raadhus/serverrum/serverrum/brand".into(),
+                payload: b"ALARM".to_vec(),
+            },
+        )
+        .unwrap(),
+    );
+    let to_drift: Vec<_> = notes(&all)
+        .into_iter()
+        .filter(|n| n.0 == "p-drift" && n.1 == "sms")
+        .map(|n| n.2)
+        .collect();
+    assert_eq!(
+        to_drift.iter().filter(|r| *r == "open").count(),
+        1,
+        "{to_drift:?}"
+    );
+    assert!(to_drift.contains(&"severity".to_owned()), "{to_drift:?}");
+}
