@@ -5,7 +5,7 @@
 //! - [`catalogue`] resolves it into a graph of components and services;
 //! - [`engine`] is the pure core: alarms in, incidents, estimates and
 //!   notifications out, with the time passed in;
-//! - [`collect`] brings alarms in from the outside (MQTT so far);
+//! - [`collect`] brings alarms in from the outside (MQTT, HTTP probes);
 //! - [`store`] keeps inputs, incidents and the outbox durably;
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
 //! - [`plan`] renders the config as the preparedness plan people read.

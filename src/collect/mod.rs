@@ -1,3 +1,4 @@
-//! The ways alarms come in.
+//! The ways alarms come in: MQTT subscriptions and HTTP probes.
 
 pub mod mqtt;
+pub mod probe;

@@ -1,0 +1,498 @@
+//! The HTTP probe collector: every `[[probe]]` GETs its URL on a fixed
+//! timetable and hands each outcome to the daemon as a [`ProbeReport`].
+//!
+//! Talks to the probed endpoints (reqwest over HTTP/1.1, or TLS with rustls
+//! and ring) and to the daemon (a bounded channel). It only fetches: status
+//! codes, JSON checks and generator readings are judged by the engine
+//! (`engine::intake::classify`), so `drill` and the daemon agree.
+//!
+//! Why it is built this way:
+//! - one task per probe, each sleeping on tokio's timer until its next
+//!   deadline: a hanging endpoint delays only its own probe, and thousands of
+//!   idle probes cost a timer entry each, no thread and no polling;
+//! - one shared client, so connections to the same host are reused;
+//! - deadline k is `start + phase + k × every`, with a random phase in
+//!   `[0, every)` per probe so that probes of equal interval spread out
+//!   instead of firing together; a request that outlasts its interval skips
+//!   the deadlines it overran instead of starting late or piling up;
+//! - `timeout` bounds the whole request, body included, and the body is read
+//!   up to [`MAX_BODY`] only.
+
+use std::error::Error as _;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use reqwest::{Client, Url};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+
+use crate::config::ProbeConfig;
+use crate::engine::ProbeResult;
+
+/// The most of a response body a probe reads; a longer body is an error.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Sent with every request, so that endpoint logs show who asks.
+const USER_AGENT: &str = concat!("beredskab/", env!("CARGO_PKG_VERSION"));
+
+/// Why a collector cannot be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("probe {id:?}: url {url:?} is not an http:// or https:// url{detail}")]
+    Url {
+        id: String,
+        url: String,
+        detail: String,
+    },
+    #[error("probe {id:?}: {what} must be more than zero")]
+    Zero { id: String, what: &'static str },
+    #[error("http client: {0}")]
+    Client(String),
+}
+
+/// One probe request's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeReport {
+    /// The probe's id, as in `[[probe]] id`.
+    pub id: String,
+    pub result: ProbeResult,
+    /// From the start of the request to its result (the response read, or
+    /// the error).
+    pub elapsed: Duration,
+}
+
+/// One probe, checked and ready to run.
+#[derive(Debug)]
+struct Probe {
+    id: String,
+    url: Url,
+    every: Duration,
+    timeout: Duration,
+}
+
+/// The collector, configured and not yet running.
+pub struct ProbeCollector {
+    client: Client,
+    probes: Vec<Probe>,
+}
+
+impl fmt::Debug for ProbeCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeCollector")
+            .field("probes", &self.probes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProbeCollector {
+    /// Builds the collector from the `[[probe]]` sections: refuses a URL
+    /// that is not http(s) with a host, and a zero `every` or `timeout`.
+    pub fn new(probes: &[ProbeConfig]) -> Result<ProbeCollector, ProbeError> {
+        let probes = probes
+            .iter()
+            .map(Probe::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Other TLS users in the process find the same provider; a second
+        // install fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::builder()
+            .user_agent(USER_AGENT)
+            // Probes watch the local infrastructure, which must be checked
+            // directly: a proxy from the environment would probe the proxy.
+            .no_proxy()
+            .build()
+            .map_err(|e| ProbeError::Client(error_chain(&e)))?;
+        Ok(ProbeCollector { client, probes })
+    }
+
+    /// Runs every probe until `shutdown` is cancelled or the receiver is
+    /// dropped, and returns once every probe has stopped.
+    ///
+    /// Reports are sent with `send().await`: a daemon that falls behind
+    /// holds each probe at its send, so the probe skips the deadlines it
+    /// missed instead of losing results or piling them up. Memory stays
+    /// bounded by one report per probe, the same bound as one request in
+    /// flight per probe.
+    pub async fn run(self, tx: mpsc::Sender<ProbeReport>, shutdown: CancellationToken) {
+        let stop = shutdown.child_token();
+        let tracker = TaskTracker::new();
+        let start = Instant::now();
+        info!(probes = self.probes.len(), "probe collector started");
+        for probe in self.probes {
+            let schedule = Schedule::jittered(start, probe.every);
+            tracker.spawn(run_probe(
+                probe,
+                schedule,
+                self.client.clone(),
+                tx.clone(),
+                stop.clone(),
+            ));
+        }
+        tracker.close();
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tx.closed() => debug!("probe reports have no receiver: stopping"),
+        }
+        drop(tx);
+        stop.cancel();
+        tracker.wait().await;
+        info!("probe collector stopped");
+    }
+}
+
+impl Probe {
+    fn new(config: &ProbeConfig) -> Result<Probe, ProbeError> {
+        let bad = |detail: String| ProbeError::Url {
+            id: config.id.clone(),
+            url: config.url.clone(),
+            detail,
+        };
+        let url = Url::parse(&config.url).map_err(|e| bad(format!(": {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+            return Err(bad(String::new()));
+        }
+        let zero = |what| ProbeError::Zero {
+            id: config.id.clone(),
+            what,
+        };
+        if config.every.is_zero() {
+            return Err(zero("every"));
+        }
+        if config.timeout.is_zero() {
+            return Err(zero("timeout"));
+        }
+        Ok(Probe {
+            id: config.id.clone(),
+            url,
+            every: config.every,
+            timeout: config.timeout,
+        })
+    }
+}
+
+/// A probe's fixed timetable: deadline k is `first + k × every`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Schedule {
+    first: Instant,
+    every: Duration,
+}
+
+impl Schedule {
+    /// Starts at a random phase in `[0, every)` after `start`.
+    fn jittered(start: Instant, every: Duration) -> Schedule {
+        Schedule {
+            first: start + random_below(every),
+            every,
+        }
+    }
+
+    /// The deadline after `due` to run at when it is `now`: the next one if
+    /// it has not passed, else the first that has not, so that an overrun
+    /// skips deadlines and never starts late.
+    fn next(&self, due: Instant, now: Instant) -> Instant {
+        let after_due = due + self.every;
+        if now <= after_due {
+            return after_due;
+        }
+        let every = self.every.as_nanos();
+        let k = now.duration_since(self.first).as_nanos().div_ceil(every);
+        let offset = u64::try_from(k.saturating_mul(every)).unwrap_or(u64::MAX);
+        self.first + Duration::from_nanos(offset)
+    }
+}
+
+/// A random duration in `[0, bound)`; `bound` is not zero.
+fn random_below(bound: Duration) -> Duration {
+    let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(0..nanos.max(1)))
+}
+
+/// One probe's loop: sleep until the deadline, fetch, report, repeat.
+async fn run_probe(
+    probe: Probe,
+    schedule: Schedule,
+    client: Client,
+    tx: mpsc::Sender<ProbeReport>,
+    stop: CancellationToken,
+) {
+    let mut due = schedule.first;
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep_until(due) => {}
+        }
+        let started = Instant::now();
+        let result = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            result = fetch(&client, &probe) => result,
+        };
+        let elapsed = started.elapsed();
+        match (&result.error, result.status) {
+            (Some(error), _) => {
+                debug!(probe = %probe.id, error = %error, elapsed_ms = elapsed.as_millis(), "probe failed")
+            }
+            (None, status) => {
+                debug!(probe = %probe.id, status = ?status, elapsed_ms = elapsed.as_millis(), "probe answered")
+            }
+        }
+        let report = ProbeReport {
+            id: probe.id.clone(),
+            result,
+            elapsed,
+        };
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            sent = tx.send(report) => if sent.is_err() { break },
+        }
+        let now = Instant::now();
+        let next = schedule.next(due, now);
+        if next > due + schedule.every {
+            let skipped = (next - due).as_nanos() / schedule.every.as_nanos() - 1;
+            debug!(probe = %probe.id, skipped, "probe overran its interval: deadlines skipped");
+        }
+        due = next;
+    }
+}
+
+/// GETs the probe's URL within its timeout and reads the body up to
+/// [`MAX_BODY`].
+async fn fetch(client: &Client, probe: &Probe) -> ProbeResult {
+    match tokio::time::timeout(probe.timeout, fetch_unbounded(client, &probe.url)).await {
+        Ok(result) => result,
+        Err(_) => failed(
+            None,
+            format!(
+                "timed out after {}",
+                humantime::format_duration(probe.timeout)
+            ),
+        ),
+    }
+}
+
+async fn fetch_unbounded(client: &Client, url: &Url) -> ProbeResult {
+    let mut response = match client.get(url.clone()).send().await {
+        Ok(response) => response,
+        Err(e) => return failed(None, transport_error(&e)),
+    };
+    let status = Some(response.status().as_u16());
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
+        return failed(status, body_too_long());
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return failed(status, body_too_long());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return failed(status, format!("reading body: {}", transport_error(&e))),
+        }
+    }
+    ProbeResult {
+        status,
+        body: Some(body),
+        error: None,
+    }
+}
+
+fn failed(status: Option<u16>, error: String) -> ProbeResult {
+    ProbeResult {
+        status,
+        body: None,
+        error: Some(error),
+    }
+}
+
+fn body_too_long() -> String {
+    format!("body over {}", byte_size(MAX_BODY))
+}
+
+/// `1 MiB`, `64 KiB` or `100 bytes`.
+fn byte_size(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// A short text for a failed request: `connection refused`, `connect: …`,
+/// without reqwest's wrapping (which also repeats the URL, and so any
+/// credentials in it).
+fn transport_error(e: &reqwest::Error) -> String {
+    if let Some(io) = innermost::<io::Error>(e) {
+        let known = match io.kind() {
+            io::ErrorKind::ConnectionRefused => Some("connection refused"),
+            io::ErrorKind::ConnectionReset => Some("connection reset"),
+            io::ErrorKind::ConnectionAborted => Some("connection aborted"),
+            io::ErrorKind::HostUnreachable => Some("host unreachable"),
+            io::ErrorKind::NetworkUnreachable => Some("network unreachable"),
+            io::ErrorKind::UnexpectedEof => Some("connection closed"),
+            _ => None,
+        };
+        if let Some(text) = known {
+            return text.to_owned();
+        }
+    }
+    let cause = root_cause(e);
+    if e.is_redirect() {
+        format!("redirect: {cause}")
+    } else if e.is_connect() {
+        format!("connect: {cause}")
+    } else {
+        cause
+    }
+}
+
+/// The deepest error of type `T` in the chain.
+fn innermost<T: std::error::Error + 'static>(e: &reqwest::Error) -> Option<&T> {
+    let mut found = None;
+    let mut source = e.source();
+    while let Some(err) = source {
+        if let Some(t) = err.downcast_ref::<T>() {
+            found = Some(t);
+        }
+        source = err.source();
+    }
+    found
+}
+
+/// The last error in the chain: the one that says what went wrong.
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut last = None;
+    let mut source = e.source();
+    while let Some(err) = source {
+        last = Some(err);
+        source = err.source();
+    }
+    last.map_or_else(|| e.to_string(), ToString::to_string)
+}
+
+/// The whole chain in one line, for errors that happen once at start-up.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> ProbeConfig {
+        ProbeConfig {
+            id: "p".into(),
+            component: "c".into(),
+            url: url.into(),
+            every: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            fail_after: 3,
+            recover_after: 2,
+            expect_status: Vec::new(),
+            generator: None,
+            checks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_http_and_https_urls_with_a_host_are_accepted() {
+        for ok in [
+            "http://127.0.0.1:8080/health",
+            "https://switch.example/status.json",
+            "http://[::1]/",
+        ] {
+            assert!(Probe::new(&config(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://127.0.0.1/x",
+            "file:///etc/passwd",
+            "127.0.0.1/health",
+            "http://",
+            "not a url",
+            "",
+        ] {
+            assert!(
+                matches!(Probe::new(&config(bad)), Err(ProbeError::Url { .. })),
+                "{bad} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_interval_or_timeout_is_refused() {
+        let mut c = config("http://127.0.0.1/");
+        c.every = Duration::ZERO;
+        assert!(matches!(
+            Probe::new(&c),
+            Err(ProbeError::Zero { what: "every", .. })
+        ));
+        let mut c = config("http://127.0.0.1/");
+        c.timeout = Duration::ZERO;
+        assert!(matches!(
+            Probe::new(&c),
+            Err(ProbeError::Zero {
+                what: "timeout",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_schedule_keeps_its_grid_and_skips_overrun_deadlines() {
+        let t0 = Instant::now();
+        let every = Duration::from_millis(100);
+        let s = Schedule {
+            first: t0 + Duration::from_millis(30),
+            every,
+        };
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // A quick request: the next deadline, whatever the request took.
+        assert_eq!(s.next(ms(30), ms(31)), ms(130));
+        assert_eq!(s.next(ms(130), ms(229)), ms(230));
+        // A request that ends exactly on the next deadline starts on it.
+        assert_eq!(s.next(ms(230), ms(330)), ms(330));
+        // Overruns skip to the first deadline not yet passed.
+        assert_eq!(s.next(ms(330), ms(431)), ms(530));
+        assert_eq!(s.next(ms(330), ms(930)), ms(930));
+        assert_eq!(s.next(ms(330), ms(1029)), ms(1030));
+    }
+
+    #[test]
+    fn the_phase_falls_within_one_interval() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(30);
+        for _ in 0..1000 {
+            let s = Schedule::jittered(t0, every);
+            assert!(s.first >= t0 && s.first < t0 + every);
+        }
+    }
+
+    #[test]
+    fn byte_sizes_read_naturally() {
+        assert_eq!(byte_size(MAX_BODY), "1 MiB");
+        assert_eq!(byte_size(64 * 1024), "64 KiB");
+        assert_eq!(byte_size(100), "100 bytes");
+        assert_eq!(body_too_long(), "body over 1 MiB");
+    }
+}
