@@ -5,16 +5,24 @@
 //! - [`catalogue`] resolves it into a graph of components and services;
 //! - [`engine`] is the pure core: alarms in, incidents, estimates and
 //!   notifications out, with the time passed in;
-//! - [`collect`] brings alarms in from the outside (MQTT, HTTP probes);
+//! - [`collect`] brings alarms in from the outside: MQTT and HTTP probes;
+//! - [`api`] takes pushed alarms and reports, and shows incidents;
 //! - [`store`] keeps inputs, incidents and the outbox durably;
+//! - [`notify`] delivers the outbox;
+//! - [`daemon`] runs all of it around one task that owns the engine;
+//! - [`metrics`] holds every Prometheus metric;
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
 //! - [`plan`] renders the config as the preparedness plan people read.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod catalogue;
 pub mod collect;
 pub mod config;
+pub mod daemon;
 pub mod drill;
 pub mod engine;
+pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod store;

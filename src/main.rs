@@ -29,6 +29,11 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: collectors, engine, store, notifications, HTTP API.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Validate a configuration file.
     Check {
         #[arg(short, long)]
@@ -115,6 +120,25 @@ fn load_config(path: &std::path::Path) -> Result<config::Loaded, ExitCode> {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run { config } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let opts = beredskab::daemon::RunOptions {
+                config,
+                on_listening: None,
+                signals: true,
+            };
+            let token = tokio_util::sync::CancellationToken::new();
+            match runtime.block_on(beredskab::daemon::run(opts, token)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(beredskab::daemon::DaemonError::Config(msg)) => {
+                    eprintln!("{msg}");
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Check { config } => {
             let loaded = match load_config(&config) {
                 Ok(l) => l,

@@ -20,11 +20,17 @@ use std::future::Future;
 
 use crate::catalogue::Catalogue;
 use crate::engine::{
-    Basis, Event, Incident, IncidentState, Level, Notification, RejectReason, Severity, Source,
-    TimelineEntry, Ts,
+    AlarmSeverity, AlarmState, Basis, Event, Incident, IncidentState, Level, Notification,
+    RejectReason, Severity, Source, TimelineEntry, Ts,
 };
 
 pub use sqlite::SqliteStore;
+
+/// The `meta` name of the engine time up to which every decision is
+/// committed (milliseconds since the epoch).
+pub const META_WATERMARK: &str = "watermark_ms";
+/// The `meta` name that says the MQTT broker has had our session before.
+pub const META_MQTT_SEEN: &str = "mqtt_seen";
 
 /// Raw bytes of a rejected input are kept up to this length.
 pub const RAW_LIMIT: usize = 4 * 1024;
@@ -138,6 +144,30 @@ pub trait Store: Send + Sync {
     /// Whether the store answers, for `/readyz`.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The newest engine snapshot, if any.
+    fn latest_snapshot(
+        &self,
+    ) -> impl Future<Output = Result<Option<SnapshotRow>, StoreError>> + Send;
+
+    /// A value of the `meta` table.
+    fn meta(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Accepted alarm changes newest first, with ids below `before`.
+    fn alarms(
+        &self,
+        limit: u32,
+        before: Option<u64>,
+    ) -> impl Future<Output = Result<Vec<AlarmRow>, StoreError>> + Send;
+
+    /// The daemon's own events newest first.
+    fn system_events(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<SystemEvent>, StoreError>> + Send;
+
     /// Every logged input in `seq` order, for replay.
     fn inputs(&self) -> impl Future<Output = Result<Vec<StoredInput>, StoreError>> + Send {
         async move {
@@ -161,9 +191,16 @@ pub trait Store: Send + Sync {
 pub struct Batch {
     pub inputs: Vec<Input>,
     pub rejected: Vec<Rejection>,
+    pub alarms: Vec<AlarmRow>,
     pub incidents: Vec<IncidentRow>,
     pub timeline: Vec<TimelineAppend>,
     pub notifications: Vec<Queued>,
+    pub events: Vec<SystemEvent>,
+    /// `meta` values to set.
+    pub meta: Vec<(String, String)>,
+    /// An engine snapshot (JSON) taken after every input of this batch and
+    /// of those before; stored with the last input's seq.
+    pub snapshot: Option<(Ts, String)>,
 }
 
 impl Batch {
@@ -174,9 +211,13 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.inputs.is_empty()
             && self.rejected.is_empty()
+            && self.alarms.is_empty()
             && self.incidents.is_empty()
             && self.timeline.is_empty()
             && self.notifications.is_empty()
+            && self.events.is_empty()
+            && self.meta.is_empty()
+            && self.snapshot.is_none()
     }
 
     /// Adds an input; returns its index in [`CommitOutcome::inputs`].
@@ -256,6 +297,40 @@ pub struct TimelineAppend {
 pub struct Queued {
     pub at: Ts,
     pub notification: Notification,
+}
+
+/// An accepted alarm state change. `id` is ignored when written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmRow {
+    pub id: u64,
+    pub at: Ts,
+    pub source: Source,
+    pub component: String,
+    pub kind: String,
+    pub state: AlarmState,
+    pub severity: AlarmSeverity,
+    pub key: String,
+    pub message: Option<String>,
+}
+
+/// Something that happened to the daemon itself, such as a broker that
+/// lost our session. `id` is ignored when written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemEvent {
+    pub id: u64,
+    pub at: Ts,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A stored engine snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRow {
+    pub at: Ts,
+    /// The seq of the last input the snapshot includes (0: none).
+    pub after_seq: u64,
+    /// JSON of `engine::Snapshot`.
+    pub body: String,
 }
 
 /// What a commit did.
@@ -448,6 +523,8 @@ const BASES: [Basis; 6] = [
     Basis::Extended,
     Basis::Generator,
 ];
+const ALARM_STATES: [AlarmState; 2] = [AlarmState::Firing, AlarmState::Cleared];
+const ALARM_SEVERITIES: [AlarmSeverity; 2] = [AlarmSeverity::Warning, AlarmSeverity::Critical];
 const OUTBOX_STATES: [OutboxState; 3] =
     [OutboxState::Pending, OutboxState::Sent, OutboxState::Failed];
 

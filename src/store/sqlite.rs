@@ -17,12 +17,14 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 
 use super::{
-    BASES, Batch, CommitOutcome, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow,
-    InputOutcome, LEVELS, OUTBOX_STATES, OutboxRow, OutboxState, REASONS, RejectedRow, SEVERITIES,
-    SOURCES, Store, StoreError, StoredInput, decode, decode_state, truncate_raw,
+    ALARM_SEVERITIES, ALARM_STATES, AlarmRow, BASES, Batch, CommitOutcome, HistoryRow,
+    IncidentDetail, IncidentFilter, IncidentRow, InputOutcome, LEVELS, OUTBOX_STATES, OutboxRow,
+    OutboxState, REASONS, RejectedRow, SEVERITIES, SOURCES, SnapshotRow, Store, StoreError,
+    StoredInput, SystemEvent, decode, decode_state, truncate_raw,
 };
 use crate::engine::{
-    Basis, Event, IncidentState, Level, RejectReason, Severity, Source, TimelineEntry, Ts,
+    AlarmSeverity, AlarmState, Basis, Event, IncidentState, Level, RejectReason, Severity, Source,
+    TimelineEntry, Ts,
 };
 
 /// How long a connection waits for a lock held by another one.
@@ -32,7 +34,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const READERS: u32 = 4;
 
 /// The schema, in order: migration `i` takes the database to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_daemon.sql"),
+];
+
+/// Snapshots kept: the newest, and one before it in case the newest cannot
+/// be restored by a future build.
+const SNAPSHOTS_KEPT: i64 = 2;
 
 /// The store in one SQLite file. Cheap to clone: clones share connections.
 #[derive(Debug, Clone)]
@@ -354,6 +363,87 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.readers).await?;
         Ok(())
     }
+
+    async fn latest_snapshot(&self) -> Result<Option<SnapshotRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT at_ms, after_seq, body FROM snapshots ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(|r| {
+            Ok(SnapshotRow {
+                at: Ts(r.try_get("at_ms")?),
+                after_seq: to_u64("snapshots", "after_seq", r.try_get("after_seq")?)?,
+                body: r.try_get("body")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await?)
+    }
+
+    async fn alarms(&self, limit: u32, before: Option<u64>) -> Result<Vec<AlarmRow>, StoreError> {
+        let before = match before {
+            Some(b) => to_i64("alarm id", b)?,
+            None => i64::MAX,
+        };
+        let rows = sqlx::query(
+            "SELECT id, at_ms, source, component, kind, state, severity, \"key\", message \
+             FROM alarms WHERE id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let source: String = r.try_get("source")?;
+                let state: String = r.try_get("state")?;
+                let severity: String = r.try_get("severity")?;
+                Ok(AlarmRow {
+                    id: to_u64("alarms", "id", r.try_get("id")?)?,
+                    at: Ts(r.try_get("at_ms")?),
+                    source: decode(&SOURCES, Source::as_str, &source, "alarms", "source")?,
+                    component: r.try_get("component")?,
+                    kind: r.try_get("kind")?,
+                    state: decode(&ALARM_STATES, AlarmState::as_str, &state, "alarms", "state")?,
+                    severity: decode(
+                        &ALARM_SEVERITIES,
+                        AlarmSeverity::as_str,
+                        &severity,
+                        "alarms",
+                        "severity",
+                    )?,
+                    key: r.try_get("key")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn system_events(&self, limit: u32) -> Result<Vec<SystemEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, kind, detail FROM system_events ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SystemEvent {
+                    id: to_u64("system_events", "id", r.try_get("id")?)?,
+                    at: Ts(r.try_get("at_ms")?),
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Every write of a batch, inside the caller's transaction. Projections
@@ -490,6 +580,61 @@ async fn write_batch(
         .execute(&mut *conn)
         .await?;
         outcome.queued += done.rows_affected() as usize;
+    }
+
+    for a in &batch.alarms {
+        sqlx::query(
+            "INSERT INTO alarms (at_ms, source, component, kind, state, severity, \"key\", \
+             message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.at.0)
+        .bind(a.source.as_str())
+        .bind(&a.component)
+        .bind(&a.kind)
+        .bind(a.state.as_str())
+        .bind(a.severity.as_str())
+        .bind(&a.key)
+        .bind(a.message.as_deref())
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    for e in &batch.events {
+        sqlx::query("INSERT INTO system_events (at_ms, kind, detail) VALUES (?, ?, ?)")
+            .bind(e.at.0)
+            .bind(&e.kind)
+            .bind(&e.detail)
+            .execute(&mut *conn)
+            .await?;
+    }
+
+    for (name, value) in &batch.meta {
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES (?, ?) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    if let Some((at, body)) = &batch.snapshot {
+        // Inside the transaction the newest seq is this batch's last input.
+        sqlx::query(
+            "INSERT INTO snapshots (at_ms, after_seq, body) \
+             VALUES (?, (SELECT coalesce(max(seq), 0) FROM inputs), ?)",
+        )
+        .bind(at.0)
+        .bind(body)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "DELETE FROM snapshots WHERE id <= (SELECT max(id) FROM snapshots) - ?",
+        )
+        .bind(SNAPSHOTS_KEPT)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(outcome)
 }

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod broker;
+pub mod daemon;
+
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};

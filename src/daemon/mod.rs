@@ -1,0 +1,464 @@
+//! The daemon (`beredskab run`): wires the collectors, the core, the
+//! notifier and the HTTP server together; shutdown and reload.
+//!
+//! Start-up validates the config before anything is opened or bound, opens
+//! the store and rebuilds the engine from it, then starts the tasks:
+//! - the core ([`core`]), the one task that owns the engine;
+//! - the MQTT collector and the probe collector, feeding the core;
+//! - the notifier, delivering the outbox;
+//! - the HTTP API.
+//!
+//! SIGTERM and SIGINT stop intake first (collectors and HTTP), then let the
+//! core commit what it has taken in, with a snapshot, then the notifier.
+//! SIGHUP reloads the config: an invalid one is logged and refused and the
+//! old one keeps running; a valid one is carried into the core, and the
+//! collectors whose settings changed are restarted.
+
+pub mod core;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::api::{self, ApiState, Auth};
+use crate::catalogue::Catalogue;
+use crate::collect::mqtt::{MqttCollector, MqttInput};
+use crate::collect::probe::{ProbeCollector, ProbeReport};
+use crate::config::{self, Config, LoadError};
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::store::SqliteStore;
+use core::{Command, Core, Inbox, Status};
+
+/// Capacity of each channel into the core.
+const CHANNEL_CAPACITY: usize = 1024;
+/// How long stopping intake (HTTP requests in flight, the MQTT DISCONNECT)
+/// may take before the core is stopped anyway.
+const INTAKE_GRACE: Duration = Duration::from_secs(5);
+/// How long the core may take to commit its last batch.
+const CORE_GRACE: Duration = Duration::from_secs(15);
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("core: {0}")]
+    Core(#[from] core::CoreError),
+    #[error("mqtt: {0}")]
+    Mqtt(#[from] crate::collect::mqtt::MqttError),
+    #[error("probes: {0}")]
+    Probe(#[from] crate::collect::probe::ProbeError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("http server: {0}")]
+    Http(std::io::Error),
+    #[error("signals: {0}")]
+    Signal(std::io::Error),
+}
+
+/// What the running parts share and a reload replaces.
+pub struct Shared {
+    catalogue: Arc<RwLock<Arc<Catalogue>>>,
+    auth: RwLock<Arc<Auth>>,
+    metrics_public: AtomicBool,
+}
+
+impl Shared {
+    fn new(config: &Config, cat: Arc<Catalogue>) -> Shared {
+        Shared {
+            catalogue: Arc::new(RwLock::new(cat)),
+            auth: RwLock::new(Arc::new(Auth::new(&config.tokens))),
+            metrics_public: AtomicBool::new(config.server.metrics_public),
+        }
+    }
+
+    pub fn catalogue(&self) -> Arc<Catalogue> {
+        read(&self.catalogue)
+    }
+
+    pub fn auth(&self) -> Arc<Auth> {
+        read(&self.auth)
+    }
+
+    pub fn metrics_public(&self) -> bool {
+        self.metrics_public.load(Ordering::Relaxed)
+    }
+
+    fn replace(&self, config: &Config, cat: Arc<Catalogue>) {
+        *write(&self.catalogue) = cat;
+        *write(&self.auth) = Arc::new(Auth::new(&config.tokens));
+        self.metrics_public
+            .store(config.server.metrics_public, Ordering::Relaxed);
+    }
+
+    /// The catalogue's lock, for the notifier, which must see reloads.
+    fn catalogue_handle(&self) -> Arc<RwLock<Arc<Catalogue>>> {
+        self.catalogue.clone()
+    }
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How to run.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Told the HTTP server's address once it listens.
+    pub on_listening: Option<oneshot::Sender<SocketAddr>>,
+    /// Handle SIGTERM, SIGINT and SIGHUP (off for an embedded daemon whose
+    /// owner handles them).
+    pub signals: bool,
+}
+
+/// A loaded and resolved config.
+struct Loaded {
+    config: Config,
+    catalogue: Arc<Catalogue>,
+}
+
+fn load(path: &Path) -> Result<Loaded, DaemonError> {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(LoadError::Invalid(diagnostics)) => {
+            let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            return Err(DaemonError::Config(lines.join("\n")));
+        }
+        Err(e) => return Err(DaemonError::Config(e.to_string())),
+    };
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let catalogue = Catalogue::build(&loaded.config)
+        .map_err(|e| DaemonError::Config(format!("{}: {e}", path.display())))?;
+    Ok(Loaded {
+        config: loaded.config,
+        catalogue: Arc::new(catalogue),
+    })
+}
+
+/// The SQLite file a `[store] url` names, relative to the config's folder.
+fn sqlite_path(config_path: &Path, url: &str) -> Result<PathBuf, DaemonError> {
+    let Some(file) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Err(DaemonError::Config(format!(
+            "[store] url {url:?}: only sqlite:// is supported by this build (PostgreSQL is planned)"
+        )));
+    };
+    let file = Path::new(file);
+    if file.as_os_str().is_empty() {
+        return Err(DaemonError::Config("[store] url names no file".into()));
+    }
+    Ok(if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        config_path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(file)
+    })
+}
+
+/// A running collector and how to stop it.
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    /// Its settings, to tell whether a reload changed them.
+    settings: String,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        if tokio::time::timeout(INTAKE_GRACE, self.task).await.is_err() {
+            warn!("a collector did not stop within the grace period");
+        }
+    }
+}
+
+fn start_mqtt(
+    config: &Config,
+    tx: &mpsc::Sender<MqttInput>,
+    parent: &CancellationToken,
+) -> Result<Option<Running>, DaemonError> {
+    let Some(mqtt) = &config.mqtt else {
+        return Ok(None);
+    };
+    let password = match &mqtt.password_env {
+        None => None,
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            DaemonError::Config(format!(
+                "[mqtt] password_env: the environment variable {var} is not set"
+            ))
+        })?),
+    };
+    let collector = MqttCollector::new(mqtt, password)?;
+    let stop = parent.child_token();
+    let task = tokio::spawn(collector.run(tx.clone(), stop.clone()));
+    Ok(Some(Running {
+        stop,
+        task,
+        settings: format!("{mqtt:?}"),
+    }))
+}
+
+fn start_probes(
+    config: &Config,
+    tx: &mpsc::Sender<ProbeReport>,
+    parent: &CancellationToken,
+) -> Result<Option<Running>, DaemonError> {
+    if config.probes.is_empty() {
+        return Ok(None);
+    }
+    let collector = ProbeCollector::new(&config.probes)?;
+    let stop = parent.child_token();
+    let task = tokio::spawn(collector.run(tx.clone(), stop.clone()));
+    Ok(Some(Running {
+        stop,
+        task,
+        settings: format!("{:?}", config.probes),
+    }))
+}
+
+/// Runs the daemon until `shutdown` is cancelled (or, with `signals`, until
+/// SIGTERM or SIGINT).
+pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Loaded { config, catalogue } = load(&opts.config)?;
+    let db = sqlite_path(&opts.config, &config.store.url)?;
+    let listen = config.server.listen.clone();
+
+    let store = SqliteStore::open(&db).await?;
+    info!(store = %db.display(), "store open");
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(Status::default());
+    let outbox = Arc::new(Notify::new());
+    let core = Core::start(
+        catalogue.clone(),
+        store.clone(),
+        metrics.clone(),
+        status.clone(),
+        outbox.clone(),
+    )
+    .await?;
+    let shared = Arc::new(Shared::new(&config, catalogue.clone()));
+
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: listen.clone(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen {
+            addr: listen.clone(),
+            source,
+        })?;
+
+    let (cmd_tx, cmd_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (mqtt_tx, mqtt_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (probe_tx, probe_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let intake = CancellationToken::new();
+    let core_stop = CancellationToken::new();
+    let notifier_stop = CancellationToken::new();
+
+    if config.mqtt.is_some() {
+        status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
+    }
+    let core_task = tokio::spawn(core.run(
+        Inbox {
+            commands: cmd_rx,
+            mqtt: mqtt_rx,
+            probes: probe_rx,
+        },
+        core_stop.clone(),
+    ));
+    let mut mqtt = start_mqtt(&config, &mqtt_tx, &intake)?;
+    let mut probes = start_probes(&config, &probe_tx, &intake)?;
+    let notifier_task = tokio::spawn(
+        Notifier {
+            store: store.clone(),
+            catalogue: shared.catalogue_handle(),
+            wake: outbox.clone(),
+            metrics: metrics.clone(),
+        }
+        .run(notifier_stop.clone()),
+    );
+
+    let app = api::router(ApiState {
+        store: store.clone(),
+        core: cmd_tx.clone(),
+        metrics: metrics.clone(),
+        status: status.clone(),
+        shared: shared.clone(),
+    });
+    let http_stop = intake.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_stop.cancelled().await })
+        .await
+    });
+    info!(listen = %local, "beredskab running");
+    if let Some(tx) = opts.on_listening {
+        let _ = tx.send(local);
+    }
+
+    let mut signals = if opts.signals {
+        Some(Signals::new().map_err(DaemonError::Signal)?)
+    } else {
+        None
+    };
+    let mut current = config;
+    loop {
+        let event = match &mut signals {
+            Some(s) => tokio::select! {
+                () = shutdown.cancelled() => SignalEvent::Stop,
+                e = s.next() => e,
+            },
+            None => {
+                shutdown.cancelled().await;
+                SignalEvent::Stop
+            }
+        };
+        match event {
+            SignalEvent::Stop => break,
+            SignalEvent::Reload => {
+                info!(config = %opts.config.display(), "SIGHUP: reloading the config");
+                let next = match load(&opts.config) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        error!("reload refused, the running config stays:\n{e}");
+                        continue;
+                    }
+                };
+                if next.config.server.listen != current.server.listen
+                    || next.config.store.url != current.store.url
+                {
+                    warn!("[server] listen and [store] url take effect only after a restart");
+                }
+                let (reply, done) = oneshot::channel();
+                if cmd_tx
+                    .send(Command::Reload {
+                        catalogue: next.catalogue.clone(),
+                        reply,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                let _ = done.await;
+                shared.replace(&next.config, next.catalogue.clone());
+                let mqtt_settings = next.config.mqtt.as_ref().map(|m| format!("{m:?}"));
+                if mqtt.as_ref().map(|r| r.settings.clone()) != mqtt_settings {
+                    if let Some(old) = mqtt.take() {
+                        old.stop().await;
+                    }
+                    match start_mqtt(&next.config, &mqtt_tx, &intake) {
+                        Ok(m) => mqtt = m,
+                        Err(e) => error!(error = %e, "mqtt collector not restarted"),
+                    }
+                    status.mqtt.store(
+                        if mqtt.is_some() {
+                            Status::MQTT_DOWN
+                        } else {
+                            Status::MQTT_NONE
+                        },
+                        Ordering::Relaxed,
+                    );
+                }
+                let probe_settings = format!("{:?}", next.config.probes);
+                if probes.as_ref().map(|r| r.settings.as_str()).unwrap_or("[]") != probe_settings
+                {
+                    if let Some(old) = probes.take() {
+                        old.stop().await;
+                    }
+                    match start_probes(&next.config, &probe_tx, &intake) {
+                        Ok(p) => probes = p,
+                        Err(e) => error!(error = %e, "probe collector not restarted"),
+                    }
+                }
+                current = next.config;
+                info!("config reloaded");
+            }
+        }
+    }
+
+    info!("stopping: no new input; saving state");
+    intake.cancel();
+    for r in [mqtt.take(), probes.take()].into_iter().flatten() {
+        r.stop().await;
+    }
+    match tokio::time::timeout(INTAKE_GRACE, http_task).await {
+        Ok(Ok(Err(e))) => error!(error = %e, "http server"),
+        Err(_) => warn!("http requests still running at shutdown"),
+        _ => {}
+    }
+    core_stop.cancel();
+    if tokio::time::timeout(CORE_GRACE, core_task).await.is_err() {
+        error!("the core did not finish its last commit in time");
+    }
+    notifier_stop.cancel();
+    let _ = tokio::time::timeout(INTAKE_GRACE, notifier_task).await;
+    store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+enum SignalEvent {
+    Stop,
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> SignalEvent {
+        tokio::select! {
+            _ = self.term.recv() => { info!("SIGTERM"); SignalEvent::Stop }
+            _ = self.int.recv() => { info!("SIGINT"); SignalEvent::Stop }
+            _ = self.hup.recv() => SignalEvent::Reload,
+        }
+    }
+}
