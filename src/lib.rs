@@ -8,12 +8,15 @@
 //! - [`collect`] brings alarms in from the outside (MQTT so far);
 //! - [`store`] keeps inputs, incidents and the outbox durably;
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
-//! - [`plan`] renders the config as the preparedness plan people read.
+//! - [`plan`] renders the config as the preparedness plan people read;
+//! - [`demo`] stands in for the outside world: an MQTT broker and simulated
+//!   sensors in the process, and the example config pointed at them.
 #![forbid(unsafe_code)]
 
 pub mod catalogue;
 pub mod collect;
 pub mod config;
+pub mod demo;
 pub mod drill;
 pub mod engine;
 pub mod plan;
