@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use beredskab::collect::mqtt::{MqttCollector, MqttInput};
+use beredskab::config::MqttConfig;
 use beredskab::demo::broker::{Broker, BrokerHandle};
 use rumqttc::{
     AsyncClient, ConnAck, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet,
@@ -464,4 +466,115 @@ async fn the_handle_waits_for_a_subscriber() {
 async fn only_loopback_is_accepted() {
     let anywhere = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0);
     assert!(Broker::bind(anywhere).await.is_err());
+}
+
+/// The daemon's own MQTT collector, as `beredskab demo` runs it.
+struct Collector {
+    rx: mpsc::Receiver<MqttInput>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Collector {
+    fn start(broker: &TestBroker) -> Collector {
+        let text = format!(
+            "url = \"mqtt://{}\"\nclient_id = \"beredskab\"\n\
+             [[subscription]]\ntopic = \"raadhus/serverrum/+/brand\"\nkind = \"fire\"\ncomponent = \"{{1}}\"\n",
+            broker.addr
+        );
+        let config: MqttConfig = toml::from_str(&text).expect("mqtt config");
+        let collector = MqttCollector::new(&config, None).expect("collector");
+        let (tx, rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(collector.run(tx, shutdown.clone()));
+        Collector { rx, shutdown, task }
+    }
+
+    async fn next(&mut self) -> MqttInput {
+        tokio::time::timeout(STEP, self.rx.recv())
+            .await
+            .expect("collector input in time")
+            .expect("collector running")
+    }
+
+    /// Waits for the SubAck, returning the ConnAck's `session_present` and
+    /// the messages that came before the SubAck (redeliveries do).
+    async fn subscribed(&mut self) -> (bool, Vec<beredskab::collect::mqtt::Received>) {
+        let mut present = None;
+        let mut early = Vec::new();
+        loop {
+            match self.next().await {
+                MqttInput::Connected { session_present } => present = Some(session_present),
+                MqttInput::Message(m) => early.push(m),
+                MqttInput::Subscribed { refused } => {
+                    assert!(refused.is_empty(), "{refused:?}");
+                    return (present.expect("ConnAck before SubAck"), early);
+                }
+                other => panic!("before the SubAck: {other:?}"),
+            }
+        }
+    }
+
+    async fn message(&mut self) -> beredskab::collect::mqtt::Received {
+        match self.next().await {
+            MqttInput::Message(m) => m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(STEP, self.task)
+            .await
+            .expect("collector stops")
+            .expect("collector task");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_collector_keeps_what_it_did_not_ack() {
+    let broker = TestBroker::start().await;
+    let mut collector = Collector::start(&broker);
+    let (present, early) = collector.subscribed().await;
+    assert!(
+        !present && early.is_empty(),
+        "a fresh broker has no session"
+    );
+
+    let mut p = publisher(&broker, "pub-collector").await;
+    let topic = "raadhus/serverrum/serverrum/brand";
+    send(&mut p, topic, QoS::AtLeastOnce, "ALARM").await;
+    send(&mut p, topic, QoS::AtLeastOnce, "OK").await;
+    let stored = collector.message().await;
+    assert_eq!(
+        (stored.topic.as_str(), &stored.payload[..]),
+        (topic, &b"ALARM"[..])
+    );
+    stored.ack();
+    // The second is never acked: the daemon "crashed" before storing it.
+    let lost = collector.message().await;
+    assert_eq!(&lost.payload[..], b"OK");
+    drop(lost);
+    collector.stop().await;
+
+    let mut again = Collector::start(&broker);
+    let (present, early) = again.subscribed().await;
+    assert!(present, "the session survived");
+    let mut early = early.into_iter();
+    let redelivered = match early.next() {
+        Some(m) => m,
+        None => again.message().await,
+    };
+    assert!(early.next().is_none());
+    assert_eq!(
+        &redelivered.payload[..],
+        b"OK",
+        "only the unacked one comes back"
+    );
+    redelivered.ack();
+    send(&mut p, topic, QoS::AtLeastOnce, "ALARM").await;
+    assert_eq!(&again.message().await.payload[..], b"ALARM");
+    again.stop().await;
+    p.kill();
+    broker.stop().await;
 }

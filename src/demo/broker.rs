@@ -442,7 +442,10 @@ impl Router {
             );
             self.conns.remove(&old.conn);
         }
-        let present = if connect.clean_session {
+        // A clean session lasts only as long as its connection
+        // (MQTT-3.1.2-6), which has just ended.
+        let old_clean = self.sessions.get(&client).is_some_and(|s| s.clean);
+        let present = if connect.clean_session || old_clean {
             self.sessions.remove(&client);
             false
         } else {
@@ -888,9 +891,18 @@ mod tests {
     }
 
     fn connect(router: &mut Router, conn: ConnId, id: &str) -> mpsc::Receiver<Packet> {
+        connect_with(router, conn, id, false)
+    }
+
+    fn connect_with(
+        router: &mut Router,
+        conn: ConnId,
+        id: &str,
+        clean: bool,
+    ) -> mpsc::Receiver<Packet> {
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let mut connect = mqttbytes::v4::Connect::new(id);
-        connect.clean_session = false;
+        connect.clean_session = clean;
         router.handle(Event::Connect {
             conn,
             connect: Box::new(connect),
@@ -933,6 +945,40 @@ mod tests {
         );
         let subscribed = router.subscribed.borrow().clone();
         assert_eq!(subscribed.into_iter().collect::<Vec<_>>(), ["a/+", "b"]);
+    }
+
+    fn session_present(rx: &mut mpsc::Receiver<Packet>) -> bool {
+        match rx.try_recv() {
+            Ok(Packet::ConnAck(ack)) => ack.session_present,
+            other => panic!("expected a ConnAck, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_takeover_keeps_a_persistent_session_and_ends_a_clean_one() {
+        let (subscribed, _) = watch::channel(BTreeSet::new());
+        let mut router = Router::new(Arc::new(subscribed));
+        let mut first = connect(&mut router, 1, "p");
+        assert!(!session_present(&mut first));
+        let mut second = connect(&mut router, 2, "p");
+        assert!(session_present(&mut second));
+        // The first connection's close, late, changes nothing.
+        router.handle(Event::Closed { conn: 1 });
+        assert!(
+            router.sessions["p"]
+                .link
+                .as_ref()
+                .is_some_and(|l| l.conn == 2)
+        );
+        assert!(first.try_recv().is_err(), "the first is let go");
+
+        let mut clean = connect_with(&mut router, 3, "c", true);
+        assert!(!session_present(&mut clean));
+        let mut after = connect(&mut router, 4, "c");
+        assert!(
+            !session_present(&mut after),
+            "a clean session ends with its connection, even before the close is seen"
+        );
     }
 
     #[test]
