@@ -354,16 +354,25 @@ impl Demo {
     /// Plays the script on real time, printing each step to stdout, then
     /// keeps the sensors' heartbeats going until `shutdown` is cancelled.
     /// The clock starts once the daemon has subscribed to the sensor topics
-    /// (or after a grace period), so that no scripted message is lost.
-    pub async fn run_script(&self, shutdown: CancellationToken) {
-        script::play(
-            &self.sensors,
-            &self.broker,
-            script::Pace::REAL_TIME,
-            &shutdown,
-            &mut script::print_line,
-        )
-        .await;
+    /// (or after [`script::SUBSCRIBER_WAIT`]), so that no scripted message
+    /// is lost. The future owns what it needs: `.await` it next to the
+    /// daemon or hand it to `tokio::spawn`.
+    pub fn run_script(
+        &self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let sensors = self.sensors.clone();
+        let broker = self.broker.clone();
+        async move {
+            script::play(
+                &sensors,
+                &broker,
+                script::Pace::REAL_TIME,
+                &shutdown,
+                &mut script::print_line,
+            )
+            .await;
+        }
     }
 
     /// What to print at start: what to open and what to try.

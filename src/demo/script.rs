@@ -254,7 +254,7 @@ pub async fn play(
     broker: &BrokerHandle,
     pace: Pace,
     shutdown: &CancellationToken,
-    say: &mut dyn FnMut(&str),
+    say: &mut (dyn FnMut(&str) + Send),
 ) {
     if !broker.has_subscriber(POWER_TOPIC) {
         say("demo: waiting for beredskab to subscribe to the sensor topics …");

@@ -219,6 +219,15 @@ async fn the_sensor_endpoints_answer_as_the_readings_say() {
     ] {
         assert!(plan.contains(needle), "the plan lacks {needle}:\n{plan}");
     }
+    // The script can run on a task of its own, next to the daemon.
+    let stop = CancellationToken::new();
+    let script = tokio::spawn(demo.run_script(stop.clone()));
+    stop.cancel();
+    tokio::time::timeout(STEP, script)
+        .await
+        .expect("the script stops when told")
+        .expect("script task");
+
     demo.shutdown().await;
     assert!(
         TcpStream::connect(at).await.is_err(),
