@@ -12,7 +12,9 @@
 //! - [`daemon`] runs all of it around one task that owns the engine;
 //! - [`metrics`] holds every Prometheus metric;
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
-//! - [`plan`] renders the config as the preparedness plan people read.
+//! - [`plan`] renders the config as the preparedness plan people read;
+//! - [`demo`] stands in for the outside world: an MQTT broker and simulated
+//!   sensors in the process, and the example config pointed at them.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -20,6 +22,7 @@ pub mod catalogue;
 pub mod collect;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod drill;
 pub mod engine;
 pub mod metrics;
