@@ -6,6 +6,7 @@
 //! on its hot path and never scans the whole catalogue per alarm.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -214,6 +215,8 @@ pub struct Catalogue {
     pub settle: Duration,
     /// Components per building, for the meeting-place rule.
     pub buildings: HashMap<String, Vec<NodeId>>,
+    /// [`Catalogue::fingerprint`], computed on first use.
+    fingerprint: OnceLock<String>,
 }
 
 /// A config that cannot be resolved (validation should have said so).
@@ -516,7 +519,72 @@ impl Catalogue {
             by_kind,
             settle: config.correlation.settle,
             buildings,
+            fingerprint: OnceLock::new(),
         })
+    }
+
+    /// A digest (SHA-256, hex) of everything the engine reads from the
+    /// catalogue: two catalogues with the same fingerprint make the engine
+    /// behave the same. Channel transports, probe URLs and schedules and
+    /// people's contact details are left out, so editing them is no change
+    /// to the engine. An engine snapshot records it, so a restore can tell
+    /// whether the config was edited since.
+    pub fn fingerprint(&self) -> &str {
+        self.fingerprint.get_or_init(|| self.compute_fingerprint())
+    }
+
+    fn compute_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        // Each part with its length, so that parts cannot run together.
+        let mut put = |part: String| {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        };
+        put(format!("{:?} {:?}", self.language, self.tz.iana_name()));
+        for n in &self.nodes {
+            put(format!("{n:?}"));
+        }
+        for p in &self.people {
+            put(format!("{:?} {:?}", p.id, p.name));
+        }
+        for r in &self.roles {
+            put(format!("{:?} {:?} {:?}", r.id, r.name, r.staffing));
+        }
+        let mut groups: Vec<_> = self.groups.iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(b.0));
+        put(format!("{groups:?}"));
+        for c in &self.channels {
+            put(format!(
+                "{:?} {:?} {:?}",
+                c.id, c.fallback, c.requires_service
+            ));
+        }
+        for p in &self.policies {
+            put(format!("{p:?}"));
+        }
+        for p in &self.probes {
+            let c = &p.config;
+            put(format!(
+                "{:?} {:?} {} {} {:?} {:?} {:?}",
+                c.id, p.node, c.fail_after, c.recover_after, c.expect_status, c.generator, c.checks
+            ));
+        }
+        for s in &self.subscriptions {
+            put(format!("{s:?}"));
+        }
+        let mut by_kind: Vec<_> = self.by_kind.iter().collect();
+        by_kind.sort();
+        put(format!(
+            "{} {:?} {:?} {:?} {:?} {by_kind:?} {:?}",
+            self.max_payload,
+            self.meeting_places,
+            self.crisis_staff,
+            self.crisis_via,
+            self.estimate,
+            self.settle
+        ));
+        hex::encode(hash.finalize())
     }
 
     pub fn node(&self, id: NodeId) -> &Node {

@@ -208,6 +208,38 @@ fn start_time(cat: &Catalogue, scenario: &Scenario) -> Result<jiff::Timestamp, D
 pub fn run(config: &Config, scenario: &Scenario, out: &mut impl Write) -> Result<(), DrillError> {
     let cat = Arc::new(Catalogue::build(config)?);
     let start = Ts::from_timestamp(start_time(&cat, scenario)?);
+    let mut printer = Printer { out, start };
+    drive(
+        cat,
+        scenario,
+        |now, effects| printer.print(now, effects),
+        |_, _| {},
+    )?;
+    printer.out.flush()?;
+    Ok(())
+}
+
+/// What [`drive`] just did, for its hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// An event or a probe evaluation went to the engine; `changed` as in
+    /// [`crate::engine::Applied`] (`false` when the engine refused it).
+    Input { changed: bool },
+    /// The engine was ticked.
+    Tick,
+}
+
+/// Runs a scenario through a new engine over `cat` on the simulated
+/// clock: each step's effects go to `sink` with their time, and after each
+/// step that reached the engine, `hook` may inspect or replace it (the
+/// snapshot tests restore it there). [`run`] is this with a printer.
+pub fn drive(
+    cat: Arc<Catalogue>,
+    scenario: &Scenario,
+    mut sink: impl FnMut(Ts, &[Effect]) -> std::io::Result<()>,
+    mut hook: impl FnMut(&mut Engine, Done),
+) -> Result<(), DrillError> {
+    let start = Ts::from_timestamp(start_time(&cat, scenario)?);
     let mut engine = Engine::new(cat.clone());
     for h in &scenario.history {
         let node = cat.node_id(&h.component).ok_or_else(|| {
@@ -230,7 +262,6 @@ pub fn run(config: &Config, scenario: &Scenario, out: &mut impl Write) -> Result
         .map(|p| p.config.every.max(Duration::from_millis(1)))
         .collect();
 
-    let mut printer = Printer { out, start };
     let mut next_event = 0;
     loop {
         let candidates = [
@@ -248,7 +279,7 @@ pub fn run(config: &Config, scenario: &Scenario, out: &mut impl Write) -> Result
             next_event += 1;
             match event {
                 Step::Probe(i, result) => results[*i] = result.clone(),
-                Step::Reject(source, reason) => printer.print(
+                Step::Reject(source, reason) => sink(
                     now,
                     &[Effect::Rejected {
                         source: *source,
@@ -256,19 +287,28 @@ pub fn run(config: &Config, scenario: &Scenario, out: &mut impl Write) -> Result
                         detail: String::new(),
                     }],
                 )?,
-                Step::Engine(ev) => match engine.handle(*at, ev.clone()) {
-                    Ok(effects) => printer.print(now, &effects)?,
-                    Err(EngineError::UnknownIncident(_)) => printer.print(
-                        now,
-                        &[Effect::Rejected {
-                            source: Source::Manual,
-                            reason: RejectReason::UnknownIncident,
-                            detail: String::new(),
-                        }],
-                    )?,
-                    // Acting on a resolved incident changes nothing.
-                    Err(EngineError::Resolved(_)) => {}
-                },
+                Step::Engine(ev) => {
+                    let changed = match engine.apply(*at, ev.clone()) {
+                        Ok(applied) => {
+                            sink(now, &applied.effects)?;
+                            applied.changed
+                        }
+                        Err(EngineError::UnknownIncident(_)) => {
+                            sink(
+                                now,
+                                &[Effect::Rejected {
+                                    source: Source::Manual,
+                                    reason: RejectReason::UnknownIncident,
+                                    detail: String::new(),
+                                }],
+                            )?;
+                            false
+                        }
+                        // Acting on a resolved incident changes nothing.
+                        Err(EngineError::Resolved(_)) => false,
+                    };
+                    hook(&mut engine, Done::Input { changed });
+                }
             }
         }
         for (i, p) in cat.probes.iter().enumerate() {
@@ -278,15 +318,20 @@ pub fn run(config: &Config, scenario: &Scenario, out: &mut impl Write) -> Result
                     id: p.config.id.clone(),
                     result: results[i].clone(),
                 };
-                if let Ok(effects) = engine.handle(now, ev) {
-                    printer.print(now, &effects)?;
-                }
+                let changed = match engine.apply(now, ev) {
+                    Ok(applied) => {
+                        sink(now, &applied.effects)?;
+                        applied.changed
+                    }
+                    Err(_) => false,
+                };
+                hook(&mut engine, Done::Input { changed });
             }
         }
         let effects = engine.tick(now);
-        printer.print(now, &effects)?;
+        sink(now, &effects)?;
+        hook(&mut engine, Done::Tick);
     }
-    printer.out.flush()?;
     Ok(())
 }
 

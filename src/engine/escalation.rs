@@ -51,7 +51,10 @@ impl Engine {
             });
         } else {
             let inc = &self.incidents[idx];
-            let root_changed = inc.reported.as_ref().is_some_and(|r| r.0 != inc.root);
+            let root_changed = inc
+                .reported
+                .as_ref()
+                .is_some_and(|r| r.0 != cat.node(inc.root).id);
             if root_changed && inc.basis != Basis::Manual {
                 let (expected_s, basis) = self.estimate_for(inc.root);
                 self.set_estimate(now, id, expected_s, basis, out);
@@ -66,24 +69,29 @@ impl Engine {
             cat.node(s).criticality().unwrap_or(Criticality::Important)
         })
         .max(inc.severity);
-        let services: Vec<NodeId> = inc.services.keys().copied().collect();
-        let snapshot = (inc.root, services, severity);
         let root_name = cat.node(inc.root).id.clone();
-        let mut names: Vec<String> = snapshot.1.iter().map(|s| cat.node(*s).id.clone()).collect();
+        let mut names: Vec<String> = inc
+            .services
+            .keys()
+            .map(|s| cat.node(*s).id.clone())
+            .collect();
         names.sort();
+        // Reported by id, not index, so that a snapshot restored against
+        // an edited config still sees what changed since the last report.
+        let reported = (root_name.clone(), names, severity);
         if new {
             out.incidents.push(Effect::IncidentOpened {
                 incident: id,
                 root: root_name.clone(),
-                services: names,
+                services: reported.1.clone(),
                 severity,
                 expected_s: inc.expected_s,
             });
-        } else if inc.reported.as_ref() != Some(&snapshot) {
+        } else if inc.reported.as_ref() != Some(&reported) {
             out.incidents.push(Effect::IncidentUpdated {
                 incident: id,
                 root: root_name.clone(),
-                services: names,
+                services: reported.1.clone(),
                 severity,
             });
         }
@@ -93,7 +101,7 @@ impl Engine {
             inc.log(now, "opened", text, None);
         }
         inc.severity = severity;
-        inc.reported = Some(snapshot);
+        inc.reported = Some(reported);
         if severity >= Severity::Major && prev.is_none_or(|p| p < Severity::Major) {
             inc.major_since = Some(now);
         }

@@ -48,6 +48,10 @@ impl Engine {
             let pass_changed = pass != self.pass[i];
             self.eff[i] = eff;
             self.pass[i] = pass;
+            if eff_changed && !self.health_marked[i] {
+                self.health_marked[i] = true;
+                self.health_changes.push(x);
+            }
             if eff_changed && node.is_service() {
                 services.push((x, eff));
             }

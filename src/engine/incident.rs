@@ -58,7 +58,8 @@ impl Level {
 }
 
 /// Where an expected duration came from (SPEC §3 "Expected duration").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Basis {
     Manual,
     History,
@@ -82,7 +83,7 @@ impl Basis {
 }
 
 /// One entry of an incident's log of events and decisions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimelineEntry {
     pub at: Ts,
     /// alarm, opened, estimate, notification, ack, note, decision, level,
@@ -109,8 +110,13 @@ pub(super) struct Chain {
 
 impl Chain {
     pub fn next_at(&self) -> Option<Ts> {
-        (self.done < self.deputies.len())
-            .then(|| self.started.plus(self.every * (self.done as u32 + 1)))
+        (self.done < self.deputies.len()).then(|| {
+            // Saturating: a restored chain's interval is outside input.
+            let n = u32::try_from(self.done + 1).unwrap_or(u32::MAX);
+            self.every
+                .checked_mul(n)
+                .map_or(Ts(i64::MAX), |d| self.started.plus(d))
+        })
     }
 }
 
@@ -152,9 +158,9 @@ pub struct Incident {
     pub(super) status_next: Vec<(PolicyId, Ts)>,
     pub(super) major_since: Option<Ts>,
     pub(super) generator_alerted: bool,
-    /// (root, services, severity) as last reported; `None` before opening
-    /// is reported.
-    pub(super) reported: Option<(NodeId, Vec<NodeId>, Severity)>,
+    /// (root id, sorted service ids, severity) as last reported; `None`
+    /// before opening is reported.
+    pub(super) reported: Option<(String, Vec<String>, Severity)>,
     pub(super) wake: Option<Ts>,
     /// Counts notification batches, for idempotency keys.
     pub(super) batches: u32,
@@ -239,7 +245,7 @@ impl Engine {
 
     /// Resolves an incident whose members are all well, or moves its root
     /// to the most upstream trouble.
-    fn normalise(&mut self, now: Ts, id: u64, out: &mut Out) {
+    pub(super) fn normalise(&mut self, now: Ts, id: u64, out: &mut Out) {
         let inc = &self.incidents[id as usize - 1];
         if !inc.state.is_live() {
             return;

@@ -2,15 +2,19 @@
 //!
 //! The engine owns component health, incidents, estimates and escalation
 //! state. It never touches the network, the disk or a clock: the daemon
-//! and `drill` call [`Engine::handle`] with each event and the time it
-//! happened, and [`Engine::tick`] at [`Engine::next_wakeup`]. The effects
-//! they get back (alarm and incident changes, estimates, notifications)
-//! are what the caller stores, sends or prints.
+//! and `drill` call [`Engine::apply`] (or [`Engine::handle`]) with each
+//! event and the time it happened, and [`Engine::tick`] at
+//! [`Engine::next_wakeup`] (the daemon through [`Engine::run_timers_until`]).
+//! The effects they get back (alarm and incident changes, estimates,
+//! notifications) are what the caller stores, sends or prints.
+//! [`Engine::snapshot`] and [`Engine::restore`] (module `snapshot`) carry
+//! the state across a restart or a config reload.
 
 mod escalation;
 mod health;
 mod incident;
 pub mod intake;
+pub mod snapshot;
 mod text;
 
 use std::collections::{BTreeSet, HashMap};
@@ -25,6 +29,7 @@ use crate::config::AlarmKind;
 
 pub use incident::{Basis, Incident, IncidentState, Level, TimelineEntry};
 pub use intake::{ProbeResult, parse_payload};
+pub use snapshot::Snapshot;
 
 /// A point in time: milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -46,7 +51,8 @@ impl Ts {
 }
 
 /// Health of a component or service; ordered from best to worst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Health {
     Up,
     Degraded,
@@ -72,7 +78,8 @@ impl Health {
 }
 
 /// An incident's severity; ordered from least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Severity {
     Minor,
     Major,
@@ -283,6 +290,10 @@ pub enum Effect {
         severity: AlarmSeverity,
         source: Source,
         message: Option<String>,
+        /// The alarm's identity key (SPEC §3): the MQTT payload's `key` or
+        /// the topic, the probe id, `heartbeat:TOPIC` for a lost sensor, or
+        /// the HTTP key (`""` by default).
+        key: String,
     },
     Rejected {
         source: Source,
@@ -327,6 +338,16 @@ pub enum Effect {
     },
 }
 
+/// What one input did: its effects, and whether it changed the engine's
+/// state. An input with `changed == false` left the engine exactly as it
+/// was, so a replay without it rebuilds the same engine: the daemon need
+/// not log it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub effects: Vec<Effect>,
+    pub changed: bool,
+}
+
 /// Effects of one cause, collected in the order SPEC §4 prints them: the
 /// cause's own line, incident lines, estimates, then notifications.
 #[derive(Default)]
@@ -358,8 +379,10 @@ struct Firing {
     severity: AlarmSeverity,
 }
 
-/// A probe's consecutive-result state.
-#[derive(Debug, Clone, Default)]
+/// A probe's consecutive-result state. The counters saturate at
+/// `max(fail_after, recover_after)`: beyond that a count decides nothing,
+/// and a steady result then leaves the state exactly as it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ProbeState {
     failures: u32,
     successes: u32,
@@ -401,6 +424,19 @@ pub struct Engine {
     /// Services whose policies an incident of this root follows when it
     /// affects none yet, cached.
     fed_cache: HashMap<NodeId, Arc<Vec<NodeId>>>,
+    /// The latest time an input or a timer changed the state. A timer
+    /// that fell due before it (an ETA already outlived) runs at this time
+    /// in [`Engine::run_timers_until`], never earlier: time does not run
+    /// backwards.
+    clock: Option<Ts>,
+    /// Nodes whose effective health changed since the last
+    /// [`Engine::take_health_changes`], in order, each once.
+    health_changes: Vec<NodeId>,
+    health_marked: Vec<bool>,
+    /// Live incidents to bring in line with an edited config, at the
+    /// first tick at or after `reconcile_at` (see `snapshot`).
+    reconcile: Vec<u64>,
+    reconcile_at: Option<Ts>,
 }
 
 impl Engine {
@@ -423,6 +459,11 @@ impl Engine {
             dirty: BTreeSet::new(),
             history: HashMap::new(),
             fed_cache: HashMap::new(),
+            clock: None,
+            health_changes: Vec::new(),
+            health_marked: vec![false; n],
+            reconcile: Vec::new(),
+            reconcile_at: None,
         }
     }
 
@@ -461,54 +502,134 @@ impl Engine {
         Some(g.full_tank_runtime.mul_f64((fuel / 100.0).clamp(0.0, 1.0)))
     }
 
-    /// The earliest time the engine must be ticked, if any.
-    pub fn next_wakeup(&self) -> Option<Ts> {
-        let a = self.wakes.first().map(|w| w.0);
-        let b = self.heartbeat_timers.first().map(|h| h.0);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    /// Ids of the open and acknowledged incidents, ascending.
+    pub fn live_incidents(&self) -> Vec<u64> {
+        self.incidents
+            .iter()
+            .filter(|i| i.state.is_live())
+            .map(|i| i.id)
+            .collect()
     }
 
-    /// Applies one event at `now`.
-    pub fn handle(&mut self, now: Ts, event: Event) -> Result<Vec<Effect>, EngineError> {
+    /// Every node (component or service) whose effective health changed
+    /// since the last call, each once, with its health now: for the health
+    /// gauges. After [`Engine::new`] every node is up; after
+    /// [`Engine::restore`] the first call lists every node that is not.
+    pub fn take_health_changes(&mut self) -> Vec<(NodeId, Health)> {
+        let changed = std::mem::take(&mut self.health_changes);
+        changed
+            .into_iter()
+            .map(|n| {
+                self.health_marked[n.0 as usize] = false;
+                (n, self.eff[n.0 as usize])
+            })
+            .collect()
+    }
+
+    /// The earliest time the engine must be ticked, if any.
+    pub fn next_wakeup(&self) -> Option<Ts> {
+        [
+            self.wakes.first().map(|w| w.0),
+            self.heartbeat_timers.first().map(|h| h.0),
+            self.reconcile_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs every timer due up to `until`, each at its own time (or at the
+    /// engine's latest time, if it fell due before that), and returns each
+    /// tick's time and effects. The daemon calls it before every input,
+    /// with the input's time, and when its timer sleeps out: live and in a
+    /// replay the engine then ticks at the same times, whatever the input
+    /// timing, so skipped inputs (`changed == false`) do not matter.
+    pub fn run_timers_until(&mut self, until: Ts) -> Vec<(Ts, Vec<Effect>)> {
+        let mut ticks = Vec::new();
+        while let Some(due) = self.next_wakeup().filter(|&w| w <= until) {
+            let at = self.clock.map_or(due, |c| c.max(due));
+            // `tick` runs everything due at or before `at`, so the next
+            // wake-up is later: the loop always advances.
+            let effects = self.tick(at);
+            ticks.push((at, effects));
+        }
+        ticks
+    }
+
+    /// Applies one event at `now`; see [`Applied`] for what `changed`
+    /// promises. A refused action on an incident is an error and changes
+    /// nothing.
+    pub fn apply(&mut self, now: Ts, event: Event) -> Result<Applied, EngineError> {
         let mut out = Out::default();
-        match event {
+        let changed = match event {
             Event::Mqtt { topic, payload } => self.on_mqtt(now, &topic, &payload, &mut out),
             Event::Alarm(a) => self.on_alarm_input(now, a, &mut out),
             Event::Probe { id, result } => self.on_probe(now, &id, &result, &mut out),
-            Event::Ack { incident, by, note } => self.on_ack(now, incident, by, note, &mut out)?,
+            Event::Ack { incident, by, note } => {
+                self.on_ack(now, incident, by, note, &mut out)?;
+                true
+            }
             Event::Eta {
                 incident,
                 expected,
                 by,
-            } => self.on_eta(now, incident, expected, by, &mut out)?,
+            } => {
+                self.on_eta(now, incident, expected, by, &mut out)?;
+                true
+            }
             Event::Note {
                 incident,
                 by,
                 text,
                 decision,
-            } => self.on_note(now, incident, by, text, decision)?,
+            } => {
+                self.on_note(now, incident, by, text, decision)?;
+                true
+            }
             Event::SetLevel {
                 incident,
                 level,
                 by,
-            } => self.on_level(now, incident, level, by, &mut out)?,
+            } => {
+                self.on_level(now, incident, level, by, &mut out)?;
+                true
+            }
             Event::Resolve { incident, by, note } => {
                 let id = self.live_incident(incident)?;
                 if let Some(note) = note {
                     self.incidents[id as usize - 1].log(now, "note", note, Some(by.clone()));
                 }
                 self.resolve(now, id, Some(by), &mut out);
+                true
             }
+        };
+        if changed {
+            self.advance_clock(now);
         }
-        Ok(out.finish())
+        Ok(Applied {
+            effects: out.finish(),
+            changed,
+        })
+    }
+
+    /// Applies one event at `now` and returns its effects.
+    pub fn handle(&mut self, now: Ts, event: Event) -> Result<Vec<Effect>, EngineError> {
+        self.apply(now, event).map(|a| a.effects)
+    }
+
+    fn advance_clock(&mut self, now: Ts) {
+        self.clock = Some(self.clock.map_or(now, |c| c.max(now)));
     }
 
     /// Fires every timer due at or before `now`.
     pub fn tick(&mut self, now: Ts) -> Vec<Effect> {
         let mut all = Vec::new();
+        if self.reconcile_at.is_some_and(|t| t <= now) {
+            self.advance_clock(now);
+            let mut out = Out::default();
+            self.reconcile(now, &mut out);
+            all.extend(out.finish());
+        }
         loop {
             let hb = self
                 .heartbeat_timers
@@ -517,6 +638,9 @@ impl Engine {
                 .filter(|h| h.0 <= now);
             let inc = self.wakes.first().copied().filter(|w| w.0 <= now);
             let mut out = Out::default();
+            if hb.is_some() || inc.is_some() {
+                self.advance_clock(now);
+            }
             match (hb, inc) {
                 (Some(h), Some(w)) if h.0 <= w.0 => self.on_heartbeat_due(now, h, &mut out),
                 (_, Some(w)) => {
@@ -532,38 +656,46 @@ impl Engine {
         all
     }
 
-    fn on_mqtt(&mut self, now: Ts, topic: &str, payload: &[u8], out: &mut Out) {
+    /// Returns whether the state changed: a rejected message changes
+    /// nothing, except that any message on a heartbeat topic shows the
+    /// sensor is alive.
+    fn on_mqtt(&mut self, now: Ts, topic: &str, payload: &[u8], out: &mut Out) -> bool {
         if payload.len() as u64 > self.cat.max_payload {
-            return reject(
+            reject(
                 out,
                 Source::Mqtt,
                 RejectReason::Oversized,
                 format!("{topic}: payload of {} bytes", payload.len()),
             );
+            return false;
         }
         let cat = self.cat.clone();
         let Some((_, sub, component)) = intake::route(&cat, topic) else {
-            return reject(out, Source::Mqtt, RejectReason::UnknownTopic, topic.into());
+            reject(out, Source::Mqtt, RejectReason::UnknownTopic, topic.into());
+            return false;
         };
         let Some(node) = cat.node_id(&component) else {
-            return reject(
+            reject(
                 out,
                 Source::Mqtt,
                 RejectReason::UnknownComponent,
                 format!("{topic}: component {component:?}"),
             );
+            return false;
         };
         // Any message, even a malformed one, shows the sensor is alive.
+        let alive = sub.config.heartbeat.is_some();
         if let Some(every) = sub.config.heartbeat {
             self.heartbeat_seen(now, topic, node, every, out);
         }
         let parsed = match intake::parse_payload(payload) {
             Ok(p) => p,
             Err((reason, detail)) => {
-                return reject(out, Source::Mqtt, reason, format!("{topic}: {detail}"));
+                reject(out, Source::Mqtt, reason, format!("{topic}: {detail}"));
+                return alive;
             }
         };
-        self.apply_alarm(
+        let applied = self.apply_alarm(
             now,
             node,
             Firing {
@@ -576,16 +708,18 @@ impl Engine {
             parsed.message,
             out,
         );
+        applied || alive
     }
 
-    fn on_alarm_input(&mut self, now: Ts, a: AlarmInput, out: &mut Out) {
+    fn on_alarm_input(&mut self, now: Ts, a: AlarmInput, out: &mut Out) -> bool {
         let Some(node) = self.cat.node_id(&a.component) else {
-            return reject(
+            reject(
                 out,
                 a.source,
                 RejectReason::UnknownComponent,
                 format!("component {:?}", a.component),
             );
+            return false;
         };
         self.apply_alarm(
             now,
@@ -599,18 +733,21 @@ impl Engine {
             a.state,
             a.message,
             out,
-        );
+        )
     }
 
-    fn on_probe(&mut self, now: Ts, id: &str, result: &ProbeResult, out: &mut Out) {
+    /// Returns whether the probe's state or generator reading changed or
+    /// an alarm was applied.
+    fn on_probe(&mut self, now: Ts, id: &str, result: &ProbeResult, out: &mut Out) -> bool {
         let cat = self.cat.clone();
         let Some(pid) = cat.probe_id(id) else {
-            return reject(
+            reject(
                 out,
                 Source::Probe,
                 RejectReason::UnknownComponent,
                 format!("probe {id:?}"),
             );
+            return false;
         };
         let probe = cat.probe(pid);
         let (class, reading) = intake::classify(&probe.config, result);
@@ -623,13 +760,15 @@ impl Engine {
             }
         }
         let st = &mut self.probes[pid.0 as usize];
+        let before = st.clone();
+        let cap = probe_count_cap(&probe.config);
         match class {
             intake::ProbeClass::Failed(_) => {
-                st.failures += 1;
+                st.failures = st.failures.saturating_add(1).min(cap);
                 st.successes = 0;
             }
             _ => {
-                st.successes += 1;
+                st.successes = st.successes.saturating_add(1).min(cap);
                 st.failures = 0;
             }
         }
@@ -639,6 +778,7 @@ impl Engine {
             st.down = false;
         }
         st.degraded = matches!(class, intake::ProbeClass::Degraded(_));
+        let state_changed = *st != before;
         let (down, degraded) = (st.down, st.degraded);
         let (state, severity) = if down {
             (AlarmState::Firing, AlarmSeverity::Critical)
@@ -657,10 +797,12 @@ impl Engine {
             key: probe.config.id.clone(),
             severity,
         };
-        if !self.apply_alarm(now, probe.node, firing, state, message, out) && !sources.is_empty() {
+        let applied = self.apply_alarm(now, probe.node, firing, state, message, out);
+        if !applied && !sources.is_empty() {
             // The generator's reading changed without an alarm change.
             self.health_changed(now, &sources, out);
         }
+        applied || state_changed || !sources.is_empty()
     }
 
     fn heartbeat_seen(
@@ -751,6 +893,7 @@ impl Engine {
             severity: alarm.severity,
             source: alarm.source,
             message: message.clone(),
+            key: alarm.key.clone(),
         });
         if let Some(&id) = self.member_of.get(&node) {
             let what = format!(
@@ -793,6 +936,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// Where a probe's consecutive counts stop: no threshold looks further.
+pub(super) fn probe_count_cap(p: &crate::config::ProbeConfig) -> u32 {
+    p.fail_after.max(1).max(p.recover_after.max(1))
 }
 
 fn reject(out: &mut Out, source: Source, reason: RejectReason, detail: String) {

@@ -7,7 +7,7 @@ use super::*;
 use crate::catalogue::Catalogue;
 use crate::config::load_str;
 
-const PLAN: &str = r#"
+pub(super) const PLAN: &str = r#"
 [site]
 name = "Test"
 language = "en"
@@ -170,18 +170,18 @@ staff = ["role:chief"]
 via = ["sms"]
 "#;
 
-const T0: i64 = 1_772_434_800_000; // 2026-03-02T08:00:00+01:00
+pub(super) const T0: i64 = 1_772_434_800_000; // 2026-03-02T08:00:00+01:00
 
-fn engine() -> Engine {
+pub(super) fn engine() -> Engine {
     let loaded = load_str("plan.toml", PLAN).expect("test plan is valid");
     Engine::new(Arc::new(Catalogue::build(&loaded.config).unwrap()))
 }
 
-fn at(secs: i64) -> Ts {
+pub(super) fn at(secs: i64) -> Ts {
     Ts(T0 + secs * 1000)
 }
 
-fn alarm(component: &str, kind: AlarmKind, state: AlarmState) -> Event {
+pub(super) fn alarm(component: &str, kind: AlarmKind, state: AlarmState) -> Event {
     Event::Alarm(AlarmInput {
         component: component.into(),
         kind,
@@ -193,18 +193,18 @@ fn alarm(component: &str, kind: AlarmKind, state: AlarmState) -> Event {
     })
 }
 
-fn fire(e: &mut Engine, secs: i64, component: &str, kind: AlarmKind) -> Vec<Effect> {
+pub(super) fn fire(e: &mut Engine, secs: i64, component: &str, kind: AlarmKind) -> Vec<Effect> {
     e.handle(at(secs), alarm(component, kind, AlarmState::Firing))
         .unwrap()
 }
 
-fn clear(e: &mut Engine, secs: i64, component: &str, kind: AlarmKind) -> Vec<Effect> {
+pub(super) fn clear(e: &mut Engine, secs: i64, component: &str, kind: AlarmKind) -> Vec<Effect> {
     e.handle(at(secs), alarm(component, kind, AlarmState::Cleared))
         .unwrap()
 }
 
 /// Runs the clock to `secs`, firing every timer on the way.
-fn run_to(e: &mut Engine, secs: i64) -> Vec<(i64, Effect)> {
+pub(super) fn run_to(e: &mut Engine, secs: i64) -> Vec<(i64, Effect)> {
     let mut out = Vec::new();
     while let Some(t) = e.next_wakeup().filter(|t| *t <= at(secs)) {
         for eff in e.tick(t) {
@@ -214,7 +214,7 @@ fn run_to(e: &mut Engine, secs: i64) -> Vec<(i64, Effect)> {
     out
 }
 
-fn notes(effects: &[Effect]) -> Vec<(String, String, String)> {
+pub(super) fn notes(effects: &[Effect]) -> Vec<(String, String, String)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -226,7 +226,7 @@ fn notes(effects: &[Effect]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn timed_notes(effects: &[(i64, Effect)]) -> Vec<(i64, String, String)> {
+pub(super) fn timed_notes(effects: &[(i64, Effect)]) -> Vec<(i64, String, String)> {
     effects
         .iter()
         .filter_map(|(t, e)| match e {
@@ -801,4 +801,423 @@ fn a_policy_that_joins_later_does_not_repeat_a_step_reason_already_sent() {
         "{to_drift:?}"
     );
     assert!(to_drift.contains(&"severity".to_owned()), "{to_drift:?}");
+}
+
+// ------------------------------------------- inputs that change nothing
+
+/// The plan with a heartbeat topic: `room/+/temp`, 5 minutes.
+fn engine_with_heartbeat() -> Engine {
+    let text = format!(
+        "{PLAN}\n[[mqtt.subscription]]\ntopic = \"room/+/temp\"\nkind = \"environment\"\n\
+         component = \"{{1}}\"\nheartbeat = \"5m\"\n"
+    );
+    let loaded = load_str("plan.toml", &text).expect("plan with heartbeat is valid");
+    Engine::new(Arc::new(Catalogue::build(&loaded.config).unwrap()))
+}
+
+fn mqtt(topic: &str, payload: &str) -> Event {
+    Event::Mqtt {
+        topic: topic.into(),
+        payload: payload.as_bytes().to_vec(),
+    }
+}
+
+/// Applies `event` and checks that `changed` says truly whether the
+/// snapshot changed; returns `changed`.
+fn changed(e: &mut Engine, secs: i64, event: Event) -> bool {
+    let before = e.snapshot();
+    let applied = e.apply(at(secs), event).expect("accepted");
+    let same = e.snapshot() == before;
+    assert_eq!(
+        applied.changed,
+        !same,
+        "changed = {} but the snapshot {}",
+        applied.changed,
+        if same { "is the same" } else { "changed" }
+    );
+    applied.changed
+}
+
+#[test]
+fn steady_probe_results_change_nothing_once_the_counts_saturate() {
+    let mut e = engine();
+    let ok = || Event::Probe {
+        id: "gen".into(),
+        result: ProbeResult {
+            status: Some(200),
+            body: Some(br#"{"running": true, "fuel": 80}"#.to_vec()),
+            error: None,
+        },
+    };
+    let failed = || Event::Probe {
+        id: "gen".into(),
+        result: ProbeResult {
+            error: Some("timeout".into()),
+            ..Default::default()
+        },
+    };
+    // fail_after = recover_after = 2: the counts stop at 2.
+    assert!(changed(&mut e, 0, ok()), "first success and first reading");
+    assert!(changed(&mut e, 10, ok()), "second success");
+    for t in 2..10 {
+        assert!(!changed(&mut e, t * 10, ok()), "steady success at {t}");
+    }
+    assert!(changed(&mut e, 100, failed()));
+    assert!(changed(&mut e, 110, failed()), "down at the second failure");
+    for t in 12..20 {
+        assert!(!changed(&mut e, t * 10, failed()), "steady failure at {t}");
+    }
+    assert_eq!(
+        e.health(e.catalogue().node_id("generator").unwrap()),
+        Health::Down
+    );
+    // Saturation changes no verdict: two successes still bring it back.
+    assert!(changed(&mut e, 200, ok()));
+    assert_eq!(
+        e.health(e.catalogue().node_id("generator").unwrap()),
+        Health::Down
+    );
+    assert!(changed(&mut e, 210, ok()));
+    assert_eq!(
+        e.health(e.catalogue().node_id("generator").unwrap()),
+        Health::Up
+    );
+    // A new fuel level is a change even when the verdict is the same.
+    let lower = Event::Probe {
+        id: "gen".into(),
+        result: ProbeResult {
+            status: Some(200),
+            body: Some(br#"{"running": true, "fuel": 70}"#.to_vec()),
+            error: None,
+        },
+    };
+    assert!(changed(&mut e, 220, lower.clone()));
+    assert!(!changed(&mut e, 230, lower));
+}
+
+#[test]
+fn a_repeated_mqtt_state_without_heartbeat_changes_nothing() {
+    let mut e = engine();
+    assert!(changed(&mut e, 0, mqtt("room/room/fire", "alarm")));
+    assert!(!changed(&mut e, 1, mqtt("room/room/fire", "alarm")));
+    assert!(!changed(
+        &mut e,
+        2,
+        mqtt("room/room/fire", "{\"state\": \"on\"}")
+    ));
+    // Rejected input changes nothing.
+    assert!(!changed(&mut e, 3, mqtt("room/room/fire", "smoke")));
+    assert!(!changed(&mut e, 4, mqtt("no/such/topic", "alarm")));
+    assert!(!changed(&mut e, 5, mqtt("room/nope/fire", "alarm")));
+    assert!(!changed(
+        &mut e,
+        6,
+        Event::Alarm(AlarmInput {
+            component: "nope".into(),
+            kind: AlarmKind::Server,
+            state: AlarmState::Firing,
+            severity: AlarmSeverity::Critical,
+            source: Source::Http,
+            message: None,
+            key: None,
+        })
+    ));
+    assert!(!changed(
+        &mut e,
+        7,
+        alarm("srv-a", AlarmKind::Server, AlarmState::Cleared)
+    ));
+    assert!(!changed(
+        &mut e,
+        8,
+        Event::Probe {
+            id: "nope".into(),
+            result: ProbeResult::default(),
+        }
+    ));
+    assert!(changed(&mut e, 9, mqtt("room/room/fire", "ok")));
+}
+
+#[test]
+fn any_message_on_a_heartbeat_topic_is_a_change() {
+    let mut e = engine_with_heartbeat();
+    assert!(
+        changed(&mut e, 0, mqtt("room/room/temp", "ok")),
+        "first message"
+    );
+    assert!(
+        changed(&mut e, 60, mqtt("room/room/temp", "ok")),
+        "deadline moves"
+    );
+    let bad = e.apply(at(120), mqtt("room/room/temp", "smoke")).unwrap();
+    assert!(
+        matches!(bad.effects[..], [Effect::Rejected { .. }]),
+        "{:?}",
+        bad.effects
+    );
+    assert!(
+        bad.changed,
+        "a malformed message still shows the sensor alive"
+    );
+    // The heartbeat was refreshed at 120 s: lost at 420 s, not 360 s.
+    assert!(e.run_timers_until(at(419)).iter().all(|t| t.1.is_empty()));
+    let lost = e.run_timers_until(at(420));
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0].0, at(420));
+    assert!(
+        matches!(&lost[0].1[0], Effect::Alarm { key, .. } if key == "heartbeat:room/room/temp")
+    );
+}
+
+#[test]
+fn actions_on_incidents_are_changes_and_refusals_are_errors() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-b", AlarmKind::Server);
+    let ack = Event::Ack {
+        incident: 1,
+        by: "p-lead".into(),
+        note: None,
+    };
+    assert!(changed(&mut e, 20, ack.clone()));
+    assert!(changed(&mut e, 21, ack), "a repeated ack is recorded");
+    assert!(changed(
+        &mut e,
+        22,
+        Event::Note {
+            incident: 1,
+            by: "p-lead".into(),
+            text: "looking".into(),
+            decision: false,
+        }
+    ));
+    assert!(changed(
+        &mut e,
+        23,
+        Event::Eta {
+            incident: 1,
+            expected: Duration::from_secs(3600),
+            by: None,
+        }
+    ));
+    assert!(
+        changed(
+            &mut e,
+            24,
+            Event::SetLevel {
+                incident: 1,
+                level: Level::Department,
+                by: "p-lead".into(),
+            }
+        ),
+        "the same level again is recorded"
+    );
+    assert!(changed(
+        &mut e,
+        25,
+        Event::Resolve {
+            incident: 1,
+            by: "p-lead".into(),
+            note: None,
+        }
+    ));
+    let before = e.snapshot();
+    assert_eq!(
+        e.apply(
+            at(26),
+            Event::Note {
+                incident: 1,
+                by: "x".into(),
+                text: "late".into(),
+                decision: false,
+            }
+        ),
+        Err(EngineError::Resolved(1))
+    );
+    assert_eq!(
+        e.apply(
+            at(27),
+            Event::Ack {
+                incident: 7,
+                by: "x".into(),
+                note: None,
+            }
+        ),
+        Err(EngineError::UnknownIncident(7))
+    );
+    assert_eq!(e.snapshot(), before, "a refusal changes nothing");
+}
+
+#[test]
+fn alarm_effects_carry_their_identity_key() {
+    let mut e = engine_with_heartbeat();
+    let key = |effects: &[Effect]| -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|x| match x {
+                Effect::Alarm { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        key(&e.handle(at(0), mqtt("room/room/fire", "alarm")).unwrap()),
+        ["room/room/fire"]
+    );
+    assert_eq!(
+        key(&e
+            .handle(
+                at(1),
+                mqtt("room/srv-a/fire", r#"{"state":"alarm","key":"det-7"}"#)
+            )
+            .unwrap()),
+        ["det-7"]
+    );
+    assert_eq!(key(&fire(&mut e, 2, "srv-b", AlarmKind::Server)), [""]);
+    let mut keyed = alarm("o365", AlarmKind::Application, AlarmState::Firing);
+    if let Event::Alarm(a) = &mut keyed {
+        a.key = Some("vendor".into());
+    }
+    assert_eq!(key(&e.handle(at(3), keyed).unwrap()), ["vendor"]);
+    let failed = || Event::Probe {
+        id: "gen".into(),
+        result: ProbeResult {
+            error: Some("timeout".into()),
+            ..Default::default()
+        },
+    };
+    e.handle(at(4), failed()).unwrap();
+    assert_eq!(key(&e.handle(at(5), failed()).unwrap()), ["gen"]);
+    e.handle(at(6), mqtt("room/room/temp", "ok")).unwrap();
+    let lost: Vec<Effect> = e
+        .run_timers_until(at(1000))
+        .into_iter()
+        .flat_map(|t| t.1)
+        .collect();
+    assert!(
+        key(&lost).contains(&"heartbeat:room/room/temp".to_owned()),
+        "{lost:?}"
+    );
+}
+
+#[test]
+fn health_changes_are_reported_once_each_until_taken() {
+    let mut e = engine();
+    assert!(e.take_health_changes().is_empty());
+    fire(&mut e, 0, "room", AlarmKind::Environment);
+    let cat = e.catalogue().clone();
+    let name = |changes: Vec<(NodeId, Health)>| -> Vec<(String, Health)> {
+        let mut v: Vec<_> = changes
+            .into_iter()
+            .map(|(n, h)| (cat.node(n).id.clone(), h))
+            .collect();
+        v.sort();
+        v
+    };
+    let down = [
+        ("alarms".to_owned(), Health::Down),
+        ("room".to_owned(), Health::Down),
+        ("srv-a".to_owned(), Health::Down),
+        ("srv-b".to_owned(), Health::Down),
+        ("web".to_owned(), Health::Down),
+    ];
+    assert_eq!(name(e.take_health_changes()), down);
+    assert!(e.take_health_changes().is_empty(), "taken");
+    // Down, then degraded and up again before the next call: once, as up.
+    fire(&mut e, 1, "srv-b", AlarmKind::Server);
+    clear(&mut e, 2, "room", AlarmKind::Environment);
+    assert_eq!(
+        name(e.take_health_changes()),
+        [
+            ("alarms".to_owned(), Health::Up),
+            ("room".to_owned(), Health::Up),
+            ("srv-a".to_owned(), Health::Up),
+        ]
+    );
+    clear(&mut e, 3, "srv-b", AlarmKind::Server);
+    let warn = Event::Alarm(AlarmInput {
+        severity: AlarmSeverity::Warning,
+        ..match alarm("srv-b", AlarmKind::Server, AlarmState::Firing) {
+            Event::Alarm(a) => a,
+            _ => unreachable!(),
+        }
+    });
+    e.handle(at(4), warn).unwrap();
+    assert_eq!(
+        name(e.take_health_changes()),
+        [
+            ("srv-b".to_owned(), Health::Degraded),
+            ("web".to_owned(), Health::Degraded),
+        ]
+    );
+}
+
+#[test]
+fn live_incidents_are_the_open_and_acknowledged_ones() {
+    let mut e = engine();
+    assert!(e.live_incidents().is_empty());
+    fire(&mut e, 0, "srv-b", AlarmKind::Server);
+    fire(&mut e, 1, "o365", AlarmKind::Application);
+    fire(&mut e, 2, "srv-a", AlarmKind::Server);
+    assert_eq!(e.live_incidents(), [1, 2, 3]);
+    e.handle(
+        at(3),
+        Event::Ack {
+            incident: 2,
+            by: "p-lead".into(),
+            note: None,
+        },
+    )
+    .unwrap();
+    clear(&mut e, 4, "srv-b", AlarmKind::Server);
+    assert_eq!(e.live_incidents(), [2, 3]);
+    // The room takes in both servers' incidents: the older absorbs the younger.
+    fire(&mut e, 5, "srv-b", AlarmKind::Server);
+    fire(&mut e, 6, "room", AlarmKind::Environment);
+    assert_eq!(e.live_incidents(), [2, 3]);
+    assert!(matches!(
+        e.incident(4).unwrap().state,
+        IncidentState::Merged(3)
+    ));
+}
+
+#[test]
+fn timers_run_at_their_own_times_and_never_before_the_latest_input() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-b", AlarmKind::Server);
+    assert!(e.run_timers_until(at(9)).is_empty(), "settle runs to 10 s");
+    let ticks = e.run_timers_until(at(100));
+    let times: Vec<Ts> = ticks.iter().map(|t| t.0).collect();
+    assert_eq!(times, [at(10)], "settle ends at 10 s, not at 100 s");
+    assert_eq!(
+        notes(&ticks[0].1),
+        [("p-lead".into(), "sms".into(), "open".into())]
+    );
+    // An ETA already outlived (0 s from opening) is due at once, in the
+    // past: it runs at the ETA's time, like drill's tick at that instant.
+    e.handle(
+        at(200),
+        Event::Eta {
+            incident: 1,
+            expected: Duration::ZERO,
+            by: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(e.next_wakeup(), Some(at(0)));
+    let ticks = e.run_timers_until(at(300));
+    assert_eq!(ticks.len(), 1, "{ticks:?}");
+    assert_eq!(ticks[0].0, at(200));
+    assert!(
+        ticks[0].1.iter().any(|x| matches!(
+            x,
+            Effect::Estimate {
+                basis: Basis::Extended,
+                expected_s: 2000,
+                ..
+            }
+        )),
+        "extended from 200 s: {:?}",
+        ticks[0].1
+    );
+    assert!(e.next_wakeup().is_some_and(|w| w > at(300)));
 }
