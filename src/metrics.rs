@@ -6,8 +6,8 @@
 //! config, kinds, reasons and outcomes — never alarm or incident ids.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::catalogue::{Catalogue, NodeKind};
@@ -15,8 +15,8 @@ use crate::engine::Health;
 
 /// Buckets for durations measured in seconds, from a millisecond to a week.
 const SECONDS_BUCKETS: [f64; 16] = [
-    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-    86_400.0, 604_800.0,
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86_400.0,
+    604_800.0,
 ];
 /// Buckets for actual ÷ expected duration.
 const RATIO_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 4.0, 10.0];
@@ -31,7 +31,7 @@ pub struct Metrics {
     pub incidents_open: IntGaugeVec,
     pub incidents: IntCounterVec,
     pub notifications: IntCounterVec,
-    pub ack_seconds: HistogramVec,
+    pub ack_seconds: Histogram,
     pub probe_duration: HistogramVec,
     pub probe_up: GaugeVec,
     pub mqtt_connected: Gauge,
@@ -79,12 +79,14 @@ impl Metrics {
                 "Notification attempts, by outcome",
                 &["channel", "outcome"],
             ),
-            ack_seconds: histogram_vec(
-                "beredskab_ack_seconds",
-                "Time from an incident's opening to its first acknowledgement",
-                &[],
-                &SECONDS_BUCKETS,
-            ),
+            ack_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "beredskab_ack_seconds",
+                    "Time from an incident's opening to its first acknowledgement",
+                )
+                .buckets(SECONDS_BUCKETS.to_vec()),
+            )
+            .expect("constant metric definition"),
             probe_duration: histogram_vec(
                 "beredskab_probe_duration_seconds",
                 "Time a probe request took",
@@ -222,14 +224,18 @@ mod tests {
         m.incidents_open.with_label_values(&["critical"]).set(1);
         m.incidents.with_label_values(&["critical"]).inc();
         m.notifications.with_label_values(&["sms", "sent"]).inc();
-        m.ack_seconds.with_label_values(&[]).observe(30.0);
+        m.ack_seconds.observe(30.0);
         m.probe_duration.with_label_values(&["p"]).observe(0.01);
         m.probe_up.with_label_values(&["p"]).set(1.0);
         m.ingest_seconds.with_label_values(&["mqtt"]).observe(0.002);
         m.generator_runtime.with_label_values(&["gen"]).set(3600.0);
         m.estimate_ratio.with_label_values(&["kind"]).observe(1.2);
-        m.service_up.with_label_values(&["mail", "important"]).set(1.0);
-        m.component_up.with_label_values(&["srv", "server"]).set(0.0);
+        m.service_up
+            .with_label_values(&["mail", "important"])
+            .set(1.0);
+        m.component_up
+            .with_label_values(&["srv", "server"])
+            .set(0.0);
         let text = m.render();
         for name in [
             "beredskab_service_up",

@@ -49,9 +49,15 @@ async fn mqtt_alarms_become_incidents_that_resolve() {
 
     let publisher = Publisher::start(broker.port, &client_id("incidents-pub"));
     publisher
-        .publish("site/serverrum/fire", "fire", r#"{"state":"alarm","message":"smoke"}"#)
+        .publish(
+            "site/serverrum/fire",
+            "fire",
+            r#"{"state":"alarm","message":"smoke"}"#,
+        )
         .await;
-    publisher.publish("site/srv-3/fire", "fire-2", "ALARM").await;
+    publisher
+        .publish("site/srv-3/fire", "fire-2", "ALARM")
+        .await;
     publisher.wait_acked(2, Duration::from_secs(10)).await;
 
     let list = eventually("an incident opens", Duration::from_secs(10), || async {
@@ -67,14 +73,18 @@ async fn mqtt_alarms_become_incidents_that_resolve() {
     assert_eq!(inc["state"], "open");
 
     // A fire does not wait for related alarms: the on-call leader is told.
-    let told = eventually("the open step is logged", Duration::from_secs(10), || async {
-        let lines: Vec<Value> = d
-            .log_lines()
-            .into_iter()
-            .filter(|l| l["target"] == "beredskab::notification")
-            .collect();
-        (!lines.is_empty()).then_some(lines)
-    })
+    let told = eventually(
+        "the open step is logged",
+        Duration::from_secs(10),
+        || async {
+            let lines: Vec<Value> = d
+                .log_lines()
+                .into_iter()
+                .filter(|l| l["target"] == "beredskab::notification")
+                .collect();
+            (!lines.is_empty()).then_some(lines)
+        },
+    )
     .await;
     assert_eq!(told[0]["fields"]["to"], "p-drift");
     assert_eq!(told[0]["fields"]["reason"], "open");
@@ -87,20 +97,48 @@ async fn mqtt_alarms_become_incidents_that_resolve() {
         .iter()
         .filter_map(|e| e["type"].as_str())
         .collect();
-    assert!(types.contains(&"opened") && types.contains(&"notification"), "{types:?}");
+    assert!(
+        types.contains(&"opened") && types.contains(&"notification"),
+        "{types:?}"
+    );
 
-    publisher.publish("site/serverrum/fire", "clear", "OK").await;
-    publisher.publish("site/srv-3/fire", "clear-2", r#"{"state":"ok"}"#).await;
+    publisher
+        .publish("site/serverrum/fire", "clear", "OK")
+        .await;
+    publisher
+        .publish("site/srv-3/fire", "clear-2", r#"{"state":"ok"}"#)
+        .await;
     eventually("the incident resolves", Duration::from_secs(10), || async {
         let list = incidents(&client, &d).await;
         (list[0]["state"] == "resolved").then_some(())
     })
     .await;
-    assert_eq!(metric(&client, &d, "beredskab_incidents_open{severity=\"critical\"}").await, 0.0);
-    assert_eq!(metric(&client, &d, "beredskab_incidents_total{severity=\"critical\"}").await, 1.0);
+    assert_eq!(
+        metric(
+            &client,
+            &d,
+            "beredskab_incidents_open{severity=\"critical\"}"
+        )
+        .await,
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &client,
+            &d,
+            "beredskab_incidents_total{severity=\"critical\"}"
+        )
+        .await,
+        1.0
+    );
     assert_eq!(metric(&client, &d, "beredskab_mqtt_connected").await, 1.0);
     assert_eq!(
-        metric(&client, &d, "beredskab_service_up{service=\"omsorg\",criticality=\"life\"}").await,
+        metric(
+            &client,
+            &d,
+            "beredskab_service_up{service=\"omsorg\",criticality=\"life\"}"
+        )
+        .await,
         1.0
     );
     let mut d = d;
@@ -125,17 +163,21 @@ async fn a_kill_in_the_middle_of_a_burst_loses_and_doubles_nothing() {
             .await;
     }
     let db = d.db();
-    eventually("part of the burst is stored", Duration::from_secs(30), || async {
-        (count(&db, "SELECT count(*) FROM alarms").await >= 500).then_some(())
-    })
+    eventually(
+        "part of the burst is stored",
+        Duration::from_secs(30),
+        || async { (count(&db, "SELECT count(*) FROM alarms").await >= 500).then_some(()) },
+    )
     .await;
     d.kill9();
     let before = count(&db, "SELECT count(*) FROM alarms").await;
     publisher.wait_acked(N, Duration::from_secs(30)).await;
     d.spawn();
-    eventually("the whole burst is stored", Duration::from_secs(60), || async {
-        (count(&db, "SELECT count(*) FROM alarms").await as usize >= N).then_some(())
-    })
+    eventually(
+        "the whole burst is stored",
+        Duration::from_secs(60),
+        || async { (count(&db, "SELECT count(*) FROM alarms").await as usize >= N).then_some(()) },
+    )
     .await;
     let elapsed = started.elapsed();
     // A little longer, for any redelivered duplicate to show up.
@@ -189,18 +231,33 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     publishing.await.expect("publishing");
     publisher.wait_acked(N, Duration::from_secs(30)).await;
     let db = d.db();
-    eventually("every acknowledged alarm is stored", Duration::from_secs(30), || async {
-        (count(&db, "SELECT count(*) FROM alarms").await as usize >= N).then_some(())
-    })
+    eventually(
+        "every acknowledged alarm is stored",
+        Duration::from_secs(30),
+        || async { (count(&db, "SELECT count(*) FROM alarms").await as usize >= N).then_some(()) },
+    )
     .await;
-    assert_eq!(count(&db, "SELECT count(DISTINCT \"key\") FROM alarms").await as usize, N);
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT \"key\") FROM alarms").await as usize,
+        N
+    );
     wait_ready(&client, &d).await;
     // Subscriptions restored: a new alarm after the restart arrives.
-    publisher.publish("site/serverrum/fire", "after", "ALARM").await;
-    eventually("an alarm after the restart arrives", Duration::from_secs(10), || async {
-        let n = count(&db, "SELECT count(*) FROM alarms WHERE component = 'serverrum'").await;
-        (n == 1).then_some(())
-    })
+    publisher
+        .publish("site/serverrum/fire", "after", "ALARM")
+        .await;
+    eventually(
+        "an alarm after the restart arrives",
+        Duration::from_secs(10),
+        || async {
+            let n = count(
+                &db,
+                "SELECT count(*) FROM alarms WHERE component = 'serverrum'",
+            )
+            .await;
+            (n == 1).then_some(())
+        },
+    )
     .await;
     let mut d = d;
     assert!(d.terminate().success());
@@ -215,7 +272,9 @@ async fn bad_mqtt_input_is_counted_kept_and_changes_nothing() {
     let client = http();
     wait_ready(&client, &d).await;
     let publisher = Publisher::start(broker.port, &client_id("bad-pub"));
-    publisher.publish("site/serverrum/fire", "a", r#"{"state":"#).await;
+    publisher
+        .publish("site/serverrum/fire", "a", r#"{"state":"#)
+        .await;
     publisher.publish("site/serverrum/fire", "b", "smoke").await;
     publisher
         .publish("site/serverrum/fire", "c", vec![b'x'; 2048])
@@ -224,19 +283,28 @@ async fn bad_mqtt_input_is_counted_kept_and_changes_nothing() {
     publisher.publish("site/srv-1/fire", "e", "ALARM").await;
     publisher.wait_acked(5, Duration::from_secs(10)).await;
 
-    eventually("the good alarm after the bad ones opens an incident", Duration::from_secs(10), || async {
-        let list = incidents(&client, &d).await;
-        (list.len() == 1).then_some(())
-    })
+    eventually(
+        "the good alarm after the bad ones opens an incident",
+        Duration::from_secs(10),
+        || async {
+            let list = incidents(&client, &d).await;
+            (list.len() == 1).then_some(())
+        },
+    )
     .await;
     for reason in ["bad_payload", "bad_state", "oversized", "unknown_component"] {
-        let series = format!("beredskab_alarms_rejected_total{{source=\"mqtt\",reason=\"{reason}\"}}");
+        let series =
+            format!("beredskab_alarms_rejected_total{{source=\"mqtt\",reason=\"{reason}\"}}");
         assert_eq!(metric(&client, &d, &series).await, 1.0, "{series}");
     }
     let db = d.db();
     assert_eq!(count(&db, "SELECT count(*) FROM rejected").await, 4);
     assert_eq!(
-        count(&db, "SELECT raw_len FROM rejected WHERE reason = 'oversized'").await,
+        count(
+            &db,
+            "SELECT raw_len FROM rejected WHERE reason = 'oversized'"
+        )
+        .await,
         2048,
         "the raw length is kept"
     );
@@ -274,10 +342,14 @@ async fn heartbeat_silence_raises_sensor_lost_and_the_next_message_clears_it() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["root"], "serverrum");
     publisher.publish("hb/serverrum/state", "2", "OK").await;
-    eventually("the next message clears it", Duration::from_secs(5), || async {
-        let list = incidents(&client, &d).await;
-        (list[0]["state"] == "resolved").then_some(())
-    })
+    eventually(
+        "the next message clears it",
+        Duration::from_secs(5),
+        || async {
+            let list = incidents(&client, &d).await;
+            (list[0]["state"] == "resolved").then_some(())
+        },
+    )
     .await;
     let cleared = "SELECT count(*) FROM alarms WHERE \"key\" = 'heartbeat:hb/serverrum/state' \
                    AND state = 'cleared'";
@@ -299,12 +371,18 @@ async fn the_push_api_checks_tokens_scopes_sizes_and_bodies() {
 
     let (status, body) = post(&client, &url, None, good).await;
     assert_eq!(status, 401, "{body}");
-    assert!(body["error"].as_str().unwrap_or("").contains("Bearer"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("Bearer"),
+        "{body}"
+    );
     let (status, _) = post(&client, &url, Some("wrong"), good).await;
     assert_eq!(status, 401);
     let (status, body) = post(&client, &url, Some(READ_TOKEN), good).await;
     assert_eq!(status, 403);
-    assert!(body["error"].as_str().unwrap_or("").contains("ingest"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("ingest"),
+        "{body}"
+    );
     let big = format!(
         r#"{{"component":"srv-2","kind":"server","state":"firing","message":"{}"}}"#,
         "x".repeat(70 * 1024)
@@ -319,7 +397,10 @@ async fn the_push_api_checks_tokens_scopes_sizes_and_bodies() {
     )
     .await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap_or("").contains("flood"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("flood"),
+        "{body}"
+    );
     let (status, body) = post(
         &client,
         &url,
@@ -336,39 +417,77 @@ async fn the_push_api_checks_tokens_scopes_sizes_and_bodies() {
     )
     .await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap_or("").contains("srv-99"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("srv-99"),
+        "{body}"
+    );
 
     let (status, body) = post(&client, &url, Some(INGEST_TOKEN), good).await;
     assert_eq!(status, 202, "{body}");
     assert!(body["id"].as_u64().is_some(), "{body}");
     let list = incidents(&client, &d).await;
-    assert_eq!(list.len(), 1, "the alarm is stored and its incident is open");
+    assert_eq!(
+        list.len(),
+        1,
+        "the alarm is stored and its incident is open"
+    );
     assert_eq!(list[0]["root"], "srv-2");
     let (status, _) = get(&client, &d.url("/api/v1/incidents"), Some(INGEST_TOKEN)).await;
     assert_eq!(status, 403, "ingest cannot read");
     let (status, _) = get(&client, &d.url("/api/v1/incidents/999"), Some(READ_TOKEN)).await;
     assert_eq!(status, 404);
-    let (status, _) = get(&client, &d.url("/api/v1/incidents?state=maybe"), Some(READ_TOKEN)).await;
+    let (status, _) = get(
+        &client,
+        &d.url("/api/v1/incidents?state=maybe"),
+        Some(READ_TOKEN),
+    )
+    .await;
     assert_eq!(status, 400);
 
-    for (reason, n) in [("oversized", 1.0), ("bad_payload", 1.0), ("bad_state", 1.0), ("unknown_component", 1.0)] {
-        let series = format!("beredskab_alarms_rejected_total{{source=\"http\",reason=\"{reason}\"}}");
+    for (reason, n) in [
+        ("oversized", 1.0),
+        ("bad_payload", 1.0),
+        ("bad_state", 1.0),
+        ("unknown_component", 1.0),
+    ] {
+        let series =
+            format!("beredskab_alarms_rejected_total{{source=\"http\",reason=\"{reason}\"}}");
         assert_eq!(metric(&client, &d, &series).await, n, "{series}");
     }
 
     let am = r#"{"version":"4","status":"firing","alerts":[
         {"status":"firing","labels":{"component":"srv-4","kind":"server","alertname":"Down"},"fingerprint":"f1"},
         {"status":"firing","labels":{"alertname":"NoComponent"},"fingerprint":"f2"}]}"#;
-    let (status, body) = post(&client, &d.url("/api/v1/alertmanager"), Some(INGEST_TOKEN), am).await;
+    let (status, body) = post(
+        &client,
+        &d.url("/api/v1/alertmanager"),
+        Some(INGEST_TOKEN),
+        am,
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["accepted"], 1);
 
-    let report = r#"{"service":"apps","source_type":"vendor","message":"database corrupt","expected":"3h"}"#;
-    let (status, body) = post(&client, &d.url("/api/v1/reports"), Some(INGEST_TOKEN), report).await;
+    let report = r#"{"service":"omsorg","source_type":"vendor","message":"alarm line provider down","expected":"3h"}"#;
+    let (status, body) = post(
+        &client,
+        &d.url("/api/v1/reports"),
+        Some(INGEST_TOKEN),
+        report,
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     let id = body["incident"].as_u64().expect("the report's incident");
-    let (_, inc) = get(&client, &d.url(&format!("/api/v1/incidents/{id}")), Some(ACK_TOKEN)).await;
-    assert_eq!(inc["root"], "apps", "a report on a service is its own root");
+    let (_, inc) = get(
+        &client,
+        &d.url(&format!("/api/v1/incidents/{id}")),
+        Some(ACK_TOKEN),
+    )
+    .await;
+    assert_eq!(
+        inc["root"], "omsorg",
+        "a report on a service is its own root"
+    );
     assert_eq!(inc["expected_basis"], "manual");
     let mut d = d;
     assert!(d.terminate().success());
@@ -394,9 +513,11 @@ async fn an_incident_open_before_a_restart_reaches_the_deputy_once_on_time() {
         format!("SELECT count(*) FROM outbox WHERE person = '{who}' AND reason = '{reason}'")
     };
     // The open step fires after settle (1 s); then the daemon dies.
-    eventually("the on-call leader is told", Duration::from_secs(10), || async {
-        (count(&db, &told("p-drift", "open")).await == 1).then_some(())
-    })
+    eventually(
+        "the on-call leader is told",
+        Duration::from_secs(10),
+        || async { (count(&db, &told("p-drift", "open")).await == 1).then_some(()) },
+    )
     .await;
     d.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -407,17 +528,33 @@ async fn an_incident_open_before_a_restart_reaches_the_deputy_once_on_time() {
     })
     .await;
     let opened = count(&db, "SELECT opened_at_ms FROM incidents WHERE id = 1").await;
-    let step = count(&db, "SELECT created_at_ms FROM outbox WHERE reason = 'open'").await;
-    let deputy = count(&db, "SELECT created_at_ms FROM outbox WHERE reason = 'deputy'").await;
+    let step = count(
+        &db,
+        "SELECT created_at_ms FROM outbox WHERE reason = 'open'",
+    )
+    .await;
+    let deputy = count(
+        &db,
+        "SELECT created_at_ms FROM outbox WHERE reason = 'deputy'",
+    )
+    .await;
     assert_eq!(step - opened, 1000, "the open step at the end of settle");
     assert_eq!(deputy - step, 3000, "the deputy exactly deputy_after later");
     let sent = count(&db, "SELECT sent_at_ms FROM outbox WHERE reason = 'deputy'").await;
-    assert!(sent - deputy < 2000, "delivered promptly: {} ms", sent - deputy);
+    assert!(
+        sent - deputy < 2000,
+        "delivered promptly: {} ms",
+        sent - deputy
+    );
 
     assert!(d.terminate().success());
     d.spawn();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(count(&db, &told("p-vagt2", "deputy")).await, 1, "still once");
+    assert_eq!(
+        count(&db, &told("p-vagt2", "deputy")).await,
+        1,
+        "still once"
+    );
     assert_eq!(count(&db, &told("p-drift", "open")).await, 1);
     assert_eq!(count(&db, "SELECT count(*) FROM outbox").await, 2);
     assert!(d.terminate().success());
@@ -431,12 +568,17 @@ async fn sighup_refuses_a_bad_config_and_applies_a_good_one() {
     let client = http();
     wait_ready(&client, &d).await;
     let good = std::fs::read_to_string(&d.config).expect("config");
-    std::fs::write(&d.config, good.replace("kind = \"server\"\n", "kind = \"sever\"\n"))
-        .expect("write");
+    std::fs::write(
+        &d.config,
+        good.replace("kind = \"server\"\n", "kind = \"sever\"\n"),
+    )
+    .expect("write");
     d.hup();
-    eventually("the bad reload is refused", Duration::from_secs(10), || async {
-        d.log_text().contains("reload refused").then_some(())
-    })
+    eventually(
+        "the bad reload is refused",
+        Duration::from_secs(10),
+        || async { d.log_text().contains("reload refused").then_some(()) },
+    )
     .await;
     let (status, _) = get(&client, &d.url("/api/v1/incidents"), Some(READ_TOKEN)).await;
     assert_eq!(status, 200, "still running on the old config");
@@ -447,17 +589,23 @@ async fn sighup_refuses_a_bad_config_and_applies_a_good_one() {
         .replace("name = \"vagttelefon\"", "name = \"vagttelefon2\"");
     std::fs::write(&d.config, next).expect("write");
     d.hup();
-    eventually("the good reload is applied", Duration::from_secs(10), || async {
-        d.log_text().contains("config reloaded").then_some(())
-    })
+    eventually(
+        "the good reload is applied",
+        Duration::from_secs(10),
+        || async { d.log_text().contains("config reloaded").then_some(()) },
+    )
     .await;
     wait_ready(&client, &d).await;
     let publisher = Publisher::start(broker.port, &client_id("reload-pub"));
     publisher.publish("hb2/srv-7/state", "1", "ALARM").await;
-    eventually("the new subscription works", Duration::from_secs(10), || async {
-        let list = incidents(&client, &d).await;
-        (list.len() == 1 && list[0]["root"] == "srv-7").then_some(())
-    })
+    eventually(
+        "the new subscription works",
+        Duration::from_secs(10),
+        || async {
+            let list = incidents(&client, &d).await;
+            (list.len() == 1 && list[0]["root"] == "srv-7").then_some(())
+        },
+    )
     .await;
     let mut d = d;
     assert!(d.terminate().success());

@@ -6,7 +6,6 @@
 //! Mosquitto is required: a missing broker fails the tests, it never skips
 //! them.
 
-
 mod common;
 
 use std::collections::{HashSet, VecDeque};

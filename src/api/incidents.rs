@@ -15,9 +15,7 @@ pub fn parse_filter(state: Option<&str>) -> Result<IncidentFilter, String> {
         "open" => Ok(IncidentFilter::Open),
         "resolved" => Ok(IncidentFilter::Resolved),
         "all" => Ok(IncidentFilter::All),
-        other => Err(format!(
-            "state {other:?} is not one of open, resolved, all"
-        )),
+        other => Err(format!("state {other:?} is not one of open, resolved, all")),
     }
 }
 

@@ -53,9 +53,7 @@ pub fn parse_alarm(body: &[u8]) -> Result<AlarmInput, BadInput> {
     let severity = match b.severity.as_deref() {
         None => AlarmSeverity::Critical,
         Some(s) => AlarmSeverity::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
-            BadInput::payload(format!(
-                "severity {s:?} is not one of warning, critical"
-            ))
+            BadInput::payload(format!("severity {s:?} is not one of warning, critical"))
         })?,
     };
     if b.component.trim().is_empty() {
@@ -78,10 +76,7 @@ pub fn parse_alarm(body: &[u8]) -> Result<AlarmInput, BadInput> {
 fn parse_kind(kind: &str) -> Result<AlarmKind, BadInput> {
     AlarmKind::parse(&kind.to_ascii_lowercase()).ok_or_else(|| {
         let all: Vec<&str> = AlarmKind::ALL.iter().map(|k| k.as_str()).collect();
-        BadInput::payload(format!(
-            "kind {kind:?} is not one of {}",
-            all.join(", ")
-        ))
+        BadInput::payload(format!("kind {kind:?} is not one of {}", all.join(", ")))
     })
 }
 
@@ -126,7 +121,10 @@ pub fn parse_alertmanager(body: &[u8]) -> Result<Vec<Result<AlarmInput, BadInput
 }
 
 fn alert(a: &Value) -> Result<AlarmInput, BadInput> {
-    let label = |name: &str| a.pointer(&format!("/labels/{name}")).and_then(Value::as_str);
+    let label = |name: &str| {
+        a.pointer(&format!("/labels/{name}"))
+            .and_then(Value::as_str)
+    };
     let component = label("component")
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| BadInput::payload("alert without a `component` label"))?;
@@ -150,7 +148,10 @@ fn alert(a: &Value) -> Result<AlarmInput, BadInput> {
     };
     let message = ["summary", "description"]
         .iter()
-        .find_map(|k| a.pointer(&format!("/annotations/{k}")).and_then(Value::as_str))
+        .find_map(|k| {
+            a.pointer(&format!("/annotations/{k}"))
+                .and_then(Value::as_str)
+        })
         .map(|m| clip(m.to_owned()));
     let key = a
         .get("fingerprint")
@@ -227,7 +228,9 @@ pub fn parse_report(body: &[u8]) -> Result<Report, BadInput> {
     let expected = match b.expected {
         None => None,
         Some(e) => Some(humantime::parse_duration(&e).map_err(|err| {
-            BadInput::payload(format!("expected {e:?} is not a duration like \"2h\": {err}"))
+            BadInput::payload(format!(
+                "expected {e:?} is not a duration like \"2h\": {err}"
+            ))
         })?),
     };
     if b.message.trim().is_empty() {
@@ -247,8 +250,8 @@ mod tests {
 
     #[test]
     fn alarms_parse_with_defaults_and_reasons() {
-        let a = parse_alarm(br#"{"component":"srv-web","kind":"server","state":"firing"}"#)
-            .unwrap();
+        let a =
+            parse_alarm(br#"{"component":"srv-web","kind":"server","state":"firing"}"#).unwrap();
         assert_eq!(a.state, AlarmState::Firing);
         assert_eq!(a.severity, AlarmSeverity::Critical);
         assert_eq!(a.source, Source::Http);
@@ -266,13 +269,18 @@ mod tests {
             RejectReason::BadState
         );
         let e = err(br#"{"component":"x","kind":"flood","state":"firing"}"#);
-        assert!(e.detail.contains("flood") && e.detail.contains("fire"), "{e:?}");
+        assert!(
+            e.detail.contains("flood") && e.detail.contains("fire"),
+            "{e:?}"
+        );
         let e = err(br#"{"component":"x","kind":"fire","state":"firing","sevrity":"x"}"#);
         assert!(e.detail.contains("sevrity"), "{e:?}");
         assert_eq!(err(b"not json").reason, RejectReason::BadPayload);
-        assert!(err(br#"{"kind":"fire","state":"firing"}"#)
-            .detail
-            .contains("component"));
+        assert!(
+            err(br#"{"kind":"fire","state":"firing"}"#)
+                .detail
+                .contains("component")
+        );
     }
 
     #[test]
@@ -288,7 +296,12 @@ mod tests {
         let a = alerts[0].as_ref().unwrap();
         assert_eq!(
             (a.component.as_str(), a.kind, a.state, a.severity),
-            ("srv-web", AlarmKind::Server, AlarmState::Firing, AlarmSeverity::Warning)
+            (
+                "srv-web",
+                AlarmKind::Server,
+                AlarmState::Firing,
+                AlarmSeverity::Warning
+            )
         );
         assert_eq!(a.key.as_deref(), Some("abc"));
         assert_eq!(a.message.as_deref(), Some("web down"));
@@ -313,7 +326,11 @@ mod tests {
             br#"{"service":"a","source_type":"user","message":"m","expected":"soon"}"#,
             br#"{"service":"a","source_type":"user","message":" "}"#,
         ] {
-            assert!(parse_report(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_report(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -309,8 +309,13 @@ async fn post_report<S: Store + Clone + 'static>(
     let report = match ingest::parse_report(&body) {
         Ok(r) => r,
         Err(bad) => {
-            st.reject(Source::Manual, bad.reason, bad.detail.clone(), body.to_vec())
-                .await;
+            st.reject(
+                Source::Manual,
+                bad.reason,
+                bad.detail.clone(),
+                body.to_vec(),
+            )
+            .await;
             return Err(ApiError::bad(bad.detail));
         }
     };

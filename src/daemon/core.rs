@@ -281,7 +281,7 @@ impl<S: Store> Core<S> {
         let (mut commands_open, mut mqtt_open, mut probes_open) = (true, true, true);
         loop {
             let wake = self.engine.next_wakeup();
-            let sleep = wake.map(|w| until(w));
+            let sleep = wake.map(until);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -591,13 +591,13 @@ impl<S: Store> Core<S> {
                 done.push(Done::Ingested(Source::Probe, received));
             }
         }
-        if probe.config.generator.is_some() {
-            if let Some(runtime) = self.engine.generator_runtime(probe.node) {
-                self.metrics
-                    .generator_runtime
-                    .with_label_values(&[cat.node(probe.node).id.as_str()])
-                    .set(runtime.as_secs_f64());
-            }
+        if probe.config.generator.is_some()
+            && let Some(runtime) = self.engine.generator_runtime(probe.node)
+        {
+            self.metrics
+                .generator_runtime
+                .with_label_values(&[cat.node(probe.node).id.as_str()])
+                .set(runtime.as_secs_f64());
         }
     }
 
@@ -647,7 +647,8 @@ impl<S: Store> Core<S> {
                     {
                         // `expected` counts from the report; the engine's
                         // ETA counts from the incident's opening.
-                        let since_open = Duration::from_millis(now.millis_since(inc.opened).max(0) as u64);
+                        let since_open =
+                            Duration::from_millis(now.millis_since(inc.opened).max(0) as u64);
                         let eta = Event::Eta {
                             incident: id,
                             expected: since_open + expected,
@@ -800,7 +801,14 @@ impl<S: Store> Core<S> {
                     source,
                     reason,
                     detail,
-                } => self.reject(at, *source, *reason, detail.clone(), raw.unwrap_or(&[]), batch),
+                } => self.reject(
+                    at,
+                    *source,
+                    *reason,
+                    detail.clone(),
+                    raw.unwrap_or(&[]),
+                    batch,
+                ),
                 Effect::IncidentOpened {
                     incident,
                     root,
@@ -832,7 +840,6 @@ impl<S: Store> Core<S> {
                     {
                         self.metrics
                             .ack_seconds
-                            .with_label_values(&[])
                             .observe(at.millis_since(inc.opened) as f64 / 1000.0);
                     }
                     touched.insert(*incident);
@@ -841,7 +848,11 @@ impl<S: Store> Core<S> {
                     incident,
                     duration_ms,
                 } => {
-                    info!(incident, duration_s = duration_ms / 1000, "incident resolved");
+                    info!(
+                        incident,
+                        duration_s = duration_ms / 1000,
+                        "incident resolved"
+                    );
                     if let Some(inc) = self.engine.incident(*incident)
                         && inc.first_expected_s > 0
                     {

@@ -395,8 +395,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
                     );
                 }
                 let probe_settings = format!("{:?}", next.config.probes);
-                if probes.as_ref().map(|r| r.settings.as_str()).unwrap_or("[]") != probe_settings
-                {
+                if probes.as_ref().map(|r| r.settings.as_str()).unwrap_or("[]") != probe_settings {
                     if let Some(old) = probes.take() {
                         old.stop().await;
                     }

@@ -502,6 +502,11 @@ impl Engine {
         Some(g.full_tank_runtime.mul_f64((fuel / 100.0).clamp(0.0, 1.0)))
     }
 
+    /// The open incident `node` belongs to, if any.
+    pub fn incident_of(&self, node: NodeId) -> Option<u64> {
+        self.member_of.get(&node).copied()
+    }
+
     /// Ids of the open and acknowledged incidents, ascending.
     pub fn live_incidents(&self) -> Vec<u64> {
         self.incidents

@@ -150,10 +150,7 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Option<SnapshotRow>, StoreError>> + Send;
 
     /// A value of the `meta` table.
-    fn meta(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    fn meta(&self, name: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
     /// Accepted alarm changes newest first, with ids below `before`.
     fn alarms(

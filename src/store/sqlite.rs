@@ -365,11 +365,10 @@ impl Store for SqliteStore {
     }
 
     async fn latest_snapshot(&self) -> Result<Option<SnapshotRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT at_ms, after_seq, body FROM snapshots ORDER BY id DESC LIMIT 1",
-        )
-        .fetch_optional(&self.readers)
-        .await?;
+        let row =
+            sqlx::query("SELECT at_ms, after_seq, body FROM snapshots ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.readers)
+                .await?;
         row.map(|r| {
             Ok(SnapshotRow {
                 at: Ts(r.try_get("at_ms")?),
@@ -629,12 +628,10 @@ async fn write_batch(
         .bind(body)
         .execute(&mut *conn)
         .await?;
-        sqlx::query(
-            "DELETE FROM snapshots WHERE id <= (SELECT max(id) FROM snapshots) - ?",
-        )
-        .bind(SNAPSHOTS_KEPT)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query("DELETE FROM snapshots WHERE id <= (SELECT max(id) FROM snapshots) - ?")
+            .bind(SNAPSHOTS_KEPT)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(outcome)
 }

@@ -297,4 +297,3 @@ pub fn key_of(payload: &[u8]) -> String {
 pub fn client_id(test: &str) -> String {
     format!("beredskab-{test}-{}", std::process::id())
 }
-

@@ -72,7 +72,11 @@ impl Daemon {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "beredskab run exited ({status}) before listening; log:\n{}",
                     self.log_text()
@@ -124,7 +128,9 @@ impl Daemon {
 
     /// Whether the child has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -185,7 +191,10 @@ pub async fn get(client: &reqwest::Client, url: &str, token: Option<&str>) -> (u
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
@@ -205,7 +214,10 @@ pub async fn post(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
@@ -239,8 +251,10 @@ pub async fn incidents(client: &reqwest::Client, d: &Daemon) -> Vec<Value> {
     body.as_array().cloned().unwrap_or_default()
 }
 
-/// A value of the Prometheus text at `/metrics`: the sample whose name and
-/// labels start with `series` (e.g. `beredskab_alarms_rejected_total{source="mqtt",reason="bad_payload"}`).
+/// A value of the Prometheus text at `/metrics`: the sample named like
+/// `series`, with the same labels in any order (e.g.
+/// `beredskab_alarms_rejected_total{source="mqtt",reason="bad_payload"}`);
+/// 0 when there is none.
 pub async fn metric(client: &reqwest::Client, d: &Daemon, series: &str) -> f64 {
     let text = client
         .get(d.url("/metrics"))
@@ -250,13 +264,33 @@ pub async fn metric(client: &reqwest::Client, d: &Daemon, series: &str) -> f64 {
         .text()
         .await
         .expect("metrics text");
+    let want = parse_series(series);
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
+            (parse_series(name) == want)
+                .then(|| value.parse().ok())
+                .flatten()
         })
         .unwrap_or(0.0)
+}
+
+/// A series' name and its labels, sorted.
+fn parse_series(s: &str) -> (String, Vec<String>) {
+    match s.split_once('{') {
+        None => (s.to_owned(), Vec::new()),
+        Some((name, labels)) => {
+            let mut labels: Vec<String> = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            labels.sort();
+            (name.to_owned(), labels)
+        }
+    }
 }
 
 /// The test configuration: a town hall server room with mains power and a
