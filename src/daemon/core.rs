@@ -864,7 +864,7 @@ impl<S: Store> Core<S> {
                     touched.insert(*incident);
                 }
                 Effect::Notification(n) => {
-                    info!(incident = n.incident, to = %n.person, channel = %n.channel,
+                    debug!(incident = n.incident, to = %n.person, channel = %n.channel,
                         reason = %n.reason, "notification queued");
                     batch.notification(at, n.clone());
                     touched.insert(n.incident);

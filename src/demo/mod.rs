@@ -439,21 +439,18 @@ impl DemoPlan {
     fn new(demo: &Demo) -> DemoPlan {
         let base = format!("http://{}", demo.listen);
         let read = demo.token("read").map_or("TOKEN", |t| t.secret.as_str());
-        let ack = demo.token("ack").map_or("TOKEN", |t| t.secret.as_str());
         let ingest = demo.token("ingest").map_or("TOKEN", |t| t.secret.as_str());
         let post = |token: &str, path: &str, body: &str| {
             format!(
                 "curl -s -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{body}' {base}{path}"
             )
         };
+        // Only what the daemon serves today; the status page, the web UI
+        // and the incident actions (ack, ETA, level) join when they exist.
         let open = vec![
             Hint::new(
-                "public status page: the critical services, up or down",
-                format!("{base}/status"),
-            ),
-            Hint::new(
-                "the on-call web UI (sign in with the vagttelefon token)",
-                format!("{base}/"),
+                "is everything connected? (store, engine, MQTT)",
+                format!("{base}/readyz"),
             ),
             Hint::new(
                 "the incidents as JSON (needs the token, see below)",
@@ -484,16 +481,16 @@ impl DemoPlan {
                 ),
             ),
             Hint::new(
-                "after t+10s: acknowledge incident 1 (the power cut)",
-                post(ack, "/api/v1/incidents/1/ack", r#"{"note":"på vej"}"#),
+                "after t+40s: incident 2 (the fire) in full, with its timeline",
+                format!("curl -s -H 'Authorization: Bearer {read}' {base}/api/v1/incidents/2"),
             ),
             Hint::new(
-                "the utility says power is back in 2 hours",
-                post(ack, "/api/v1/incidents/1/eta", r#"{"remaining":"2h"}"#),
-            ),
-            Hint::new(
-                "after t+40s: raise incident 2 (the fire) to the crisis staff",
-                post(ack, "/api/v1/incidents/2/level", r#"{"level":"crisis"}"#),
+                "the vendor reports that the case system is down, back in 2 hours",
+                post(
+                    ingest,
+                    "/api/v1/reports",
+                    r#"{"service":"nexus","source_type":"vendor","message":"databasen er nede","expected":"2h"}"#,
+                ),
             ),
             Hint::new(
                 "push an alarm of your own",

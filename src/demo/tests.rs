@@ -211,11 +211,11 @@ async fn the_sensor_endpoints_answer_as_the_readings_say() {
     let plan = demo.plan().to_string();
     let reader = demo.token("read").expect("read token");
     for needle in [
-        "http://127.0.0.1:8080/status",
+        "http://127.0.0.1:8080/readyz",
         "http://127.0.0.1:8080/api/v1/incidents",
         "http://127.0.0.1:8080/metrics",
         reader.secret.as_str(),
-        "/api/v1/incidents/1/ack",
+        "/api/v1/reports",
     ] {
         assert!(plan.contains(needle), "the plan lacks {needle}:\n{plan}");
     }
