@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use beredskab::catalogue::Catalogue;
 use beredskab::collect::probe::{MAX_BODY, ProbeCollector, ProbeError, ProbeReport};
-use beredskab::config::{AlarmKind, ProbeConfig, load_str};
+use beredskab::config::{AlarmKind, CheckOutcome, ProbeCheckConfig, ProbeConfig, load_str};
 use beredskab::engine::intake::{ProbeClass, classify};
 use beredskab::engine::{
     AlarmInput, AlarmSeverity, AlarmState, Basis, Effect, Engine, Event, Source, Ts,
@@ -649,11 +649,37 @@ async fn a_body_over_the_limit_is_an_error_not_a_buffer() {
         }
     })
     .await;
-    let p = |id: &str| probe(id, &server.url(&format!("/{id}")), 200 * MS, 2000 * MS);
-    let mut run = Running::start(&[p("sized"), p("chunked"), p("exact")]);
+    // Probes with a check read the body; a plain probe only its status.
+    let checked = |id: &str| {
+        let mut p = probe(id, &server.url(&format!("/{id}")), 200 * MS, 2000 * MS);
+        p.checks = vec![ProbeCheckConfig {
+            pointer: "/ok".into(),
+            below: None,
+            above: None,
+            equals: Some(toml::Value::Boolean(false)),
+            then: CheckOutcome::Down,
+        }];
+        p
+    };
+    let plain = probe(
+        "sized-plain",
+        &server.url("/sized-plain"),
+        200 * MS,
+        2000 * MS,
+    );
+    let mut run = Running::start(&[
+        checked("sized"),
+        checked("chunked"),
+        checked("exact"),
+        plain,
+    ]);
     let sized = run.next_of("sized", Duration::from_secs(3)).await.report;
     let chunked = run.next_of("chunked", Duration::from_secs(3)).await.report;
     let exact = run.next_of("exact", Duration::from_secs(3)).await.report;
+    let plain = run
+        .next_of("sized-plain", Duration::from_secs(3))
+        .await
+        .report;
     run.shutdown.cancel();
 
     for over in [&sized, &chunked] {
@@ -668,6 +694,15 @@ async fn a_body_over_the_limit_is_an_error_not_a_buffer() {
     }
     assert_eq!(exact.result.error, None);
     assert_eq!(exact.result.body.as_ref().map(Vec::len), Some(MAX_BODY));
+    assert_eq!(
+        (
+            plain.result.status,
+            plain.result.error.as_deref(),
+            plain.result.body.as_ref()
+        ),
+        (Some(200), None, None),
+        "a large page is no failure for a probe that only needs the status"
+    );
     run.task.await.expect("collector ends");
 }
 

@@ -71,6 +71,9 @@ struct Probe {
     url: Url,
     every: Duration,
     timeout: Duration,
+    /// Whether the engine reads the body (a check or a generator section):
+    /// only then is a body over [`MAX_BODY`] a failure.
+    needs_body: bool,
 }
 
 /// The collector, configured and not yet running.
@@ -169,6 +172,7 @@ impl Probe {
             url,
             every: config.every,
             timeout: config.timeout,
+            needs_body: config.generator.is_some() || !config.checks.is_empty(),
         })
     }
 }
@@ -263,7 +267,8 @@ async fn run_probe(
 /// GETs the probe's URL within its timeout and reads the body up to
 /// [`MAX_BODY`].
 async fn fetch(client: &Client, probe: &Probe) -> ProbeResult {
-    match tokio::time::timeout(probe.timeout, fetch_unbounded(client, &probe.url)).await {
+    let request = fetch_unbounded(client, &probe.url, probe.needs_body);
+    match tokio::time::timeout(probe.timeout, request).await {
         Ok(result) => result,
         Err(_) => failed(
             None,
@@ -275,24 +280,37 @@ async fn fetch(client: &Client, probe: &Probe) -> ProbeResult {
     }
 }
 
-async fn fetch_unbounded(client: &Client, url: &Url) -> ProbeResult {
+/// A body over [`MAX_BODY`] fails a probe that needs its body; for one that
+/// only looks at the status (a large HTML health page), it is dropped.
+async fn fetch_unbounded(client: &Client, url: &Url, needs_body: bool) -> ProbeResult {
     let mut response = match client.get(url.clone()).send().await {
         Ok(response) => response,
         Err(e) => return failed(None, transport_error(&e)),
     };
     let status = Some(response.status().as_u16());
+    let too_long = |status| {
+        if needs_body {
+            failed(status, body_too_long())
+        } else {
+            ProbeResult {
+                status,
+                body: None,
+                error: None,
+            }
+        }
+    };
     if response
         .content_length()
         .is_some_and(|n| n > MAX_BODY as u64)
     {
-        return failed(status, body_too_long());
+        return too_long(status);
     }
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_BODY {
-                    return failed(status, body_too_long());
+                    return too_long(status);
                 }
                 body.extend_from_slice(&chunk);
             }
