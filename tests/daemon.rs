@@ -610,3 +610,167 @@ async fn sighup_refuses_a_bad_config_and_applies_a_good_one() {
     let mut d = d;
     assert!(d.terminate().success());
 }
+
+/// A health endpoint and a generator status that the test sets.
+#[derive(Default)]
+struct Endpoints {
+    healthy: std::sync::atomic::AtomicBool,
+    fuel: std::sync::atomic::AtomicU32,
+}
+
+async fn serve_endpoints(state: std::sync::Arc<Endpoints>) -> u16 {
+    use axum::routing::get as route;
+    use std::sync::atomic::Ordering;
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            route(|axum::extract::State(s): axum::extract::State<std::sync::Arc<Endpoints>>| async move {
+                if s.healthy.load(Ordering::Relaxed) {
+                    (axum::http::StatusCode::OK, "ok")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down")
+                }
+            }),
+        )
+        .route(
+            "/generator",
+            route(|axum::extract::State(s): axum::extract::State<std::sync::Arc<Endpoints>>| async move {
+                format!(
+                    r#"{{"running": true, "fuel": {}}}"#,
+                    s.fuel.load(Ordering::Relaxed)
+                )
+            }),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the endpoints");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    port
+}
+
+/// Probes through the daemon: a server whose health endpoint fails becomes
+/// an incident and recovers; a generator whose fuel drops below the
+/// expected power outage makes the estimate say so and the incident take
+/// on everything the mains feeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_turn_failing_endpoints_and_falling_fuel_into_incidents() {
+    use std::sync::atomic::Ordering;
+    let endpoints = std::sync::Arc::new(Endpoints::default());
+    endpoints.healthy.store(true, Ordering::Relaxed);
+    endpoints.fuel.store(90, Ordering::Relaxed);
+    let port = serve_endpoints(endpoints.clone()).await;
+    let probes = format!(
+        r#"
+[[probe]]
+id = "srv-8-health"
+component = "srv-8"
+url = "http://127.0.0.1:{port}/health"
+every = "200ms"
+timeout = "150ms"
+fail_after = 2
+recover_after = 2
+
+[[probe]]
+id = "generator"
+component = "generator"
+url = "http://127.0.0.1:{port}/generator"
+every = "200ms"
+timeout = "150ms"
+[probe.generator]
+running = "/running"
+fuel_percent = "/fuel"
+full_tank_runtime = "10h"
+"#
+    );
+    let broker = Broker::start("probes");
+    let d = Daemon::start(
+        "probes",
+        &common::daemon::config_with(broker.port, &client_id("probes"), &probes),
+    );
+    let client = http();
+    wait_ready(&client, &d).await;
+
+    endpoints.healthy.store(false, Ordering::Relaxed);
+    let list = eventually(
+        "the failing endpoint opens an incident",
+        Duration::from_secs(10),
+        || async {
+            let list = incidents(&client, &d).await;
+            (!list.is_empty()).then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(list[0]["root"], "srv-8");
+    assert_eq!(
+        metric(&client, &d, "beredskab_probe_up{probe=\"srv-8-health\"}").await,
+        0.0
+    );
+    endpoints.healthy.store(true, Ordering::Relaxed);
+    eventually(
+        "the endpoint recovers and so does the incident",
+        Duration::from_secs(10),
+        || async {
+            let list = incidents(&client, &d).await;
+            (list[0]["state"] == "resolved").then_some(())
+        },
+    )
+    .await;
+
+    // Mains lost while the generator carries with 90 % of a 10 h tank.
+    let (status, _) = post(
+        &client,
+        &d.url("/api/v1/alarms"),
+        Some(INGEST_TOKEN),
+        r#"{"component":"power-mains","kind":"power","state":"firing"}"#,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let power = eventually(
+        "the power cut is an incident",
+        Duration::from_secs(10),
+        || async {
+            incidents(&client, &d)
+                .await
+                .into_iter()
+                .find(|i| i["root"] == "power-mains")
+        },
+    )
+    .await;
+    assert_eq!(power["severity"], "minor", "the generator carries: {power}");
+    assert_eq!(power["expected_basis"], "kind");
+    // 5 % of 10 h is 30 min, less than the 45 min a power cut is expected to last.
+    endpoints.fuel.store(5, Ordering::Relaxed);
+    let id = power["id"].as_u64().expect("id");
+    let inc = eventually(
+        "the estimate names the generator",
+        Duration::from_secs(10),
+        || async {
+            let (_, inc) = get(
+                &client,
+                &d.url(&format!("/api/v1/incidents/{id}")),
+                Some(READ_TOKEN),
+            )
+            .await;
+            (inc["expected_basis"] == "generator").then_some(inc)
+        },
+    )
+    .await;
+    assert_eq!(inc["services"], json!(["apps", "omsorg"]), "{inc}");
+    assert_eq!(inc["severity"], "critical");
+    assert!(inc["fuel_out_at"].is_string(), "{inc}");
+    assert_eq!(
+        metric(
+            &client,
+            &d,
+            "beredskab_generator_runtime_seconds{component=\"generator\"}"
+        )
+        .await,
+        1800.0
+    );
+    let mut d = d;
+    assert!(d.terminate().success());
+}

@@ -106,6 +106,9 @@ pub struct Received {
     pub qos: u8,
     /// Sent because of a (re)subscription rather than a new publish.
     pub retain: bool,
+    /// When the collector read it off the connection (for the ingest
+    /// latency metric).
+    pub received: std::time::Instant,
     /// Sends the PUBACK; public so that the message can be taken apart.
     pub acker: Acker,
 }
@@ -459,6 +462,7 @@ fn received_parts(publish: Publish, acker: Acker) -> Received {
     Received {
         qos: publish.qos as u8,
         retain: publish.retain,
+        received: std::time::Instant::now(),
         payload: publish.payload.to_vec(),
         topic: publish.topic,
         acker,

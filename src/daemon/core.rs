@@ -488,7 +488,7 @@ impl<S: Store> Core<S> {
     ) {
         match input {
             MqttInput::Message(m) => {
-                let received = Instant::now();
+                let received = m.received;
                 let raw = m.payload;
                 let event = Event::Mqtt {
                     topic: m.topic,

@@ -297,6 +297,11 @@ fn parse_series(s: &str) -> (String, Vec<String>) {
 /// generator, ten servers, log channels, short timers. `{http}` is the
 /// HTTP port, `MQTT_PORT` and `CLIENT_ID` are replaced here.
 pub fn config(mqtt_port: u16, client_id: &str) -> String {
+    config_with(mqtt_port, client_id, "")
+}
+
+/// The test configuration with `extra` TOML appended (probes, say).
+pub fn config_with(mqtt_port: u16, client_id: &str, extra: &str) -> String {
     let sha = |t: &str| {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(t.as_bytes()))
@@ -317,6 +322,7 @@ pub fn config(mqtt_port: u16, client_id: &str) -> String {
         .replace("ACK_SHA", &sha(ACK_TOKEN))
         .replace("SERVERS", &servers)
         .replace("SERVER_IDS", &ids.join(", "))
+        + extra
 }
 
 const TEST_CONFIG: &str = r#"
