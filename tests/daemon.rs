@@ -15,6 +15,10 @@ use common::daemon::{
 };
 use serde_json::{Value, json};
 
+/// How long any one expected outcome may take: generous, because the test
+/// binary runs its daemons, brokers and publishers side by side on two cores.
+const PATIENCE: Duration = Duration::from_secs(60);
+
 /// The daemon for one test, on a broker of its own.
 fn start(name: &str) -> (Broker, Daemon) {
     let broker = Broker::start(name);
@@ -23,7 +27,7 @@ fn start(name: &str) -> (Broker, Daemon) {
 }
 
 async fn wait_ready(client: &reqwest::Client, d: &Daemon) {
-    eventually("the daemon is ready", Duration::from_secs(20), || async {
+    eventually("the daemon is ready", PATIENCE, || async {
         let (status, body) = get(client, &d.url("/readyz"), None).await;
         (status == 200).then_some(body)
     })
@@ -58,9 +62,9 @@ async fn mqtt_alarms_become_incidents_that_resolve() {
     publisher
         .publish("site/srv-3/fire", "fire-2", "ALARM")
         .await;
-    publisher.wait_acked(2, Duration::from_secs(10)).await;
+    publisher.wait_acked(2, PATIENCE).await;
 
-    let list = eventually("an incident opens", Duration::from_secs(10), || async {
+    let list = eventually("an incident opens", PATIENCE, || async {
         let list = incidents(&client, &d).await;
         (!list.is_empty()).then_some(list)
     })
@@ -73,18 +77,14 @@ async fn mqtt_alarms_become_incidents_that_resolve() {
     assert_eq!(inc["state"], "open");
 
     // A fire does not wait for related alarms: the on-call leader is told.
-    let told = eventually(
-        "the open step is logged",
-        Duration::from_secs(10),
-        || async {
-            let lines: Vec<Value> = d
-                .log_lines()
-                .into_iter()
-                .filter(|l| l["target"] == "beredskab::notification")
-                .collect();
-            (!lines.is_empty()).then_some(lines)
-        },
-    )
+    let told = eventually("the open step is logged", PATIENCE, || async {
+        let lines: Vec<Value> = d
+            .log_lines()
+            .into_iter()
+            .filter(|l| l["target"] == "beredskab::notification")
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    })
     .await;
     assert_eq!(told[0]["fields"]["to"], "p-drift");
     assert_eq!(told[0]["fields"]["reason"], "open");
@@ -108,7 +108,7 @@ async fn mqtt_alarms_become_incidents_that_resolve() {
     publisher
         .publish("site/srv-3/fire", "clear-2", r#"{"state":"ok"}"#)
         .await;
-    eventually("the incident resolves", Duration::from_secs(10), || async {
+    eventually("the incident resolves", PATIENCE, || async {
         let list = incidents(&client, &d).await;
         (list[0]["state"] == "resolved").then_some(())
     })
@@ -163,15 +163,13 @@ async fn a_kill_in_the_middle_of_a_burst_loses_and_doubles_nothing() {
             .await;
     }
     let db = d.db();
-    eventually(
-        "part of the burst is stored",
-        Duration::from_secs(30),
-        || async { (count(&db, "SELECT count(*) FROM alarms").await >= 500).then_some(()) },
-    )
+    eventually("part of the burst is stored", PATIENCE, || async {
+        (count(&db, "SELECT count(*) FROM alarms").await >= 500).then_some(())
+    })
     .await;
     d.kill9();
     let before = count(&db, "SELECT count(*) FROM alarms").await;
-    publisher.wait_acked(N, Duration::from_secs(30)).await;
+    publisher.wait_acked(N, PATIENCE).await;
     d.spawn();
     eventually(
         "the whole burst is stored",
@@ -225,17 +223,15 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
             }
         }
     });
-    publisher.wait_acked(N / 3, Duration::from_secs(20)).await;
+    publisher.wait_acked(N / 3, PATIENCE).await;
     broker.terminate();
     let _broker = Broker::start_on(port, broker.dir.clone());
     publishing.await.expect("publishing");
-    publisher.wait_acked(N, Duration::from_secs(30)).await;
+    publisher.wait_acked(N, PATIENCE).await;
     let db = d.db();
-    eventually(
-        "every acknowledged alarm is stored",
-        Duration::from_secs(30),
-        || async { (count(&db, "SELECT count(*) FROM alarms").await as usize >= N).then_some(()) },
-    )
+    eventually("every acknowledged alarm is stored", PATIENCE, || async {
+        (count(&db, "SELECT count(*) FROM alarms").await as usize >= N).then_some(())
+    })
     .await;
     assert_eq!(
         count(&db, "SELECT count(DISTINCT \"key\") FROM alarms").await as usize,
@@ -246,18 +242,14 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     publisher
         .publish("site/serverrum/fire", "after", "ALARM")
         .await;
-    eventually(
-        "an alarm after the restart arrives",
-        Duration::from_secs(10),
-        || async {
-            let n = count(
-                &db,
-                "SELECT count(*) FROM alarms WHERE component = 'serverrum'",
-            )
-            .await;
-            (n == 1).then_some(())
-        },
-    )
+    eventually("an alarm after the restart arrives", PATIENCE, || async {
+        let n = count(
+            &db,
+            "SELECT count(*) FROM alarms WHERE component = 'serverrum'",
+        )
+        .await;
+        (n == 1).then_some(())
+    })
     .await;
     let mut d = d;
     assert!(d.terminate().success());
@@ -281,11 +273,11 @@ async fn bad_mqtt_input_is_counted_kept_and_changes_nothing() {
         .await;
     publisher.publish("site/nowhere/fire", "d", "ALARM").await;
     publisher.publish("site/srv-1/fire", "e", "ALARM").await;
-    publisher.wait_acked(5, Duration::from_secs(10)).await;
+    publisher.wait_acked(5, PATIENCE).await;
 
     eventually(
         "the good alarm after the bad ones opens an incident",
-        Duration::from_secs(10),
+        PATIENCE,
         || async {
             let list = incidents(&client, &d).await;
             (list.len() == 1).then_some(())
@@ -327,7 +319,7 @@ async fn heartbeat_silence_raises_sensor_lost_and_the_next_message_clears_it() {
     wait_ready(&client, &d).await;
     let publisher = Publisher::start(broker.port, &client_id("hb-pub"));
     publisher.publish("hb/serverrum/state", "1", "OK").await;
-    publisher.wait_acked(1, Duration::from_secs(10)).await;
+    publisher.wait_acked(1, PATIENCE).await;
     let db = d.db();
     let lost = "SELECT count(*) FROM alarms WHERE \"key\" = 'heartbeat:hb/serverrum/state' \
                 AND state = 'firing'";
@@ -513,17 +505,15 @@ async fn an_incident_open_before_a_restart_reaches_the_deputy_once_on_time() {
         format!("SELECT count(*) FROM outbox WHERE person = '{who}' AND reason = '{reason}'")
     };
     // The open step fires after settle (1 s); then the daemon dies.
-    eventually(
-        "the on-call leader is told",
-        Duration::from_secs(10),
-        || async { (count(&db, &told("p-drift", "open")).await == 1).then_some(()) },
-    )
+    eventually("the on-call leader is told", PATIENCE, || async {
+        (count(&db, &told("p-drift", "open")).await == 1).then_some(())
+    })
     .await;
     d.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
     d.spawn();
     // deputy_after is 3 s from the open step.
-    eventually("the deputy is told", Duration::from_secs(10), || async {
+    eventually("the deputy is told", PATIENCE, || async {
         (count(&db, &told("p-vagt2", "deputy")).await == 1).then_some(())
     })
     .await;
@@ -574,11 +564,9 @@ async fn sighup_refuses_a_bad_config_and_applies_a_good_one() {
     )
     .expect("write");
     d.hup();
-    eventually(
-        "the bad reload is refused",
-        Duration::from_secs(10),
-        || async { d.log_text().contains("reload refused").then_some(()) },
-    )
+    eventually("the bad reload is refused", PATIENCE, || async {
+        d.log_text().contains("reload refused").then_some(())
+    })
     .await;
     let (status, _) = get(&client, &d.url("/api/v1/incidents"), Some(READ_TOKEN)).await;
     assert_eq!(status, 200, "still running on the old config");
@@ -589,23 +577,17 @@ async fn sighup_refuses_a_bad_config_and_applies_a_good_one() {
         .replace("name = \"vagttelefon\"", "name = \"vagttelefon2\"");
     std::fs::write(&d.config, next).expect("write");
     d.hup();
-    eventually(
-        "the good reload is applied",
-        Duration::from_secs(10),
-        || async { d.log_text().contains("config reloaded").then_some(()) },
-    )
+    eventually("the good reload is applied", PATIENCE, || async {
+        d.log_text().contains("config reloaded").then_some(())
+    })
     .await;
     wait_ready(&client, &d).await;
     let publisher = Publisher::start(broker.port, &client_id("reload-pub"));
     publisher.publish("hb2/srv-7/state", "1", "ALARM").await;
-    eventually(
-        "the new subscription works",
-        Duration::from_secs(10),
-        || async {
-            let list = incidents(&client, &d).await;
-            (list.len() == 1 && list[0]["root"] == "srv-7").then_some(())
-        },
-    )
+    eventually("the new subscription works", PATIENCE, || async {
+        let list = incidents(&client, &d).await;
+        (list.len() == 1 && list[0]["root"] == "srv-7").then_some(())
+    })
     .await;
     let mut d = d;
     assert!(d.terminate().success());
@@ -697,7 +679,7 @@ full_tank_runtime = "10h"
     endpoints.healthy.store(false, Ordering::Relaxed);
     let list = eventually(
         "the failing endpoint opens an incident",
-        Duration::from_secs(10),
+        PATIENCE,
         || async {
             let list = incidents(&client, &d).await;
             (!list.is_empty()).then_some(list)
@@ -712,7 +694,7 @@ full_tank_runtime = "10h"
     endpoints.healthy.store(true, Ordering::Relaxed);
     eventually(
         "the endpoint recovers and so does the incident",
-        Duration::from_secs(10),
+        PATIENCE,
         || async {
             let list = incidents(&client, &d).await;
             (list[0]["state"] == "resolved").then_some(())
@@ -729,35 +711,27 @@ full_tank_runtime = "10h"
     )
     .await;
     assert_eq!(status, 202);
-    let power = eventually(
-        "the power cut is an incident",
-        Duration::from_secs(10),
-        || async {
-            incidents(&client, &d)
-                .await
-                .into_iter()
-                .find(|i| i["root"] == "power-mains")
-        },
-    )
+    let power = eventually("the power cut is an incident", PATIENCE, || async {
+        incidents(&client, &d)
+            .await
+            .into_iter()
+            .find(|i| i["root"] == "power-mains")
+    })
     .await;
     assert_eq!(power["severity"], "minor", "the generator carries: {power}");
     assert_eq!(power["expected_basis"], "kind");
     // 5 % of 10 h is 30 min, less than the 45 min a power cut is expected to last.
     endpoints.fuel.store(5, Ordering::Relaxed);
     let id = power["id"].as_u64().expect("id");
-    let inc = eventually(
-        "the estimate names the generator",
-        Duration::from_secs(10),
-        || async {
-            let (_, inc) = get(
-                &client,
-                &d.url(&format!("/api/v1/incidents/{id}")),
-                Some(READ_TOKEN),
-            )
-            .await;
-            (inc["expected_basis"] == "generator").then_some(inc)
-        },
-    )
+    let inc = eventually("the estimate names the generator", PATIENCE, || async {
+        let (_, inc) = get(
+            &client,
+            &d.url(&format!("/api/v1/incidents/{id}")),
+            Some(READ_TOKEN),
+        )
+        .await;
+        (inc["expected_basis"] == "generator").then_some(inc)
+    })
     .await;
     assert_eq!(inc["services"], json!(["apps", "omsorg"]), "{inc}");
     assert_eq!(inc["severity"], "critical");

@@ -16,7 +16,7 @@
 //! are known to be stored and are not written again, and timers after it
 //! (a deputy due while the daemon was down) fire once, late but not lost.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ use crate::engine::{
 use crate::metrics::Metrics;
 use crate::store::{
     AlarmRow, Batch, IncidentRow, META_MQTT_SEEN, META_WATERMARK, Rejection, Store, StoreError,
-    SystemEvent,
+    SystemEvent, UsedLink,
 };
 
 /// Most inputs taken into one commit.
@@ -88,6 +88,16 @@ pub enum Command {
         raw: Vec<u8>,
         reply: oneshot::Sender<()>,
     },
+    /// A one-click acknowledgement from a signed link (already verified):
+    /// it acknowledges once; a link used before is refused.
+    AckLink {
+        /// The link's identity (a hash of its token).
+        link: String,
+        incident: u64,
+        /// The person the link was sent to.
+        by: String,
+        reply: oneshot::Sender<Result<LinkOutcome, EngineError>>,
+    },
     /// A new catalogue from a reloaded config. The reply carries what of
     /// the running state could not be carried over.
     Reload {
@@ -105,6 +115,14 @@ pub struct Receipt {
     pub rejected: Option<(RejectReason, String)>,
     /// The incident a report opened or joined.
     pub incident: Option<u64>,
+}
+
+/// What following an acknowledgement link did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOutcome {
+    Acknowledged,
+    /// The link was used before; nothing changed.
+    AlreadyUsed,
 }
 
 /// What the rest of the daemon can see of the core, for `/readyz`.
@@ -144,6 +162,10 @@ enum Done {
     },
     Rejected(oneshot::Sender<()>),
     Reloaded(oneshot::Sender<Vec<String>>, Vec<String>),
+    Linked(
+        oneshot::Sender<Result<LinkOutcome, EngineError>>,
+        Result<LinkOutcome, EngineError>,
+    ),
     Ingested(Source, Instant),
 }
 
@@ -163,6 +185,8 @@ pub struct Core<S: Store> {
     last_snapshot: Instant,
     /// The broker has had our session before (a lost one is a possible loss).
     mqtt_seen: bool,
+    /// Acknowledgement links already used.
+    used_links: HashSet<String>,
 }
 
 /// Wall-clock now.
@@ -227,6 +251,7 @@ impl<S: Store> Core<S> {
             last_at = last_at.max(w);
         }
         let mqtt_seen = store.meta(META_MQTT_SEEN).await?.is_some();
+        let used_links = store.used_links().await?.into_iter().collect();
         info!(
             replayed,
             live_incidents = engine.live_incidents().len(),
@@ -245,6 +270,7 @@ impl<S: Store> Core<S> {
             logged_since_snapshot: replayed,
             last_snapshot: Instant::now(),
             mqtt_seen,
+            used_links,
         };
         core.set_all_gauges();
         Ok(core)
@@ -469,6 +495,9 @@ impl<S: Store> Core<S> {
                 Done::Reloaded(reply, warnings) => {
                     let _ = reply.send(warnings);
                 }
+                Done::Linked(reply, result) => {
+                    let _ = reply.send(result);
+                }
                 Done::Ingested(source, received) => self
                     .metrics
                     .ingest_seconds
@@ -674,6 +703,39 @@ impl<S: Store> Core<S> {
             } => {
                 self.reject(now, source, reason, detail, &raw, batch);
                 done.push(Done::Rejected(reply));
+            }
+            Command::AckLink {
+                link,
+                incident,
+                by,
+                reply,
+            } => {
+                let result = if self.used_links.contains(&link) {
+                    Ok(LinkOutcome::AlreadyUsed)
+                } else {
+                    let ack = Event::Ack {
+                        incident,
+                        by: by.clone(),
+                        note: Some("by link".to_owned()),
+                    };
+                    match self
+                        .apply_logged(now, Source::Manual, ack, batch, touched)
+                        .0
+                    {
+                        Ok(_) => {
+                            self.used_links.insert(link.clone());
+                            batch.used_links.push(UsedLink {
+                                link,
+                                at: now,
+                                incident,
+                                person: by,
+                            });
+                            Ok(LinkOutcome::Acknowledged)
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                done.push(Done::Linked(reply, result));
             }
             Command::Reload { catalogue, reply } => {
                 let snap = self.engine.snapshot();

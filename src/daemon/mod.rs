@@ -74,6 +74,50 @@ pub struct Shared {
     catalogue: Arc<RwLock<Arc<Catalogue>>>,
     auth: RwLock<Arc<Auth>>,
     metrics_public: AtomicBool,
+    links: RwLock<Arc<LinkSettings>>,
+}
+
+/// How acknowledgement links are made and checked.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// The HMAC key: the value of `[server] secret_env`.
+    pub key: Vec<u8>,
+    /// The base of links in messages, without a trailing `/`.
+    pub public_url: String,
+    /// How long a link works.
+    pub ttl: Duration,
+}
+
+impl LinkSettings {
+    /// From `[server]`. Without `secret_env` set, a key is made for this
+    /// run only (links then stop working at a restart), with a warning.
+    pub fn from_config(config: &Config) -> LinkSettings {
+        let server = &config.server;
+        let key = server
+            .secret_env
+            .as_ref()
+            .and_then(|var| std::env::var(var).ok())
+            .filter(|k| !k.is_empty())
+            .map(String::into_bytes);
+        let key = key.unwrap_or_else(|| {
+            warn!(
+                "no secret for acknowledgement links ([server] secret_env unset or empty): \
+                 links made now stop working when beredskab restarts"
+            );
+            std::iter::repeat_with(|| fastrand::u8(..))
+                .take(32)
+                .collect()
+        });
+        let public_url = server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", server.listen));
+        LinkSettings {
+            key,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            ttl: server.ack_link_ttl,
+        }
+    }
 }
 
 impl Shared {
@@ -82,7 +126,12 @@ impl Shared {
             catalogue: Arc::new(RwLock::new(cat)),
             auth: RwLock::new(Arc::new(Auth::new(&config.tokens))),
             metrics_public: AtomicBool::new(config.server.metrics_public),
+            links: RwLock::new(Arc::new(LinkSettings::from_config(config))),
         }
+    }
+
+    pub fn links(&self) -> Arc<LinkSettings> {
+        read(&self.links)
     }
 
     pub fn catalogue(&self) -> Arc<Catalogue> {
@@ -100,6 +149,13 @@ impl Shared {
     fn replace(&self, config: &Config, cat: Arc<Catalogue>) {
         *write(&self.catalogue) = cat;
         *write(&self.auth) = Arc::new(Auth::new(&config.tokens));
+        // A reload keeps the running key when the new config names none, so
+        // links already sent keep working.
+        let mut links = LinkSettings::from_config(config);
+        if config.server.secret_env.is_none() {
+            links.key = read(&self.links).key.clone();
+        }
+        *write(&self.links) = Arc::new(links);
         self.metrics_public
             .store(config.server.metrics_public, Ordering::Relaxed);
     }
@@ -381,18 +437,18 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
                     if let Some(old) = mqtt.take() {
                         old.stop().await;
                     }
+                    // Before the new collector starts: its first ConnAck
+                    // sets it up again.
+                    let state = if next.config.mqtt.is_some() {
+                        Status::MQTT_DOWN
+                    } else {
+                        Status::MQTT_NONE
+                    };
+                    status.mqtt.store(state, Ordering::Relaxed);
                     match start_mqtt(&next.config, &mqtt_tx, &intake) {
                         Ok(m) => mqtt = m,
                         Err(e) => error!(error = %e, "mqtt collector not restarted"),
                     }
-                    status.mqtt.store(
-                        if mqtt.is_some() {
-                            Status::MQTT_DOWN
-                        } else {
-                            Status::MQTT_NONE
-                        },
-                        Ordering::Relaxed,
-                    );
                 }
                 let probe_settings = format!("{:?}", next.config.probes);
                 if probes.as_ref().map(|r| r.settings.as_str()).unwrap_or("[]") != probe_settings {

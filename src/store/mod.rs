@@ -159,6 +159,9 @@ pub trait Store: Send + Sync {
         before: Option<u64>,
     ) -> impl Future<Output = Result<Vec<AlarmRow>, StoreError>> + Send;
 
+    /// Every acknowledgement link already used.
+    fn used_links(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// The daemon's own events newest first.
     fn system_events(
         &self,
@@ -195,6 +198,8 @@ pub struct Batch {
     pub events: Vec<SystemEvent>,
     /// `meta` values to set.
     pub meta: Vec<(String, String)>,
+    /// Acknowledgement links used in this batch.
+    pub used_links: Vec<UsedLink>,
     /// An engine snapshot (JSON) taken after every input of this batch and
     /// of those before; stored with the last input's seq.
     pub snapshot: Option<(Ts, String)>,
@@ -214,6 +219,7 @@ impl Batch {
             && self.notifications.is_empty()
             && self.events.is_empty()
             && self.meta.is_empty()
+            && self.used_links.is_empty()
             && self.snapshot.is_none()
     }
 
@@ -318,6 +324,16 @@ pub struct SystemEvent {
     pub at: Ts,
     pub kind: String,
     pub detail: String,
+}
+
+/// An acknowledgement link that has been used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedLink {
+    /// The link's identity (a hash of its token).
+    pub link: String,
+    pub at: Ts,
+    pub incident: u64,
+    pub person: String,
 }
 
 /// A stored engine snapshot.

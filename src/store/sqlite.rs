@@ -37,6 +37,7 @@ const READERS: u32 = 4;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_daemon.sql"),
+    include_str!("migrations/0003_delivery.sql"),
 ];
 
 /// Snapshots kept: the newest, and one before it in case the newest cannot
@@ -425,6 +426,12 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn used_links(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT link FROM used_links")
+            .fetch_all(&self.readers)
+            .await?)
+    }
+
     async fn system_events(&self, limit: u32) -> Result<Vec<SystemEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, at_ms, kind, detail FROM system_events ORDER BY id DESC LIMIT ?",
@@ -614,6 +621,19 @@ async fn write_batch(
         )
         .bind(name)
         .bind(value)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    for u in &batch.used_links {
+        sqlx::query(
+            "INSERT INTO used_links (link, at_ms, incident, person) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (link) DO NOTHING",
+        )
+        .bind(&u.link)
+        .bind(u.at.0)
+        .bind(to_i64("incident", u.incident)?)
+        .bind(&u.person)
         .execute(&mut *conn)
         .await?;
     }
