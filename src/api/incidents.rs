@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::engine::{IncidentState, TimelineEntry, Ts};
-use crate::store::{IncidentFilter, IncidentRow};
+use crate::store::{DeliveryRow, IncidentFilter, IncidentRow};
 
 /// The default and largest page of `GET /api/v1/incidents`.
 pub const DEFAULT_LIMIT: u32 = 500;
@@ -52,19 +52,45 @@ pub fn incident_json(r: &IncidentRow) -> Value {
     v
 }
 
-/// An incident with its timeline.
-pub fn detail_json(r: &IncidentRow, timeline: &[TimelineEntry]) -> Value {
-    let mut v = incident_json(r);
-    v["timeline"] = timeline
+/// An incident with its timeline: the engine's events and decisions, and
+/// every delivery attempt of its notifications, in time order.
+pub fn detail_json(
+    r: &IncidentRow,
+    timeline: &[TimelineEntry],
+    deliveries: &[DeliveryRow],
+) -> Value {
+    let mut entries: Vec<(Ts, Value)> = timeline
         .iter()
         .map(|e| {
-            json!({
-                "at": time(e.at),
-                "type": e.kind,
-                "text": e.text,
-                "by": e.by,
-            })
+            (
+                e.at,
+                json!({
+                    "at": time(e.at),
+                    "type": e.kind,
+                    "text": e.text,
+                    "by": e.by,
+                }),
+            )
         })
         .collect();
+    entries.extend(deliveries.iter().map(|d| {
+        (
+            d.at,
+            json!({
+                "at": time(d.at),
+                "type": "delivery",
+                "text": format!("{}: {} by {}: {}", d.outcome, d.person, d.channel, d.detail),
+                "by": null,
+                "outcome": d.outcome,
+                "channel": d.channel,
+                "to": d.person,
+                "key": d.key,
+            }),
+        )
+    }));
+    // Stable: at the same instant the decision comes before its delivery.
+    entries.sort_by_key(|(at, _)| *at);
+    let mut v = incident_json(r);
+    v["timeline"] = entries.into_iter().map(|(_, e)| e).collect();
     v
 }

@@ -9,6 +9,7 @@
 pub mod auth;
 mod incidents;
 pub mod ingest;
+pub mod links;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -426,7 +427,18 @@ async fn get_incident<S: Store + Clone + 'static>(
         .parse()
         .map_err(|_| ApiError::bad(format!("{id:?} is not an incident id")))?;
     match st.store.incident(id).await {
-        Ok(Some(d)) => Ok(Json(incidents::detail_json(&d.incident, &d.timeline))),
+        Ok(Some(d)) => {
+            let deliveries = st
+                .store
+                .deliveries(id)
+                .await
+                .map_err(|e| ApiError::internal("reading deliveries", e))?;
+            Ok(Json(incidents::detail_json(
+                &d.incident,
+                &d.timeline,
+                &deliveries,
+            )))
+        }
         Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no incident {id}"),

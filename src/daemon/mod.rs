@@ -71,7 +71,7 @@ pub enum DaemonError {
 
 /// What the running parts share and a reload replaces.
 pub struct Shared {
-    catalogue: Arc<RwLock<Arc<Catalogue>>>,
+    catalogue: RwLock<Arc<Catalogue>>,
     auth: RwLock<Arc<Auth>>,
     metrics_public: AtomicBool,
     links: RwLock<Arc<LinkSettings>>,
@@ -123,7 +123,7 @@ impl LinkSettings {
 impl Shared {
     fn new(config: &Config, cat: Arc<Catalogue>) -> Shared {
         Shared {
-            catalogue: Arc::new(RwLock::new(cat)),
+            catalogue: RwLock::new(cat),
             auth: RwLock::new(Arc::new(Auth::new(&config.tokens))),
             metrics_public: AtomicBool::new(config.server.metrics_public),
             links: RwLock::new(Arc::new(LinkSettings::from_config(config))),
@@ -158,11 +158,6 @@ impl Shared {
         *write(&self.links) = Arc::new(links);
         self.metrics_public
             .store(config.server.metrics_public, Ordering::Relaxed);
-    }
-
-    /// The catalogue's lock, for the notifier, which must see reloads.
-    fn catalogue_handle(&self) -> Arc<RwLock<Arc<Catalogue>>> {
-        self.catalogue.clone()
     }
 }
 
@@ -358,7 +353,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
     let notifier_task = tokio::spawn(
         Notifier {
             store: store.clone(),
-            catalogue: shared.catalogue_handle(),
+            shared: shared.clone(),
             wake: outbox.clone(),
             metrics: metrics.clone(),
         }

@@ -1,130 +1,344 @@
-//! The notifier: delivers the outbox.
+//! The notifier: delivers the outbox, exactly once per key where the
+//! channel allows it.
 //!
 //! The core writes each notification into the outbox in the same commit as
-//! the incident change that caused it and wakes the notifier; the notifier
-//! reads what is due, delivers it and records the outcome. It sleeps until
-//! the next row is due or until it is woken, never on a fixed poll.
+//! the incident change that caused it, and wakes the notifier; the notifier
+//! reads what is due and delivers it on its channel ([`channel`]), several
+//! at a time so that one slow gateway holds up only its own deliveries. It
+//! sleeps until the next row is due or until it is woken, never on a fixed
+//! poll. Every attempt is recorded with its outcome (the incident's
+//! timeline shows them) and counted in `beredskab_notifications_total`:
+//! - sent: the row is done; its key never goes out again;
+//! - retried: a failure worth retrying (a timeout, a 5xx, a 429) is tried
+//!   again after an exponential backoff with jitter, or after the
+//!   gateway's `Retry-After` when that is longer;
+//! - fallback: after the channel's `attempts` failures, or at once for a
+//!   failure no retry can mend (no phone number, a 4xx), the channel's
+//!   `fallback` gets a new row of its own;
+//! - failed: the same, for a channel without a fallback.
 //!
-//! Only the `log` channel delivers so far: it writes the notification to
-//! the daemon's log. Rows for other channel kinds are marked failed with a
-//! clear reason until their senders exist, rather than claimed as sent.
+//! A crash between the gateway's answer and the record of it sends that
+//! row again after the restart: the idempotency key goes with every
+//! request (and is the mail's Message-ID) so the gateway can drop the
+//! duplicate. SMTP cannot promise that; such a duplicate is rare and never
+//! a loss.
 
-use std::sync::{Arc, RwLock};
+pub mod channel;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::catalogue::Catalogue;
-use crate::config::ChannelKind;
+use crate::daemon::Shared;
 use crate::daemon::core::wall_now;
 use crate::metrics::Metrics;
-use crate::store::{OutboxRow, Store};
+use crate::store::{Attempt, AttemptOutcome, OutboxRow, Store};
+use channel::{Delivery, SendError, Sender};
 
 /// Rows read per round trip.
 const PAGE: u32 = 100;
+/// Deliveries in flight at once.
+const IN_FLIGHT: usize = 16;
 /// How long to wait after the store failed before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// The longest sleep without looking at the outbox (a safety net: waking
 /// is what normally starts a delivery).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// The first retry's wait; each further one doubles, up to the cap.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Extra time beyond a channel's own timeout before an attempt is given up.
+const TIMEOUT_SLACK: Duration = Duration::from_secs(5);
+/// Reasons whose messages carry no acknowledgement link: the incident is
+/// over by then.
+const NO_LINK_REASONS: [&str; 2] = ["resolved", "recovery"];
+
+/// The wait before retry number `n` (1 for the first): exponential, with
+/// jitter in the upper half so that many retries do not line up.
+pub fn backoff(n: u32) -> Duration {
+    let step = BACKOFF_FIRST
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    let half = step / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// The channels' senders for one catalogue.
+struct Senders {
+    catalogue: Arc<Catalogue>,
+    by_channel: HashMap<String, Result<Arc<Sender>, String>>,
+}
+
+impl Senders {
+    fn new(catalogue: Arc<Catalogue>) -> Senders {
+        let env = |name: &str| std::env::var(name).ok();
+        let by_channel = catalogue
+            .channels
+            .iter()
+            .map(|c| {
+                let sender = Sender::new(&c.config, &env).map(Arc::new).map_err(|e| {
+                    error!(channel = %c.id, error = %e, "channel cannot send");
+                    e.to_string()
+                });
+                (c.id.clone(), sender)
+            })
+            .collect();
+        Senders {
+            catalogue,
+            by_channel,
+        }
+    }
+}
 
 /// The outbox worker.
 pub struct Notifier<S: Store> {
     pub store: S,
-    pub catalogue: Arc<RwLock<Arc<Catalogue>>>,
+    pub shared: Arc<Shared>,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
 }
 
-impl<S: Store> Notifier<S> {
-    /// Delivers until `shutdown`.
+impl<S: Store + Clone + 'static> Notifier<S> {
+    /// Delivers until `shutdown`; deliveries in flight then are abandoned
+    /// (their rows stay pending and go out after the restart).
     pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let mut senders = Arc::new(Senders::new(this.shared.catalogue()));
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         loop {
-            let sleep = match self.deliver_due().await {
-                Ok(true) => continue,
-                Ok(false) => match self.store.next_due().await {
-                    Ok(Some(at)) => {
-                        Duration::from_millis(at.millis_since(wall_now()).max(0) as u64)
-                            .min(MAX_SLEEP)
+            while let Ok(key) = done_rx.try_recv() {
+                in_flight.remove(&key);
+            }
+            let current = this.shared.catalogue();
+            if !Arc::ptr_eq(&current, &senders.catalogue) {
+                senders = Arc::new(Senders::new(current));
+            }
+            let sleep = match this.store.due_notifications(wall_now(), PAGE).await {
+                Ok(due) => {
+                    for row in due {
+                        if running.len() >= IN_FLIGHT {
+                            break;
+                        }
+                        if !in_flight.insert(row.key.clone()) {
+                            continue;
+                        }
+                        let (this, senders, done) =
+                            (this.clone(), senders.clone(), done_tx.clone());
+                        running.spawn(async move {
+                            let key = row.key.clone();
+                            this.deliver(&senders, row).await;
+                            let _ = done.send(key);
+                        });
                     }
-                    Ok(None) => MAX_SLEEP,
-                    Err(e) => {
-                        error!(error = %e, "outbox: cannot read the next due time");
-                        STORE_RETRY
+                    match this.store.next_due().await {
+                        Ok(Some(at)) => {
+                            Duration::from_millis(at.millis_since(wall_now()).max(0) as u64)
+                                .min(MAX_SLEEP)
+                        }
+                        Ok(None) => MAX_SLEEP,
+                        Err(e) => {
+                            error!(error = %e, "outbox: cannot read the next due time");
+                            STORE_RETRY
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     error!(error = %e, "outbox: cannot read due notifications");
                     STORE_RETRY
                 }
             };
+            // Rows in flight are due too: wait for them, not on them.
+            let sleep = if sleep.is_zero() && !running.is_empty() {
+                MAX_SLEEP
+            } else {
+                sleep
+            };
             tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = self.wake.notified() => {}
+                () = shutdown.cancelled() => {
+                    running.abort_all();
+                    return;
+                }
+                () = this.wake.notified() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
                 () = tokio::time::sleep(sleep) => {}
             }
         }
     }
 
-    /// Delivers one page of due rows; true when there may be more.
-    async fn deliver_due(&self) -> Result<bool, crate::store::StoreError> {
-        let due = self.store.due_notifications(wall_now(), PAGE).await?;
-        let full = due.len() == PAGE as usize;
-        for row in due {
-            self.deliver(row).await?;
-        }
-        Ok(full)
-    }
-
-    async fn deliver(&self, row: OutboxRow) -> Result<(), crate::store::StoreError> {
-        let kind = {
-            let cat = self
-                .catalogue
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            cat.channels
-                .iter()
-                .find(|c| c.id == row.channel)
-                .map(|c| c.config.kind)
+    /// One attempt at one row, recorded.
+    async fn deliver(&self, senders: &Senders, row: OutboxRow) {
+        let cat = &senders.catalogue;
+        let now = wall_now();
+        let channel = cat.channels.iter().find(|c| c.id == row.channel);
+        let person = cat.people.iter().find(|p| p.id == row.person);
+        let result = match (channel, person, senders.by_channel.get(&row.channel)) {
+            (Some(_), Some(person), Some(Ok(sender))) => {
+                let link = (!NO_LINK_REASONS.contains(&row.reason.as_str())).then(|| {
+                    crate::api::links::url(&self.shared.links(), row.incident, &row.person, now)
+                });
+                if matches!(**sender, Sender::Log) {
+                    info!(
+                        target: "beredskab::notification",
+                        incident = row.incident,
+                        to = %row.person,
+                        role = row.role.as_deref().unwrap_or(""),
+                        channel = %row.channel,
+                        reason = %row.reason,
+                        key = %row.key,
+                        link = link.as_deref().unwrap_or(""),
+                        "{}",
+                        row.text
+                    );
+                }
+                let delivery = Delivery {
+                    key: &row.key,
+                    incident: row.incident,
+                    person,
+                    role: row.role.as_deref(),
+                    reason: &row.reason,
+                    text: &row.text,
+                    link: link.as_deref(),
+                    site: &cat.site_name,
+                };
+                let limit = channel
+                    .map(|c| c.config.timeout())
+                    .unwrap_or_default()
+                    .saturating_add(TIMEOUT_SLACK);
+                match tokio::time::timeout(limit, sender.send(&delivery)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(SendError::Retry {
+                        error: format!("no answer within {}", humantime::format_duration(limit)),
+                        retry_after: None,
+                    }),
+                }
+            }
+            (None, _, _) => Err(SendError::Permanent(format!(
+                "channel {:?} is not in the config",
+                row.channel
+            ))),
+            (_, None, _) => Err(SendError::Permanent(format!(
+                "person {:?} is not in the config",
+                row.person
+            ))),
+            (_, _, Some(Err(e))) => Err(SendError::Permanent(e.clone())),
+            (_, _, None) => Err(SendError::Permanent("no sender".into())),
         };
-        match kind {
-            Some(ChannelKind::Log) => {
-                info!(
-                    target: "beredskab::notification",
-                    incident = row.incident,
-                    to = %row.person,
-                    role = row.role.as_deref().unwrap_or(""),
-                    channel = %row.channel,
-                    reason = %row.reason,
-                    key = %row.key,
-                    "{}",
-                    row.text
-                );
-                self.store.mark_sent(&row.key, wall_now()).await?;
-                self.count(&row.channel, "sent");
-            }
-            Some(other) => {
-                let why = format!("channel kind {} has no sender yet", other.as_str());
-                warn!(key = %row.key, channel = %row.channel, "{why}");
-                self.store.mark_failed(&row.key, &why, None).await?;
-                self.count(&row.channel, "failed");
-            }
-            None => {
-                let why = format!("channel {:?} is not in the config", row.channel);
-                warn!(key = %row.key, "{why}");
-                self.store.mark_failed(&row.key, &why, None).await?;
-                self.count(&row.channel, "failed");
-            }
-        }
-        Ok(())
-    }
-
-    fn count(&self, channel: &str, outcome: &str) {
+        let attempt = self.outcome(cat, &row, now, result);
         self.metrics
             .notifications
-            .with_label_values(&[channel, outcome])
+            .with_label_values(&[row.channel.as_str(), attempt.outcome.as_str()])
             .inc();
+        match attempt.outcome {
+            AttemptOutcome::Sent => {}
+            AttemptOutcome::Retried => warn!(key = %row.key, channel = %row.channel,
+                error = %attempt.detail, "notification failed; will retry"),
+            AttemptOutcome::Fallback => warn!(key = %row.key, channel = %row.channel,
+                error = %attempt.detail, "notification failed; using the fallback channel"),
+            AttemptOutcome::Failed => error!(key = %row.key, channel = %row.channel,
+                error = %attempt.detail, "notification failed for good"),
+        }
+        let fallback = attempt.fallback.is_some();
+        if let Err(e) = self.store.record_attempt(&attempt).await {
+            // The row stays as it was: the attempt is made again.
+            error!(key = %row.key, error = %e, "cannot record a delivery attempt");
+        } else if fallback {
+            self.wake.notify_one();
+        }
+    }
+
+    /// What an attempt's result means for its row.
+    fn outcome(
+        &self,
+        cat: &Catalogue,
+        row: &OutboxRow,
+        now: crate::engine::Ts,
+        result: Result<(), SendError>,
+    ) -> Attempt {
+        let base = |outcome, detail: String| Attempt {
+            key: row.key.clone(),
+            incident: row.incident,
+            at: now,
+            channel: row.channel.clone(),
+            person: row.person.clone(),
+            outcome,
+            detail,
+            next_attempt: None,
+            fallback: None,
+        };
+        let channel = cat.channels.iter().find(|c| c.id == row.channel);
+        let attempts = channel.map_or(1, |c| c.config.attempts().max(1));
+        let tried = row.attempts + 1;
+        let (error, retry_after) = match result {
+            Ok(()) => return base(AttemptOutcome::Sent, "sent".into()),
+            Err(SendError::Retry { error, retry_after }) if tried < attempts => {
+                let wait = backoff(tried).max(retry_after.unwrap_or_default());
+                let mut a = base(
+                    AttemptOutcome::Retried,
+                    format!(
+                        "attempt {tried} of {attempts} failed: {error}; next in {}",
+                        humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+                    ),
+                );
+                a.next_attempt = Some(now.plus(wait));
+                return a;
+            }
+            Err(SendError::Retry { error, retry_after }) => (error, retry_after),
+            Err(SendError::Permanent(error)) => (error, None),
+        };
+        let _ = retry_after;
+        let fallback = channel
+            .and_then(|c| c.fallback)
+            .map(|f| cat.channel(f).id.clone())
+            // A fallback's fallback is fine; a row does not come back to a
+            // channel it already went through.
+            .filter(|f| !row.key.contains(&format!("/fallback/{f}")) && *f != row.channel);
+        match fallback {
+            Some(f) => {
+                let mut a = base(
+                    AttemptOutcome::Fallback,
+                    format!("{error}; handed to {f} after {tried} attempt(s)"),
+                );
+                a.fallback = Some(OutboxRow {
+                    key: format!("{}/fallback/{f}", row.key),
+                    channel: f,
+                    created_at: now,
+                    next_attempt: now,
+                    attempts: 0,
+                    state: crate::store::OutboxState::Pending,
+                    last_error: None,
+                    sent_at: None,
+                    ..row.clone()
+                });
+                a
+            }
+            None => base(
+                AttemptOutcome::Failed,
+                format!("{error}; given up after {tried} attempt(s)"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        for n in 1..6 {
+            let step = BACKOFF_FIRST * (1 << (n - 1));
+            let d = backoff(n);
+            assert!(d >= step / 2 && d <= step, "retry {n}: {d:?}");
+        }
+        assert!(backoff(40) <= BACKOFF_MAX);
+        assert!(backoff(40) >= BACKOFF_MAX / 2);
     }
 }

@@ -159,6 +159,20 @@ pub trait Store: Send + Sync {
         before: Option<u64>,
     ) -> impl Future<Output = Result<Vec<AlarmRow>, StoreError>> + Send;
 
+    /// Records one delivery attempt in one transaction: the outbox row's
+    /// new state, the attempt for the timeline, and a fallback row when the
+    /// attempt hands the notification to another channel.
+    fn record_attempt(
+        &self,
+        attempt: &Attempt,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every delivery attempt for an incident, in order.
+    fn deliveries(
+        &self,
+        incident: u64,
+    ) -> impl Future<Output = Result<Vec<DeliveryRow>, StoreError>> + Send;
+
     /// Every acknowledgement link already used.
     fn used_links(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
@@ -323,6 +337,60 @@ pub struct SystemEvent {
     pub id: u64,
     pub at: Ts,
     pub kind: String,
+    pub detail: String,
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Sent,
+    /// Failed; tried again at `next_attempt`.
+    Retried,
+    /// Failed for good, with no fallback.
+    Failed,
+    /// Failed for good on this channel; the fallback row takes over.
+    Fallback,
+}
+
+impl AttemptOutcome {
+    /// The `outcome` label of `beredskab_notifications_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Sent => "sent",
+            AttemptOutcome::Retried => "retried",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Fallback => "fallback",
+        }
+    }
+}
+
+/// One delivery attempt, as the notifier records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// The outbox row's key.
+    pub key: String,
+    pub incident: u64,
+    pub at: Ts,
+    pub channel: String,
+    pub person: String,
+    pub outcome: AttemptOutcome,
+    /// What happened, for the timeline ("sent", "gateway answered 503", …).
+    pub detail: String,
+    /// For `Retried`: when to try again.
+    pub next_attempt: Option<Ts>,
+    /// For `Fallback`: the row that replaces this one (a new key).
+    pub fallback: Option<OutboxRow>,
+}
+
+/// A recorded delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub key: String,
+    pub incident: u64,
+    pub at: Ts,
+    pub channel: String,
+    pub person: String,
+    pub outcome: String,
     pub detail: String,
 }
 

@@ -17,10 +17,10 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 
 use super::{
-    ALARM_SEVERITIES, ALARM_STATES, AlarmRow, BASES, Batch, CommitOutcome, HistoryRow,
-    IncidentDetail, IncidentFilter, IncidentRow, InputOutcome, LEVELS, OUTBOX_STATES, OutboxRow,
-    OutboxState, REASONS, RejectedRow, SEVERITIES, SOURCES, SnapshotRow, Store, StoreError,
-    StoredInput, SystemEvent, decode, decode_state, truncate_raw,
+    ALARM_SEVERITIES, ALARM_STATES, AlarmRow, Attempt, AttemptOutcome, BASES, Batch, CommitOutcome,
+    DeliveryRow, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow, InputOutcome, LEVELS,
+    OUTBOX_STATES, OutboxRow, OutboxState, REASONS, RejectedRow, SEVERITIES, SOURCES, SnapshotRow,
+    Store, StoreError, StoredInput, SystemEvent, decode, decode_state, truncate_raw,
 };
 use crate::engine::{
     AlarmSeverity, AlarmState, Basis, Event, IncidentState, Level, RejectReason, Severity, Source,
@@ -421,6 +421,102 @@ impl Store for SqliteStore {
                     )?,
                     key: r.try_get("key")?,
                     message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_attempt(&self, a: &Attempt) -> Result<(), StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let incident = to_i64("incident", a.incident)?;
+        // A row already sent stays sent: a late failure report (a retry
+        // racing a success) must not send it again.
+        let updated = match a.outcome {
+            AttemptOutcome::Sent => sqlx::query(
+                "UPDATE outbox SET state = 'sent', sent_at_ms = coalesce(sent_at_ms, ?), \
+                 attempts = attempts + (state <> 'sent') WHERE key = ?",
+            )
+            .bind(a.at.0)
+            .bind(&a.key),
+            AttemptOutcome::Retried => sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, \
+                 next_attempt_ms = ? WHERE key = ? AND state <> 'sent'",
+            )
+            .bind(&a.detail)
+            .bind(a.next_attempt.unwrap_or(a.at).0)
+            .bind(&a.key),
+            AttemptOutcome::Failed | AttemptOutcome::Fallback => sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = 'failed' \
+                 WHERE key = ? AND state <> 'sent'",
+            )
+            .bind(&a.detail)
+            .bind(&a.key),
+        }
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE key = ?")
+                .bind(&a.key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(StoreError::UnknownNotification(a.key.clone()));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO deliveries (key, incident, at_ms, channel, person, outcome, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&a.key)
+        .bind(incident)
+        .bind(a.at.0)
+        .bind(&a.channel)
+        .bind(&a.person)
+        .bind(a.outcome.as_str())
+        .bind(&a.detail)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(f) = &a.fallback {
+            sqlx::query(
+                "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
+                 created_at_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&f.key)
+            .bind(to_i64("incident", f.incident)?)
+            .bind(&f.person)
+            .bind(f.role.as_deref())
+            .bind(&f.channel)
+            .bind(&f.reason)
+            .bind(&f.text)
+            .bind(f.created_at.0)
+            .bind(f.next_attempt.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, incident: u64) -> Result<Vec<DeliveryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, incident, at_ms, channel, person, outcome, detail FROM deliveries \
+             WHERE incident = ? ORDER BY id",
+        )
+        .bind(to_i64("incident", incident)?)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryRow {
+                    key: r.try_get("key")?,
+                    incident: to_u64("deliveries", "incident", r.try_get("incident")?)?,
+                    at: Ts(r.try_get("at_ms")?),
+                    channel: r.try_get("channel")?,
+                    person: r.try_get("person")?,
+                    outcome: r.try_get("outcome")?,
+                    detail: r.try_get("detail")?,
                 })
             })
             .collect()
