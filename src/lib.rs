@@ -4,7 +4,8 @@
 //! - [`config`] reads the plan: critical services, components, people, policies;
 //! - [`catalogue`] resolves it into a graph of components and services;
 //! - [`engine`] is the pure core: alarms in, incidents, estimates and
-//!   notifications out, with the time passed in;
+//!   notifications out, with the time passed in; its snapshots carry it
+//!   across restarts and config reloads;
 //! - [`collect`] brings alarms in from the outside: MQTT and HTTP probes;
 //! - [`api`] takes pushed alarms and reports, and shows incidents;
 //! - [`store`] keeps inputs, incidents and the outbox durably;

@@ -1,7 +1,10 @@
 //! Drives the engine over the example catalogue with a decoded sequence of
 //! (time advance, event) steps, ticking every due timer in between, and
-//! checks invariants after every step. A violated invariant panics so that
-//! libFuzzer records the input.
+//! checks invariants after every step. A twin engine gets the same inputs
+//! (its timers through `run_timers_until`) and is snapshotted, written as
+//! JSON, read back and restored after every step: it must produce exactly
+//! the same effects. A violated invariant panics so that libFuzzer records
+//! the input.
 //!
 //! Input format (decoded by hand, every byte string is valid): per step,
 //! two bytes of time advance (little endian, modulo 3601 seconds), one
@@ -17,7 +20,7 @@ use beredskab::catalogue::Catalogue;
 use beredskab::config::AlarmKind;
 use beredskab::engine::{
     AlarmInput, AlarmSeverity, AlarmState, Effect, Engine, Event, IncidentState, Level,
-    ProbeResult, Source, Ts,
+    ProbeResult, Snapshot, Source, Ts,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -253,9 +256,7 @@ struct Checker {
 /// two policies' `open` steps), which is a question for the spec, not a crash.
 fn strict_steps() -> bool {
     static STRICT: OnceLock<bool> = OnceLock::new();
-    *STRICT.get_or_init(|| {
-        std::env::var("BEREDSKAB_FUZZ_STRICT_STEPS").is_ok_and(|v| v == "1")
-    })
+    *STRICT.get_or_init(|| std::env::var("BEREDSKAB_FUZZ_STRICT_STEPS").is_ok_and(|v| v == "1"))
 }
 
 fn steps_with_text(engine: &Engine, reason: &str) -> u32 {
@@ -333,7 +334,12 @@ impl Checker {
         let mut member_of: HashMap<_, u64> = HashMap::new();
         for (i, inc) in incidents.iter().enumerate() {
             // (a) ids are 1..=n
-            assert_eq!(inc.id, i as u64 + 1, "(a) {what}: incident at index {i} has id {}", inc.id);
+            assert_eq!(
+                inc.id,
+                i as u64 + 1,
+                "(a) {what}: incident at index {i} has id {}",
+                inc.id
+            );
             let live = inc.state.is_live();
             // (c) resolved or merged never live again
             if live {
@@ -369,9 +375,93 @@ impl Checker {
     }
 }
 
+/// The engine through its snapshot as JSON and back, against the same
+/// catalogue: nothing may be lost.
+fn roundtrip(engine: &Engine) -> Engine {
+    let json = serde_json::to_string(&engine.snapshot()).expect("a snapshot serializes");
+    let snap: Snapshot = serde_json::from_str(&json).expect("a snapshot reads back");
+    let (restored, warnings) = Engine::restore(engine.catalogue().clone(), &snap);
+    assert!(
+        warnings.is_empty(),
+        "(h) restore warns against the same catalogue: {warnings:?}"
+    );
+    restored
+}
+
+/// Ticks `engine` through every timer due up to `until`, in order, each
+/// at its own time or the latest event's, checking after each; returns
+/// the ticks.
+fn tick_until(
+    engine: &mut Engine,
+    checker: &mut Checker,
+    now: &mut Ts,
+    until: Ts,
+    what: &str,
+) -> Vec<(Ts, Vec<Effect>)> {
+    let mut ticks = Vec::new();
+    while let Some(w) = engine.next_wakeup().filter(|w| *w <= until) {
+        // Time never goes backwards: a timer already due runs now.
+        *now = w.max(*now);
+        let effects = engine.tick(*now);
+        checker.effects(engine, &effects, what);
+        checker.state(engine, what);
+        // (f) every due timer consumed
+        if let Some(next) = engine.next_wakeup() {
+            assert!(
+                next > *now,
+                "(f) after tick({}) next_wakeup is {} (not later)",
+                now.0,
+                next.0
+            );
+        }
+        ticks.push((*now, effects));
+    }
+    ticks
+}
+
+/// Whether the twin is restored after its `n`th tick: one tick in four,
+/// chosen by a hash so that every position is hit across inputs (after
+/// every tick, an execution takes four times as long, and the fuzzer finds
+/// less). It is restored after every event.
+fn restore_after_tick(n: u64, salt: usize) -> bool {
+    (n ^ salt as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 62 == 0
+}
+
+/// The twin's ticks up to `until` through `run_timers_until`, one tick per
+/// call so that it can be restored from its snapshot in between.
+fn twin_ticks_until(
+    twin: &mut Engine,
+    until: Ts,
+    count: &mut u64,
+    salt: usize,
+) -> Vec<(Ts, Vec<Effect>)> {
+    let mut ticks = Vec::new();
+    while let Some(w) = twin.next_wakeup().filter(|w| *w <= until) {
+        let got = twin.run_timers_until(w);
+        assert_eq!(
+            got.len(),
+            1,
+            "(j) run_timers_until({}) ran {} ticks",
+            w.0,
+            got.len()
+        );
+        ticks.extend(got);
+        *count += 1;
+        if restore_after_tick(*count, salt) {
+            *twin = roundtrip(twin);
+        }
+    }
+    ticks
+}
+
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
     let mut engine = Engine::new(f.cat.clone());
+    // The same inputs, snapshotted, serialized, read back and restored
+    // after every event and many ticks: it must say and do exactly what
+    // `engine` does.
+    let mut twin = Engine::new(f.cat.clone());
+    let mut twin_ticks = 0;
     let mut checker = Checker::default();
     let mut r = Reader(data);
     let mut now = Ts(START_MS);
@@ -381,42 +471,41 @@ fuzz_target!(|data: &[u8]| {
         let advance = (r.u16() % 3601) as i64;
         let target = Ts(now.0 + advance * 1000);
         // Every due timer, in order.
-        while let Some(w) = engine.next_wakeup().filter(|w| *w <= target) {
-            // Time never goes backwards: a timer already due runs now.
-            now = w.max(now);
-            let effects = engine.tick(now);
-            checker.effects(&engine, &effects, "tick");
-            checker.state(&engine, "tick");
-            // (f) every due timer consumed
-            if let Some(next) = engine.next_wakeup() {
-                assert!(
-                    next > now,
-                    "(f) after tick({}) next_wakeup is {} (not later)",
-                    now.0,
-                    next.0
-                );
-            }
-        }
+        let ticks = tick_until(&mut engine, &mut checker, &mut now, target, "tick");
+        let twin_got = twin_ticks_until(&mut twin, target, &mut twin_ticks, data.len());
+        assert_eq!(ticks, twin_got, "(h)/(j) ticks differ after restores");
         now = target;
         let event = decode_event(&mut r, f);
         let what = format!("{event:?}");
-        if let Ok(effects) = engine.handle(now, event) {
-            checker.effects(&engine, &effects, &what);
+        let applied = engine.apply(now, event.clone());
+        if let Ok(a) = &applied {
+            checker.effects(&engine, &a.effects, &what);
         }
         checker.state(&engine, &what);
+        // (i) an input said to change nothing leaves the snapshot as it was
+        let before = twin.snapshot();
+        let twin_applied = twin.apply(now, event);
+        assert_eq!(applied, twin_applied, "(h) {what}: differs after restores");
+        let after = twin.snapshot();
+        if twin_applied.as_ref().is_ok_and(|a| !a.changed) || twin_applied.is_err() {
+            assert!(
+                before == after,
+                "(i) {what}: reported unchanged but the snapshot changed"
+            );
+        }
+        twin = roundtrip(&twin);
+        assert_eq!(
+            engine.next_wakeup(),
+            twin.next_wakeup(),
+            "(h) {what}: next_wakeup differs"
+        );
         // A timer may now be due in the past (an ETA already outlived is due
         // at once); the next tick at or after `now` must consume it.
     }
     // Let the clock run on for twelve hours, so escalation timers play out
     // (longer runs make each execution slow: status reminders pile up).
     let end = Ts(now.0 + 12 * 3600 * 1000);
-    while let Some(w) = engine.next_wakeup().filter(|w| *w <= end) {
-        now = w.max(now);
-        let effects = engine.tick(now);
-        checker.effects(&engine, &effects, "final tick");
-        checker.state(&engine, "final tick");
-        if let Some(next) = engine.next_wakeup() {
-            assert!(next > now, "(f) after tick({}) next_wakeup is {}", now.0, next.0);
-        }
-    }
+    let ticks = tick_until(&mut engine, &mut checker, &mut now, end, "final tick");
+    let twin_got = twin_ticks_until(&mut twin, end, &mut twin_ticks, data.len());
+    assert_eq!(ticks, twin_got, "(h)/(j) final ticks differ after restores");
 });

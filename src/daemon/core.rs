@@ -738,7 +738,10 @@ impl<S: Store> Core<S> {
                 done.push(Done::Linked(reply, result));
             }
             Command::Reload { catalogue, reply } => {
-                let snap = self.engine.snapshot();
+                // Steps the new config makes true fire now, not at the
+                // time of the last change.
+                let mut snap = self.engine.snapshot();
+                snap.clock = Some(now);
                 let (engine, warnings) = Engine::restore(catalogue.clone(), &snap);
                 for w in &warnings {
                     warn!(warning = %w, "reloaded config: not carried over");

@@ -56,7 +56,11 @@ pub struct Snapshot {
     pub version: u32,
     /// The fingerprint of the catalogue the snapshot was taken from.
     pub config: String,
-    /// The latest time an input or timer changed the engine.
+    /// The latest time an input or timer changed the engine. Timers that
+    /// fell due before it run at this time, and so does the reconcile tick
+    /// after a restore against an edited config: a daemon reloading its
+    /// config may set it to the reload time, so that the new config takes
+    /// effect then rather than at the last change.
     pub clock: Option<Ts>,
     alarms: Vec<NodeAlarms>,
     probes: Vec<ProbeSnap>,
