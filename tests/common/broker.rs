@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 /// The shipped broker config whose settings every test broker uses.
 pub const SHIPPED_CONF: &str = "deploy/mosquitto.conf";
 /// Keys of the shipped config that each test sets for itself.
-pub const OWN_KEYS: [&str; 13] = [
+pub const OWN_KEYS: [&str; 12] = [
     "listener",
     "allow_anonymous",
     "password_file",
@@ -27,7 +27,6 @@ pub const OWN_KEYS: [&str; 13] = [
     "keyfile",
     "cafile",
     "persistence_location",
-    "autosave_interval",
     "log_dest",
     "pid_file",
     "user",
@@ -110,7 +109,6 @@ impl Broker {
              allow_anonymous true\n\
              persistence true\n\
              persistence_location {dir}/\n\
-             autosave_interval 1\n\
              log_dest file {log}\n\
              user root\n",
             shipped = shipped_settings(),
