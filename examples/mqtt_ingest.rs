@@ -83,7 +83,11 @@ async fn main() {
     println!(
         "{mode}: {n} QoS 1 alarms published in {:.3} s, all {} in {:.3} s = {:.0} alarms/s",
         published.as_secs_f64(),
-        if mode == "peer" { "received" } else { "committed" },
+        if mode == "peer" {
+            "received"
+        } else {
+            "committed"
+        },
         total.as_secs_f64(),
         n as f64 / total.as_secs_f64()
     );
@@ -92,7 +96,9 @@ async fn main() {
 /// Publishes `n` alarms and waits for every PUBACK.
 async fn publish(port: u16, n: usize, run: u32, prefix: &'static str) {
     let mut options = MqttOptions::new(format!("bench-pub-{run}"), "127.0.0.1", port);
-    options.set_inflight(100).set_keep_alive(Duration::from_secs(30));
+    options
+        .set_inflight(100)
+        .set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
     let sender = tokio::spawn(async move {
         for i in 0..n {
