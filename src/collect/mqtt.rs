@@ -22,13 +22,14 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
-    StateError, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
+    Packet, Publish, QoS, StateError, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Transport,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -303,8 +304,29 @@ impl fmt::Debug for MqttCollector {
 
 impl MqttCollector {
     /// Builds the collector from `[mqtt]`; `password` is the value of the
-    /// variable named by `password_env`, read by the caller.
+    /// variable named by `password_env`, read by the caller. An `mqtts://`
+    /// URL trusts the roots in `SSL_CERT_FILE`, or else the system's bundle.
     pub fn new(config: &MqttConfig, password: Option<String>) -> Result<Self, MqttError> {
+        MqttCollector::build(config, password, None)
+    }
+
+    /// Like [`new`](Self::new), but trusts only the PEM certificates in
+    /// `roots` instead of `SSL_CERT_FILE` or the system's bundle: for a
+    /// private CA, and for tests, which cannot set the process-wide variable
+    /// safely. The URL must be `mqtts://`.
+    pub fn with_root_certificates(
+        config: &MqttConfig,
+        password: Option<String>,
+        roots: &Path,
+    ) -> Result<Self, MqttError> {
+        MqttCollector::build(config, password, Some(roots))
+    }
+
+    fn build(
+        config: &MqttConfig,
+        password: Option<String>,
+        roots: Option<&Path>,
+    ) -> Result<Self, MqttError> {
         let url = BrokerUrl::parse(&config.url)?;
         if config.client_id.trim().is_empty() {
             return Err(MqttError::ClientId);
@@ -323,8 +345,17 @@ impl MqttCollector {
             (None, Some(_)) => return Err(MqttError::PasswordWithoutUsername),
             (None, None) => {}
         }
-        if url.tls {
-            options.set_transport(Transport::tls_with_config(tls_config()?));
+        match (url.tls, roots) {
+            (true, roots) => {
+                options.set_transport(Transport::tls_with_config(tls_config(roots)?));
+            }
+            (false, Some(_)) => {
+                return Err(MqttError::Tls(format!(
+                    "root certificates given for {}, which is not mqtts://",
+                    config.url
+                )));
+            }
+            (false, None) => {}
         }
         let mut topics: Vec<String> = Vec::new();
         for s in &config.subscriptions {
@@ -566,6 +597,15 @@ fn refused_topics(topics: &[String], codes: &[SubscribeReasonCode]) -> Vec<Strin
 fn error_text(error: &ConnectionError) -> String {
     match error {
         ConnectionError::Io(e) => format!("i/o: {e}"),
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+            "broker refused the connection: bad username or password".to_owned()
+        }
+        // What Mosquitto answers a wrong, missing or anonymous login with.
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+            "broker refused the connection: not authorized (wrong or missing username or \
+             password)"
+                .to_owned()
+        }
         other => other.to_string(),
     }
 }
@@ -611,10 +651,11 @@ impl BrokerUrl {
     }
 }
 
-/// rustls with ring and the system's root certificates. Loads the roots
-/// itself: rumqttc's default TLS config panics on an unreadable store or an
-/// unsupported certificate (rumqtt#992); unparsable ones are skipped here.
-fn tls_config() -> Result<TlsConfiguration, MqttError> {
+/// rustls with ring and the root certificates in `roots`, or else in
+/// `SSL_CERT_FILE` or the system's bundle. Loads the roots itself: rumqttc's
+/// default TLS config panics on an unreadable store or an unsupported
+/// certificate (rumqtt#992); unparsable ones are skipped here.
+fn tls_config(roots: Option<&Path>) -> Result<TlsConfiguration, MqttError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
@@ -622,22 +663,26 @@ fn tls_config() -> Result<TlsConfiguration, MqttError> {
     // install fails harmlessly.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let bundle = std::env::var_os("SSL_CERT_FILE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(CA_BUNDLES.iter().map(PathBuf::from))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            MqttError::Tls(format!(
-                "no root certificates: set SSL_CERT_FILE or install one of {}",
-                CA_BUNDLES.join(", ")
-            ))
-        })?;
+    let bundle = match roots {
+        // Given explicitly: a missing file is an error, not a fallback.
+        Some(path) => path.to_path_buf(),
+        None => std::env::var_os("SSL_CERT_FILE")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(CA_BUNDLES.iter().map(PathBuf::from))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                MqttError::Tls(format!(
+                    "no root certificates: set SSL_CERT_FILE or install one of {}",
+                    CA_BUNDLES.join(", ")
+                ))
+            })?,
+    };
     let certs = CertificateDer::pem_file_iter(&bundle)
         .map_err(|e| MqttError::Tls(format!("{}: {e}", bundle.display())))?
         .filter_map(Result::ok);
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, skipped) = roots.add_parsable_certificates(certs);
+    let mut store = rustls::RootCertStore::empty();
+    let (added, skipped) = store.add_parsable_certificates(certs);
     if added == 0 {
         return Err(MqttError::Tls(format!(
             "{}: no usable root certificate",
@@ -649,7 +694,7 @@ fn tls_config() -> Result<TlsConfiguration, MqttError> {
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| MqttError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
+        .with_root_certificates(store)
         .with_no_client_auth();
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
 }

@@ -39,19 +39,51 @@ pub const STEP: Duration = Duration::from_secs(10);
 // The broker
 
 pub fn mosquitto_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
+    find_program("mosquitto", "/usr/sbin/mosquitto").unwrap_or_else(|| {
+        panic!(
+            "mosquitto not found on PATH or at /usr/sbin/mosquitto: these tests need a real \
+             broker. Install Debian's: apt-get update && apt-get install -y mosquitto"
+        )
+    })
+}
+
+/// `mosquitto_passwd`, which Debian ships in the mosquitto package.
+pub fn mosquitto_passwd_binary() -> PathBuf {
+    find_program("mosquitto_passwd", "/usr/bin/mosquitto_passwd").unwrap_or_else(|| {
+        panic!(
+            "mosquitto_passwd not found on PATH or at /usr/bin/mosquitto_passwd: the password \
+             tests need it. Install Debian's: apt-get update && apt-get install -y mosquitto"
+        )
+    })
+}
+
+/// `name` on PATH, or else at `fallback` (sbin is not always on PATH).
+pub fn find_program(name: &str, fallback: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("mosquitto"));
-    on_path
-        .chain([PathBuf::from("/usr/sbin/mosquitto")])
+        .map(|dir| dir.join(name))
+        .chain([PathBuf::from(fallback)])
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "mosquitto not found on PATH or at /usr/sbin/mosquitto: these tests need a real \
-                 broker. Install Debian's: apt-get update && apt-get install -y mosquitto"
-            )
-        })
+}
+
+/// Writes a Mosquitto password file with one user.
+pub fn password_file(dir: &Path, user: &str, password: &str) -> PathBuf {
+    let path = dir.join("passwd");
+    let out = Command::new(mosquitto_passwd_binary())
+        .arg("-b")
+        .arg("-c")
+        .arg(&path)
+        .args([user, password])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mosquitto_passwd: {e}"));
+    assert!(
+        out.status.success(),
+        "mosquitto_passwd failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
 }
 
 /// A fresh directory under the target's temp dir.
@@ -98,8 +130,20 @@ impl Broker {
         Broker::start_on(free_port(), temp_dir(name))
     }
 
+    /// A new broker like [`Broker::start`], with `extra` appended to its
+    /// config: more listeners, each with its own authentication (the shipped
+    /// config sets `per_listener_settings true`). `port` stays the plain,
+    /// anonymous listener.
+    pub fn start_with(name: &str, extra: &str) -> Broker {
+        Broker::start_on_with(free_port(), temp_dir(name), extra)
+    }
+
     /// A broker on `port` keeping its database in `dir`.
     pub fn start_on(port: u16, dir: PathBuf) -> Broker {
+        Broker::start_on_with(port, dir, "")
+    }
+
+    fn start_on_with(port: u16, dir: PathBuf, extra: &str) -> Broker {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         let log = dir.join("mosquitto.log");
         let text = format!(
@@ -110,7 +154,8 @@ impl Broker {
              persistence true\n\
              persistence_location {dir}/\n\
              log_dest file {log}\n\
-             user root\n",
+             user root\n\
+             {extra}",
             shipped = shipped_settings(),
             dir = dir.display(),
             log = log.display(),

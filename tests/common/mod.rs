@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod daemon;
+pub mod tls;
 
 use std::fmt;
 use std::io::Write;
