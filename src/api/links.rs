@@ -37,7 +37,7 @@ use tracing::{error, info, warn};
 
 use super::ApiState;
 use crate::catalogue::Catalogue;
-use crate::config::Language;
+use crate::config::{Criticality, Language};
 use crate::daemon::LinkSettings;
 use crate::daemon::core::{Command, LinkOutcome, wall_now};
 use crate::engine::{EngineError, IncidentState, Severity, Ts};
@@ -231,7 +231,7 @@ pub(super) async fn show<S: Store + Clone + 'static>(
         return view.resolved(link.incident, Some(&row));
     }
     match st.store.used_links().await {
-        Ok(used) if used.contains(&link.id) => return view.used(&link, Some(&row)),
+        Ok(used) if used.contains(&link.id) => return view.used(Some(&row)),
         Ok(_) => {}
         Err(e) => return view.internal("reading the used acknowledgement links", e),
     }
@@ -274,7 +274,7 @@ pub(super) async fn follow<S: Store + Clone + 'static>(
         Ok(LinkOutcome::AlreadyUsed) => {
             info!(incident = link.incident, person = %link.person, "acknowledgement link used again");
             let row = row_for_page(&st.store, link.incident).await;
-            view.used(&link, row.as_ref())
+            view.used(row.as_ref())
         }
         Err(EngineError::UnknownIncident(_)) => view.unknown(link.incident),
         Err(EngineError::Resolved(id)) => {
@@ -317,24 +317,24 @@ async fn row_for_page<S: Store>(store: &S, id: u64) -> Option<IncidentRow> {
     }
 }
 
-/// The texts of the pages.
+/// The texts of the pages. `{id}`, `{into}`, `{who}`, `{when}` and
+/// `{person}` are filled in by [`fill`].
 struct Words {
     lang: &'static str,
     severity: fn(Severity) -> &'static str,
-    incident: &'static str,
     confirm: &'static str,
     merged: &'static str,
     fault_in: &'static str,
     affected: &'static str,
     none_affected: &'static str,
     opened: &'static str,
-    acknowledged_by: &'static str,
+    already_acked_by: &'static str,
+    acked_by: &'static str,
     you_ack_as: &'static str,
     button: &'static str,
     once_until: &'static str,
     done: &'static str,
-    done_as: &'static str,
-    done_next: &'static str,
+    done_text: &'static str,
     what_to_do: &'static str,
     expired: &'static str,
     expired_text: &'static str,
@@ -345,10 +345,11 @@ struct Words {
     retry_hint: &'static str,
     used: &'static str,
     used_text: &'static str,
+    used_by: &'static str,
     used_hint: &'static str,
     resolved: &'static str,
     resolved_text: &'static str,
-    resolved_at: &'static str,
+    resolved_at_text: &'static str,
     unknown: &'static str,
     unknown_text: &'static str,
     gone: &'static str,
@@ -367,38 +368,41 @@ const DA: Words = Words {
         Severity::Major => "ALVORLIG",
         Severity::Minor => "MINDRE",
     },
-    incident: "Hændelse",
-    confirm: "Kvittér for hændelse",
-    merged: "er lagt sammen med",
+    confirm: "Kvittér for hændelse #{id}",
+    merged: "Hændelse #{id} er lagt sammen med #{into}: du kvitterer for #{into}.",
     fault_in: "Fejl i",
     affected: "Ramt",
     none_affected: "Ingen tjenester ramt endnu",
     opened: "Åbnet",
-    acknowledged_by: "Allerede kvitteret af",
+    already_acked_by: "Allerede kvitteret af",
+    acked_by: "Kvitteret af",
     you_ack_as: "Du kvitterer som",
     button: "Kvittér",
-    once_until: "Linket virker én gang og udløber",
+    once_until: "Linket virker én gang og udløber {when}.",
     done: "Kvitteret – tak",
-    done_as: "er kvitteret som",
-    done_next: "Eskaleringen til stedfortrædere stopper.",
+    done_text: "Hændelse #{id} er kvitteret som {who} {when}. \
+                Eskaleringen til stedfortrædere stopper.",
     what_to_do: "Kvittér i webgrænsefladen, eller svar din vagtleder.",
     expired: "Linket er udløbet",
-    expired_text: "Linket til kvittering udløb",
+    expired_text: "Linket til hændelse #{id} udløb {when}.",
     tampered: "Linket kan ikke bruges",
-    tampered_text: "Linket er blevet ændret eller er lavet med en anden nøgle – måske blev det afkortet, da det blev kopieret.",
+    tampered_text: "Linket er blevet ændret eller er lavet med en anden nøgle – \
+                    måske blev det afkortet, da det blev kopieret.",
     malformed: "Linket er ufuldstændigt",
     malformed_text: "Det er ikke et kvitteringslink fra beredskab, eller en del af det mangler.",
-    retry_hint: "Åbn linket direkte fra beskeden, kvittér i webgrænsefladen, eller svar din vagtleder.",
+    retry_hint: "Åbn linket direkte fra beskeden, kvittér i webgrænsefladen, \
+                 eller svar din vagtleder.",
     used: "Linket er allerede brugt",
     used_text: "Et kvitteringslink virker kun én gang.",
+    used_by: "Hændelse #{id} er kvitteret af {who} {when}.",
     used_hint: "Vil du kvittere igen, så gør det i webgrænsefladen.",
     resolved: "Hændelsen er allerede løst",
-    resolved_text: "Der er intet at kvittere for.",
-    resolved_at: "blev løst",
+    resolved_text: "Hændelse #{id} er løst; der er intet at kvittere for.",
+    resolved_at_text: "Hændelse #{id} blev løst {when}; der er intet at kvittere for.",
     unknown: "Hændelsen findes ikke",
-    unknown_text: "Der er ingen hændelse med det nummer.",
+    unknown_text: "Der er ingen hændelse #{id}.",
     gone: "Linket gælder ikke længere",
-    gone_text: "Det blev sendt til en person, som ikke længere står i beredskabsplanen:",
+    gone_text: "Linket blev sendt til {person}, som ikke længere står i beredskabsplanen.",
     unavailable: "Prøv igen om lidt",
     unavailable_text: "Beredskab genstarter eller lukker ned. Intet er kvitteret endnu.",
     internal: "Noget gik galt",
@@ -413,44 +417,76 @@ const EN: Words = Words {
         Severity::Major => "MAJOR",
         Severity::Minor => "MINOR",
     },
-    incident: "Incident",
-    confirm: "Acknowledge incident",
-    merged: "was merged into",
+    confirm: "Acknowledge incident #{id}",
+    merged: "Incident #{id} was merged into #{into}: you acknowledge #{into}.",
     fault_in: "Fault in",
     affected: "Affected",
     none_affected: "No services affected yet",
     opened: "Opened",
-    acknowledged_by: "Already acknowledged by",
+    already_acked_by: "Already acknowledged by",
+    acked_by: "Acknowledged by",
     you_ack_as: "You acknowledge as",
     button: "Acknowledge",
-    once_until: "The link works once and expires",
+    once_until: "The link works once and expires {when}.",
     done: "Acknowledged – thank you",
-    done_as: "is acknowledged as",
-    done_next: "Escalation to deputies stops.",
+    done_text: "Incident #{id} is acknowledged as {who} {when}. Escalation to deputies stops.",
     what_to_do: "Acknowledge in the web UI, or reply to your on-call lead.",
     expired: "This link has expired",
-    expired_text: "The acknowledgement link expired",
+    expired_text: "The link for incident #{id} expired {when}.",
     tampered: "This link cannot be used",
-    tampered_text: "The link has been changed or was made with another key – perhaps it was cut short when it was copied.",
+    tampered_text: "The link has been changed or was made with another key – \
+                    perhaps it was cut short when it was copied.",
     malformed: "This link is incomplete",
     malformed_text: "It is not an acknowledgement link from beredskab, or part of it is missing.",
-    retry_hint: "Open the link straight from the message, acknowledge in the web UI, or reply to your on-call lead.",
+    retry_hint: "Open the link straight from the message, acknowledge in the web UI, \
+                 or reply to your on-call lead.",
     used: "This link has already been used",
     used_text: "An acknowledgement link works only once.",
+    used_by: "Incident #{id} was acknowledged by {who} {when}.",
     used_hint: "To acknowledge again, use the web UI.",
     resolved: "This incident is already resolved",
-    resolved_text: "There is nothing to acknowledge.",
-    resolved_at: "was resolved",
+    resolved_text: "Incident #{id} is resolved; there is nothing to acknowledge.",
+    resolved_at_text: "Incident #{id} was resolved {when}; there is nothing to acknowledge.",
     unknown: "No such incident",
-    unknown_text: "There is no incident with that number.",
+    unknown_text: "There is no incident #{id}.",
     gone: "This link is no longer valid",
-    gone_text: "It was sent to a person who is no longer in the preparedness plan:",
+    gone_text: "The link was sent to {person}, who is no longer in the preparedness plan.",
     unavailable: "Try again in a moment",
     unavailable_text: "beredskab is restarting or shutting down. Nothing has been acknowledged yet.",
     internal: "Something went wrong",
     internal_text: "Nothing has been acknowledged. Try again in a moment.",
     at: "at",
 };
+
+/// A text with its `{name}` placeholders filled in, in one pass, so a
+/// value that looks like a placeholder stays as it is.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v, close))
+        });
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Why a link is not followed.
 enum Refused {
@@ -506,41 +542,36 @@ impl View {
     }
 
     fn refused(&self, r: &Refused) -> Response {
-        match r {
-            Refused::Link(e) => self.link_error(e),
-            Refused::Gone(person) => self.problem(
-                StatusCode::FORBIDDEN,
-                self.w.gone,
-                &format!("{} {person}.", self.w.gone_text),
-                self.w.what_to_do,
-            ),
-        }
-    }
-
-    fn link_error(&self, e: &LinkError) -> Response {
         let w = self.w;
-        match e {
-            LinkError::Malformed => self.problem(
+        match r {
+            Refused::Link(LinkError::Malformed) => self.problem(
                 StatusCode::BAD_REQUEST,
                 w.malformed,
                 w.malformed_text,
                 w.retry_hint,
             ),
-            LinkError::Tampered => self.problem(
+            Refused::Link(LinkError::Tampered) => self.problem(
                 StatusCode::FORBIDDEN,
                 w.tampered,
                 w.tampered_text,
                 w.retry_hint,
             ),
-            LinkError::Expired { incident, expired } => self.problem(
+            Refused::Link(LinkError::Expired { incident, expired }) => self.problem(
                 StatusCode::GONE,
                 w.expired,
-                &format!(
-                    "{} ({} #{incident}) {}.",
+                &fill(
                     w.expired_text,
-                    w.incident.to_lowercase(),
-                    self.when(*expired)
+                    &[
+                        ("id", &incident.to_string()),
+                        ("when", &self.when(*expired)),
+                    ],
                 ),
+                w.what_to_do,
+            ),
+            Refused::Gone(person) => self.problem(
+                StatusCode::FORBIDDEN,
+                w.gone,
+                &fill(w.gone_text, &[("person", person)]),
                 w.what_to_do,
             ),
         }
@@ -550,43 +581,36 @@ impl View {
         self.problem(
             StatusCode::NOT_FOUND,
             self.w.unknown,
-            &format!("{} (#{incident})", self.w.unknown_text),
+            &fill(self.w.unknown_text, &[("id", &incident.to_string())]),
             self.w.what_to_do,
         )
     }
 
     fn resolved(&self, incident: u64, row: Option<&IncidentRow>) -> Response {
         let w = self.w;
-        let when = row
-            .and_then(|r| r.resolved_at)
-            .map(|t| format!(" {}", self.when(t)))
-            .unwrap_or_default();
-        self.problem(
-            StatusCode::CONFLICT,
-            w.resolved,
-            &format!(
-                "{} #{incident} {}{when}. {}",
-                w.incident, w.resolved_at, w.resolved_text
-            ),
-            "",
-        )
+        let id = incident.to_string();
+        let text = match row.and_then(|r| r.resolved_at) {
+            Some(at) => fill(w.resolved_at_text, &[("id", &id), ("when", &self.when(at))]),
+            None => fill(w.resolved_text, &[("id", &id)]),
+        };
+        self.problem(StatusCode::CONFLICT, w.resolved, &text, "")
     }
 
-    fn used(&self, link: &Link, row: Option<&IncidentRow>) -> Response {
+    fn used(&self, row: Option<&IncidentRow>) -> Response {
         let w = self.w;
         let mut text = w.used_text.to_owned();
-        if let Some((by, at)) =
-            row.and_then(|r| Some((r.acknowledged_by.as_ref()?, r.acknowledged_at?)))
+        if let Some(r) = row
+            && let (Some(by), Some(at)) = (&r.acknowledged_by, r.acknowledged_at)
         {
-            let _ = write!(
-                text,
-                " {} #{} {} {} {}.",
-                w.incident,
-                row.map_or(link.incident, |r| r.id),
-                w.acknowledged_by.to_lowercase(),
-                self.person_name(by),
-                self.when(at)
-            );
+            text.push(' ');
+            text.push_str(&fill(
+                w.used_by,
+                &[
+                    ("id", &r.id.to_string()),
+                    ("who", &self.person_name(by)),
+                    ("when", &self.when(at)),
+                ],
+            ));
         }
         self.problem(StatusCode::CONFLICT, w.used, &text, w.used_hint)
     }
@@ -614,65 +638,66 @@ impl View {
     /// The page with the button.
     fn confirm(&self, link: &Link, row: &IncidentRow) -> Response {
         let w = self.w;
-        let mut body = String::new();
-        let _ = writeln!(body, "<h1>{} #{}</h1>", escape_html(w.confirm), row.id);
+        let id = row.id.to_string();
+        let title = fill(w.confirm, &[("id", &id)]);
+        let mut body = format!("<h1>{}</h1>\n", escape_html(&title));
         if row.id != link.incident {
             let _ = writeln!(
                 body,
-                "<p class=\"box\">{} #{} {} #{}.</p>",
-                escape_html(w.incident),
-                link.incident,
-                escape_html(w.merged),
-                row.id
+                "<p class=\"box\">{}</p>",
+                escape_html(&fill(
+                    w.merged,
+                    &[("id", &link.incident.to_string()), ("into", &id)]
+                ))
             );
         }
-        body.push_str(&self.details(row));
+        body.push_str(&self.details(row, w.already_acked_by));
         let _ = write!(
             body,
             "<dl><dt>{}</dt><dd>{}</dd></dl>\n\
              <form method=\"post\"><button type=\"submit\">{}</button></form>\n\
-             <p class=\"note\">{} {}.</p>\n",
+             <p class=\"note\">{}</p>\n",
             escape_html(w.you_ack_as),
             escape_html(&self.person_label(&link.person)),
             escape_html(w.button),
-            escape_html(w.once_until),
-            escape_html(&self.when(link.expires)),
+            escape_html(&fill(w.once_until, &[("when", &self.when(link.expires))])),
         );
-        self.page(StatusCode::OK, &format!("{} #{}", w.confirm, row.id), &body)
+        self.page(StatusCode::OK, &title, &body)
     }
 
     /// The confirmation after a POST.
     fn done(&self, link: &Link, row: Option<&IncidentRow>) -> Response {
         let w = self.w;
-        let id = row.map_or(link.incident, |r| r.id);
-        let mut body = format!("<h1 class=\"ok\">{}</h1>\n", escape_html(w.done));
-        let _ = writeln!(
-            body,
-            "<p class=\"box ok\">{}</p>",
-            escape_html(&format!(
-                "{} #{id} {} {} {}. {}",
-                w.incident,
-                w.done_as,
-                self.person_label(&link.person),
-                self.when(self.now),
-                w.done_next
-            ))
+        let id = row.map_or(link.incident, |r| r.id).to_string();
+        let text = fill(
+            w.done_text,
+            &[
+                ("id", &id),
+                ("who", &self.person_label(&link.person)),
+                ("when", &self.when(self.now)),
+            ],
+        );
+        let mut body = format!(
+            "<h1 class=\"ok\">{}</h1>\n<p class=\"box ok\">{}</p>\n",
+            escape_html(w.done),
+            escape_html(&text)
         );
         if let Some(row) = row {
-            body.push_str(&self.details(row));
+            body.push_str(&self.details(row, w.acked_by));
         }
         self.page(StatusCode::OK, w.done, &body)
     }
 
-    /// Severity, root, services, opening and acknowledgement of an incident.
-    fn details(&self, row: &IncidentRow) -> String {
+    /// Severity, root, services, opening and acknowledgement of an
+    /// incident, the last under `acked_label`.
+    fn details(&self, row: &IncidentRow, acked_label: &str) -> String {
         let w = self.w;
         let node_name = |id: &str| {
             self.cat
                 .node_id(id)
                 .map_or_else(|| id.to_owned(), |n| self.cat.node(n).name.clone())
         };
-        let mut services: Vec<(Option<crate::config::Criticality>, String)> = row
+        let mut services: Vec<(Option<Criticality>, String)> = row
             .services
             .iter()
             .map(|s| {
@@ -684,12 +709,7 @@ impl View {
             })
             .collect();
         // Most critical first; services no longer in the plan last.
-        services.sort_by(|a, b| match (a.0, b.0) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        });
+        services.sort_by_key(|(crit, _)| (crit.is_none(), *crit));
         let services = if services.is_empty() {
             w.none_affected.to_owned()
         } else {
@@ -717,7 +737,7 @@ impl View {
             let _ = write!(
                 out,
                 "<dt>{}</dt><dd>{} {}</dd>",
-                escape_html(w.acknowledged_by),
+                escape_html(acked_label),
                 escape_html(&self.person_name(by)),
                 escape_html(&self.when(at)),
             );
@@ -743,17 +763,23 @@ impl View {
         }
     }
 
-    /// A time in the site's zone, with the date when it is not today.
+    /// A time in the site's zone: the clock today, with the date on other
+    /// days, and the year when it is not this year.
     fn when(&self, t: Ts) -> String {
         let tz = &self.cat.tz;
         let z = t.to_timestamp().to_zoned(tz.clone());
-        let today = self.now.to_timestamp().to_zoned(tz.clone()).date() == z.date();
+        let now = self.now.to_timestamp().to_zoned(tz.clone());
         let clock = z.strftime("%H:%M");
-        match (self.cat.language, today) {
-            (_, true) => format!("{} {clock}", self.w.at),
-            (Language::Da, false) => format!("{} {} {clock}", z.strftime("%-d/%-m %Y"), self.w.at),
-            (Language::En, false) => format!("{} {} {clock}", z.strftime("%-d %b %Y"), self.w.at),
+        if z.date() == now.date() {
+            return format!("{} {clock}", self.w.at);
         }
+        let date = match (self.cat.language, z.year() == now.year()) {
+            (Language::Da, true) => z.strftime("%-d/%-m").to_string(),
+            (Language::Da, false) => z.strftime("%-d/%-m %Y").to_string(),
+            (Language::En, true) => z.strftime("%-d %b").to_string(),
+            (Language::En, false) => z.strftime("%-d %b %Y").to_string(),
+        };
+        format!("{date} {} {clock}", self.w.at)
     }
 
     /// A page that says what went wrong and what to do instead.
@@ -772,16 +798,15 @@ impl View {
     /// A whole page: no scripts, no outside assets, not cached, and the
     /// link never sent on as a referrer.
     fn page(&self, status: StatusCode, title: &str, body: &str) -> Response {
+        let site = escape_html(&self.cat.site_name);
         let html = format!(
             "<!doctype html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
              <meta name=\"robots\" content=\"noindex\">\n\
-             <title>{} – {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n\
-             <p class=\"site\">{}</p>\n{body}</main>\n</body>\n</html>\n",
+             <title>{} – {site}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n\
+             <p class=\"site\">{site}</p>\n{body}</main>\n</body>\n</html>\n",
             self.w.lang,
             escape_html(title),
-            escape_html(&self.cat.site_name),
-            escape_html(&self.cat.site_name),
         );
         (
             status,
@@ -984,6 +1009,18 @@ mod tests {
         let token = url.rsplit('/').next().expect("a token");
         let link = check(KEY, token, NOW).expect("verifies");
         assert_eq!(link.expires, NOW.plus(DAY));
+    }
+
+    #[test]
+    fn texts_fill_their_placeholders_once() {
+        assert_eq!(
+            fill(
+                "#{id} by {who} {when}.",
+                &[("id", "7"), ("who", "{when}"), ("when", "at 10:00")]
+            ),
+            "#7 by {when} at 10:00."
+        );
+        assert_eq!(fill("{unknown} {id", &[("id", "7")]), "{unknown} {id");
     }
 
     #[test]

@@ -27,12 +27,21 @@ pub struct Daemon {
     pub config: PathBuf,
     pub port: u16,
     pub log: PathBuf,
+    /// Environment variables the child gets, on every start.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Writes `config` (with `{http}` replaced by a free port) into a new
     /// folder and starts the daemon on it.
     pub fn start(name: &str, config: &str) -> Daemon {
+        Daemon::start_with_env(name, config, &[])
+    }
+
+    /// Like [`Daemon::start`], with these environment variables set for
+    /// the child (a secret named by `secret_env`, say), here and on every
+    /// restart.
+    pub fn start_with_env(name: &str, config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = temp_dir(&format!("daemon-{name}"));
         let port = free_port();
         let path = dir.join("beredskab.toml");
@@ -44,6 +53,10 @@ impl Daemon {
             dir,
             config: path,
             port,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         d.spawn();
         d
@@ -61,6 +74,7 @@ impl Daemon {
             .args(["--log-format", "json", "run", "-c"])
             .arg(&self.config)
             .env("RUST_LOG", "info,sqlx=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
