@@ -97,8 +97,8 @@ pub enum LinkError {
     Expired { incident: u64, expired: Ts },
 }
 
-/// A token acknowledging `incident` as `person` (a config id) until
-/// `expires`, signed with `key`. Expiry is kept in whole seconds, rounded
+/// A token acknowledging `incident` as `person` (a config id, not empty)
+/// until `expires`, signed with `key`. Expiry is kept in whole seconds, rounded
 /// down; times before 1970 count as 1970.
 pub fn make(key: &[u8], incident: u64, person: &str, expires: Ts) -> String {
     let mut bytes = Vec::with_capacity(24 + person.len() + MAC_LEN);
