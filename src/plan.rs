@@ -1924,7 +1924,7 @@ fn html_line(line: &Line) -> String {
 }
 
 /// Escapes text for HTML element content and attribute values.
-fn escape_html(s: &str) -> String {
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {

@@ -1,10 +1,1053 @@
-//! Acknowledgement links (placeholder until signed links land).
+//! Acknowledgement links (SPEC §5 `GET /a/{link}` · `POST /a/{link}`):
+//! one click in an SMS or a mail acknowledges an incident as the person it
+//! was sent to.
+//!
+//! A token is the base64url (without padding) of
+//!
+//! ```text
+//! [format: 1 byte] [incident: varint] [expiry, Unix seconds: varint] [person id: UTF-8] [MAC: 16 bytes]
+//! ```
+//!
+//! The format byte names the layout and the action (1: acknowledge). The
+//! MAC is HMAC-SHA256, under the key of `[server] secret_env`, over a label
+//! and every byte before it, cut to its first 16 bytes; it is checked in
+//! constant time before anything in the token is believed. A link's id, the
+//! SHA-256 of its token, is what the core records as used, so each link
+//! acknowledges once.
+//!
+//! [`make`] and [`url`] build links (the notifier appends one to each
+//! message); [`check`] verifies one. `GET` only shows what the link will
+//! do and a button, because mail scanners and chat previews fetch every
+//! link; `POST` acknowledges through the core. The pages are small,
+//! self-contained HTML in the site's language.
 
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use super::ApiState;
+use crate::catalogue::Catalogue;
+use crate::config::{Criticality, Language};
 use crate::daemon::LinkSettings;
-use crate::engine::Ts;
+use crate::daemon::core::{Command, LinkOutcome, wall_now};
+use crate::engine::{EngineError, IncidentState, Severity, Ts};
+use crate::plan::escape_html;
+use crate::store::{IncidentRow, Store, StoreError};
 
-/// The link a notification carries.
+/// The first byte of a token: this layout, acknowledging.
+const FORMAT_ACK_V1: u8 = 1;
+/// Bytes of the HMAC-SHA256 kept in a token: 128 bits.
+const MAC_LEN: usize = 16;
+/// Signed before the token's bytes, so no other HMAC under the same key
+/// can pass for a link.
+const MAC_LABEL: &[u8] = b"beredskab ack link\0";
+/// The shortest token: format, one-byte incident and expiry, a one-byte
+/// person id, the MAC.
+const MIN_BYTES: usize = 4 + MAC_LEN;
+/// Longer tokens are refused before they are decoded.
+const MAX_TOKEN_CHARS: usize = 512;
+/// Merges followed at most from a link's incident to the one that absorbed it.
+const MAX_MERGES: usize = 32;
+
+/// What a link does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Ack,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Ack => "ack",
+        }
+    }
+}
+
+/// A verified link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub incident: u64,
+    /// The id of the person it was sent to (a config id).
+    pub person: String,
+    pub action: Action,
+    /// When it stops working (whole seconds).
+    pub expires: Ts,
+    /// Its identity: the hex SHA-256 of the token, recorded when used.
+    pub id: String,
+}
+
+/// Why a link does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("not an acknowledgement link, or part of it is missing")]
+    Malformed,
+    #[error("the link's signature does not match: it was changed, or made with another key")]
+    Tampered,
+    #[error("the link for incident {incident} expired at {}", .expired.to_timestamp())]
+    Expired { incident: u64, expired: Ts },
+}
+
+/// A token acknowledging `incident` as `person` (a config id, not empty)
+/// until `expires`, signed with `key`. Expiry is kept in whole seconds, rounded
+/// down; times before 1970 count as 1970.
+pub fn make(key: &[u8], incident: u64, person: &str, expires: Ts) -> String {
+    let mut bytes = Vec::with_capacity(24 + person.len() + MAC_LEN);
+    bytes.push(FORMAT_ACK_V1);
+    put_varint(&mut bytes, incident);
+    put_varint(
+        &mut bytes,
+        u64::try_from(expires.0.div_euclid(1000)).unwrap_or(0),
+    );
+    bytes.extend_from_slice(person.as_bytes());
+    let tag = signer(key, &bytes).finalize().into_bytes();
+    bytes.extend_from_slice(&tag[..MAC_LEN]);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The link to put in a message: `public_url/a/TOKEN`, working for the
+/// configured `ack_link_ttl` from `now`.
 pub fn url(settings: &LinkSettings, incident: u64, person: &str, now: Ts) -> String {
-    let _ = (person, now);
-    format!("{}/api/v1/incidents/{incident}", settings.public_url)
+    let token = make(&settings.key, incident, person, now.plus(settings.ttl));
+    format!("{}/a/{token}", settings.public_url)
+}
+
+/// Verifies a token at `now`: first its MAC (in constant time), then its
+/// contents, then its expiry.
+pub fn check(key: &[u8], token: &str, now: Ts) -> Result<Link, LinkError> {
+    // No key (the random source failed): nothing can be trusted.
+    if key.is_empty() {
+        return Err(LinkError::Tampered);
+    }
+    if token.len() > MAX_TOKEN_CHARS {
+        return Err(LinkError::Malformed);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| LinkError::Malformed)?;
+    if bytes.len() < MIN_BYTES {
+        return Err(LinkError::Malformed);
+    }
+    let (signed, tag) = bytes.split_at(bytes.len() - MAC_LEN);
+    signer(key, signed)
+        .verify_truncated_left(tag)
+        .map_err(|_| LinkError::Tampered)?;
+    let (&format, rest) = signed.split_first().ok_or(LinkError::Malformed)?;
+    let action = match format {
+        FORMAT_ACK_V1 => Action::Ack,
+        _ => return Err(LinkError::Malformed),
+    };
+    let (incident, rest) = take_varint(rest).ok_or(LinkError::Malformed)?;
+    let (expiry_s, rest) = take_varint(rest).ok_or(LinkError::Malformed)?;
+    let person = std::str::from_utf8(rest).map_err(|_| LinkError::Malformed)?;
+    if person.is_empty() {
+        return Err(LinkError::Malformed);
+    }
+    let expires = i64::try_from(expiry_s)
+        .ok()
+        .and_then(|s| s.checked_mul(1000))
+        .map(Ts)
+        .ok_or(LinkError::Malformed)?;
+    if now >= expires {
+        return Err(LinkError::Expired {
+            incident,
+            expired: expires,
+        });
+    }
+    Ok(Link {
+        incident,
+        person: person.to_owned(),
+        action,
+        expires,
+        id: hex::encode(Sha256::digest(token.as_bytes())),
+    })
+}
+
+/// An HMAC-SHA256 under `key` that has taken the label and `signed`.
+fn signer(key: &[u8], signed: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts a key of any length (long ones are hashed), so this
+    // never fails, whatever the configured secret is.
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(MAC_LABEL);
+    mac.update(signed);
+    mac
+}
+
+/// LEB128: seven bits a byte, low first.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let low = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 0x80);
+    }
+}
+
+fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        let part = u64::from(b & 0x7f);
+        let shift = 7 * i as u32;
+        if shift == 63 && part > 1 {
+            return None;
+        }
+        v |= part << shift;
+        if b & 0x80 == 0 {
+            return Some((v, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------
+// The pages.
+
+/// `GET /a/{link}`: what the link will acknowledge, and a button. Reads
+/// only; a used, expired or otherwise useless link gets a page saying so.
+pub(super) async fn show<S: Store + Clone + 'static>(
+    State(st): State<ApiState<S>>,
+    token: Result<Path<String>, PathRejection>,
+) -> Response {
+    let view = View::new(&st);
+    let link = match view.verify(&st, token) {
+        Ok(link) => link,
+        Err(r) => return view.refused(&r),
+    };
+    let row = match live_row(&st.store, link.incident).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return view.unknown(link.incident),
+        Err(e) => return view.internal("reading the incident of an acknowledgement link", e),
+    };
+    if row.state == IncidentState::Resolved {
+        return view.resolved(link.incident, Some(&row));
+    }
+    match st.store.used_links().await {
+        Ok(used) if used.contains(&link.id) => return view.used(Some(&row)),
+        Ok(_) => {}
+        Err(e) => return view.internal("reading the used acknowledgement links", e),
+    }
+    view.confirm(&link, &row)
+}
+
+/// `POST /a/{link}`: acknowledges once, through the core, and says so.
+pub(super) async fn follow<S: Store + Clone + 'static>(
+    State(st): State<ApiState<S>>,
+    token: Result<Path<String>, PathRejection>,
+) -> Response {
+    let view = View::new(&st);
+    let link = match view.verify(&st, token) {
+        Ok(link) => link,
+        Err(r) => return view.refused(&r),
+    };
+    let (reply, done) = oneshot::channel();
+    let sent = st
+        .core
+        .send(Command::AckLink {
+            link: link.id.clone(),
+            incident: link.incident,
+            by: link.person.clone(),
+            reply,
+        })
+        .await;
+    if sent.is_err() {
+        return view.unavailable();
+    }
+    let outcome = match done.await {
+        Ok(outcome) => outcome,
+        Err(_) => return view.unavailable(),
+    };
+    match outcome {
+        Ok(LinkOutcome::Acknowledged) => {
+            info!(incident = link.incident, person = %link.person, "acknowledged by link");
+            let row = row_for_page(&st.store, link.incident).await;
+            view.done(&link, row.as_ref())
+        }
+        Ok(LinkOutcome::AlreadyUsed) => {
+            info!(incident = link.incident, person = %link.person, "acknowledgement link used again");
+            let row = row_for_page(&st.store, link.incident).await;
+            view.used(row.as_ref())
+        }
+        Err(EngineError::UnknownIncident(_)) => view.unknown(link.incident),
+        Err(EngineError::Resolved(id)) => {
+            let row = row_for_page(&st.store, id).await;
+            view.resolved(link.incident, row.as_ref())
+        }
+    }
+}
+
+/// The incident a link names, or the one it was merged into.
+async fn live_row<S: Store>(store: &S, id: u64) -> Result<Option<IncidentRow>, StoreError> {
+    let mut id = id;
+    let mut row = None;
+    for _ in 0..MAX_MERGES {
+        let Some(detail) = store.incident(id).await? else {
+            return Ok(row);
+        };
+        let next = match detail.incident.state {
+            IncidentState::Merged(into) if into != id => Some(into),
+            _ => None,
+        };
+        row = Some(detail.incident);
+        match next {
+            Some(into) => id = into,
+            None => break,
+        }
+    }
+    Ok(row)
+}
+
+/// The incident for a page's details after the core has answered: the
+/// answer stands without them, so a failed read only leaves them out.
+async fn row_for_page<S: Store>(store: &S, id: u64) -> Option<IncidentRow> {
+    match live_row(store, id).await {
+        Ok(row) => row,
+        Err(e) => {
+            error!(error = %e, incident = id, "reading an incident for an acknowledgement page");
+            None
+        }
+    }
+}
+
+/// The texts of the pages. `{id}`, `{into}`, `{who}`, `{when}` and
+/// `{person}` are filled in by [`fill`].
+struct Words {
+    lang: &'static str,
+    severity: fn(Severity) -> &'static str,
+    confirm: &'static str,
+    merged: &'static str,
+    fault_in: &'static str,
+    affected: &'static str,
+    none_affected: &'static str,
+    opened: &'static str,
+    already_acked_by: &'static str,
+    acked_by: &'static str,
+    you_ack_as: &'static str,
+    button: &'static str,
+    once_until: &'static str,
+    done: &'static str,
+    done_text: &'static str,
+    what_to_do: &'static str,
+    expired: &'static str,
+    expired_text: &'static str,
+    tampered: &'static str,
+    tampered_text: &'static str,
+    malformed: &'static str,
+    malformed_text: &'static str,
+    retry_hint: &'static str,
+    used: &'static str,
+    used_text: &'static str,
+    used_by: &'static str,
+    used_hint: &'static str,
+    resolved: &'static str,
+    resolved_text: &'static str,
+    resolved_at_text: &'static str,
+    unknown: &'static str,
+    unknown_text: &'static str,
+    gone: &'static str,
+    gone_text: &'static str,
+    unavailable: &'static str,
+    unavailable_text: &'static str,
+    internal: &'static str,
+    internal_text: &'static str,
+    at: &'static str,
+}
+
+const DA: Words = Words {
+    lang: "da",
+    severity: |s| match s {
+        Severity::Critical => "KRITISK",
+        Severity::Major => "ALVORLIG",
+        Severity::Minor => "MINDRE",
+    },
+    confirm: "Kvittér for hændelse #{id}",
+    merged: "Hændelse #{id} er lagt sammen med #{into}: du kvitterer for #{into}.",
+    fault_in: "Fejl i",
+    affected: "Ramt",
+    none_affected: "Ingen tjenester ramt endnu",
+    opened: "Åbnet",
+    already_acked_by: "Allerede kvitteret af",
+    acked_by: "Kvitteret af",
+    you_ack_as: "Du kvitterer som",
+    button: "Kvittér",
+    once_until: "Linket virker én gang og udløber {when}.",
+    done: "Kvitteret – tak",
+    done_text: "Hændelse #{id} er kvitteret som {who} {when}. \
+                Eskaleringen til stedfortrædere stopper.",
+    what_to_do: "Kvittér i webgrænsefladen, eller svar din vagtleder.",
+    expired: "Linket er udløbet",
+    expired_text: "Linket til hændelse #{id} udløb {when}.",
+    tampered: "Linket kan ikke bruges",
+    tampered_text: "Linket er blevet ændret eller er lavet med en anden nøgle – \
+                    måske blev det afkortet, da det blev kopieret.",
+    malformed: "Linket er ufuldstændigt",
+    malformed_text: "Det er ikke et kvitteringslink fra beredskab, eller en del af det mangler.",
+    retry_hint: "Åbn linket direkte fra beskeden, kvittér i webgrænsefladen, \
+                 eller svar din vagtleder.",
+    used: "Linket er allerede brugt",
+    used_text: "Et kvitteringslink virker kun én gang.",
+    used_by: "Hændelse #{id} er kvitteret af {who} {when}.",
+    used_hint: "Vil du kvittere igen, så gør det i webgrænsefladen.",
+    resolved: "Hændelsen er allerede løst",
+    resolved_text: "Hændelse #{id} er løst; der er intet at kvittere for.",
+    resolved_at_text: "Hændelse #{id} blev løst {when}; der er intet at kvittere for.",
+    unknown: "Hændelsen findes ikke",
+    unknown_text: "Der er ingen hændelse #{id}.",
+    gone: "Linket gælder ikke længere",
+    gone_text: "Linket blev sendt til {person}, som ikke længere står i beredskabsplanen.",
+    unavailable: "Prøv igen om lidt",
+    unavailable_text: "Beredskab genstarter eller lukker ned. Intet er kvitteret endnu.",
+    internal: "Noget gik galt",
+    internal_text: "Intet er kvitteret. Prøv igen om lidt.",
+    at: "kl.",
+};
+
+const EN: Words = Words {
+    lang: "en",
+    severity: |s| match s {
+        Severity::Critical => "CRITICAL",
+        Severity::Major => "MAJOR",
+        Severity::Minor => "MINOR",
+    },
+    confirm: "Acknowledge incident #{id}",
+    merged: "Incident #{id} was merged into #{into}: you acknowledge #{into}.",
+    fault_in: "Fault in",
+    affected: "Affected",
+    none_affected: "No services affected yet",
+    opened: "Opened",
+    already_acked_by: "Already acknowledged by",
+    acked_by: "Acknowledged by",
+    you_ack_as: "You acknowledge as",
+    button: "Acknowledge",
+    once_until: "The link works once and expires {when}.",
+    done: "Acknowledged – thank you",
+    done_text: "Incident #{id} is acknowledged as {who} {when}. Escalation to deputies stops.",
+    what_to_do: "Acknowledge in the web UI, or reply to your on-call lead.",
+    expired: "This link has expired",
+    expired_text: "The link for incident #{id} expired {when}.",
+    tampered: "This link cannot be used",
+    tampered_text: "The link has been changed or was made with another key – \
+                    perhaps it was cut short when it was copied.",
+    malformed: "This link is incomplete",
+    malformed_text: "It is not an acknowledgement link from beredskab, or part of it is missing.",
+    retry_hint: "Open the link straight from the message, acknowledge in the web UI, \
+                 or reply to your on-call lead.",
+    used: "This link has already been used",
+    used_text: "An acknowledgement link works only once.",
+    used_by: "Incident #{id} was acknowledged by {who} {when}.",
+    used_hint: "To acknowledge again, use the web UI.",
+    resolved: "This incident is already resolved",
+    resolved_text: "Incident #{id} is resolved; there is nothing to acknowledge.",
+    resolved_at_text: "Incident #{id} was resolved {when}; there is nothing to acknowledge.",
+    unknown: "No such incident",
+    unknown_text: "There is no incident #{id}.",
+    gone: "This link is no longer valid",
+    gone_text: "The link was sent to {person}, who is no longer in the preparedness plan.",
+    unavailable: "Try again in a moment",
+    unavailable_text: "beredskab is restarting or shutting down. Nothing has been acknowledged yet.",
+    internal: "Something went wrong",
+    internal_text: "Nothing has been acknowledged. Try again in a moment.",
+    at: "at",
+};
+
+/// A text with its `{name}` placeholders filled in, in one pass, so a
+/// value that looks like a placeholder stays as it is.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v, close))
+        });
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Why a link is not followed.
+enum Refused {
+    Link(LinkError),
+    /// Sent to this person, who is no longer in the plan.
+    Gone(String),
+}
+
+/// What every page needs: the catalogue (names, language, time zone),
+/// the texts and the time.
+struct View {
+    cat: Arc<Catalogue>,
+    w: &'static Words,
+    now: Ts,
+}
+
+impl View {
+    fn new<S: Store>(st: &ApiState<S>) -> View {
+        let cat = st.shared.catalogue();
+        let w = match cat.language {
+            Language::Da => &DA,
+            Language::En => &EN,
+        };
+        View {
+            cat,
+            w,
+            now: wall_now(),
+        }
+    }
+
+    /// The link in the path, verified, for a person still in the plan.
+    fn verify<S: Store>(
+        &self,
+        st: &ApiState<S>,
+        token: Result<Path<String>, PathRejection>,
+    ) -> Result<Link, Refused> {
+        let Ok(Path(token)) = token else {
+            return Err(Refused::Link(LinkError::Malformed));
+        };
+        let link = check(&st.shared.links().key, &token, self.now).map_err(|e| {
+            match &e {
+                LinkError::Tampered => warn!(error = %e, "acknowledgement link refused"),
+                _ => info!(error = %e, "acknowledgement link refused"),
+            }
+            Refused::Link(e)
+        })?;
+        if self.cat.person_id(&link.person).is_none() {
+            warn!(incident = link.incident, person = %link.person,
+                "acknowledgement link for a person no longer in the plan");
+            return Err(Refused::Gone(link.person));
+        }
+        Ok(link)
+    }
+
+    fn refused(&self, r: &Refused) -> Response {
+        let w = self.w;
+        match r {
+            Refused::Link(LinkError::Malformed) => self.problem(
+                StatusCode::BAD_REQUEST,
+                w.malformed,
+                w.malformed_text,
+                w.retry_hint,
+            ),
+            Refused::Link(LinkError::Tampered) => self.problem(
+                StatusCode::FORBIDDEN,
+                w.tampered,
+                w.tampered_text,
+                w.retry_hint,
+            ),
+            Refused::Link(LinkError::Expired { incident, expired }) => self.problem(
+                StatusCode::GONE,
+                w.expired,
+                &fill(
+                    w.expired_text,
+                    &[
+                        ("id", &incident.to_string()),
+                        ("when", &self.when(*expired)),
+                    ],
+                ),
+                w.what_to_do,
+            ),
+            Refused::Gone(person) => self.problem(
+                StatusCode::FORBIDDEN,
+                w.gone,
+                &fill(w.gone_text, &[("person", person)]),
+                w.what_to_do,
+            ),
+        }
+    }
+
+    fn unknown(&self, incident: u64) -> Response {
+        self.problem(
+            StatusCode::NOT_FOUND,
+            self.w.unknown,
+            &fill(self.w.unknown_text, &[("id", &incident.to_string())]),
+            self.w.what_to_do,
+        )
+    }
+
+    fn resolved(&self, incident: u64, row: Option<&IncidentRow>) -> Response {
+        let w = self.w;
+        let id = incident.to_string();
+        let text = match row.and_then(|r| r.resolved_at) {
+            Some(at) => fill(w.resolved_at_text, &[("id", &id), ("when", &self.when(at))]),
+            None => fill(w.resolved_text, &[("id", &id)]),
+        };
+        self.problem(StatusCode::CONFLICT, w.resolved, &text, "")
+    }
+
+    fn used(&self, row: Option<&IncidentRow>) -> Response {
+        let w = self.w;
+        let mut text = w.used_text.to_owned();
+        if let Some(r) = row
+            && let (Some(by), Some(at)) = (&r.acknowledged_by, r.acknowledged_at)
+        {
+            text.push(' ');
+            text.push_str(&fill(
+                w.used_by,
+                &[
+                    ("id", &r.id.to_string()),
+                    ("who", &self.person_name(by)),
+                    ("when", &self.when(at)),
+                ],
+            ));
+        }
+        self.problem(StatusCode::CONFLICT, w.used, &text, w.used_hint)
+    }
+
+    fn unavailable(&self) -> Response {
+        self.problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            self.w.unavailable,
+            self.w.unavailable_text,
+            self.w.what_to_do,
+        )
+    }
+
+    /// Logs the details; the page says only that nothing happened.
+    fn internal(&self, what: &str, e: impl std::fmt::Display) -> Response {
+        error!(error = %e, "{what}");
+        self.problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            self.w.internal,
+            self.w.internal_text,
+            self.w.what_to_do,
+        )
+    }
+
+    /// The page with the button.
+    fn confirm(&self, link: &Link, row: &IncidentRow) -> Response {
+        let w = self.w;
+        let id = row.id.to_string();
+        let title = fill(w.confirm, &[("id", &id)]);
+        let mut body = format!("<h1>{}</h1>\n", escape_html(&title));
+        if row.id != link.incident {
+            let _ = writeln!(
+                body,
+                "<p class=\"box\">{}</p>",
+                escape_html(&fill(
+                    w.merged,
+                    &[("id", &link.incident.to_string()), ("into", &id)]
+                ))
+            );
+        }
+        body.push_str(&self.details(row, w.already_acked_by));
+        let _ = write!(
+            body,
+            "<dl><dt>{}</dt><dd>{}</dd></dl>\n\
+             <form method=\"post\"><button type=\"submit\">{}</button></form>\n\
+             <p class=\"note\">{}</p>\n",
+            escape_html(w.you_ack_as),
+            escape_html(&self.person_label(&link.person)),
+            escape_html(w.button),
+            escape_html(&fill(w.once_until, &[("when", &self.when(link.expires))])),
+        );
+        self.page(StatusCode::OK, &title, &body)
+    }
+
+    /// The confirmation after a POST.
+    fn done(&self, link: &Link, row: Option<&IncidentRow>) -> Response {
+        let w = self.w;
+        let id = row.map_or(link.incident, |r| r.id).to_string();
+        let text = fill(
+            w.done_text,
+            &[
+                ("id", &id),
+                ("who", &self.person_label(&link.person)),
+                ("when", &self.when(self.now)),
+            ],
+        );
+        let mut body = format!(
+            "<h1 class=\"ok\">{}</h1>\n<p class=\"box ok\">{}</p>\n",
+            escape_html(w.done),
+            escape_html(&text)
+        );
+        if let Some(row) = row {
+            body.push_str(&self.details(row, w.acked_by));
+        }
+        self.page(StatusCode::OK, w.done, &body)
+    }
+
+    /// Severity, root, services, opening and acknowledgement of an
+    /// incident, the last under `acked_label`.
+    fn details(&self, row: &IncidentRow, acked_label: &str) -> String {
+        let w = self.w;
+        let node_name = |id: &str| {
+            self.cat
+                .node_id(id)
+                .map_or_else(|| id.to_owned(), |n| self.cat.node(n).name.clone())
+        };
+        let mut services: Vec<(Option<Criticality>, String)> = row
+            .services
+            .iter()
+            .map(|s| {
+                let crit = self
+                    .cat
+                    .node_id(s)
+                    .and_then(|n| self.cat.node(n).criticality());
+                (crit, node_name(s))
+            })
+            .collect();
+        // Most critical first; services no longer in the plan last.
+        services.sort_by_key(|(crit, _)| (crit.is_none(), *crit));
+        let services = if services.is_empty() {
+            w.none_affected.to_owned()
+        } else {
+            services
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = format!(
+            "<p><span class=\"sev {}\">{}</span></p>\n<dl>\
+             <dt>{}</dt><dd>{}</dd>\
+             <dt>{}</dt><dd>{}</dd>\
+             <dt>{}</dt><dd>{}</dd>",
+            row.severity.as_str(),
+            escape_html((w.severity)(row.severity)),
+            escape_html(w.fault_in),
+            escape_html(&node_name(&row.root)),
+            escape_html(w.affected),
+            escape_html(&services),
+            escape_html(w.opened),
+            escape_html(&self.when(row.opened_at)),
+        );
+        if let (Some(by), Some(at)) = (&row.acknowledged_by, row.acknowledged_at) {
+            let _ = write!(
+                out,
+                "<dt>{}</dt><dd>{} {}</dd>",
+                escape_html(acked_label),
+                escape_html(&self.person_name(by)),
+                escape_html(&self.when(at)),
+            );
+        }
+        out.push_str("</dl>\n");
+        out
+    }
+
+    /// A person's name, or the id as given when it is no one in the plan.
+    fn person_name(&self, id: &str) -> String {
+        self.cat
+            .person_id(id)
+            .map_or_else(|| id.to_owned(), |p| self.cat.person(p).name.clone())
+    }
+
+    /// `Name (id)`.
+    fn person_label(&self, id: &str) -> String {
+        let name = self.person_name(id);
+        if name == id {
+            name
+        } else {
+            format!("{name} ({id})")
+        }
+    }
+
+    /// A time in the site's zone: the clock today, with the date on other
+    /// days, and the year when it is not this year.
+    fn when(&self, t: Ts) -> String {
+        let tz = &self.cat.tz;
+        let z = t.to_timestamp().to_zoned(tz.clone());
+        let now = self.now.to_timestamp().to_zoned(tz.clone());
+        let clock = z.strftime("%H:%M");
+        if z.date() == now.date() {
+            return format!("{} {clock}", self.w.at);
+        }
+        let date = match (self.cat.language, z.year() == now.year()) {
+            (Language::Da, true) => z.strftime("%-d/%-m").to_string(),
+            (Language::Da, false) => z.strftime("%-d/%-m %Y").to_string(),
+            (Language::En, true) => z.strftime("%-d %b").to_string(),
+            (Language::En, false) => z.strftime("%-d %b %Y").to_string(),
+        };
+        format!("{date} {} {clock}", self.w.at)
+    }
+
+    /// A page that says what went wrong and what to do instead.
+    fn problem(&self, status: StatusCode, title: &str, text: &str, hint: &str) -> Response {
+        let mut body = format!(
+            "<h1 class=\"bad\">{}</h1>\n<p class=\"box bad\">{}</p>\n",
+            escape_html(title),
+            escape_html(text)
+        );
+        if !hint.is_empty() {
+            let _ = writeln!(body, "<p>{}</p>", escape_html(hint));
+        }
+        self.page(status, title, &body)
+    }
+
+    /// A whole page: no scripts, no outside assets, not cached, and the
+    /// link never sent on as a referrer.
+    fn page(&self, status: StatusCode, title: &str, body: &str) -> Response {
+        let site = escape_html(&self.cat.site_name);
+        let html = format!(
+            "<!doctype html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+             <meta name=\"robots\" content=\"noindex\">\n\
+             <title>{} – {site}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n\
+             <p class=\"site\">{site}</p>\n{body}</main>\n</body>\n</html>\n",
+            self.w.lang,
+            escape_html(title),
+        );
+        (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::REFERRER_POLICY, "no-referrer"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::CONTENT_SECURITY_POLICY, CSP),
+                (header::HeaderName::from_static("x-robots-tag"), "noindex"),
+            ],
+            html,
+        )
+            .into_response()
+    }
+}
+
+/// Inline styles only; forms post back to this page; no framing.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+const CSS: &str = "\
+body{margin:0;background:#f4f4f2;color:#1a1a1a;\
+font:18px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}\
+main{max-width:32rem;margin:0 auto;padding:1.25rem}\
+.site{margin:0 0 .5rem;color:#555;font-size:.9rem}\
+h1{margin:.25rem 0 1rem;font-size:1.5rem;line-height:1.2}\
+h1.ok{color:#0b6b2f}h1.bad{color:#b00020}\
+.sev{display:inline-block;padding:.15rem .55rem;border-radius:.3rem;background:#666;\
+color:#fff;font-weight:700;font-size:.85rem;letter-spacing:.03em}\
+.sev.critical{background:#b00020}.sev.major{background:#b35300}.sev.minor{background:#5c6600}\
+dl{margin:1rem 0}dt{margin-top:.6rem;color:#555;font-size:.85rem}dd{margin:0;font-weight:600}\
+.box{padding:.75rem 1rem;border-left:.35rem solid #888;border-radius:.3rem;background:#fff}\
+.box.ok{border-color:#0b6b2f}.box.bad{border-color:#b00020}\
+button{display:block;width:100%;min-height:3.5rem;margin:1.5rem 0 .75rem;border:0;\
+border-radius:.5rem;background:#0b6b2f;color:#fff;font:inherit;font-size:1.3rem;\
+font-weight:700;cursor:pointer}\
+button:focus-visible{outline:3px solid #111;outline-offset:2px}\
+.note{color:#555;font-size:.9rem}\
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"a test key that is long enough";
+    const NOW: Ts = Ts(1_767_225_600_000); // 2026-01-01T00:00:00Z
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+    fn token(incident: u64, person: &str) -> String {
+        make(KEY, incident, person, NOW.plus(DAY))
+    }
+
+    #[test]
+    fn a_link_round_trips() {
+        let t = token(12, "p-drift");
+        let link = check(KEY, &t, NOW).expect("verifies");
+        assert_eq!(link.incident, 12);
+        assert_eq!(link.person, "p-drift");
+        assert_eq!(link.action, Action::Ack);
+        assert_eq!(link.expires, NOW.plus(DAY));
+        assert_eq!(link.id, hex::encode(Sha256::digest(t.as_bytes())));
+        assert_eq!(link.id.len(), 64);
+        // Any person id survives, and large numbers too.
+        let odd = "p-æ/ø å?&#.";
+        let link = check(KEY, &make(KEY, u64::MAX, odd, NOW.plus(DAY)), NOW).expect("verifies");
+        assert_eq!((link.incident, link.person.as_str()), (u64::MAX, odd));
+    }
+
+    #[test]
+    fn tokens_are_url_safe_and_differ_per_link() {
+        let t = token(7, "p-æ/ø å?&#.");
+        assert!(
+            t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{t}"
+        );
+        assert_ne!(token(7, "p-drift"), token(8, "p-drift"));
+        assert_ne!(
+            check(KEY, &token(7, "p-drift"), NOW).map(|l| l.id),
+            check(KEY, &token(8, "p-drift"), NOW).map(|l| l.id)
+        );
+    }
+
+    #[test]
+    fn a_changed_byte_anywhere_is_tampered() {
+        let t = token(12, "p-drift");
+        let bytes = URL_SAFE_NO_PAD.decode(&t).expect("base64url");
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut changed = bytes.clone();
+                changed[i] ^= flip;
+                assert_eq!(
+                    check(KEY, &URL_SAFE_NO_PAD.encode(&changed), NOW),
+                    Err(LinkError::Tampered),
+                    "byte {i} ^ {flip:#x}"
+                );
+            }
+        }
+        // A changed character is refused too: tampered, or not base64url
+        // when only the unused low bits of the last character change.
+        for i in 0..t.len() {
+            for c in ['A', 'z', '0', '-', '_'] {
+                let mut changed: Vec<char> = t.chars().collect();
+                if changed[i] == c {
+                    continue;
+                }
+                changed[i] = c;
+                let changed: String = changed.into_iter().collect();
+                let got = check(KEY, &changed, NOW);
+                assert!(
+                    matches!(got, Err(LinkError::Tampered | LinkError::Malformed)),
+                    "char {i} -> {c}: {got:?}"
+                );
+            }
+        }
+        // Another key, a shortened or lengthened token.
+        assert_eq!(check(b"another key", &t, NOW), Err(LinkError::Tampered));
+        assert!(check(KEY, &t[..t.len() - 1], NOW).is_err());
+        assert!(check(KEY, &format!("{t}A"), NOW).is_err());
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for t in [
+            "",
+            "abc",
+            "not a link",
+            "%41%42",
+            "AAAA====",
+            &"A".repeat(600),
+        ] {
+            assert_eq!(check(KEY, t, NOW), Err(LinkError::Malformed), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn a_link_expires() {
+        let t = token(3, "p-drift");
+        assert!(check(KEY, &t, Ts(NOW.plus(DAY).0 - 1)).is_ok());
+        assert_eq!(
+            check(KEY, &t, NOW.plus(DAY)),
+            Err(LinkError::Expired {
+                incident: 3,
+                expired: NOW.plus(DAY)
+            })
+        );
+        let past = make(KEY, 3, "p-drift", Ts(NOW.0 - 3_600_000));
+        assert!(matches!(
+            check(KEY, &past, NOW),
+            Err(LinkError::Expired { .. })
+        ));
+        // Expiry is signed: a link cannot be made to last longer.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&past).expect("base64url");
+        bytes[3] = bytes[3].wrapping_add(1);
+        assert_eq!(
+            check(KEY, &URL_SAFE_NO_PAD.encode(&bytes), NOW),
+            Err(LinkError::Tampered)
+        );
+    }
+
+    #[test]
+    fn a_link_does_not_verify_as_another() {
+        let for_drift = token(12, "p-drift");
+        let link = check(KEY, &for_drift, NOW).expect("verifies");
+        assert_ne!(link.person, "p-chef");
+        assert_ne!(link.incident, 13);
+        // Splicing one link's MAC onto another's contents does not verify.
+        let a = URL_SAFE_NO_PAD.decode(&for_drift).expect("base64url");
+        let b = URL_SAFE_NO_PAD
+            .decode(token(12, "p-chef"))
+            .expect("base64url");
+        let c = URL_SAFE_NO_PAD
+            .decode(token(13, "p-drift"))
+            .expect("base64url");
+        for other in [&b, &c] {
+            let mut spliced = other[..other.len() - MAC_LEN].to_vec();
+            spliced.extend_from_slice(&a[a.len() - MAC_LEN..]);
+            assert_eq!(
+                check(KEY, &URL_SAFE_NO_PAD.encode(&spliced), NOW),
+                Err(LinkError::Tampered)
+            );
+        }
+    }
+
+    #[test]
+    fn a_link_fits_in_an_sms() {
+        let settings = LinkSettings {
+            key: KEY.to_vec(),
+            public_url: "https://beredskab.kommune.dk/x".into(),
+            ttl: DAY,
+        };
+        assert_eq!(settings.public_url.len(), 30);
+        let url = url(&settings, 12_345, "p-drift", NOW);
+        assert!(url.len() < 80, "{} chars: {url}", url.len());
+        assert!(
+            url.starts_with("https://beredskab.kommune.dk/x/a/"),
+            "{url}"
+        );
+        let token = url.rsplit('/').next().expect("a token");
+        let link = check(KEY, token, NOW).expect("verifies");
+        assert_eq!(link.expires, NOW.plus(DAY));
+    }
+
+    #[test]
+    fn texts_fill_their_placeholders_once() {
+        assert_eq!(
+            fill(
+                "#{id} by {who} {when}.",
+                &[("id", "7"), ("who", "{when}"), ("when", "at 10:00")]
+            ),
+            "#7 by {when} at 10:00."
+        );
+        assert_eq!(fill("{unknown} {id", &[("id", "7")]), "{unknown} {id");
+    }
+
+    #[test]
+    fn varints_round_trip_and_refuse_overflow() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(take_varint(&out), Some((v, &[][..])), "{v}");
+        }
+        assert_eq!(take_varint(&[0x80; 11]), None);
+        assert_eq!(
+            take_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
+            None
+        );
+        assert_eq!(take_varint(&[0x80]), None);
+    }
 }

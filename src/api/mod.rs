@@ -1,4 +1,5 @@
-//! The HTTP API (SPEC §5): push ingest, incidents, health and metrics.
+//! The HTTP API (SPEC §5): push ingest, incidents, acknowledgement links,
+//! health and metrics.
 //!
 //! [`router`] builds the routes over an [`ApiState`]; handlers talk to the
 //! core through its command channel (writes, answered after the commit)
@@ -82,6 +83,7 @@ pub fn router<S: Store + Clone + 'static>(state: ApiState<S>) -> Router {
         )
         .route("/api/v1/incidents", get(list_incidents::<S>))
         .route("/api/v1/incidents/{id}", get(get_incident::<S>))
+        .route("/a/{link}", get(links::show::<S>).post(links::follow::<S>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<S>))
         .route("/metrics", get(metrics::<S>))

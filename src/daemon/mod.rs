@@ -78,7 +78,7 @@ pub struct Shared {
 }
 
 /// How acknowledgement links are made and checked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkSettings {
     /// The HMAC key: the value of `[server] secret_env`.
     pub key: Vec<u8>,
@@ -86,6 +86,16 @@ pub struct LinkSettings {
     pub public_url: String,
     /// How long a link works.
     pub ttl: Duration,
+}
+
+impl std::fmt::Debug for LinkSettings {
+    // Never the key: settings end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkSettings")
+            .field("public_url", &self.public_url)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LinkSettings {
@@ -104,9 +114,7 @@ impl LinkSettings {
                 "no secret for acknowledgement links ([server] secret_env unset or empty): \
                  links made now stop working when beredskab restarts"
             );
-            std::iter::repeat_with(|| fastrand::u8(..))
-                .take(32)
-                .collect()
+            random_key()
         });
         let public_url = server
             .public_url
@@ -118,6 +126,19 @@ impl LinkSettings {
             ttl: server.ack_link_ttl,
         }
     }
+}
+
+/// 32 bytes from the operating system's secure random source.
+fn random_key() -> Vec<u8> {
+    use ring::rand::SecureRandom;
+    let mut key = vec![0u8; 32];
+    if ring::rand::SystemRandom::new().fill(&mut key).is_err() {
+        // Without a secure source the links cannot be trusted; a link made
+        // with an empty key is refused like a forged one.
+        error!("no secure random source: acknowledgement links will not verify");
+        key.clear();
+    }
+    key
 }
 
 impl Shared {

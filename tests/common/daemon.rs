@@ -27,7 +27,7 @@ pub struct Daemon {
     pub config: PathBuf,
     pub port: u16,
     pub log: PathBuf,
-    /// Extra environment variables of every start.
+    /// Environment variables the child gets, on every start.
     env: Vec<(String, String)>,
 }
 
@@ -38,7 +38,9 @@ impl Daemon {
         Daemon::start_with_env(name, config, &[])
     }
 
-    /// Like [`Daemon::start`], with these environment variables set.
+    /// Like [`Daemon::start`], with these environment variables set for
+    /// the child (a secret named by `secret_env`, say), here and on every
+    /// restart.
     pub fn start_with_env(name: &str, config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = temp_dir(&format!("daemon-{name}"));
         let port = free_port();
