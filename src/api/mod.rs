@@ -188,6 +188,24 @@ impl<S: Store + Clone + 'static> ApiState<S> {
         }
     }
 
+    /// Parses a body; bad input is kept as rejected and answered 400 with
+    /// what was wrong.
+    async fn parse<T>(
+        &self,
+        source: Source,
+        body: &Bytes,
+        parse: impl FnOnce(&[u8]) -> Result<T, ingest::BadInput>,
+    ) -> Result<T, ApiError> {
+        match parse(body) {
+            Ok(v) => Ok(v),
+            Err(bad) => {
+                self.reject(source, bad.reason, bad.detail.clone(), body.to_vec())
+                    .await;
+                Err(ApiError::bad(bad.detail))
+            }
+        }
+    }
+
     /// Keeps and counts a rejection, waiting until it is stored.
     async fn reject(&self, source: Source, reason: RejectReason, detail: String, raw: Vec<u8>) {
         let (reply, done) = oneshot::channel();
@@ -245,14 +263,7 @@ async fn post_alarm<S: Store + Clone + 'static>(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     st.authorize(&headers, Scope::Ingest, &from)?;
     let body = st.body(body, Source::Http).await?;
-    let alarm = match ingest::parse_alarm(&body) {
-        Ok(a) => a,
-        Err(bad) => {
-            st.reject(Source::Http, bad.reason, bad.detail.clone(), body.to_vec())
-                .await;
-            return Err(ApiError::bad(bad.detail));
-        }
-    };
+    let alarm = st.parse(Source::Http, &body, ingest::parse_alarm).await?;
     let receipt = st.input(Event::Alarm(alarm), Source::Http).await?;
     if let Some((_, detail)) = receipt.rejected {
         return Err(ApiError::bad(detail));
@@ -268,14 +279,9 @@ async fn post_alertmanager<S: Store + Clone + 'static>(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     st.authorize(&headers, Scope::Ingest, &from)?;
     let body = st.body(body, Source::Http).await?;
-    let alerts = match ingest::parse_alertmanager(&body) {
-        Ok(a) => a,
-        Err(bad) => {
-            st.reject(Source::Http, bad.reason, bad.detail.clone(), body.to_vec())
-                .await;
-            return Err(ApiError::bad(bad.detail));
-        }
-    };
+    let alerts = st
+        .parse(Source::Http, &body, ingest::parse_alertmanager)
+        .await?;
     let mut accepted = 0;
     let mut refused = Vec::new();
     for alert in alerts {
@@ -309,19 +315,9 @@ async fn post_report<S: Store + Clone + 'static>(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = st.authorize(&headers, Scope::Ingest, &from)?;
     let body = st.body(body, Source::Manual).await?;
-    let report = match ingest::parse_report(&body) {
-        Ok(r) => r,
-        Err(bad) => {
-            st.reject(
-                Source::Manual,
-                bad.reason,
-                bad.detail.clone(),
-                body.to_vec(),
-            )
-            .await;
-            return Err(ApiError::bad(bad.detail));
-        }
-    };
+    let report = st
+        .parse(Source::Manual, &body, ingest::parse_report)
+        .await?;
     let kind = {
         let cat = st.shared.catalogue();
         cat.node_id(&report.target)

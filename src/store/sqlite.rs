@@ -478,21 +478,20 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if let Some(f) = &a.fallback {
-            sqlx::query(
-                "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
-                 created_at_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (key) DO NOTHING",
+            queue(
+                &mut tx,
+                Queue {
+                    key: &f.key,
+                    incident: f.incident,
+                    person: &f.person,
+                    role: f.role.as_deref(),
+                    channel: &f.channel,
+                    reason: &f.reason,
+                    text: &f.text,
+                    created: f.created_at,
+                    due: f.next_attempt,
+                },
             )
-            .bind(&f.key)
-            .bind(to_i64("incident", f.incident)?)
-            .bind(&f.person)
-            .bind(f.role.as_deref())
-            .bind(&f.channel)
-            .bind(&f.reason)
-            .bind(&f.text)
-            .bind(f.created_at.0)
-            .bind(f.next_attempt.0)
-            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
@@ -665,23 +664,22 @@ async fn write_batch(
 
     for q in &batch.notifications {
         let n = &q.notification;
-        let done = sqlx::query(
-            "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
-             created_at_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (key) DO NOTHING",
+        let new = queue(
+            conn,
+            Queue {
+                key: &n.key,
+                incident: n.incident,
+                person: &n.person,
+                role: n.role.as_deref(),
+                channel: &n.channel,
+                reason: &n.reason,
+                text: &n.text,
+                created: q.at,
+                due: q.at,
+            },
         )
-        .bind(&n.key)
-        .bind(to_i64("incident", n.incident)?)
-        .bind(&n.person)
-        .bind(n.role.as_deref())
-        .bind(&n.channel)
-        .bind(&n.reason)
-        .bind(&n.text)
-        .bind(q.at.0)
-        .bind(q.at.0)
-        .execute(&mut *conn)
         .await?;
-        outcome.queued += done.rows_affected() as usize;
+        outcome.queued += usize::from(new);
     }
 
     for a in &batch.alarms {
@@ -750,6 +748,41 @@ async fn write_batch(
             .await?;
     }
     Ok(outcome)
+}
+
+/// A row for the outbox.
+struct Queue<'a> {
+    key: &'a str,
+    incident: u64,
+    person: &'a str,
+    role: Option<&'a str>,
+    channel: &'a str,
+    reason: &'a str,
+    text: &'a str,
+    created: Ts,
+    due: Ts,
+}
+
+/// Puts a row into the outbox unless its key is there already; true when
+/// it is new.
+async fn queue(conn: &mut SqliteConnection, q: Queue<'_>) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
+         created_at_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(q.key)
+    .bind(to_i64("incident", q.incident)?)
+    .bind(q.person)
+    .bind(q.role)
+    .bind(q.channel)
+    .bind(q.reason)
+    .bind(q.text)
+    .bind(q.created.0)
+    .bind(q.due.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 fn encode<T: serde::Serialize + ?Sized>(what: &'static str, v: &T) -> Result<String, StoreError> {
