@@ -13,7 +13,7 @@ use common::daemon::{
     ACK_TOKEN, Daemon, INGEST_TOKEN, READ_TOKEN, config, count, eventually, get, http, incidents,
     metric, post,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// How long any one expected outcome may take: generous, because the test
 /// binary runs its daemons, brokers and publishers side by side on two cores.
