@@ -9,6 +9,10 @@
 //! the daemon's log. Rows for other channel kinds are marked failed with a
 //! clear reason until their senders exist, rather than claimed as sent.
 
+pub mod channel;
+mod http;
+mod smtp;
+
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
