@@ -24,6 +24,8 @@
 //! a loss.
 
 pub mod channel;
+mod http;
+mod smtp;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
