@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 struct Outcome {
     code: i32,
@@ -313,7 +313,7 @@ fn a_huge_catalogue_with_a_long_cycle_is_checked_quickly() {
         "{}",
         &lines[0][lines[0].len() - 60..]
     );
-    // Generous for an unoptimized test build; a release build takes well
-    // under a second.
-    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // How long it takes is measured by bench/engine-scale.sh, not asserted
+    // here: a busy machine would fail a correct build.
+    eprintln!("check of {N} components with a cycle took {took:?}");
 }

@@ -613,6 +613,20 @@ impl<'a> Validator<'a> {
             let kind = c.kind.as_str();
             match c.kind {
                 ChannelKind::SmsHttp | ChannelKind::CallHttp | ChannelKind::Webhook => {
+                    match (&c.body, c.kind, c.format) {
+                        (Some(_), ChannelKind::Webhook, Some(_)) => self.error(
+                            at("format"),
+                            format!(
+                                "{whose}: a webhook takes a body template or a format, not both"
+                            ),
+                        ),
+                        (Some(body), _, _) => {
+                            if let Err(e) = crate::notify::channel::check_template(body) {
+                                self.error(at("body"), format!("{whose}: {e}"));
+                            }
+                        }
+                        _ => {}
+                    }
                     match &c.url {
                         None => {
                             self.error(path!["channel", i], format!("{whose} ({kind}) needs a url"))

@@ -73,15 +73,11 @@ impl HttpSender {
             (_, Some(body), _) => Body::Template(
                 Template::parse(body).map_err(|problem| ChannelError::invalid(c, problem))?,
             ),
-            (kind, None, _) => {
-                return Err(ChannelError::invalid(
-                    c,
-                    format!(
-                        "{} needs a body template, e.g. '{{\"to\":\"{{{{phone}}}}\",\"text\":\"{{{{text}}}}\"}}'",
-                        kind.as_str()
-                    ),
-                ));
-            }
+            // SPEC §2 does not require a body: the common gateway shape.
+            (_, None, _) => Body::Template(
+                Template::parse(DEFAULT_BODY)
+                    .map_err(|problem| ChannelError::invalid(c, problem))?,
+            ),
         };
         let mut headers = HeaderMap::new();
         for (name, value) in &c.headers {
@@ -308,6 +304,14 @@ enum Var {
     Incident,
     Name,
 }
+
+/// Whether a channel's `body` template is well formed (for `check`).
+pub fn check_template(body: &str) -> Result<(), String> {
+    Template::parse(body).map(|_| ())
+}
+
+/// The body of an sms-http or call-http channel without a `body`.
+pub const DEFAULT_BODY: &str = r#"{"to":"{{phone}}","text":"{{text}}"}"#;
 
 impl Template {
     fn parse(body: &str) -> Result<Template, String> {

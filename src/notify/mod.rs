@@ -55,6 +55,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// The first retry's wait; each further one doubles, up to the cap.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// The longest a gateway's `Retry-After` is obeyed: an alarm must not wait
+/// an hour because a gateway asked for it.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(600);
 /// Extra time beyond a channel's own timeout before an attempt is given up.
 const TIMEOUT_SLACK: Duration = Duration::from_secs(5);
 /// Reasons whose messages carry no acknowledgement link: the incident is
@@ -281,7 +284,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         let (error, retry_after) = match result {
             Ok(()) => return base(AttemptOutcome::Sent, "sent".into()),
             Err(SendError::Retry { error, retry_after }) if tried < attempts => {
-                let wait = backoff(tried).max(retry_after.unwrap_or_default());
+                let wait = backoff(tried).max(retry_after.unwrap_or_default().min(RETRY_AFTER_MAX));
                 let mut a = base(
                     AttemptOutcome::Retried,
                     format!(
