@@ -415,3 +415,60 @@ async fn a_crash_between_decision_and_delivery_delivers_once() {
     assert_eq!(delivered.values().copied().collect::<Vec<_>>(), [1]);
     assert!(d.terminate().success());
 }
+
+/// Mail through a real SMTP server (aiosmtpd): the on-call leader's mail
+/// arrives with the right recipient, subject and text, its Message-ID is
+/// the notification's key, and the link in it acknowledges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_arrives_with_a_link_that_acknowledges() {
+    let broker = Broker::start("notify-mail");
+    let sink = common::smtp::SmtpSink::start("notify-mail");
+    let mail = format!(
+        "[[channel]]\n{}tls = \"none\"\n",
+        sink.channel("").replace("id = \"mail\"", "id = \"sms\"")
+    );
+    let config = config_with(broker.port, &client_id("notify-mail"), "")
+        .replace("[[channel]]\nid = \"sms\"\nkind = \"log\"\n", &mail)
+        .replace(
+            "phone = \"+4511111111\"\n",
+            "phone = \"+4511111111\"\nemail = \"drift@example.dk\"\n",
+        )
+        .replace(
+            "[server]\n",
+            "[server]\nsecret_env = \"BEREDSKAB_TEST_SECRET\"\n",
+        );
+    let d = Daemon::start_with_env("notify-mail", &config, &[("BEREDSKAB_TEST_SECRET", "m")]);
+    let client = http();
+    eventually("the daemon is ready", PATIENCE, || async {
+        (get(&client, &d.url("/healthz"), None).await.0 == 200).then_some(())
+    })
+    .await;
+    alarm(&client, &d, "srv-6").await;
+    let m = eventually("the mail arrives", PATIENCE, || async {
+        sink.mails()
+            .into_iter()
+            .find(|m| m["rcpt_tos"] == serde_json::json!(["drift@example.dk"]))
+    })
+    .await;
+    let subject = m["headers"]["subject"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(subject.starts_with("[Testkommune IT] "), "{subject}");
+    let body = m["body"].as_str().unwrap_or_default().to_owned();
+    assert!(body.contains("#1"), "the incident is named: {body}");
+    let link = body
+        .split_whitespace()
+        .find(|w| w.starts_with(&d.url("/a/")))
+        .unwrap_or_else(|| panic!("a link in the mail: {body}"))
+        .to_owned();
+    let message_id = m["headers"]["message-id"][0].as_str().unwrap_or_default();
+    assert!(message_id.ends_with("@beredskab>"), "{message_id}");
+    let done = client.post(&link).send().await.expect("POST link");
+    assert_eq!(done.status().as_u16(), 200);
+    let (_, inc) = get(&client, &d.url("/api/v1/incidents/1"), Some(READ_TOKEN)).await;
+    assert_eq!(inc["state"], "acknowledged");
+    assert_eq!(inc["acknowledged_by"], "p-drift");
+    let mut d = d;
+    assert!(d.terminate().success());
+}

@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod daemon;
+pub mod smtp;
 pub mod tls;
 
 use std::fmt;
