@@ -236,7 +236,9 @@ impl<S: Store + Clone + 'static> Notifier<S> {
             (_, _, Some(Err(e))) => Err(SendError::Permanent(e.clone())),
             (_, _, None) => Err(SendError::Permanent("no sender".into())),
         };
-        let attempt = self.outcome(cat, &row, now, result);
+        // Backoff counts from the failure, not from the start of a
+        // request that may have hung until its timeout.
+        let attempt = self.outcome(cat, &row, wall_now(), result);
         self.metrics
             .notifications
             .with_label_values(&[row.channel.as_str(), attempt.outcome.as_str()])
