@@ -682,27 +682,38 @@ impl Catalogue {
     /// How many handovers have happened since `start` at `now`. Handovers
     /// of whole days happen at the same local time in the site's zone.
     fn rotation_turn(&self, start: Timestamp, every: Duration, now: Timestamp) -> i64 {
-        let secs = every.as_secs().max(1) as i64;
-        let rough = (now.as_second() - start.as_second()).div_euclid(secs);
+        let secs = i64::try_from(every.as_secs()).unwrap_or(i64::MAX).max(1);
+        let rough = now
+            .as_second()
+            .saturating_sub(start.as_second())
+            .div_euclid(secs);
         if secs % 86_400 != 0 {
             return rough;
         }
         let days = secs / 86_400;
         let zoned = start.to_zoned(self.tz.clone());
-        let handover = |k: i64| -> Timestamp {
-            zoned
-                .checked_add(jiff::Span::new().days(k * days))
-                .map(|z| z.timestamp())
-                .unwrap_or(start)
+        // None past what a calendar can hold (a turn of millions of days):
+        // then the rough count is the answer.
+        let handover = |k: i64| -> Option<Timestamp> {
+            let span = jiff::Span::new().try_days(k.checked_mul(days)?).ok()?;
+            zoned.checked_add(span).ok().map(|z| z.timestamp())
         };
         // The civil-time handover may be an hour off the rough count
-        // around daylight saving changes: step to the right turn.
+        // around daylight saving changes: step to the right turn, which is
+        // never more than one away.
         let mut k = rough;
-        while handover(k) > now {
-            k -= 1;
+        for _ in 0..2 {
+            match handover(k) {
+                Some(h) if h > now => k = k.saturating_sub(1),
+                Some(_) => break,
+                None => return rough,
+            }
         }
-        while handover(k + 1) <= now {
-            k += 1;
+        for _ in 0..2 {
+            match handover(k.saturating_add(1)) {
+                Some(h) if h <= now => k = k.saturating_add(1),
+                _ => break,
+            }
         }
         k
     }

@@ -10,7 +10,8 @@
 //! - [`api`] takes pushed alarms and reports, and shows incidents;
 //! - [`store`] keeps inputs, incidents and the outbox durably;
 //! - [`notify`] delivers the outbox;
-//! - [`daemon`] runs all of it around one task that owns the engine;
+//! - [`daemon`] runs all of it around one task that owns the engine, on
+//!   the monotonic [`clock`];
 //! - [`metrics`] holds every Prometheus metric;
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
 //! - [`plan`] renders the config as the preparedness plan people read;
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod catalogue;
+pub mod clock;
 pub mod collect;
 pub mod config;
 pub mod daemon;

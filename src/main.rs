@@ -177,7 +177,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 signals: true,
             };
             let token = tokio_util::sync::CancellationToken::new();
-            match runtime.block_on(beredskab::daemon::run(opts, token)) {
+            let ran = runtime.block_on(beredskab::daemon::run(opts, token));
+            // A task that ended on its own leaves others behind: exit now,
+            // so the service manager can restart us, rather than wait.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            match ran {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(beredskab::daemon::DaemonError::Config(msg)) => {
                     eprintln!("{msg}");

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub ingest_seconds: HistogramVec,
     pub generator_runtime: GaugeVec,
     pub estimate_ratio: HistogramVec,
+    pub outbox_pending: IntGaugeVec,
+    pub outbox_oldest: GaugeVec,
 }
 
 impl Metrics {
@@ -120,6 +122,19 @@ impl Metrics {
                 &["basis"],
                 &RATIO_BUCKETS,
             ),
+            outbox_pending: IntGaugeVec::new(
+                Opts::new(
+                    "beredskab_outbox_pending",
+                    "Notifications decided and not yet sent or given up",
+                ),
+                &["channel"],
+            )
+            .expect("constant metric definition"),
+            outbox_oldest: gauge_vec(
+                "beredskab_outbox_oldest_seconds",
+                "Age of the oldest notification not yet sent or given up (0 when none)",
+                &["channel"],
+            ),
             registry,
         };
         let build_info = gauge_vec(
@@ -130,7 +145,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
-        let all: [Box<dyn prometheus::core::Collector>; 15] = [
+        let all: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(m.service_up.clone()),
             Box::new(m.component_up.clone()),
             Box::new(m.alarms.clone()),
@@ -145,6 +160,8 @@ impl Metrics {
             Box::new(m.ingest_seconds.clone()),
             Box::new(m.generator_runtime.clone()),
             Box::new(m.estimate_ratio.clone()),
+            Box::new(m.outbox_pending.clone()),
+            Box::new(m.outbox_oldest.clone()),
             Box::new(build_info),
         ];
         for c in all {
@@ -230,6 +247,8 @@ mod tests {
         m.ingest_seconds.with_label_values(&["mqtt"]).observe(0.002);
         m.generator_runtime.with_label_values(&["gen"]).set(3600.0);
         m.estimate_ratio.with_label_values(&["kind"]).observe(1.2);
+        m.outbox_pending.with_label_values(&["sms"]).set(2);
+        m.outbox_oldest.with_label_values(&["sms"]).set(12.5);
         m.service_up
             .with_label_values(&["mail", "important"])
             .set(1.0);
@@ -253,6 +272,8 @@ mod tests {
             "beredskab_generator_runtime_seconds",
             "beredskab_estimate_ratio",
             "beredskab_build_info",
+            "beredskab_outbox_pending",
+            "beredskab_outbox_oldest_seconds",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

@@ -18,6 +18,8 @@ pub const DEFAULT_RECOVER_AFTER: u32 = 2;
 pub const DEFAULT_CHANNEL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Failed attempts before a channel's fallback is used.
 pub const DEFAULT_CHANNEL_ATTEMPTS: u32 = 5;
+/// How long a channel without a fallback keeps retrying a notification.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Expected duration when nothing better is known.
 pub const DEFAULT_ESTIMATE: Duration = Duration::from_secs(3600);
 /// How much an incident that outlives its estimate is extended by.
@@ -504,6 +506,12 @@ pub struct ChannelConfig {
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     pub attempts: Option<u32>,
+    /// Without a usable `fallback`, a notification this channel cannot
+    /// deliver is retried until this long after it was decided (default
+    /// 24h), then given up: logged at error, counted as failed and shown
+    /// in the incident's timeline.
+    #[serde(default, with = "humantime_serde")]
+    pub give_up_after: Option<Duration>,
     pub tls: Option<SmtpTls>,
     pub username: Option<String>,
     pub password_env: Option<String>,
@@ -519,6 +527,9 @@ impl ChannelConfig {
     }
     pub fn attempts(&self) -> u32 {
         self.attempts.unwrap_or(DEFAULT_CHANNEL_ATTEMPTS)
+    }
+    pub fn give_up_after(&self) -> Duration {
+        self.give_up_after.unwrap_or(DEFAULT_GIVE_UP_AFTER)
     }
 }
 

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::catalogue::Catalogue;
+use crate::clock::Clock;
+pub use crate::clock::wall_now;
 use crate::collect::mqtt::{Acker, MqttInput};
 use crate::collect::probe::ProbeReport;
 use crate::engine::{
@@ -50,6 +52,11 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 /// How long shutdown keeps retrying a commit that fails.
 const SHUTDOWN_RETRY: Duration = Duration::from_secs(10);
+/// How long the store may refuse every commit before the core gives up
+/// and the process exits, so that the service manager restarts it and
+/// the engine is rebuilt from what the store holds. Until then nothing is
+/// acknowledged or answered 202, so nothing is lost either way.
+pub const COMMIT_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Why the core could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +65,8 @@ pub enum CoreError {
     Store(#[from] StoreError),
     #[error("the core has stopped")]
     Stopped,
+    #[error("the store has refused every commit for {0:?}; the last error: {1}")]
+    StoreDown(Duration, StoreError),
 }
 
 /// What an HTTP request wants from the engine.
@@ -134,6 +143,9 @@ pub struct Status {
     pub store_ok: AtomicBool,
     /// 0: no MQTT configured, 1: connected, 2: not connected.
     pub mqtt: AtomicU8,
+    /// Incidents the engine holds in memory (open ones, and those merged
+    /// into them): bounded by what is open, not by history.
+    pub incidents_held: AtomicUsize,
 }
 
 impl Status {
@@ -177,21 +189,33 @@ pub struct Core<S: Store> {
     metrics: Arc<Metrics>,
     status: Arc<Status>,
     outbox: Arc<Notify>,
-    /// The incident rows and timeline lengths last written.
+    /// The incident rows and timeline lengths last written, for the
+    /// incidents the engine holds.
     stored: HashMap<u64, (IncidentRow, usize)>,
-    /// The engine's clock: the latest time it was given.
+    /// The daemon's monotonic clock, shared with the notifier.
+    clock: Clock,
+    /// The engine's time: the latest time it was given.
     last_at: Ts,
+    /// The wall clock's distance from `clock` when it was last logged.
+    wall_offset_logged: Duration,
     logged_since_snapshot: usize,
     last_snapshot: Instant,
     /// The broker has had our session before (a lost one is a possible loss).
     mqtt_seen: bool,
-    /// Acknowledgement links already used.
-    used_links: HashSet<String>,
+    /// Acknowledgement links already used, by the incident they name, for
+    /// the incidents the engine holds (a link to one that is over is
+    /// refused as resolved anyway).
+    used_links: HashMap<u64, HashSet<String>>,
 }
 
-/// Wall-clock now.
-pub fn wall_now() -> Ts {
-    Ts::from_timestamp(jiff::Timestamp::now())
+/// Sets `Status::running` to false when the core ends, however it ends (a
+/// panic included), so that `/readyz` stops saying ready.
+struct RunningGuard(Arc<Status>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Relaxed);
+    }
 }
 
 impl<S: Store> Core<S> {
@@ -251,7 +275,12 @@ impl<S: Store> Core<S> {
             last_at = last_at.max(w);
         }
         let mqtt_seen = store.meta(META_MQTT_SEEN).await?.is_some();
-        let used_links = store.used_links().await?.into_iter().collect();
+        let held: Vec<u64> = engine.incidents().iter().map(|i| i.id).collect();
+        let mut used_links: HashMap<u64, HashSet<String>> = HashMap::new();
+        for (incident, link) in store.used_links_of(&held).await? {
+            used_links.entry(incident).or_default().insert(link);
+        }
+        let clock = Clock::start(last_at);
         info!(
             replayed,
             live_incidents = engine.live_incidents().len(),
@@ -266,7 +295,9 @@ impl<S: Store> Core<S> {
             status,
             outbox,
             stored: HashMap::new(),
+            clock,
             last_at,
+            wall_offset_logged: Duration::ZERO,
             logged_since_snapshot: replayed,
             last_snapshot: Instant::now(),
             mqtt_seen,
@@ -281,16 +312,29 @@ impl<S: Store> Core<S> {
         &self.engine
     }
 
+    /// The daemon's clock, for the notifier: outbox times are engine
+    /// times.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     /// Runs until `shutdown`, then takes what is already queued, commits it
-    /// with a snapshot, and returns.
-    pub async fn run(mut self, mut inbox: Inbox, shutdown: CancellationToken) {
+    /// with a snapshot, and returns. An error means the core could not go
+    /// on (the store refused every commit for [`COMMIT_GIVE_UP`]): the
+    /// daemon then exits, and the next start rebuilds from the store.
+    pub async fn run(
+        mut self,
+        mut inbox: Inbox,
+        shutdown: CancellationToken,
+    ) -> Result<(), CoreError> {
         self.status.running.store(true, Ordering::Relaxed);
+        let _running = RunningGuard(self.status.clone());
         self.status.store_ok.store(true, Ordering::Relaxed);
         // Live incidents' rows and timelines are written once at start, so
         // the projection matches the engine even after a changed config.
         let mut batch = Batch::new();
         let mut done = Vec::new();
-        let now = self.clock();
+        let now = self.now();
         self.advance(now, &mut batch);
         self.finish(&mut batch, &BTreeSet::new(), true);
         batch.events.push(SystemEvent {
@@ -299,7 +343,7 @@ impl<S: Store> Core<S> {
             kind: "started".into(),
             detail: format!("beredskab {}", env!("CARGO_PKG_VERSION")),
         });
-        self.commit(batch, &mut done, None).await;
+        self.commit(batch, &mut done, None).await?;
 
         let mut commands = Vec::with_capacity(MAX_BATCH);
         let mut mqtt = Vec::with_capacity(MAX_BATCH);
@@ -307,7 +351,7 @@ impl<S: Store> Core<S> {
         let (mut commands_open, mut mqtt_open, mut probes_open) = (true, true, true);
         loop {
             let wake = self.engine.next_wakeup();
-            let sleep = wake.map(until);
+            let sleep = wake.map(|at| self.clock.instant(at));
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -327,7 +371,7 @@ impl<S: Store> Core<S> {
             drain(&mut inbox.commands, &mut commands);
             drain(&mut inbox.probes, &mut probes);
             self.batch(&mut mqtt, &mut commands, &mut probes, false, None)
-                .await;
+                .await?;
         }
 
         // Shutdown: what is already queued is taken in, then a snapshot.
@@ -336,14 +380,30 @@ impl<S: Store> Core<S> {
         drain(&mut inbox.probes, &mut probes);
         let deadline = Instant::now() + SHUTDOWN_RETRY;
         self.batch(&mut mqtt, &mut commands, &mut probes, true, Some(deadline))
-            .await;
-        self.status.running.store(false, Ordering::Relaxed);
+            .await?;
         info!("core stopped; state saved");
+        Ok(())
     }
 
-    fn clock(&mut self) -> Ts {
-        self.last_at = self.last_at.max(wall_now());
+    /// The engine's time now: the monotonic clock's, never going back.
+    fn now(&mut self) -> Ts {
+        self.last_at = self.last_at.max(self.clock.now());
         self.last_at
+    }
+
+    /// Says so, once per step, when someone has set the wall clock: the
+    /// daemon schedules on the monotonic clock and names times from the
+    /// wall clock it read at start, until it restarts.
+    fn watch_wall_clock(&mut self) {
+        let offset = self.clock.wall_offset();
+        if offset.abs_diff(self.wall_offset_logged) > crate::clock::STEP_WARNING {
+            warn!(
+                offset_s = offset.as_secs(),
+                "the wall clock has moved away from the daemon's clock: timers keep their \
+                 monotonic schedule; times in messages follow the wall clock again after a restart"
+            );
+            self.wall_offset_logged = offset;
+        }
     }
 
     /// Runs the timers due by `now` into `batch`.
@@ -363,35 +423,36 @@ impl<S: Store> Core<S> {
         probes: &mut Vec<ProbeReport>,
         snapshot: bool,
         deadline: Option<Instant>,
-    ) {
+    ) -> Result<(), CoreError> {
+        self.watch_wall_clock();
         let mut batch = Batch::new();
         let mut done: Vec<Done> = Vec::new();
         let mut touched = BTreeSet::new();
         for input in mqtt.drain(..) {
-            let now = self.clock();
+            let now = self.now();
             touched.extend(self.advance(now, &mut batch));
             self.on_mqtt(now, input, &mut batch, &mut done, &mut touched);
         }
         for report in probes.drain(..) {
-            let now = self.clock();
+            let now = self.now();
             touched.extend(self.advance(now, &mut batch));
             self.on_probe(now, report, &mut batch, &mut done, &mut touched);
         }
         for command in commands.drain(..) {
-            let now = self.clock();
+            let now = self.now();
             touched.extend(self.advance(now, &mut batch));
             self.on_command(now, command, &mut batch, &mut done, &mut touched);
         }
         // Every timer up to the watermark must have run before it is
         // recorded: one due at this very instant would otherwise be taken
         // as stored after a crash.
-        let now = self.clock();
+        let now = self.now();
         touched.extend(self.advance(now, &mut batch));
         let due_snapshot = snapshot
             || self.logged_since_snapshot >= SNAPSHOT_EVERY_INPUTS
             || (self.logged_since_snapshot > 0 && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY);
         self.finish(&mut batch, &touched, due_snapshot);
-        self.commit(batch, &mut done, deadline).await;
+        self.commit(batch, &mut done, deadline).await
     }
 
     /// Adds the incident projection, the watermark and maybe a snapshot.
@@ -417,6 +478,15 @@ impl<S: Store> Core<S> {
             batch.incident(row.clone());
             self.stored.insert(id, (row, len));
         }
+        // What is over is now in the batch: it leaves memory, and is read
+        // from the store from here on.
+        for id in self.engine.forget_resolved() {
+            self.stored.remove(&id);
+            self.used_links.remove(&id);
+        }
+        self.status
+            .incidents_held
+            .store(self.engine.incidents().len(), Ordering::Relaxed);
         batch
             .meta
             .push((META_WATERMARK.to_owned(), self.last_at.0.to_string()));
@@ -436,9 +506,15 @@ impl<S: Store> Core<S> {
     /// Commits, retrying a failing store (the inputs wait: MQTT messages
     /// stay unacknowledged, HTTP requests unanswered), then acknowledges
     /// and answers.
-    async fn commit(&mut self, batch: Batch, done: &mut Vec<Done>, deadline: Option<Instant>) {
+    async fn commit(
+        &mut self,
+        batch: Batch,
+        done: &mut Vec<Done>,
+        deadline: Option<Instant>,
+    ) -> Result<(), CoreError> {
         let notify = !batch.notifications.is_empty();
         let mut delay = RETRY_MIN;
+        let failing_since = Instant::now();
         let outcome = loop {
             match self.store.commit(batch.clone()).await {
                 Ok(outcome) => {
@@ -452,8 +528,11 @@ impl<S: Store> Core<S> {
                     if deadline.is_some_and(|d| Instant::now() + delay > d) {
                         break None;
                     }
+                    if failing_since.elapsed() >= COMMIT_GIVE_UP {
+                        return Err(CoreError::StoreDown(COMMIT_GIVE_UP, e));
+                    }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RETRY_MAX);
+                    delay = delay.saturating_mul(2).min(RETRY_MAX);
                 }
             }
         };
@@ -462,7 +541,7 @@ impl<S: Store> Core<S> {
                 inputs = batch.inputs.len(),
                 "giving up at shutdown: the broker redelivers the unacknowledged messages"
             );
-            return;
+            return Ok(());
         };
         if notify {
             self.outbox.notify_one();
@@ -505,6 +584,7 @@ impl<S: Store> Core<S> {
                     .observe(received.elapsed().as_secs_f64()),
             }
         }
+        Ok(())
     }
 
     fn on_mqtt(
@@ -676,11 +756,12 @@ impl<S: Store> Core<S> {
                     {
                         // `expected` counts from the report; the engine's
                         // ETA counts from the incident's opening.
-                        let since_open =
-                            Duration::from_millis(now.millis_since(inc.opened).max(0) as u64);
+                        let since_open = Duration::from_millis(
+                            u64::try_from(now.millis_since(inc.opened)).unwrap_or(0),
+                        );
                         let eta = Event::Eta {
                             incident: id,
-                            expected: since_open + expected,
+                            expected: since_open.saturating_add(expected),
                             by: None,
                         };
                         let _ = self.apply_logged(now, source, eta, batch, touched);
@@ -710,7 +791,11 @@ impl<S: Store> Core<S> {
                 by,
                 reply,
             } => {
-                let result = if self.used_links.contains(&link) {
+                let used = self
+                    .used_links
+                    .get(&incident)
+                    .is_some_and(|l| l.contains(&link));
+                let result = if used {
                     Ok(LinkOutcome::AlreadyUsed)
                 } else {
                     let ack = Event::Ack {
@@ -723,7 +808,10 @@ impl<S: Store> Core<S> {
                         .0
                     {
                         Ok(_) => {
-                            self.used_links.insert(link.clone());
+                            self.used_links
+                                .entry(incident)
+                                .or_default()
+                                .insert(link.clone());
                             batch.used_links.push(UsedLink {
                                 link,
                                 at: now,
@@ -981,12 +1069,6 @@ fn drain<T>(rx: &mut mpsc::Receiver<T>, buf: &mut Vec<T>) {
             Err(_) => break,
         }
     }
-}
-
-/// The tokio instant of a wall-clock time.
-fn until(at: Ts) -> tokio::time::Instant {
-    let ms = at.millis_since(wall_now()).max(0) as u64;
-    tokio::time::Instant::now() + Duration::from_millis(ms)
 }
 
 async fn sleep_opt(at: Option<tokio::time::Instant>) {

@@ -10,6 +10,11 @@
 //!
 //! SIGTERM and SIGINT stop intake first (collectors and HTTP), then let the
 //! core commit what it has taken in, with a snapshot, then the notifier.
+//! A dead task is a dead process: if the core, the notifier, the HTTP
+//! server or a collector ends on its own (a panic, a store that refuses
+//! every commit), the daemon logs why and returns an error at once, so
+//! that the process exits non-zero, the service manager restarts it, and
+//! the engine is rebuilt from the snapshot and the log.
 //! SIGHUP reloads the config: an invalid one is logged and refused and the
 //! old one keeps running; a valid one is carried into the core, and the
 //! collectors whose settings changed are restarted.
@@ -67,6 +72,33 @@ pub enum DaemonError {
     Http(std::io::Error),
     #[error("signals: {0}")]
     Signal(std::io::Error),
+    #[error("the {task} stopped unexpectedly: {why}")]
+    TaskEnded { task: &'static str, why: String },
+}
+
+/// Why a task that should run until shutdown ended.
+fn why_ended<T: std::fmt::Debug>(result: Result<T, tokio::task::JoinError>) -> String {
+    match result {
+        Ok(v) => format!("it returned {v:?}"),
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            format!("panicked: {msg}")
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Waits for a collector's task to end, or forever when there is none.
+async fn collector_ended(r: &mut Option<Running>) -> Result<(), tokio::task::JoinError> {
+    match r {
+        Some(r) => (&mut r.task).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What the running parts share and a reload replaces.
@@ -336,6 +368,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
         outbox.clone(),
     )
     .await?;
+    let clock = core.clock();
     let shared = Arc::new(Shared::new(&config, catalogue.clone()));
 
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -361,7 +394,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
     if config.mqtt.is_some() {
         status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
     }
-    let core_task = tokio::spawn(core.run(
+    let mut core_task = tokio::spawn(core.run(
         Inbox {
             commands: cmd_rx,
             mqtt: mqtt_rx,
@@ -371,12 +404,13 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
     ));
     let mut mqtt = start_mqtt(&config, &mqtt_tx, &intake)?;
     let mut probes = start_probes(&config, &probe_tx, &intake)?;
-    let notifier_task = tokio::spawn(
+    let mut notifier_task = tokio::spawn(
         Notifier {
             store: store.clone(),
             shared: shared.clone(),
             wake: outbox.clone(),
             metrics: metrics.clone(),
+            clock,
         }
         .run(notifier_stop.clone()),
     );
@@ -389,7 +423,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
         shared: shared.clone(),
     });
     let http_stop = intake.clone();
-    let http_task = tokio::spawn(async move {
+    let mut http_task = tokio::spawn(async move {
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -409,14 +443,31 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
     };
     let mut current = config;
     loop {
-        let event = match &mut signals {
-            Some(s) => tokio::select! {
-                () = shutdown.cancelled() => SignalEvent::Stop,
-                e = s.next() => e,
-            },
-            None => {
-                shutdown.cancelled().await;
-                SignalEvent::Stop
+        let ended = tokio::select! {
+            () = shutdown.cancelled() => Ok(SignalEvent::Stop),
+            e = async {
+                match &mut signals {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
+                }
+            } => Ok(e),
+            r = &mut core_task => Err(("core", why_ended(r))),
+            r = &mut notifier_task => Err(("notifier", why_ended(r))),
+            r = &mut http_task => Err(("HTTP server", why_ended(r))),
+            r = collector_ended(&mut mqtt) => Err(("MQTT collector", why_ended(r))),
+            r = collector_ended(&mut probes) => Err(("probe collector", why_ended(r))),
+        };
+        let event = match ended {
+            Ok(event) => event,
+            Err((task, why)) => {
+                error!(task, why = %why, "an essential task ended; exiting so that the \
+                    service manager restarts beredskab and it rebuilds from the store");
+                // The others are left to the runtime's shutdown: what was
+                // not committed was not acknowledged either.
+                intake.cancel();
+                core_stop.cancel();
+                notifier_stop.cancel();
+                return Err(DaemonError::TaskEnded { task, why });
             }
         };
         match event {

@@ -10,14 +10,14 @@ use super::incident::{Chain, severity_of};
 use super::text::{self, Facts, TextKind};
 use super::{
     Basis, Effect, Engine, EngineError, Health, IncidentState, Level, Notification, Out, Severity,
-    Ts, ids,
+    Ts, ids, millis, secs,
 };
 use crate::catalogue::{ChannelId, NodeId, PersonId, PolicyId, RoleId};
 use crate::config::{AlarmKind, Criticality, RecipientRef, StepOn};
 
 /// Whole seconds, rounding up, of a span in milliseconds.
 fn ceil_secs(ms: i64) -> i64 {
-    (ms + 999).div_euclid(1000)
+    ms.saturating_add(999).div_euclid(1000)
 }
 
 impl Engine {
@@ -29,7 +29,7 @@ impl Engine {
     }
 
     fn flush_one(&mut self, now: Ts, id: u64, out: &mut Out) {
-        let idx = id as usize - 1;
+        let idx = id;
         if !self.incidents[idx].state.is_live() {
             return;
         }
@@ -127,7 +127,7 @@ impl Engine {
     /// affects none, those of the services its root feeds. Once followed,
     /// a policy stays.
     fn adopt_policies(&mut self, id: u64) {
-        let idx = id as usize - 1;
+        let idx = id;
         let services = self.context_services(id);
         let inc = &mut self.incidents[idx];
         let before = inc.policies.len();
@@ -145,7 +145,7 @@ impl Engine {
 
     /// The services whose owners, contacts and policies an incident uses.
     fn context_services(&mut self, id: u64) -> Arc<Vec<NodeId>> {
-        let inc = &self.incidents[id as usize - 1];
+        let inc = &self.incidents[id];
         if !inc.services.is_empty() {
             let mut v: Vec<NodeId> = inc.services.keys().copied().collect();
             v.sort_by(|a, b| self.cat.node(*a).id.cmp(&self.cat.node(*b).id));
@@ -167,20 +167,20 @@ impl Engine {
         if let Some(samples) = self.history.get(&root)
             && samples.len() >= h.min_samples.max(1)
         {
-            let mut sorted = samples.clone();
+            let mut sorted: Vec<i64> = samples.iter().copied().collect();
             sorted.sort_unstable();
             let n = sorted.len();
             let rank = ((h.quantile * n as f64).ceil() as usize).clamp(1, n);
             return (sorted[rank - 1], Basis::History);
         }
         if let Some(d) = self.cat.by_kind.get(&self.root_kind(root)) {
-            return (d.as_secs() as i64, Basis::Kind);
+            return (secs(*d), Basis::Kind);
         }
-        (self.cat.estimate.default.as_secs() as i64, Basis::Default)
+        (secs(self.cat.estimate.default), Basis::Default)
     }
 
     fn set_estimate(&mut self, now: Ts, id: u64, expected_s: i64, basis: Basis, out: &mut Out) {
-        let inc = &mut self.incidents[id as usize - 1];
+        let inc = &mut self.incidents[id];
         if inc.expected_s == expected_s && inc.basis == basis {
             return;
         }
@@ -203,7 +203,7 @@ impl Engine {
     /// expected to outlast the fuel, say so and take on everything the
     /// mains feeds.
     fn check_generator(&mut self, now: Ts, id: u64, out: &mut Out) {
-        let idx = id as usize - 1;
+        let idx = id;
         if self.incidents[idx].generator_alerted {
             return;
         }
@@ -218,7 +218,7 @@ impl Engine {
                 continue;
             };
             if let Some(runtime) = self.generator_runtime(b)
-                && remaining_ms > runtime.as_millis() as i64
+                && remaining_ms > millis(runtime)
             {
                 hit = Some((m, runtime));
                 break;
@@ -252,7 +252,7 @@ impl Engine {
     }
 
     fn start_notifying(&mut self, now: Ts, id: u64, out: &mut Out) {
-        let inc = &mut self.incidents[id as usize - 1];
+        let inc = &mut self.incidents[id];
         if inc.notify_from.is_some() {
             return;
         }
@@ -264,7 +264,7 @@ impl Engine {
 
     /// Fires every step whose condition has become true, once each.
     fn evaluate_steps(&mut self, now: Ts, id: u64, out: &mut Out) {
-        let idx = id as usize - 1;
+        let idx = id;
         if self.incidents[idx].notify_from.is_none() || !self.incidents[idx].state.is_live() {
             return;
         }
@@ -279,11 +279,9 @@ impl Engine {
                 let elapsed = now.millis_since(inc.opened);
                 let due = match step.on {
                     StepOn::Open => true,
-                    StepOn::ExpectedOver(d) => inc.expected_s * 1000 > d.as_millis() as i64,
-                    StepOn::Unacked(d) => {
-                        inc.state == IncidentState::Open && elapsed >= d.as_millis() as i64
-                    }
-                    StepOn::OpenFor(d) => elapsed >= d.as_millis() as i64,
+                    StepOn::ExpectedOver(d) => inc.expected_s.saturating_mul(1000) > millis(d),
+                    StepOn::Unacked(d) => inc.state == IncidentState::Open && elapsed >= millis(d),
+                    StepOn::OpenFor(d) => elapsed >= millis(d),
                     StepOn::LevelCrisis => inc.level == Level::Crisis,
                     StepOn::Resolved => false,
                 };
@@ -314,12 +312,12 @@ impl Engine {
         for &(p, role) in &recipients {
             for &c in &step.via {
                 let key = (p, self.effective_channel(c), step.on_text.clone());
-                if self.incidents[id as usize - 1].step_sent.insert(key) {
+                if self.incidents[id].step_sent.insert(key) {
                     sent.extend(self.send(now, id, &[(p, role)], &[c], &step.on_text, &text, out));
                 }
             }
         }
-        let inc = &mut self.incidents[id as usize - 1];
+        let inc = &mut self.incidents[id];
         inc.log(
             now,
             "step",
@@ -355,7 +353,7 @@ impl Engine {
             if deputies.is_empty() {
                 continue;
             }
-            self.incidents[id as usize - 1].chains.push(Chain {
+            self.incidents[id].chains.push(Chain {
                 role,
                 started: now,
                 every,
@@ -371,7 +369,7 @@ impl Engine {
     /// `owner` and `contacts` are those of the services the incident
     /// affects (none while it affects none).
     fn expand(&self, id: u64, refs: &[RecipientRef], now: Ts) -> Vec<(PersonId, Option<RoleId>)> {
-        let inc = &self.incidents[id as usize - 1];
+        let inc = &self.incidents[id];
         let mut services: Vec<NodeId> = inc.services.keys().copied().collect();
         services.sort_by(|a, b| self.cat.node(*a).id.cmp(&self.cat.node(*b).id));
         self.expand_with(refs, &services, now)
@@ -465,7 +463,7 @@ impl Engine {
     ) -> Vec<(PersonId, Option<RoleId>, ChannelId)> {
         let cat = self.cat.clone();
         let channels: Vec<ChannelId> = via.iter().map(|&c| self.effective_channel(c)).collect();
-        let inc = &mut self.incidents[id as usize - 1];
+        let inc = &mut self.incidents[id];
         inc.batches += 1;
         let batch = inc.batches;
         let mut sent = Vec::new();
@@ -499,7 +497,7 @@ impl Engine {
     }
 
     fn retell_severity(&mut self, now: Ts, id: u64, out: &mut Out) {
-        let told = self.incidents[id as usize - 1].told.clone();
+        let told = self.incidents[id].told.clone();
         if told.is_empty() {
             return;
         }
@@ -513,7 +511,7 @@ impl Engine {
 
     /// Whether status reminders are due for this incident at all.
     fn status_active(&self, id: u64) -> bool {
-        let inc = &self.incidents[id as usize - 1];
+        let inc = &self.incidents[id];
         inc.state.is_live()
             && inc.notify_from.is_some()
             && inc.severity >= Severity::Major
@@ -525,7 +523,7 @@ impl Engine {
     fn arm_status(&mut self, _now: Ts, id: u64) {
         let active = self.status_active(id);
         let cat = self.cat.clone();
-        let inc = &mut self.incidents[id as usize - 1];
+        let inc = &mut self.incidents[id];
         if !active {
             inc.status_next.clear();
             return;
@@ -561,7 +559,7 @@ impl Engine {
             out,
         );
         if let Some(every) = policy.status_every {
-            let inc = &mut self.incidents[id as usize - 1];
+            let inc = &mut self.incidents[id];
             inc.status_next.retain(|(q, _)| *q != p);
             inc.status_next.push((p, now.plus(every)));
         }
@@ -569,7 +567,7 @@ impl Engine {
 
     /// Runs whatever of an incident's timers is due at `now`.
     pub(super) fn on_incident_due(&mut self, now: Ts, id: u64, out: &mut Out) {
-        let idx = id as usize - 1;
+        let idx = id;
         if !self.incidents[idx].state.is_live() {
             return;
         }
@@ -581,7 +579,7 @@ impl Engine {
         if self.incidents[idx].expected_end() <= now {
             let was_manual = self.incidents[idx].basis == Basis::Manual;
             let elapsed = ceil_secs(now.millis_since(self.incidents[idx].opened));
-            let expected = elapsed + self.cat.estimate.extend.as_secs().max(1) as i64;
+            let expected = elapsed.saturating_add(secs(self.cat.estimate.extend).max(1));
             self.set_estimate(now, id, expected, Basis::Extended, out);
             self.check_generator(now, id, out);
             if was_manual && self.status_active(id) {
@@ -618,7 +616,7 @@ impl Engine {
     }
 
     fn run_chains(&mut self, now: Ts, id: u64, out: &mut Out) {
-        let idx = id as usize - 1;
+        let idx = id;
         let mut k = 0;
         while k < self.incidents[idx].chains.len() {
             let chain = self.incidents[idx].chains[k].clone();
@@ -651,7 +649,7 @@ impl Engine {
 
     /// Keeps the incident's entry in the wake-up queue at its next due time.
     pub(super) fn update_wake(&mut self, id: u64) {
-        let inc = &self.incidents[id as usize - 1];
+        let inc = &self.incidents[id];
         let mut next: Option<Ts> = None;
         let mut consider = |t: Ts| next = Some(next.map_or(t, |n| n.min(t)));
         if inc.state.is_live() {
@@ -695,13 +693,13 @@ impl Engine {
         if let Some(n) = next {
             self.wakes.insert((n, id));
         }
-        self.incidents[id as usize - 1].wake = next;
+        self.incidents[id].wake = next;
     }
 
     /// On resolve: the `resolved` steps, then recovery notifications to
     /// every affected service's `recovery_notify`, except those just told.
     pub(super) fn notify_resolved(&mut self, now: Ts, id: u64, out: &mut Out) {
-        let idx = id as usize - 1;
+        let idx = id;
         if self.incidents[idx].notify_from.is_none() {
             return;
         }
@@ -750,7 +748,7 @@ impl Engine {
         out: &mut Out,
     ) -> Result<(), EngineError> {
         let id = self.live_incident(id)?;
-        let inc = &mut self.incidents[id as usize - 1];
+        let inc = &mut self.incidents[id];
         if inc.state == IncidentState::Open {
             inc.state = IncidentState::Acknowledged;
             inc.acknowledged_at = Some(now);
@@ -777,8 +775,8 @@ impl Engine {
         out: &mut Out,
     ) -> Result<(), EngineError> {
         let id = self.live_incident(id)?;
-        let expected_s = ceil_secs(expected.as_millis() as i64);
-        self.incidents[id as usize - 1].log(
+        let expected_s = ceil_secs(millis(expected.min(crate::config::MAX_DURATION)));
+        self.incidents[id].log(
             now,
             "eta",
             format!("expected {expected_s}s from opening"),
@@ -803,7 +801,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let id = self.live_incident(id)?;
         let kind = if decision { "decision" } else { "event" };
-        self.incidents[id as usize - 1].log(now, kind, text, Some(by));
+        self.incidents[id].log(now, kind, text, Some(by));
         Ok(())
     }
 
@@ -816,7 +814,7 @@ impl Engine {
         out: &mut Out,
     ) -> Result<(), EngineError> {
         let id = self.live_incident(id)?;
-        let idx = id as usize - 1;
+        let idx = id;
         if self.incidents[idx].level == level {
             self.incidents[idx].log(now, "level", format!("{} again", level.as_str()), Some(by));
             return Ok(());
@@ -858,7 +856,7 @@ impl Engine {
         let recipients = self.expand(id, &cat.crisis_staff, now);
         let text = self.text(now, id, TextKind::Crisis);
         self.send(now, id, &recipients, &cat.crisis_via, "crisis", &text, out);
-        let every = self.incidents[id as usize - 1]
+        let every = self.incidents[id]
             .policies
             .iter()
             .find_map(|p| cat.policy(*p).deputy_after);
@@ -889,7 +887,7 @@ impl Engine {
     }
 
     fn text(&self, now: Ts, id: u64, kind: TextKind) -> String {
-        let inc = &self.incidents[id as usize - 1];
+        let inc = &self.incidents[id];
         let cat = &self.cat;
         let mut services: Vec<NodeId> = inc.services.keys().copied().collect();
         services.sort_by_key(|s| (cat.node(*s).criticality(), cat.node(*s).id.clone()));

@@ -33,6 +33,76 @@ impl IncidentState {
     }
 }
 
+/// The incidents the engine holds, by id: the live ones, those merged
+/// into them, and resolved ones until the daemon has stored them and
+/// calls [`Engine::forget_resolved`]. Memory grows with what is open, not
+/// with history; ids keep counting up, and an id no longer held belongs to
+/// an incident that is over.
+#[derive(Debug, Clone, Default)]
+pub struct Incidents {
+    by_id: BTreeMap<u64, Incident>,
+    /// The id the next incident gets.
+    next: u64,
+}
+
+impl Incidents {
+    pub fn get(&self, id: u64) -> Option<&Incident> {
+        self.by_id.get(&id)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Incident> {
+        self.by_id.values()
+    }
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+    /// The id the next incident will get (1 for the first).
+    pub fn next_id(&self) -> u64 {
+        self.next.max(1)
+    }
+    /// Whether `id` was ever given out (it may no longer be held).
+    pub fn was_issued(&self, id: u64) -> bool {
+        id >= 1 && id < self.next_id()
+    }
+    pub(super) fn insert(&mut self, inc: Incident) {
+        self.next = self.next_id().max(inc.id.saturating_add(1));
+        self.by_id.insert(inc.id, inc);
+    }
+    pub(super) fn set_next(&mut self, next: u64) {
+        self.next = self.next_id().max(next);
+    }
+    pub(super) fn remove(&mut self, id: u64) -> Option<Incident> {
+        self.by_id.remove(&id)
+    }
+}
+
+impl<'a> IntoIterator for &'a Incidents {
+    type Item = &'a Incident;
+    type IntoIter = std::collections::btree_map::Values<'a, u64, Incident>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.by_id.values()
+    }
+}
+
+impl std::ops::Index<u64> for Incidents {
+    type Output = Incident;
+    /// Only for ids the engine knows it holds (live incidents and those
+    /// it is working on); outside ids go through [`Incidents::get`].
+    fn index(&self, id: u64) -> &Incident {
+        &self.by_id[&id]
+    }
+}
+
+impl std::ops::IndexMut<u64> for Incidents {
+    fn index_mut(&mut self, id: u64) -> &mut Incident {
+        self.by_id
+            .get_mut(&id)
+            .expect("the engine holds every incident it works on")
+    }
+}
+
 /// Department level, or the municipality's crisis staff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,7 +251,10 @@ impl Incident {
 
     /// When the current estimate runs out.
     pub fn expected_end(&self) -> Ts {
-        Ts(self.opened.0 + self.expected_s * 1000)
+        Ts(self
+            .opened
+            .0
+            .saturating_add(self.expected_s.saturating_mul(1000)))
     }
 }
 
@@ -234,7 +307,7 @@ impl Engine {
                 continue;
             };
             if let Some(&id) = self.member_of.get(&root) {
-                let inc = &mut self.incidents[id as usize - 1];
+                let inc = &mut self.incidents[id];
                 let e = inc.services.entry(s).or_insert(h);
                 *e = (*e).max(h);
                 self.dirty.insert(id);
@@ -246,7 +319,7 @@ impl Engine {
     /// Resolves an incident whose members are all well, or moves its root
     /// to the most upstream trouble.
     pub(super) fn normalise(&mut self, now: Ts, id: u64, out: &mut Out) {
-        let inc = &self.incidents[id as usize - 1];
+        let inc = &self.incidents[id];
         if !inc.state.is_live() {
             return;
         }
@@ -272,8 +345,8 @@ impl Engine {
     }
 
     fn open_incident(&mut self, now: Ts, root: NodeId, out: &mut Out) -> u64 {
-        let id = self.incidents.len() as u64 + 1;
-        self.incidents.push(Incident {
+        let id = self.incidents.next_id();
+        self.incidents.insert(Incident {
             id,
             opened: now,
             root,
@@ -322,20 +395,20 @@ impl Engine {
             }
             None => {
                 self.member_of.insert(node, id);
-                self.incidents[id as usize - 1].members.push(node);
+                self.incidents[id].members.push(node);
                 self.dirty.insert(id);
             }
         }
     }
 
     fn set_root(&mut self, now: Ts, id: u64, root: NodeId, out: &mut Out) {
-        let old = self.incidents[id as usize - 1].root;
+        let old = self.incidents[id].root;
         if self.root_of_incident.get(&old) == Some(&id) {
             self.root_of_incident.remove(&old);
         }
-        self.incidents[id as usize - 1].root = root;
+        self.incidents[id].root = root;
         let name = self.cat.node(root).id.clone();
-        self.incidents[id as usize - 1].log(now, "root", format!("new root {name}"), None);
+        self.incidents[id].log(now, "root", format!("new root {name}"), None);
         let mut survivor = id;
         if let Some(other) = self
             .root_of_incident
@@ -345,7 +418,7 @@ impl Engine {
         {
             survivor = self.merge(now, id, other, out);
         }
-        self.incidents[survivor as usize - 1].root = root;
+        self.incidents[survivor].root = root;
         self.root_of_incident.insert(root, survivor);
         self.add_member(now, survivor, root, out);
         self.dirty.insert(survivor);
@@ -355,26 +428,26 @@ impl Engine {
     /// survivor.
     fn merge(&mut self, now: Ts, a: u64, b: u64, out: &mut Out) -> u64 {
         let (keep, gone) = (a.min(b), a.max(b));
-        let absorbed = std::mem::take(&mut self.incidents[gone as usize - 1].members);
-        let services = std::mem::take(&mut self.incidents[gone as usize - 1].services);
-        let policies = std::mem::take(&mut self.incidents[gone as usize - 1].policies);
-        let gone_root = self.incidents[gone as usize - 1].root;
+        let absorbed = std::mem::take(&mut self.incidents[gone].members);
+        let services = std::mem::take(&mut self.incidents[gone].services);
+        let policies = std::mem::take(&mut self.incidents[gone].policies);
+        let gone_root = self.incidents[gone].root;
         if self.root_of_incident.get(&gone_root) == Some(&gone) {
             self.root_of_incident.remove(&gone_root);
         }
         {
-            let g = &mut self.incidents[gone as usize - 1];
+            let g = &mut self.incidents[gone];
             g.state = IncidentState::Merged(keep);
             g.chains.clear();
             g.status_next.clear();
             g.members = absorbed.clone();
             g.log(now, "merged", format!("merged into incident {keep}"), None);
         }
-        if let Some(w) = self.incidents[gone as usize - 1].wake.take() {
+        if let Some(w) = self.incidents[gone].wake.take() {
             self.wakes.remove(&(w, gone));
         }
         self.dirty.remove(&gone);
-        let k = &mut self.incidents[keep as usize - 1];
+        let k = &mut self.incidents[keep];
         for m in absorbed {
             if !k.members.contains(&m) {
                 k.members.push(m);
@@ -424,7 +497,7 @@ impl Engine {
     /// members are well again.
     pub(super) fn resolve(&mut self, now: Ts, id: u64, by: Option<String>, out: &mut Out) {
         let members = {
-            let inc = &mut self.incidents[id as usize - 1];
+            let inc = &mut self.incidents[id];
             inc.state = IncidentState::Resolved;
             inc.resolved_at = Some(now);
             inc.resolved_by = by.clone();
@@ -443,21 +516,18 @@ impl Engine {
             }
         }
         let (root, opened) = {
-            let inc = &self.incidents[id as usize - 1];
+            let inc = &self.incidents[id];
             (inc.root, inc.opened)
         };
         if self.root_of_incident.get(&root) == Some(&id) {
             self.root_of_incident.remove(&root);
         }
-        if let Some(w) = self.incidents[id as usize - 1].wake.take() {
+        if let Some(w) = self.incidents[id].wake.take() {
             self.wakes.remove(&(w, id));
         }
         self.dirty.remove(&id);
         let duration_ms = now.millis_since(opened);
-        self.history
-            .entry(root)
-            .or_default()
-            .push((duration_ms as f64 / 1000.0).round() as i64);
+        self.push_history(root, duration_ms.saturating_add(500) / 1000);
         out.incidents.push(Effect::IncidentResolved {
             incident: id,
             duration_ms,

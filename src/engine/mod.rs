@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalogue::{Catalogue, NodeId, PersonId, RoleId};
 use crate::config::AlarmKind;
 
-pub use incident::{Basis, Incident, IncidentState, Level, TimelineEntry};
+pub use incident::{Basis, Incident, IncidentState, Incidents, Level, TimelineEntry};
 pub use intake::{ProbeResult, parse_payload};
 pub use snapshot::Snapshot;
 
@@ -36,19 +36,42 @@ pub use snapshot::Snapshot;
 pub struct Ts(pub i64);
 
 impl Ts {
+    /// `self + d`, saturating: a duration of 500 years is "never", not a
+    /// wrap into the past.
     pub fn plus(self, d: Duration) -> Ts {
-        Ts(self.0.saturating_add(d.as_millis() as i64))
+        Ts(self.0.saturating_add(millis(d)))
     }
     pub fn millis_since(self, earlier: Ts) -> i64 {
-        self.0 - earlier.0
+        self.0.saturating_sub(earlier.0)
     }
+    /// The time as a timestamp, clamped to the range jiff can name (about
+    /// the years -9999 to 9999) rather than silently becoming 1970.
     pub fn to_timestamp(self) -> jiff::Timestamp {
-        jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        let ms = self.0.clamp(
+            jiff::Timestamp::MIN.as_millisecond(),
+            jiff::Timestamp::MAX.as_millisecond(),
+        );
+        jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX)
     }
     pub fn from_timestamp(t: jiff::Timestamp) -> Ts {
         Ts(t.as_millisecond())
     }
 }
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`.
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A duration in whole seconds, saturating at `i64::MAX`.
+pub fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Resolved durations kept per root for the `history` estimate: the most
+/// recent ones; a quantile of the last thousand outages of one cause says
+/// all there is to say.
+pub const HISTORY_PER_ROOT: usize = 1000;
 
 /// Health of a component or service; ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -410,7 +433,7 @@ pub struct Engine {
     generator: HashMap<NodeId, intake::GeneratorReading>,
     heartbeats: HashMap<String, Heartbeat>,
     heartbeat_timers: BTreeSet<(Ts, String)>,
-    incidents: Vec<Incident>,
+    incidents: Incidents,
     /// Open incident of each member node.
     member_of: HashMap<NodeId, u64>,
     /// Open incident of each root.
@@ -419,8 +442,9 @@ pub struct Engine {
     wakes: BTreeSet<(Ts, u64)>,
     /// Incidents the current cause touched, to report and escalate.
     dirty: BTreeSet<u64>,
-    /// Resolved durations in seconds, by root.
-    history: HashMap<NodeId, Vec<i64>>,
+    /// Resolved durations in seconds, by root, oldest first; at most
+    /// [`HISTORY_PER_ROOT`] each.
+    history: HashMap<NodeId, std::collections::VecDeque<i64>>,
     /// Services whose policies an incident of this root follows when it
     /// affects none yet, cached.
     fed_cache: HashMap<NodeId, Arc<Vec<NodeId>>>,
@@ -452,7 +476,7 @@ impl Engine {
             generator: HashMap::new(),
             heartbeats: HashMap::new(),
             heartbeat_timers: BTreeSet::new(),
-            incidents: Vec::new(),
+            incidents: Incidents::default(),
             member_of: HashMap::new(),
             root_of_incident: HashMap::new(),
             wakes: BTreeSet::new(),
@@ -473,20 +497,50 @@ impl Engine {
 
     /// Adds a past resolved incident's duration for a root.
     pub fn add_history(&mut self, root: NodeId, duration: Duration) {
-        self.history
-            .entry(root)
-            .or_default()
-            .push(duration.as_secs_f64().round() as i64);
+        self.push_history(
+            root,
+            secs(duration.saturating_add(Duration::from_millis(500))),
+        );
     }
 
-    /// Every incident so far, by id (1-based: incident `n` is `[n - 1]`).
-    pub fn incidents(&self) -> &[Incident] {
+    fn push_history(&mut self, root: NodeId, duration_s: i64) {
+        let h = self.history.entry(root).or_default();
+        if h.len() >= HISTORY_PER_ROOT {
+            h.pop_front();
+        }
+        h.push_back(duration_s);
+    }
+
+    /// The incidents held, by id: live ones, those merged into them, and
+    /// resolved ones not yet forgotten ([`Engine::forget_resolved`]).
+    pub fn incidents(&self) -> &Incidents {
         &self.incidents
     }
 
     pub fn incident(&self, id: u64) -> Option<&Incident> {
-        id.checked_sub(1)
-            .and_then(|i| self.incidents.get(i as usize))
+        self.incidents.get(id)
+    }
+
+    /// Lets go of every resolved incident, and every incident merged into
+    /// one that is over, and returns their ids. The daemon calls it once
+    /// their final state is stored: from then on they live in the store
+    /// only, and acting on one is [`EngineError::Resolved`]. The
+    /// estimates keep their durations (as numbers, per root).
+    pub fn forget_resolved(&mut self) -> Vec<u64> {
+        let over: Vec<u64> = self
+            .incidents
+            .iter()
+            .filter(|i| match i.state {
+                IncidentState::Resolved => true,
+                IncidentState::Merged(_) => self.live_incident(i.id).is_err(),
+                _ => false,
+            })
+            .map(|i| i.id)
+            .collect();
+        for &id in &over {
+            self.incidents.remove(id);
+        }
+        over
     }
 
     /// The effective health of a component or service.
@@ -509,6 +563,7 @@ impl Engine {
 
     /// Ids of the open and acknowledged incidents, ascending.
     pub fn live_incidents(&self) -> Vec<u64> {
+        // What the engine holds is bounded by what is open.
         self.incidents
             .iter()
             .filter(|i| i.state.is_live())
@@ -602,7 +657,7 @@ impl Engine {
             Event::Resolve { incident, by, note } => {
                 let id = self.live_incident(incident)?;
                 if let Some(note) = note {
-                    self.incidents[id as usize - 1].log(now, "note", note, Some(by.clone()));
+                    self.incidents[id].log(now, "note", note, Some(by.clone()));
                 }
                 self.resolve(now, id, Some(by), &mut out);
                 true
@@ -650,7 +705,7 @@ impl Engine {
                 (Some(h), Some(w)) if h.0 <= w.0 => self.on_heartbeat_due(now, h, &mut out),
                 (_, Some(w)) => {
                     self.wakes.remove(&w);
-                    self.incidents[w.1 as usize - 1].wake = None;
+                    self.incidents[w.1].wake = None;
                     self.on_incident_due(now, w.1, &mut out);
                 }
                 (Some(h), None) => self.on_heartbeat_due(now, h, &mut out),
@@ -908,7 +963,7 @@ impl Engine {
                 self.cat.node(node).id,
                 message.unwrap_or_else(|| alarm.source.as_str().to_owned())
             );
-            self.incidents[id as usize - 1].log(now, "alarm", what, None);
+            self.incidents[id].log(now, "alarm", what, None);
         }
         self.own[node.0 as usize] = self.own_health(node);
         // Even when the health is unchanged, a new firing alarm on a node
@@ -932,14 +987,24 @@ impl Engine {
     /// incident stands for the one that absorbed it.
     fn live_incident(&self, id: u64) -> Result<u64, EngineError> {
         let mut id = id;
-        loop {
-            let inc = self.incident(id).ok_or(EngineError::UnknownIncident(id))?;
+        // A merge chain is never longer than the number of incidents held.
+        for _ in 0..=self.incidents.len() {
+            let Some(inc) = self.incident(id) else {
+                return Err(if self.incidents.was_issued(id) {
+                    // Forgotten once it was over and stored.
+                    EngineError::Resolved(id)
+                } else {
+                    EngineError::UnknownIncident(id)
+                });
+            };
             match inc.state {
                 IncidentState::Merged(into) => id = into,
                 IncidentState::Resolved => return Err(EngineError::Resolved(id)),
                 _ => return Ok(id),
             }
         }
+        // A merge cycle cannot be built; a corrupt snapshot could hold one.
+        Err(EngineError::Resolved(id))
     }
 }
 

@@ -68,6 +68,10 @@ pub struct Snapshot {
     heartbeats: Vec<HeartbeatSnap>,
     history: Vec<HistorySnap>,
     incidents: Vec<IncidentSnap>,
+    /// The id the next incident gets: resolved incidents are no longer in
+    /// `incidents`, but their numbers stay taken.
+    #[serde(default)]
+    next_incident: u64,
 }
 
 /// The firing alarms of one node, in the order they began.
@@ -288,7 +292,7 @@ impl Engine {
             .iter()
             .map(|(&n, d)| HistorySnap {
                 root: name(n),
-                durations_s: d.clone(),
+                durations_s: d.iter().copied().collect(),
             })
             .collect();
         history.sort_by(|a, b| a.root.cmp(&b.root));
@@ -307,6 +311,7 @@ impl Engine {
                 .iter()
                 .map(|i| incident_snap(cat, i))
                 .collect(),
+            next_incident: self.incidents.next_id(),
         }
     }
 
@@ -360,7 +365,7 @@ impl Engine {
                 continue;
             }
             self.normalise(now, id, out);
-            if self.incidents[id as usize - 1].state.is_live() {
+            if self.incidents[id].state.is_live() {
                 self.dirty.insert(id);
             }
         }
@@ -375,7 +380,7 @@ impl Engine {
                 continue;
             };
             if let Some(&id) = self.member_of.get(&root) {
-                let inc = &mut self.incidents[id as usize - 1];
+                let inc = &mut self.incidents[id];
                 let e = inc.services.entry(NodeId(i as u32)).or_insert(h);
                 *e = (*e).max(h);
                 self.dirty.insert(id);
@@ -387,7 +392,7 @@ impl Engine {
     /// Resolves, without notifying anyone, a live incident none of whose
     /// components are in the config any more.
     fn retire(&mut self, now: Ts, id: u64, out: &mut Out) {
-        let inc = &mut self.incidents[id as usize - 1];
+        let inc = &mut self.incidents[id];
         inc.state = IncidentState::Resolved;
         inc.resolved_at = Some(now);
         inc.chains.clear();
@@ -734,10 +739,9 @@ impl Restore {
             if let Some(n) = self.node(&h.root, || {
                 format!("its {count} past incident duration(s) are dropped")
             }) {
-                e.history
-                    .entry(n)
-                    .or_default()
-                    .extend(h.durations_s.iter().copied());
+                for &d in &h.durations_s {
+                    e.push_history(n, d);
+                }
             }
         }
     }
@@ -750,19 +754,20 @@ impl Restore {
             ));
             return;
         }
-        for (i, s) in snap.incidents.iter().enumerate() {
-            let id = i as u64 + 1;
-            if s.id != id {
+        for s in &snap.incidents {
+            if s.id == 0 || e.incidents.get(s.id).is_some() {
                 self.warn(format!(
-                    "snapshot incident {} is number {id} in order: restored as incident {id}",
+                    "snapshot incident {} is not a new number: dropped",
                     s.id
                 ));
+                continue;
             }
-            let inc = self.incident(id, s);
-            e.incidents.push(inc);
+            let inc = self.incident(s.id, s);
+            e.incidents.insert(inc);
         }
+        e.incidents.set_next(snap.next_incident);
         // The indexes of live incidents: each node in at most one.
-        for inc in &e.incidents {
+        for inc in e.incidents.iter() {
             if !inc.state.is_live() {
                 continue;
             }

@@ -1221,3 +1221,132 @@ fn timers_run_at_their_own_times_and_never_before_the_latest_input() {
     );
     assert!(e.next_wakeup().is_some_and(|w| w > at(300)));
 }
+
+#[test]
+fn resolved_incidents_leave_memory_and_keep_their_numbers() {
+    let mut e = engine();
+    for round in 0..3 {
+        let t = round * 100;
+        fire(&mut e, t, "srv-b", AlarmKind::Server);
+        clear(&mut e, t + 50, "srv-b", AlarmKind::Server);
+    }
+    fire(&mut e, 400, "o365", AlarmKind::Application);
+    assert_eq!(e.incidents().len(), 4, "held until forgotten");
+    assert_eq!(e.forget_resolved(), [1, 2, 3]);
+    assert_eq!(e.incidents().iter().map(|i| i.id).collect::<Vec<_>>(), [4]);
+    // An incident that is gone is over: acting on it is refused as such.
+    let ack = Event::Ack {
+        incident: 2,
+        by: "p-lead".into(),
+        note: None,
+    };
+    assert_eq!(e.handle(at(401), ack), Err(EngineError::Resolved(2)));
+    let ack = Event::Ack {
+        incident: 9,
+        by: "p-lead".into(),
+        note: None,
+    };
+    assert_eq!(e.handle(at(401), ack), Err(EngineError::UnknownIncident(9)));
+    // The history estimate still knows the three outages of srv-b.
+    assert_eq!(
+        e.history
+            .get(&e.cat.node_id("srv-b").unwrap())
+            .map(|h| h.len()),
+        Some(3)
+    );
+    // A snapshot holds what is open; a restore numbers on from 5.
+    let snap = e.snapshot();
+    let (mut r, warnings) = Engine::restore(e.catalogue().clone(), &snap);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(r.incidents().len(), 1);
+    let opened = fire(&mut r, 500, "srv-a", AlarmKind::Server);
+    assert!(
+        opened
+            .iter()
+            .any(|x| matches!(x, Effect::IncidentOpened { incident: 5, .. })),
+        "{opened:?}"
+    );
+}
+
+#[test]
+fn a_merged_incident_leaves_memory_with_the_one_that_absorbed_it() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-a", AlarmKind::Server);
+    fire(&mut e, 1, "srv-b", AlarmKind::Server);
+    fire(&mut e, 2, "room", AlarmKind::Environment);
+    assert!(matches!(
+        e.incident(2).unwrap().state,
+        IncidentState::Merged(1)
+    ));
+    assert!(
+        e.forget_resolved().is_empty(),
+        "1 is open, and 2 stands for it"
+    );
+    for c in ["room", "srv-a", "srv-b"] {
+        let kind = if c == "room" {
+            AlarmKind::Environment
+        } else {
+            AlarmKind::Server
+        };
+        clear(&mut e, 10, c, kind);
+    }
+    assert_eq!(e.forget_resolved(), [1, 2]);
+    assert!(e.incidents().is_empty());
+}
+
+#[test]
+fn history_keeps_the_latest_outages_of_each_root() {
+    let mut e = engine();
+    let root = e.cat.node_id("srv-b").unwrap();
+    for s in 0..(HISTORY_PER_ROOT as u64 + 10) {
+        e.add_history(root, Duration::from_secs(s));
+    }
+    let h = &e.history[&root];
+    assert_eq!(h.len(), HISTORY_PER_ROOT);
+    assert_eq!(h.front(), Some(&10), "the oldest ten are gone");
+}
+
+#[test]
+fn absurd_durations_saturate_instead_of_panicking_or_wrapping() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-b", AlarmKind::Server);
+    for expected in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(1),
+    ] {
+        e.handle(
+            at(1),
+            Event::Eta {
+                incident: 1,
+                expected,
+                by: None,
+            },
+        )
+        .unwrap();
+        let inc = e.incident(1).unwrap();
+        assert!(inc.expected_end() >= inc.opened, "{expected:?}");
+        let _ = e.run_timers_until(at(3600));
+    }
+    // An expected duration beyond the bound counts as the bound, which is
+    // long enough for every `expected > DUR` step a config can hold.
+    e.handle(
+        at(3601),
+        Event::Eta {
+            incident: 1,
+            expected: Duration::MAX,
+            by: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        e.incident(1).unwrap().expected_s,
+        secs(crate::config::MAX_DURATION)
+    );
+    assert_eq!(Ts(i64::MAX).plus(Duration::MAX), Ts(i64::MAX));
+    assert_eq!(Ts(i64::MIN).millis_since(Ts(i64::MAX)), i64::MIN);
+    // Times past what a calendar names are clamped, not made 1970.
+    let epoch = Ts(0).to_timestamp();
+    assert!(Ts(i64::MAX).to_timestamp() > epoch);
+    assert!(Ts(i64::MIN).to_timestamp() < epoch);
+}

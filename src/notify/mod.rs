@@ -9,19 +9,28 @@
 //! poll. Every attempt is recorded with its outcome (the incident's
 //! timeline shows them) and counted in `beredskab_notifications_total`:
 //! - sent: the row is done; its key never goes out again;
-//! - retried: a failure worth retrying (a timeout, a 5xx, a 429) is tried
-//!   again after an exponential backoff with jitter, or after the
-//!   gateway's `Retry-After` when that is longer;
+//! - retried: a failure is tried again after an exponential backoff with
+//!   jitter, or after the gateway's `Retry-After` when that is longer, both
+//!   capped at [`BACKOFF_MAX`] so that every pending notification reaches
+//!   a gateway within a minute of its recovery, however long it was down;
 //! - fallback: after the channel's `attempts` failures, or at once for a
 //!   failure no retry can mend (no phone number, a 4xx), the channel's
 //!   `fallback` gets a new row of its own;
-//! - failed: the same, for a channel without a fallback.
+//! - without a fallback, a page is not given up while it matters: it is
+//!   retried until it is sent, until the incident is over (dropped: the
+//!   message was about it being open; `resolved` and `recovery` messages
+//!   are never dropped), or until the channel's `give_up_after` (24h by
+//!   default) has passed since it was decided (failed: logged at error).
 //!
-//! A crash between the gateway's answer and the record of it sends that
-//! row again after the restart: the idempotency key goes with every
-//! request (and is the mail's Message-ID) so the gateway can drop the
-//! duplicate. SMTP cannot promise that; such a duplicate is rare and never
-//! a loss.
+//! A send is never repeated because recording it failed: the outcome is
+//! kept and its record retried until the store takes it. A crash between
+//! the gateway's answer and the record of it sends that row again after
+//! the restart: the idempotency key goes with every request (and is the
+//! mail's Message-ID) so the gateway can drop the duplicate. SMTP cannot
+//! promise that; such a duplicate is rare and never a loss.
+//!
+//! Times in the outbox are engine times, on the daemon's monotonic
+//! [`Clock`]: a wall clock set back does not hold a retry back.
 
 pub mod channel;
 mod http;
@@ -37,8 +46,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::catalogue::Catalogue;
+use crate::clock::Clock;
+use crate::config::DEFAULT_GIVE_UP_AFTER;
 use crate::daemon::Shared;
-use crate::daemon::core::wall_now;
+use crate::engine::Ts;
 use crate::metrics::Metrics;
 use crate::store::{Attempt, AttemptOutcome, OutboxRow, Store};
 use channel::{Delivery, SendError, Sender};
@@ -49,15 +60,21 @@ const PAGE: u32 = 100;
 const IN_FLIGHT: usize = 16;
 /// How long to wait after the store failed before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between tries to record an attempt the store refused.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often the outbox gauges are read from the store.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
 /// The longest sleep without looking at the outbox (a safety net: waking
 /// is what normally starts a delivery).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// The first retry's wait; each further one doubles, up to the cap.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// The longest wait between two tries: with a request's own timeout and
+/// the queue, a page reaches a gateway within 60 s of its recovery.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(45);
 /// The longest a gateway's `Retry-After` is obeyed: an alarm must not wait
 /// an hour because a gateway asked for it.
-const RETRY_AFTER_MAX: Duration = Duration::from_secs(600);
+const RETRY_AFTER_MAX: Duration = BACKOFF_MAX;
 /// Extra time beyond a channel's own timeout before an attempt is given up.
 const TIMEOUT_SLACK: Duration = Duration::from_secs(5);
 /// Reasons whose messages carry no acknowledgement link: the incident is
@@ -67,9 +84,15 @@ const NO_LINK_REASONS: [&str; 2] = ["resolved", "recovery"];
 /// The wait before retry number `n` (1 for the first): exponential, with
 /// jitter in the upper half so that many retries do not line up.
 pub fn backoff(n: u32) -> Duration {
-    let step = BACKOFF_FIRST
+    backoff_between(n, BACKOFF_FIRST, BACKOFF_MAX)
+}
+
+/// Retry number `n`'s wait: `first` doubling up to `max`, with jitter in
+/// the upper half.
+pub fn backoff_between(n: u32, first: Duration, max: Duration) -> Duration {
+    let step = first
         .saturating_mul(1u32 << n.saturating_sub(1).min(16))
-        .min(BACKOFF_MAX);
+        .min(max);
     let half = step / 2;
     half + half.mul_f64(fastrand::f64())
 }
@@ -107,6 +130,8 @@ pub struct Notifier<S: Store> {
     pub shared: Arc<Shared>,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// The daemon's clock: the core writes outbox times in it.
+    pub clock: Clock,
 }
 
 impl<S: Store + Clone + 'static> Notifier<S> {
@@ -118,6 +143,8 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut in_flight: HashSet<String> = HashSet::new();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let mut gauges = tokio::time::interval(GAUGE_EVERY);
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while let Ok(key) = done_rx.try_recv() {
                 in_flight.remove(&key);
@@ -126,7 +153,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
             if !Arc::ptr_eq(&current, &senders.catalogue) {
                 senders = Arc::new(Senders::new(current));
             }
-            let sleep = match this.store.due_notifications(wall_now(), PAGE).await {
+            let sleep = match this.store.due_notifications(this.clock.now(), PAGE).await {
                 Ok(due) => {
                     for row in due {
                         if running.len() >= IN_FLIGHT {
@@ -144,10 +171,11 @@ impl<S: Store + Clone + 'static> Notifier<S> {
                         });
                     }
                     match this.store.next_due().await {
-                        Ok(Some(at)) => {
-                            Duration::from_millis(at.millis_since(wall_now()).max(0) as u64)
-                                .min(MAX_SLEEP)
-                        }
+                        Ok(Some(at)) => this
+                            .clock
+                            .instant(at)
+                            .saturating_duration_since(tokio::time::Instant::now())
+                            .min(MAX_SLEEP),
                         Ok(None) => MAX_SLEEP,
                         Err(e) => {
                             error!(error = %e, "outbox: cannot read the next due time");
@@ -174,14 +202,43 @@ impl<S: Store + Clone + 'static> Notifier<S> {
                 () = this.wake.notified() => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
                 () = tokio::time::sleep(sleep) => {}
+                _ = gauges.tick() => this.set_gauges(&senders.catalogue).await,
             }
+        }
+    }
+
+    /// `beredskab_outbox_pending` and `beredskab_outbox_oldest_seconds`,
+    /// for every channel of the config (0 when nothing waits).
+    async fn set_gauges(&self, cat: &Catalogue) {
+        let pending = match self.store.outbox_pending().await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "outbox: cannot read the pending notifications");
+                return;
+            }
+        };
+        let now = self.clock.now();
+        let channels = cat.channels.iter().map(|c| c.id.as_str());
+        let extra = pending.iter().map(|p| p.channel.as_str());
+        for channel in channels.chain(extra) {
+            let p = pending.iter().find(|p| p.channel == channel);
+            let n = p.map_or(0, |p| i64::try_from(p.pending).unwrap_or(i64::MAX));
+            let age = p.map_or(0, |p| now.millis_since(p.oldest).max(0));
+            self.metrics
+                .outbox_pending
+                .with_label_values(&[channel])
+                .set(n);
+            self.metrics
+                .outbox_oldest
+                .with_label_values(&[channel])
+                .set(age as f64 / 1000.0);
         }
     }
 
     /// One attempt at one row, recorded.
     async fn deliver(&self, senders: &Senders, row: OutboxRow) {
         let cat = &senders.catalogue;
-        let now = wall_now();
+        let now = crate::clock::wall_now();
         let channel = cat.channels.iter().find(|c| c.id == row.channel);
         let person = cat.people.iter().find(|p| p.id == row.person);
         let result = match (channel, person, senders.by_channel.get(&row.channel)) {
@@ -236,27 +293,50 @@ impl<S: Store + Clone + 'static> Notifier<S> {
             (_, _, Some(Err(e))) => Err(SendError::Permanent(e.clone())),
             (_, _, None) => Err(SendError::Permanent("no sender".into())),
         };
+        // A failed page about an open incident is not needed once it is
+        // over; messages about the end itself always go out.
+        let over = result.is_err()
+            && !NO_LINK_REASONS.contains(&row.reason.as_str())
+            && match self.store.incident_over(row.incident).await {
+                Ok(over) => over,
+                Err(e) => {
+                    warn!(key = %row.key, error = %e, "outbox: cannot read the incident's state");
+                    false
+                }
+            };
         // Backoff counts from the failure, not from the start of a
         // request that may have hung until its timeout.
-        let attempt = self.outcome(cat, &row, wall_now(), result);
-        self.metrics
-            .notifications
-            .with_label_values(&[row.channel.as_str(), attempt.outcome.as_str()])
-            .inc();
+        let attempt = self.outcome(cat, &row, self.clock.now(), result, over);
+        if attempt.outcome != AttemptOutcome::Dropped {
+            self.metrics
+                .notifications
+                .with_label_values(&[row.channel.as_str(), attempt.outcome.as_str()])
+                .inc();
+        }
         match attempt.outcome {
             AttemptOutcome::Sent => {}
             AttemptOutcome::Retried => warn!(key = %row.key, channel = %row.channel,
                 error = %attempt.detail, "notification failed; will retry"),
             AttemptOutcome::Fallback => warn!(key = %row.key, channel = %row.channel,
                 error = %attempt.detail, "notification failed; using the fallback channel"),
+            AttemptOutcome::Dropped => info!(key = %row.key, channel = %row.channel,
+                detail = %attempt.detail, "notification no longer needed"),
             AttemptOutcome::Failed => error!(key = %row.key, channel = %row.channel,
-                error = %attempt.detail, "notification failed for good"),
+                error = %attempt.detail, "notification given up"),
         }
         let fallback = attempt.fallback.is_some();
-        if let Err(e) = self.store.record_attempt(&attempt).await {
-            // The row stays as it was: the attempt is made again.
-            error!(key = %row.key, error = %e, "cannot record a delivery attempt");
-        } else if fallback {
+        // What happened at the gateway happened: it is recorded, however
+        // long the store takes, and never sent again for want of a record.
+        // The key stays in flight meanwhile, so no other task takes it.
+        let mut tries = 0u32;
+        while let Err(e) = self.store.record_attempt(&attempt).await {
+            tries = tries.saturating_add(1);
+            let wait = backoff_between(tries, STORE_RETRY, RECORD_RETRY_MAX);
+            error!(key = %row.key, error = %e, retry_ms = wait.as_millis() as u64,
+                "cannot record a delivery attempt; keeping its outcome and trying again");
+            tokio::time::sleep(wait).await;
+        }
+        if fallback {
             self.wake.notify_one();
         }
     }
@@ -266,8 +346,9 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         &self,
         cat: &Catalogue,
         row: &OutboxRow,
-        now: crate::engine::Ts,
+        now: Ts,
         result: Result<(), SendError>,
+        incident_over: bool,
     ) -> Attempt {
         let base = |outcome, detail: String| Attempt {
             key: row.key.clone(),
@@ -282,25 +363,36 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         };
         let channel = cat.channels.iter().find(|c| c.id == row.channel);
         let attempts = channel.map_or(1, |c| c.config.attempts().max(1));
-        let tried = row.attempts + 1;
+        let tried = row.attempts.saturating_add(1);
+        let retry = |error: &str, retry_after: Option<Duration>, of: String| {
+            let wait = backoff(tried).max(retry_after.unwrap_or_default().min(RETRY_AFTER_MAX));
+            let mut a = base(
+                AttemptOutcome::Retried,
+                format!(
+                    "attempt {tried}{of} failed: {error}; next in {}",
+                    humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+                ),
+            );
+            a.next_attempt = Some(now.plus(wait));
+            a
+        };
         let (error, retry_after) = match result {
             Ok(()) => return base(AttemptOutcome::Sent, "sent".into()),
-            Err(SendError::Retry { error, retry_after }) if tried < attempts => {
-                let wait = backoff(tried).max(retry_after.unwrap_or_default().min(RETRY_AFTER_MAX));
-                let mut a = base(
-                    AttemptOutcome::Retried,
-                    format!(
-                        "attempt {tried} of {attempts} failed: {error}; next in {}",
-                        humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
-                    ),
-                );
-                a.next_attempt = Some(now.plus(wait));
-                return a;
+            Err(SendError::Retry { error, retry_after }) if tried < attempts && !incident_over => {
+                return retry(&error, retry_after, format!(" of {attempts}"));
             }
             Err(SendError::Retry { error, retry_after }) => (error, retry_after),
             Err(SendError::Permanent(error)) => (error, None),
         };
-        let _ = retry_after;
+        if incident_over {
+            return base(
+                AttemptOutcome::Dropped,
+                format!(
+                    "{error}; not tried again: incident {} is over",
+                    row.incident
+                ),
+            );
+        }
         let fallback = channel
             .and_then(|c| c.fallback)
             .map(|f| cat.channel(f).id.clone())
@@ -326,10 +418,22 @@ impl<S: Store + Clone + 'static> Notifier<S> {
                 });
                 a
             }
-            None => base(
-                AttemptOutcome::Failed,
-                format!("{error}; given up after {tried} attempt(s)"),
-            ),
+            None => {
+                let give_up_after =
+                    channel.map_or(DEFAULT_GIVE_UP_AFTER, |c| c.config.give_up_after());
+                if now >= row.created_at.plus(give_up_after) {
+                    base(
+                        AttemptOutcome::Failed,
+                        format!(
+                            "{error}; given up after {tried} attempt(s) in {}",
+                            humantime::format_duration(give_up_after)
+                        ),
+                    )
+                } else {
+                    // No fallback: keep trying while it matters.
+                    retry(&error, retry_after, String::new())
+                }
+            }
         }
     }
 }

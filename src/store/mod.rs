@@ -176,6 +176,21 @@ pub trait Store: Send + Sync {
     /// Every acknowledgement link already used.
     fn used_links(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
+    /// Whether the incident is over: resolved, or merged into one that is.
+    /// An unknown incident is not over.
+    fn incident_over(&self, id: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Notifications decided and not yet sent or given up, per channel.
+    fn outbox_pending(
+        &self,
+    ) -> impl Future<Output = Result<Vec<PendingSummary>, StoreError>> + Send;
+
+    /// The used links that name these incidents, as (incident, link).
+    fn used_links_of(
+        &self,
+        incidents: &[u64],
+    ) -> impl Future<Output = Result<Vec<(u64, String)>, StoreError>> + Send;
+
     /// The daemon's own events newest first.
     fn system_events(
         &self,
@@ -350,6 +365,9 @@ pub enum AttemptOutcome {
     Failed,
     /// Failed for good on this channel; the fallback row takes over.
     Fallback,
+    /// Not sent, and no longer tried: the incident is over and the
+    /// message was about it being open.
+    Dropped,
 }
 
 impl AttemptOutcome {
@@ -360,8 +378,19 @@ impl AttemptOutcome {
             AttemptOutcome::Retried => "retried",
             AttemptOutcome::Failed => "failed",
             AttemptOutcome::Fallback => "fallback",
+            AttemptOutcome::Dropped => "dropped",
         }
     }
+}
+
+/// The pending part of the outbox for one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSummary {
+    pub channel: String,
+    /// Rows not yet sent or given up.
+    pub pending: u64,
+    /// When the oldest of them was decided.
+    pub oldest: Ts,
 }
 
 /// One delivery attempt, as the notifier records it.

@@ -19,8 +19,9 @@ use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 use super::{
     ALARM_SEVERITIES, ALARM_STATES, AlarmRow, Attempt, AttemptOutcome, BASES, Batch, CommitOutcome,
     DeliveryRow, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow, InputOutcome, LEVELS,
-    OUTBOX_STATES, OutboxRow, OutboxState, REASONS, RejectedRow, SEVERITIES, SOURCES, SnapshotRow,
-    Store, StoreError, StoredInput, SystemEvent, decode, decode_state, truncate_raw,
+    OUTBOX_STATES, OutboxRow, OutboxState, PendingSummary, REASONS, RejectedRow, SEVERITIES,
+    SOURCES, SnapshotRow, Store, StoreError, StoredInput, SystemEvent, decode, decode_state,
+    truncate_raw,
 };
 use crate::engine::{
     AlarmSeverity, AlarmState, Basis, Event, IncidentState, Level, RejectReason, Severity, Source,
@@ -38,7 +39,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_daemon.sql"),
     include_str!("migrations/0003_delivery.sql"),
+    include_str!("migrations/0004_bounded.sql"),
 ];
+
+/// The longest merge chain followed when asking whether an incident is
+/// over (a chain is short; a loop in a damaged file must not hang).
+const MAX_MERGE_HOPS: usize = 64;
 
 /// Snapshots kept: the newest, and one before it in case the newest cannot
 /// be restored by a future build.
@@ -446,12 +452,14 @@ impl Store for SqliteStore {
             .bind(&a.detail)
             .bind(a.next_attempt.unwrap_or(a.at).0)
             .bind(&a.key),
-            AttemptOutcome::Failed | AttemptOutcome::Fallback => sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = 'failed' \
-                 WHERE key = ? AND state <> 'sent'",
-            )
-            .bind(&a.detail)
-            .bind(&a.key),
+            AttemptOutcome::Failed | AttemptOutcome::Fallback | AttemptOutcome::Dropped => {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = 'failed' \
+                     WHERE key = ? AND state <> 'sent'",
+                )
+                .bind(&a.detail)
+                .bind(&a.key)
+            }
         }
         .execute(&mut *tx)
         .await?;
@@ -525,6 +533,53 @@ impl Store for SqliteStore {
         Ok(sqlx::query_scalar("SELECT link FROM used_links")
             .fetch_all(&self.readers)
             .await?)
+    }
+
+    async fn used_links_of(&self, incidents: &[u64]) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut out = Vec::new();
+        for &id in incidents {
+            let links: Vec<String> =
+                sqlx::query_scalar("SELECT link FROM used_links WHERE incident = ?")
+                    .bind(to_i64("incident", id)?)
+                    .fetch_all(&self.readers)
+                    .await?;
+            out.extend(links.into_iter().map(|l| (id, l)));
+        }
+        Ok(out)
+    }
+
+    async fn incident_over(&self, id: u64) -> Result<bool, StoreError> {
+        let mut id = to_i64("incident", id)?;
+        for _ in 0..MAX_MERGE_HOPS {
+            let row: Option<(String, Option<i64>)> =
+                sqlx::query_as("SELECT state, merged_into FROM incidents WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&self.readers)
+                    .await?;
+            match row {
+                None => return Ok(false),
+                Some((state, Some(into))) if state == "merged" && into != id => id = into,
+                Some((state, _)) => return Ok(state == "resolved"),
+            }
+        }
+        Ok(false)
+    }
+
+    async fn outbox_pending(&self) -> Result<Vec<PendingSummary>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT channel, count(*), min(created_at_ms) FROM outbox \
+             WHERE state = 'pending' GROUP BY channel ORDER BY channel",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(channel, n, oldest)| PendingSummary {
+                channel,
+                pending: u64::try_from(n).unwrap_or(0),
+                oldest: Ts(oldest),
+            })
+            .collect())
     }
 
     async fn system_events(&self, limit: u32) -> Result<Vec<SystemEvent>, StoreError> {
