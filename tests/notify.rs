@@ -7,139 +7,15 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use common::broker::{Broker, Publisher, client_id};
 use common::daemon::{
     Daemon, INGEST_TOKEN, READ_TOKEN, config_with, eventually, get, http, metric, post,
 };
-use serde_json::Value;
+use common::gateway::{Gateway, Mode, Seen};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// How the gateway answers the next requests.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
-    Ok,
-    /// 500 for this many more requests.
-    Fail(u32),
-    /// Never answer this many more requests.
-    Hang(u32),
-    /// 429 with `Retry-After: N` for one request.
-    TooMany(u64),
-}
-
-/// One request the gateway saw.
-#[derive(Debug, Clone)]
-struct Seen {
-    at: Instant,
-    path: String,
-    key: String,
-    body: Value,
-    answered: u16,
-}
-
-#[derive(Clone)]
-struct Gateway {
-    mode: Arc<Mutex<Vec<Mode>>>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Gateway {
-    /// Starts on a free port; `modes` are used in order, then Ok.
-    async fn start(modes: Vec<Mode>) -> (Gateway, u16) {
-        let g = Gateway {
-            mode: Arc::new(Mutex::new(modes)),
-            seen: Arc::new(Mutex::new(Vec::new())),
-        };
-        let app = axum::Router::new()
-            .route("/{*path}", axum::routing::post(answer))
-            .with_state(g.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the gateway");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (g, port)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("seen").clone()
-    }
-
-    /// Keys the gateway accepted (2xx), with how often.
-    fn delivered(&self) -> HashMap<String, usize> {
-        let mut m = HashMap::new();
-        for s in self
-            .seen()
-            .iter()
-            .filter(|s| (200..300).contains(&s.answered))
-        {
-            *m.entry(s.key.clone()).or_insert(0) += 1;
-        }
-        m
-    }
-}
-
-async fn answer(
-    State(g): State<Gateway>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let mode = {
-        let mut modes = g.mode.lock().expect("mode");
-        match modes.first().copied() {
-            None => Mode::Ok,
-            Some(m) => {
-                match m {
-                    Mode::Fail(n) if n > 1 => modes[0] = Mode::Fail(n - 1),
-                    Mode::Hang(n) if n > 1 => modes[0] = Mode::Hang(n - 1),
-                    _ => {
-                        modes.remove(0);
-                    }
-                }
-                m
-            }
-        }
-    };
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let (status, resp) = match mode {
-        Mode::Ok => (200, StatusCode::OK.into_response()),
-        Mode::Fail(_) => (500, StatusCode::INTERNAL_SERVER_ERROR.into_response()),
-        Mode::TooMany(s) => (
-            429,
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", s.to_string())],
-            )
-                .into_response(),
-        ),
-        Mode::Hang(_) => (0, StatusCode::OK.into_response()),
-    };
-    g.seen.lock().expect("seen").push(Seen {
-        at: Instant::now(),
-        path: uri.path().to_owned(),
-        key,
-        body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
-        answered: status,
-    });
-    if matches!(mode, Mode::Hang(_)) {
-        std::future::pending::<()>().await;
-    }
-    resp
-}
 
 /// The test config with SMS through the gateway: `sms` (the given
 /// attempts and timeout, falling back to `sms2`), and `sms2`.

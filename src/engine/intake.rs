@@ -17,6 +17,32 @@ pub struct ParsedPayload {
     pub key: Option<String>,
 }
 
+/// The longest alarm message kept, in characters, whatever brought it.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+/// The longest alarm key kept as it is, in characters; a longer one keeps
+/// its start and a hash of the whole, so two long keys stay two alarms.
+pub const MAX_KEY_CHARS: usize = 200;
+
+/// An alarm message, clipped to [`MAX_MESSAGE_CHARS`].
+pub fn clip_message(s: String) -> String {
+    match s.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((i, _)) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// An alarm key of at most [`MAX_KEY_CHARS`] characters that still tells
+/// long keys apart.
+pub fn clip_key(s: String) -> String {
+    use sha2::{Digest, Sha256};
+    if s.chars().nth(MAX_KEY_CHARS).is_none() {
+        return s;
+    }
+    let hash = hex::encode(&Sha256::digest(s.as_bytes())[..8]);
+    let head = truncate(&s, MAX_KEY_CHARS - hash.len() - 1);
+    format!("{head}~{hash}")
+}
+
 const FIRING_WORDS: [&str; 5] = ["alarm", "firing", "on", "true", "1"];
 const CLEARED_WORDS: [&str; 6] = ["ok", "clear", "cleared", "off", "false", "0"];
 
@@ -67,7 +93,10 @@ pub fn parse_payload(payload: &[u8]) -> Result<ParsedPayload, (RejectReason, Str
         let Some(state) = state else {
             return Err((
                 RejectReason::BadState,
-                format!("`state` {} is not a known state", obj["state"]),
+                format!(
+                    "`state` {} is not a known state",
+                    truncate(&obj["state"].to_string(), 40)
+                ),
             ));
         };
         // An unknown severity is taken as critical rather than dropped: a
@@ -87,8 +116,8 @@ pub fn parse_payload(payload: &[u8]) -> Result<ParsedPayload, (RejectReason, Str
         Ok(ParsedPayload {
             state,
             severity,
-            message: obj.get("message").and_then(text_of),
-            key: obj.get("key").and_then(text_of),
+            message: obj.get("message").and_then(text_of).map(clip_message),
+            key: obj.get("key").and_then(text_of).map(clip_key),
         })
     } else {
         if trimmed.is_empty() || trimmed.contains(char::is_whitespace) {
@@ -273,6 +302,27 @@ fn json_equals(v: &Value, expected: &toml::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_and_keys_are_clipped_and_long_keys_stay_apart() {
+        let long = "x".repeat(100_000);
+        let p = parse_payload(
+            format!(r#"{{"state":"alarm","message":"{long}","key":"{long}a"}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(p.message.unwrap().chars().count(), MAX_MESSAGE_CHARS);
+        let a = p.key.unwrap();
+        assert_eq!(a.chars().count(), MAX_KEY_CHARS);
+        let b = clip_key(format!("{long}b"));
+        assert_ne!(a, b, "two long keys are two alarms");
+        assert_eq!(clip_key("short".into()), "short");
+        assert_eq!(
+            clip_key("å".repeat(MAX_KEY_CHARS)),
+            "å".repeat(MAX_KEY_CHARS)
+        );
+        let err = parse_payload(format!(r#"{{"state":"{long}"}}"#).as_bytes()).unwrap_err();
+        assert!(err.1.len() < 200, "the detail stays short: {}", err.1.len());
+    }
 
     fn state(p: &str) -> Result<AlarmState, RejectReason> {
         parse_payload(p.as_bytes())

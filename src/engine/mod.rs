@@ -73,6 +73,13 @@ pub fn secs(d: Duration) -> i64 {
 /// all there is to say.
 pub const HISTORY_PER_ROOT: usize = 1000;
 
+/// Firing alarms kept per component (distinct keys); more are rejected.
+pub const MAX_FIRING_PER_NODE: usize = 10_000;
+
+/// MQTT topics watched for heartbeats; a subscription whose wildcards
+/// match endless topics must not grow memory without end.
+pub const MAX_HEARTBEAT_TOPICS: usize = 10_000;
+
 /// Health of a component or service; ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -787,11 +794,11 @@ impl Engine {
             Firing {
                 source: a.source,
                 kind: a.kind,
-                key: a.key.unwrap_or_default(),
+                key: a.key.map(intake::clip_key).unwrap_or_default(),
                 severity: a.severity,
             },
             a.state,
-            a.message,
+            a.message.map(intake::clip_message),
             out,
         )
     }
@@ -874,6 +881,9 @@ impl Engine {
         out: &mut Out,
     ) {
         let deadline = now.plus(every);
+        if self.heartbeats.len() >= MAX_HEARTBEAT_TOPICS && !self.heartbeats.contains_key(topic) {
+            return;
+        }
         let was_lost = match self.heartbeats.get_mut(topic) {
             Some(h) => {
                 self.heartbeat_timers
@@ -940,6 +950,20 @@ impl Engine {
         match (state, pos) {
             (AlarmState::Firing, Some(i)) if list[i].severity == alarm.severity => return false,
             (AlarmState::Firing, Some(i)) => list[i].severity = alarm.severity,
+            (AlarmState::Firing, None) if list.len() >= MAX_FIRING_PER_NODE => {
+                // The component is down many times over; a sensor that
+                // makes up a new key per message must not grow memory.
+                reject(
+                    out,
+                    alarm.source,
+                    RejectReason::Oversized,
+                    format!(
+                        "{} already has {MAX_FIRING_PER_NODE} firing alarms",
+                        self.cat.node(node).id
+                    ),
+                );
+                return false;
+            }
             (AlarmState::Firing, None) => list.push(alarm.clone()),
             (AlarmState::Cleared, None) => return false,
             (AlarmState::Cleared, Some(i)) => {

@@ -147,6 +147,14 @@ impl Daemon {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Forgets a child that has exited on its own, so that it can be
+    /// started again.
+    pub fn forget_child(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod daemon;
+pub mod gateway;
 pub mod smtp;
 pub mod tls;
 
