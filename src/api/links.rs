@@ -234,10 +234,10 @@ pub(super) async fn show<S: Store + Clone + 'static>(
     if row.state == IncidentState::Resolved {
         return view.resolved(link.incident, Some(&row));
     }
-    match st.store.used_links().await {
-        Ok(used) if used.contains(&link.id) => return view.used(Some(&row)),
-        Ok(_) => {}
-        Err(e) => return view.internal("reading the used acknowledgement links", e),
+    match st.store.link_used(&link.id).await {
+        Ok(true) => return view.used(Some(&row)),
+        Ok(false) => {}
+        Err(e) => return view.internal("reading whether an acknowledgement link was used", e),
     }
     view.confirm(&link, &row)
 }

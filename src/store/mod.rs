@@ -176,6 +176,9 @@ pub trait Store: Send + Sync {
     /// Every acknowledgement link already used.
     fn used_links(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
+    /// Whether this acknowledgement link (its id) has been used.
+    fn link_used(&self, link: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// The daemon's own events newest first.
     fn system_events(
         &self,
