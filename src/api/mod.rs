@@ -11,6 +11,7 @@ pub mod auth;
 mod incidents;
 pub mod ingest;
 pub mod links;
+pub mod server;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
