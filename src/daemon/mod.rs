@@ -142,7 +142,7 @@ fn random_key() -> Vec<u8> {
 }
 
 impl Shared {
-    fn new(config: &Config, cat: Arc<Catalogue>) -> Shared {
+    pub(crate) fn new(config: &Config, cat: Arc<Catalogue>) -> Shared {
         Shared {
             catalogue: RwLock::new(cat),
             auth: RwLock::new(Arc::new(Auth::new(&config.tokens))),
