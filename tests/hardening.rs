@@ -328,8 +328,15 @@ async fn a_store_that_refuses_every_commit_ends_the_process() {
         "says why: {}",
         d.log_text()
     );
-    let (push_status, _, _) = push.await.expect("the push");
-    assert_ne!(push_status, 202, "nothing uncommitted is answered 202");
+    let (push_status, body, waited) = push.await.expect("the push");
+    assert_eq!(
+        push_status, 503,
+        "nothing uncommitted is answered 202: {body}"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "the request gives up in bounded time, not {waited:?}"
+    );
     lock.release().await;
     d.forget_child();
     d.spawn();

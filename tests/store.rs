@@ -22,7 +22,7 @@ use beredskab::engine::{
 };
 use beredskab::store::{
     Batch, IncidentFilter, IncidentRow, InputOutcome, OutboxState, RAW_LIMIT, Rejection,
-    SqliteStore, Store, StoreError,
+    SqliteStore, Store, StoreError, UsedLink,
 };
 use sqlx::Connection;
 
@@ -911,4 +911,29 @@ async fn throughput_of_batched_commits() {
         );
     }
     assert_eq!(store.inputs().await.expect("inputs").len(), n);
+}
+
+/// A used acknowledgement link is found by its id, without reading the
+/// others; the list of them stays for the core's start.
+#[tokio::test]
+async fn a_used_link_is_found_by_its_id() {
+    let store = SqliteStore::open(temp_db("used-link")).await.expect("open");
+    assert!(!store.link_used("abc").await.expect("ask"));
+    let mut batch = Batch::new();
+    for link in ["abc", "def"] {
+        batch.used_links.push(UsedLink {
+            link: link.to_owned(),
+            at: at(1),
+            incident: 1,
+            person: "p-drift".to_owned(),
+        });
+    }
+    store.commit(batch).await.expect("commit");
+    assert!(store.link_used("abc").await.expect("ask"));
+    assert!(store.link_used("def").await.expect("ask"));
+    assert!(!store.link_used("ab").await.expect("ask"));
+    assert!(!store.link_used("abc%").await.expect("ask"));
+    let mut all = store.used_links().await.expect("all");
+    all.sort();
+    assert_eq!(all, ["abc", "def"]);
 }

@@ -2,7 +2,7 @@
 //! (the config stores only the hash), with scopes, and a limit on failed
 //! attempts per client address so tokens cannot be guessed quickly.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,7 +15,8 @@ use crate::config::{Scope, TokenConfig};
 const MAX_FAILURES: u32 = 20;
 /// …of this length, before it gets 429 until the window ends.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses remembered at most; the oldest window is forgotten first.
+/// Addresses remembered at most; when full, the address whose window
+/// started first is forgotten, so a new address is always counted.
 const MAX_TRACKED: usize = 10_000;
 
 /// Who is calling.
@@ -55,7 +56,54 @@ struct Token {
 /// The tokens of a config.
 pub struct Auth {
     by_hash: HashMap<[u8; 32], Token>,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: Mutex<Failures>,
+}
+
+/// Failed attempts per client address, at most [`MAX_TRACKED`] of them.
+#[derive(Default)]
+struct Failures {
+    /// Failures in the current window, and when that window started.
+    by_ip: HashMap<IpAddr, (u32, Instant)>,
+    /// The same windows ordered by start: the first is forgotten first.
+    by_start: BTreeSet<(Instant, IpAddr)>,
+}
+
+impl Failures {
+    fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.by_ip.get(&ip).is_some_and(|(n, since)| {
+            *n >= MAX_FAILURES && now.saturating_duration_since(*since) < FAILURE_WINDOW
+        })
+    }
+
+    fn failed(&mut self, ip: IpAddr, now: Instant) {
+        match self.by_ip.get_mut(&ip) {
+            Some((n, since)) if now.saturating_duration_since(*since) < FAILURE_WINDOW => {
+                *n = n.saturating_add(1);
+                return;
+            }
+            Some((_, since)) => {
+                // The window is over: a new one starts, last in line.
+                self.by_start.remove(&(*since, ip));
+                self.by_ip.remove(&ip);
+            }
+            None => {}
+        }
+        // Ended windows are the oldest, so they go first; when every
+        // window is still running the oldest goes anyway.
+        while self.by_ip.len() >= MAX_TRACKED
+            || self
+                .by_start
+                .first()
+                .is_some_and(|(since, _)| now.saturating_duration_since(*since) >= FAILURE_WINDOW)
+        {
+            let Some((_, old)) = self.by_start.pop_first() else {
+                break;
+            };
+            self.by_ip.remove(&old);
+        }
+        self.by_ip.insert(ip, (1, now));
+        self.by_start.insert((now, ip));
+    }
 }
 
 pub fn scope_name(scope: Scope) -> &'static str {
@@ -95,7 +143,7 @@ impl Auth {
         }
         Auth {
             by_hash,
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(Failures::default()),
         }
     }
 
@@ -137,30 +185,17 @@ impl Auth {
     }
 
     fn blocked(&self, ip: IpAddr) -> bool {
-        let map = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(&ip)
-            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+        self.failures().blocked(ip, Instant::now())
     }
 
     fn failed(&self, ip: IpAddr) {
-        let mut map = self
-            .failures
+        self.failures().failed(ip, Instant::now());
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.failures
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
-            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-            if map.len() >= MAX_TRACKED {
-                return;
-            }
-        }
-        let entry = map.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -233,5 +268,71 @@ mod tests {
             a.check(Some("Bearer secret-read"), Scope::Read, Some(other))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_oldest_and_still_counts_a_new_address() {
+        let a = auth();
+        let first: IpAddr = "10.0.0.0".parse().unwrap();
+        for i in 0..MAX_TRACKED as u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert_eq!(
+                a.check(Some("Bearer guess"), Scope::Read, Some(ip)),
+                Err(AuthError::Unknown)
+            );
+        }
+        // The table is full of running windows; a new address is counted
+        // all the same, and is refused after its 20th failure.
+        let attacker: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                a.check(Some("Bearer guess"), Scope::Read, Some(attacker)),
+                Err(AuthError::Unknown)
+            );
+        }
+        assert_eq!(
+            a.check(Some("Bearer secret-read"), Scope::Read, Some(attacker)),
+            Err(AuthError::TooMany)
+        );
+        let f = a.failures();
+        assert_eq!(f.by_ip.len(), MAX_TRACKED, "bounded");
+        assert_eq!(f.by_start.len(), MAX_TRACKED);
+        assert!(
+            !f.by_ip.contains_key(&first),
+            "the address whose window started first is forgotten"
+        );
+    }
+
+    #[test]
+    fn a_blocked_address_stays_blocked_while_new_ones_come_and_go() {
+        let mut f = Failures::default();
+        let t0 = Instant::now();
+        let blocked: IpAddr = "192.0.2.1".parse().unwrap();
+        // The blocked address starts its window after the first few others.
+        for i in 0..10u32 {
+            f.failed(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), t0);
+        }
+        let later = t0 + Duration::from_secs(1);
+        for _ in 0..MAX_FAILURES {
+            f.failed(blocked, later);
+        }
+        assert!(f.blocked(blocked, later));
+        // Ten more than fit, later still: the ten that started before it go.
+        let latest = later + Duration::from_secs(1);
+        for i in 0..MAX_TRACKED as u32 - 1 {
+            f.failed(
+                IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i)),
+                latest,
+            );
+        }
+        assert_eq!(f.by_ip.len(), MAX_TRACKED);
+        assert!(!f.by_ip.contains_key(&"10.0.0.9".parse().unwrap()));
+        assert!(f.blocked(blocked, latest), "still blocked in its window");
+        // Its window ends; then it is counted afresh.
+        let after = later + FAILURE_WINDOW;
+        assert!(!f.blocked(blocked, after));
+        f.failed(blocked, after);
+        assert_eq!(f.by_ip.get(&blocked), Some(&(1, after)));
+        assert_eq!(f.by_ip.len(), f.by_start.len());
     }
 }

@@ -227,11 +227,21 @@ pub fn parse_report(body: &[u8]) -> Result<Report, BadInput> {
         })?;
     let expected = match b.expected {
         None => None,
-        Some(e) => Some(humantime::parse_duration(&e).map_err(|err| {
-            BadInput::payload(format!(
-                "expected {e:?} is not a duration like \"2h\": {err}"
-            ))
-        })?),
+        Some(e) => {
+            let d = humantime::parse_duration(&e).map_err(|err| {
+                BadInput::payload(format!(
+                    "expected {e:?} is not a duration like \"2h\": {err}"
+                ))
+            })?;
+            // Humantime takes `18446744073709551615s`; the engine adds it
+            // to times.
+            if !crate::config::duration_in_bounds(d) {
+                return Err(BadInput::payload(format!(
+                    "expected {e:?} is longer than 100 years"
+                )));
+            }
+            Some(d)
+        }
     };
     if b.message.trim().is_empty() {
         return Err(BadInput::payload("message is empty"));
@@ -332,5 +342,29 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_report_expected_longer_than_100_years_is_bad_payload() {
+        let bad = parse_report(
+            br#"{"service":"nexus","source_type":"vendor","message":"m","expected":"18446744073709551615s"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(bad.reason, RejectReason::BadPayload);
+        assert_eq!(
+            bad.detail,
+            r#"expected "18446744073709551615s" is longer than 100 years"#
+        );
+        assert!(
+            parse_report(
+                br#"{"service":"nexus","source_type":"vendor","message":"m","expected":"101years"}"#
+            )
+            .is_err()
+        );
+        let r = parse_report(
+            br#"{"service":"nexus","source_type":"vendor","message":"m","expected":"99years"}"#,
+        )
+        .unwrap();
+        assert!(r.expected.is_some_and(crate::config::duration_in_bounds));
     }
 }

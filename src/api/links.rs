@@ -32,10 +32,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use super::ApiState;
+use super::{ApiState, CORE_TIMEOUT, NoAnswer};
 use crate::catalogue::Catalogue;
 use crate::config::{Criticality, Language};
 use crate::daemon::LinkSettings;
@@ -234,10 +233,10 @@ pub(super) async fn show<S: Store + Clone + 'static>(
     if row.state == IncidentState::Resolved {
         return view.resolved(link.incident, Some(&row));
     }
-    match st.store.used_links().await {
-        Ok(used) if used.contains(&link.id) => return view.used(Some(&row)),
-        Ok(_) => {}
-        Err(e) => return view.internal("reading the used acknowledgement links", e),
+    match st.store.link_used(&link.id).await {
+        Ok(true) => return view.used(Some(&row)),
+        Ok(false) => {}
+        Err(e) => return view.internal("reading whether an acknowledgement link was used", e),
     }
     view.confirm(&link, &row)
 }
@@ -252,22 +251,18 @@ pub(super) async fn follow<S: Store + Clone + 'static>(
         Ok(link) => link,
         Err(r) => return view.refused(&r),
     };
-    let (reply, done) = oneshot::channel();
-    let sent = st
-        .core
-        .send(Command::AckLink {
+    let asked = st
+        .ask(|reply| Command::AckLink {
             link: link.id.clone(),
             incident: link.incident,
             by: link.person.clone(),
             reply,
         })
         .await;
-    if sent.is_err() {
-        return view.unavailable();
-    }
-    let outcome = match done.await {
+    let outcome = match asked {
         Ok(outcome) => outcome,
-        Err(_) => return view.unavailable(),
+        Err(NoAnswer::Stopped) => return view.unavailable(),
+        Err(NoAnswer::TimedOut) => return view.slow(),
     };
     match outcome {
         Ok(LinkOutcome::Acknowledged) => {
@@ -360,6 +355,8 @@ struct Words {
     gone_text: &'static str,
     unavailable: &'static str,
     unavailable_text: &'static str,
+    slow: &'static str,
+    slow_text: &'static str,
     internal: &'static str,
     internal_text: &'static str,
     at: &'static str,
@@ -409,6 +406,9 @@ const DA: Words = Words {
     gone_text: "Linket blev sendt til {person}, som ikke længere står i beredskabsplanen.",
     unavailable: "Prøv igen om lidt",
     unavailable_text: "Beredskab genstarter eller lukker ned. Intet er kvitteret endnu.",
+    slow: "Beredskab svarer ikke lige nu",
+    slow_text: "Beredskab svarede ikke inden for {secs} sekunder. Kvitteringen kan stadig \
+                gå igennem: se hændelsen i webgrænsefladen, eller prøv linket igen om lidt.",
     internal: "Noget gik galt",
     internal_text: "Intet er kvitteret. Prøv igen om lidt.",
     at: "kl.",
@@ -457,6 +457,9 @@ const EN: Words = Words {
     gone_text: "The link was sent to {person}, who is no longer in the preparedness plan.",
     unavailable: "Try again in a moment",
     unavailable_text: "beredskab is restarting or shutting down. Nothing has been acknowledged yet.",
+    slow: "beredskab is not answering",
+    slow_text: "beredskab did not answer within {secs} s. The acknowledgement may still go \
+                through: check the incident in the web UI, or try the link again in a moment.",
     internal: "Something went wrong",
     internal_text: "Nothing has been acknowledged. Try again in a moment.",
     at: "at",
@@ -625,6 +628,20 @@ impl View {
             self.w.unavailable,
             self.w.unavailable_text,
             self.w.what_to_do,
+        )
+    }
+
+    /// The core did not answer in time: the acknowledgement may or may not
+    /// have happened.
+    fn slow(&self) -> Response {
+        self.problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            self.w.slow,
+            &fill(
+                self.w.slow_text,
+                &[("secs", &CORE_TIMEOUT.as_secs().to_string())],
+            ),
+            "",
         )
     }
 

@@ -5,31 +5,37 @@
 //! core through its command channel (writes, answered after the commit)
 //! and read incidents straight from the store. Errors are
 //! `{"error": "..."}` with the status of SPEC §5; internal details are
-//! logged, not shown.
+//! logged, not shown. [`server::serve`] runs the routes.
+//!
+//! Nothing waits on a client or the core without a bound: a handler checks
+//! the token before it reads a byte of the body, then reads the body up to
+//! the route's limit within [`BODY_READ_TIMEOUT`], and gives up on the core
+//! after [`CORE_TIMEOUT`].
 
 pub mod auth;
 mod incidents;
 pub mod ingest;
 pub mod links;
+pub mod server;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::config::Scope;
 use crate::daemon::Shared;
@@ -44,6 +50,11 @@ pub use auth::{Auth, token_hash};
 const ALARM_BODY_LIMIT: usize = 64 * 1024;
 /// Largest Alertmanager webhook body (it batches many alerts).
 const ALERTMANAGER_BODY_LIMIT: usize = 1024 * 1024;
+/// How long a client may take to send a body once its headers are in.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a handler waits for the core to take a command and answer it
+/// (a commit that keeps failing holds every answer back).
+pub const CORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 pub struct ApiState<S: Store> {
@@ -69,18 +80,9 @@ impl<S: Store + Clone> Clone for ApiState<S> {
 /// The routes.
 pub fn router<S: Store + Clone + 'static>(state: ApiState<S>) -> Router {
     Router::new()
-        .route(
-            "/api/v1/alarms",
-            post(post_alarm::<S>).layer(DefaultBodyLimit::max(ALARM_BODY_LIMIT)),
-        )
-        .route(
-            "/api/v1/alertmanager",
-            post(post_alertmanager::<S>).layer(DefaultBodyLimit::max(ALERTMANAGER_BODY_LIMIT)),
-        )
-        .route(
-            "/api/v1/reports",
-            post(post_report::<S>).layer(DefaultBodyLimit::max(ALARM_BODY_LIMIT)),
-        )
+        .route("/api/v1/alarms", post(post_alarm::<S>))
+        .route("/api/v1/alertmanager", post(post_alertmanager::<S>))
+        .route("/api/v1/reports", post(post_report::<S>))
         .route("/api/v1/incidents", get(list_incidents::<S>))
         .route("/api/v1/incidents/{id}", get(get_incident::<S>))
         .route("/a/{link}", get(links::show::<S>).post(links::follow::<S>))
@@ -157,6 +159,65 @@ impl<St: Send + Sync> FromRequestParts<St> for ClientAddr {
     }
 }
 
+/// Why the core gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoAnswer {
+    /// It has stopped (shutdown, or it died).
+    Stopped,
+    /// Not within [`CORE_TIMEOUT`]: it may still take the command in.
+    TimedOut,
+}
+
+impl From<NoAnswer> for ApiError {
+    fn from(e: NoAnswer) -> ApiError {
+        match e {
+            NoAnswer::Stopped => ApiError::unavailable(),
+            NoAnswer::TimedOut => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the engine did not answer within {} s; what was sent may still be \
+                     taken in, so check before sending it again",
+                    CORE_TIMEOUT.as_secs()
+                ),
+            ),
+        }
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Read(axum::Error),
+}
+
+/// Reads a body of at most `limit` bytes within `within`. A declared
+/// length over the limit is refused before anything is read.
+async fn read_limited(body: Body, limit: usize, within: Duration) -> Result<Bytes, BodyError> {
+    let limit_u64 = u64::try_from(limit).unwrap_or(u64::MAX);
+    if body.size_hint().lower() > limit_u64 {
+        return Err(BodyError::TooLarge);
+    }
+    let read = async move {
+        let mut body = body;
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+                continue; // trailers
+            };
+            if buf.len().saturating_add(data.len()) > limit {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(Bytes::from(buf))
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
+}
+
 impl<S: Store + Clone + 'static> ApiState<S> {
     fn authorize(
         &self,
@@ -170,22 +231,63 @@ impl<S: Store + Clone + 'static> ApiState<S> {
         Ok(self.shared.auth().check(header, scope, from.0)?)
     }
 
-    /// The body, or 413 for one over the route's limit (kept as rejected).
-    async fn body(
-        &self,
-        body: Result<Bytes, BytesRejection>,
-        source: Source,
-    ) -> Result<Bytes, ApiError> {
-        match body {
+    /// Reads the body of a request already let in: 413 for one over
+    /// `limit` (kept as rejected), 408 for one that does not arrive within
+    /// [`BODY_READ_TIMEOUT`].
+    async fn body(&self, body: Body, limit: usize, source: Source) -> Result<Bytes, ApiError> {
+        match read_limited(body, limit, BODY_READ_TIMEOUT).await {
             Ok(b) => Ok(b),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                let detail = "request body over the limit".to_owned();
+            Err(BodyError::TooLarge) => {
+                let detail = format!("request body over the limit of {limit} bytes");
                 self.reject(source, RejectReason::Oversized, detail.clone(), Vec::new())
                     .await;
                 Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, detail))
             }
-            Err(e) => Err(ApiError::bad(format!("cannot read the body: {e}"))),
+            Err(BodyError::TimedOut) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )),
+            Err(BodyError::Read(e)) => Err(ApiError::bad(format!("cannot read the body: {e}"))),
         }
+    }
+
+    /// Sends the core the command `make` builds around a reply channel and
+    /// waits for the answer, both together within [`CORE_TIMEOUT`]: a full
+    /// channel or a core stuck in a failing commit is not waited on forever.
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NoAnswer> {
+        let (reply, answer) = oneshot::channel();
+        let command = make(reply);
+        self.within_core_timeout(async {
+            self.core
+                .send(command)
+                .await
+                .map_err(|_| NoAnswer::Stopped)?;
+            answer.await.map_err(|_| NoAnswer::Stopped)
+        })
+        .await
+    }
+
+    /// An exchange with the core, given up after [`CORE_TIMEOUT`].
+    async fn within_core_timeout<T>(
+        &self,
+        exchange: impl Future<Output = Result<T, NoAnswer>>,
+    ) -> Result<T, NoAnswer> {
+        let answer = tokio::time::timeout(CORE_TIMEOUT, exchange)
+            .await
+            .unwrap_or(Err(NoAnswer::TimedOut));
+        if matches!(answer, Err(NoAnswer::TimedOut)) {
+            warn!(
+                timeout_s = CORE_TIMEOUT.as_secs(),
+                "the core did not answer an http request in time"
+            );
+        }
+        answer
     }
 
     /// Parses a body; bad input is kept as rejected and answered 400 with
@@ -206,12 +308,11 @@ impl<S: Store + Clone + 'static> ApiState<S> {
         }
     }
 
-    /// Keeps and counts a rejection, waiting until it is stored.
+    /// Keeps and counts a rejection, waiting (a bounded time) until it is
+    /// stored. The client's answer does not depend on it.
     async fn reject(&self, source: Source, reason: RejectReason, detail: String, raw: Vec<u8>) {
-        let (reply, done) = oneshot::channel();
-        let sent = self
-            .core
-            .send(Command::Reject {
+        let _ = self
+            .ask(|reply| Command::Reject {
                 source,
                 reason,
                 detail,
@@ -219,34 +320,30 @@ impl<S: Store + Clone + 'static> ApiState<S> {
                 reply,
             })
             .await;
-        if sent.is_ok() {
-            let _ = done.await;
-        }
     }
 
     /// Hands an event to the core; answers once it is committed.
     async fn input(&self, event: Event, source: Source) -> Result<Receipt, ApiError> {
-        let (reply, done) = oneshot::channel();
-        self.core
-            .send(Command::Input {
+        let result = self
+            .ask(|reply| Command::Input {
                 event,
                 source,
                 received: Instant::now(),
                 reply,
             })
-            .await
-            .map_err(|_| ApiError::unavailable())?;
-        match done.await {
-            Ok(Ok(receipt)) => Ok(receipt),
-            Ok(Err(EngineError::UnknownIncident(id))) => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no incident {id}"),
-            )),
-            Ok(Err(EngineError::Resolved(id))) => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("incident {id} is resolved"),
-            )),
-            Err(_) => Err(ApiError::unavailable()),
+            .await?;
+        result.map_err(engine_error)
+    }
+}
+
+/// An action the engine refused, as an answer.
+fn engine_error(e: EngineError) -> ApiError {
+    match e {
+        EngineError::UnknownIncident(id) => {
+            ApiError::new(StatusCode::NOT_FOUND, format!("no incident {id}"))
+        }
+        EngineError::Resolved(id) => {
+            ApiError::new(StatusCode::CONFLICT, format!("incident {id} is resolved"))
         }
     }
 }
@@ -255,14 +352,17 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such path")
 }
 
+// The push handlers take the body unread: the token is checked first, so
+// a client without one is answered at once, whatever it sends or holds back.
+
 async fn post_alarm<S: Store + Clone + 'static>(
     State(st): State<ApiState<S>>,
     from: ClientAddr,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     st.authorize(&headers, Scope::Ingest, &from)?;
-    let body = st.body(body, Source::Http).await?;
+    let body = st.body(body, ALARM_BODY_LIMIT, Source::Http).await?;
     let alarm = st.parse(Source::Http, &body, ingest::parse_alarm).await?;
     let receipt = st.input(Event::Alarm(alarm), Source::Http).await?;
     if let Some((_, detail)) = receipt.rejected {
@@ -271,33 +371,92 @@ async fn post_alarm<S: Store + Clone + 'static>(
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": receipt.seq }))))
 }
 
+/// Every alert of a body goes to the core in one command, so they are
+/// committed together; alerts that cannot be used are kept as rejected.
+/// The answer lists why each refused alert was refused, in body order.
 async fn post_alertmanager<S: Store + Clone + 'static>(
     State(st): State<ApiState<S>>,
     from: ClientAddr,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     st.authorize(&headers, Scope::Ingest, &from)?;
-    let body = st.body(body, Source::Http).await?;
+    let body = st.body(body, ALERTMANAGER_BODY_LIMIT, Source::Http).await?;
     let alerts = st
         .parse(Source::Http, &body, ingest::parse_alertmanager)
         .await?;
-    let mut accepted = 0;
-    let mut refused = Vec::new();
+    // Per alert, in order: why it was refused, or None when it went to
+    // the engine (whose answers come in the same order).
+    let mut unusable: Vec<Option<String>> = Vec::with_capacity(alerts.len());
+    let mut bad_alerts = Vec::new();
+    let mut events = Vec::new();
     for alert in alerts {
         match alert {
             Ok(a) => {
-                let receipt = st.input(Event::Alarm(a), Source::Http).await?;
-                match receipt.rejected {
-                    None => accepted += 1,
-                    Some((_, detail)) => refused.push(detail),
-                }
+                unusable.push(None);
+                events.push(Event::Alarm(a));
             }
             Err(bad) => {
-                st.reject(Source::Http, bad.reason, bad.detail.clone(), Vec::new())
-                    .await;
-                refused.push(bad.detail);
+                unusable.push(Some(bad.detail.clone()));
+                bad_alerts.push(bad);
             }
+        }
+    }
+    // Every command is sent before any answer is awaited, so the core can
+    // take them into one commit; the whole exchange has one time limit.
+    let results = st
+        .within_core_timeout(async {
+            let mut kept = Vec::with_capacity(bad_alerts.len());
+            for bad in bad_alerts {
+                let (reply, done) = oneshot::channel();
+                let reject = Command::Reject {
+                    source: Source::Http,
+                    reason: bad.reason,
+                    detail: bad.detail,
+                    raw: Vec::new(),
+                    reply,
+                };
+                st.core.send(reject).await.map_err(|_| NoAnswer::Stopped)?;
+                kept.push(done);
+            }
+            let results = if events.is_empty() {
+                Vec::new()
+            } else {
+                let (reply, done) = oneshot::channel();
+                let inputs = Command::Inputs {
+                    events,
+                    source: Source::Http,
+                    received: Instant::now(),
+                    reply,
+                };
+                st.core.send(inputs).await.map_err(|_| NoAnswer::Stopped)?;
+                done.await.map_err(|_| NoAnswer::Stopped)?
+            };
+            for done in kept {
+                let _ = done.await;
+            }
+            Ok(results)
+        })
+        .await?;
+    let mut results = results.into_iter();
+    let mut accepted = 0u64;
+    let mut refused = Vec::new();
+    for why in unusable {
+        let outcome = match why {
+            Some(detail) => Err(detail),
+            None => match results.next() {
+                Some(Ok(Receipt { rejected: None, .. })) => Ok(()),
+                Some(Ok(Receipt {
+                    rejected: Some((_, detail)),
+                    ..
+                })) => Err(detail),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("the engine gave no answer for this alert".to_owned()),
+            },
+        };
+        match outcome {
+            Ok(()) => accepted += 1,
+            Err(detail) => refused.push(detail),
         }
     }
     let mut answer = json!({ "accepted": accepted });
@@ -311,10 +470,10 @@ async fn post_report<S: Store + Clone + 'static>(
     State(st): State<ApiState<S>>,
     from: ClientAddr,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = st.authorize(&headers, Scope::Ingest, &from)?;
-    let body = st.body(body, Source::Manual).await?;
+    let body = st.body(body, ALARM_BODY_LIMIT, Source::Manual).await?;
     let report = st
         .parse(Source::Manual, &body, ingest::parse_report)
         .await?;
@@ -348,21 +507,15 @@ async fn post_report<S: Store + Clone + 'static>(
         )),
         key: Some(format!("report:{}", report.source_type)),
     };
-    let (reply, done) = oneshot::channel();
-    st.core
-        .send(Command::Report {
+    let receipt = st
+        .ask(|reply| Command::Report {
             alarm,
             expected: report.expected,
             received: Instant::now(),
             reply,
         })
-        .await
-        .map_err(|_| ApiError::unavailable())?;
-    let receipt = match done.await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(ApiError::bad(e.to_string())),
-        Err(_) => return Err(ApiError::unavailable()),
-    };
+        .await?
+        .map_err(|e| ApiError::bad(e.to_string()))?;
     if let Some((_, detail)) = receipt.rejected {
         return Err(ApiError::bad(detail));
     }
@@ -455,7 +608,8 @@ async fn readyz<S: Store + Clone + 'static>(State(st): State<ApiState<S>>) -> Re
         Ok(()) => "commits failing".to_owned(),
         Err(e) => format!("unreachable: {e}"),
     };
-    let engine = if st.status.running.load(Ordering::Relaxed) {
+    // A core that died leaves `running` as it was, but its channel closes.
+    let engine = if st.status.running.load(Ordering::Relaxed) && !st.core.is_closed() {
         "running"
     } else {
         "stopped"
@@ -473,7 +627,14 @@ async fn readyz<S: Store + Clone + 'static>(State(st): State<ApiState<S>>) -> Re
     };
     (
         code,
-        Json(json!({ "ready": ready, "store": store, "engine": engine, "mqtt": mqtt })),
+        Json(json!({
+            "ready": ready,
+            "store": store,
+            "engine": engine,
+            "mqtt": mqtt,
+            // Bounded by what is open: resolved incidents live in the store.
+            "incidents_in_memory": st.status.incidents_held.load(Ordering::Relaxed),
+        })),
     )
         .into_response()
 }
@@ -491,4 +652,406 @@ async fn metrics<S: Store + Clone + 'static>(
         st.metrics.render(),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The routes over a real core and a real SQLite store in a temp
+    //! folder, called without a server; bodies that trickle or never come
+    //! are made by hand.
+
+    use std::path::PathBuf;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::task::{Context, Poll};
+
+    use axum::http::Request;
+    use hyper::body::{Frame, SizeHint};
+    use tokio::sync::Notify;
+    use tokio::task::JoinHandle;
+    use tokio_util::sync::CancellationToken;
+    use tower_service::Service;
+
+    use super::*;
+    use crate::catalogue::Catalogue;
+    use crate::config::load_str;
+    use crate::daemon::core::{Core, Inbox};
+    use crate::store::{RejectedRow, SqliteStore};
+
+    const INGEST: &str = "unit-ingest-token";
+
+    fn config() -> String {
+        format!(
+            r#"
+[site]
+name = "Enhedstest"
+language = "en"
+timezone = "Europe/Copenhagen"
+
+[[token]]
+name = "sensors"
+sha256 = "{}"
+scopes = ["ingest"]
+
+[[component]]
+id = "srv-1"
+kind = "server"
+building = "raadhus"
+"#,
+            token_hash(INGEST)
+        )
+    }
+
+    /// A temp folder, removed at the end of the test.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            let dir = std::env::temp_dir().join(format!(
+                "beredskab-api-test-{}-{:08x}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            std::fs::create_dir_all(&dir).expect("create a temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    struct Harness {
+        state: ApiState<SqliteStore>,
+        stop: CancellationToken,
+        core: JoinHandle<()>,
+        _dir: TempDir,
+    }
+
+    impl Harness {
+        /// A running core on a new store, as the daemon starts it.
+        async fn start() -> Harness {
+            let loaded = load_str("unit.toml", &config()).expect("the test config is valid");
+            let cat = Arc::new(Catalogue::build(&loaded.config).expect("resolves"));
+            let dir = TempDir::new();
+            let store = SqliteStore::open(dir.0.join("beredskab.db"))
+                .await
+                .expect("open the store");
+            let metrics = Arc::new(Metrics::new());
+            let status = Arc::new(Status::default());
+            let core = Core::start(
+                cat.clone(),
+                store.clone(),
+                metrics.clone(),
+                status.clone(),
+                Arc::new(Notify::new()),
+            )
+            .await
+            .expect("the core starts");
+            let (tx, commands) = mpsc::channel(16);
+            let (_, mqtt) = mpsc::channel(1);
+            let (_, probes) = mpsc::channel(1);
+            let stop = CancellationToken::new();
+            let core = tokio::spawn(core.run(
+                Inbox {
+                    commands,
+                    mqtt,
+                    probes,
+                },
+                stop.clone(),
+            ));
+            let state = ApiState {
+                store,
+                core: tx,
+                metrics,
+                status,
+                shared: Arc::new(Shared::new(&loaded.config, cat)),
+            };
+            Harness {
+                state,
+                stop,
+                core,
+                _dir: dir,
+            }
+        }
+
+        /// The same routes over a core channel `core` instead.
+        fn with_core(&self, core: mpsc::Sender<Command>) -> ApiState<SqliteStore> {
+            ApiState {
+                core,
+                ..self.state.clone()
+            }
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            let _ = self.core.await;
+        }
+    }
+
+    /// A body that sends nothing and never ends, declaring `declared`
+    /// bytes; it notes whether it was ever read.
+    struct Silent {
+        declared: Option<u64>,
+        read: Arc<AtomicBool>,
+    }
+
+    impl HttpBody for Silent {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.read.store(true, Ordering::Relaxed);
+            Poll::Pending
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.declared
+                .map_or_else(SizeHint::new, SizeHint::with_exact)
+        }
+    }
+
+    /// A body of endless 16 KiB chunks, with no declared length.
+    struct Endless {
+        sent: Arc<AtomicUsize>,
+    }
+
+    impl HttpBody for Endless {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.sent.fetch_add(16 * 1024, Ordering::Relaxed);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; 16 * 1024])))))
+        }
+    }
+
+    fn request(path: &str, token: Option<&str>, body: Body) -> Request<Body> {
+        let mut req = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        req.body(body).expect("a request")
+    }
+
+    /// The status and the JSON body of a call, which must come within
+    /// `within`.
+    async fn call(
+        state: &ApiState<SqliteStore>,
+        req: Request<Body>,
+        within: Duration,
+    ) -> (StatusCode, Value) {
+        let mut app = router(state.clone());
+        let resp = tokio::time::timeout(within, app.call(req))
+            .await
+            .unwrap_or_else(|_| panic!("no answer within {within:?}"))
+            .expect("infallible");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("the answer's body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn rejected(store: &SqliteStore) -> Vec<RejectedRow> {
+        store.rejected(100, None).await.expect("read rejected")
+    }
+
+    /// A wrong or missing token is answered at once, without the body
+    /// being read, even when the body never comes.
+    #[tokio::test]
+    async fn a_caller_without_a_token_is_refused_before_the_body_is_read() {
+        let h = Harness::start().await;
+        for token in [Some("wrong"), None] {
+            for path in ["/api/v1/alarms", "/api/v1/alertmanager", "/api/v1/reports"] {
+                let read = Arc::new(AtomicBool::new(false));
+                let body = Body::new(Silent {
+                    declared: Some(1000),
+                    read: read.clone(),
+                });
+                let (status, json) =
+                    call(&h.state, request(path, token, body), Duration::from_secs(5)).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {token:?}: {json}");
+                assert!(json["error"].is_string(), "{json}");
+                assert!(
+                    !read.load(Ordering::Relaxed),
+                    "{path} {token:?}: the body was read before the token was checked"
+                );
+            }
+        }
+        h.stop().await;
+    }
+
+    /// A body declared over the route's limit is refused without reading
+    /// it; one that does not say its length is read only up to the limit.
+    /// Both are 413 and kept as rejected.
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413_and_read_no_further_than_the_limit() {
+        let h = Harness::start().await;
+        let read = Arc::new(AtomicBool::new(false));
+        let declared = Body::new(Silent {
+            declared: Some(100 * 1024),
+            read: read.clone(),
+        });
+        let (status, json) = call(
+            &h.state,
+            request("/api/v1/alarms", Some(INGEST), declared),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
+        assert!(!read.load(Ordering::Relaxed), "a declared length suffices");
+
+        let sent = Arc::new(AtomicUsize::new(0));
+        let endless = Body::new(Endless { sent: sent.clone() });
+        let (status, json) = call(
+            &h.state,
+            request("/api/v1/alertmanager", Some(INGEST), endless),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
+        assert!(
+            json["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&ALERTMANAGER_BODY_LIMIT.to_string())),
+            "{json}"
+        );
+        let read = sent.load(Ordering::Relaxed);
+        assert!(
+            read <= ALERTMANAGER_BODY_LIMIT + 16 * 1024,
+            "{read} bytes read"
+        );
+        let kept = rejected(&h.state.store).await;
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept.iter().all(|r| r.reason == RejectReason::Oversized));
+        h.stop().await;
+    }
+
+    /// A client with the right token that sends its headers and then no
+    /// body is answered 408 once [`BODY_READ_TIMEOUT`] has passed.
+    #[tokio::test]
+    async fn a_body_that_never_comes_is_408_after_the_body_timeout() {
+        let h = Harness::start().await;
+        let body = Body::new(Silent {
+            declared: Some(1000),
+            read: Arc::new(AtomicBool::new(false)),
+        });
+        let started = std::time::Instant::now();
+        let (status, json) = call(
+            &h.state,
+            request("/api/v1/alarms", Some(INGEST), body),
+            BODY_READ_TIMEOUT + Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{json}");
+        assert_eq!(
+            json["error"], "the request body did not arrive within 10 s",
+            "{json}"
+        );
+        assert!(started.elapsed() >= BODY_READ_TIMEOUT);
+        h.stop().await;
+    }
+
+    /// A core that takes no commands (its channel full) or takes one and
+    /// never answers: the request is answered 503 with the reason after
+    /// [`CORE_TIMEOUT`], not held for ever.
+    #[tokio::test]
+    async fn a_core_that_does_not_answer_is_503_after_the_core_timeout() {
+        let h = Harness::start().await;
+        // Full: one command queued that no one takes.
+        let (full, mut full_rx) = mpsc::channel(1);
+        let (reply, _) = oneshot::channel();
+        full.try_send(Command::Reload {
+            catalogue: h.state.shared.catalogue(),
+            reply,
+        })
+        .expect("room for one");
+        // Taking commands, never answering.
+        let (deaf, mut deaf_rx) = mpsc::channel(16);
+        let kept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(c) = deaf_rx.recv().await {
+                held.push(c);
+            }
+        });
+        let alarm = r#"{"component":"srv-1","kind":"server","state":"firing"}"#;
+        let within = CORE_TIMEOUT + Duration::from_secs(20);
+        let full_state = h.with_core(full);
+        let deaf_state = h.with_core(deaf);
+        let ((s1, j1), (s2, j2)) = tokio::join!(
+            call(
+                &full_state,
+                request("/api/v1/alarms", Some(INGEST), Body::from(alarm)),
+                within
+            ),
+            call(
+                &deaf_state,
+                request("/api/v1/alarms", Some(INGEST), Body::from(alarm)),
+                within
+            ),
+        );
+        for (status, json) in [(s1, j1), (s2, j2)] {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+            assert!(
+                json["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("the engine did not answer within 10 s")),
+                "{json}"
+            );
+        }
+        full_rx.close();
+        drop(deaf_state);
+        drop(full_state);
+        kept.abort();
+        h.stop().await;
+    }
+
+    /// `/readyz` is 503 once the core's channel is closed (a core that
+    /// died), even though the core never said it stopped.
+    #[tokio::test]
+    async fn readyz_is_503_when_the_core_no_longer_takes_commands() {
+        let h = Harness::start().await;
+        let ready = |state: &ApiState<SqliteStore>| {
+            let state = state.clone();
+            async move {
+                let req = Request::get("/readyz")
+                    .body(Body::empty())
+                    .expect("request");
+                call(&state, req, Duration::from_secs(10)).await
+            }
+        };
+        // The core sets `running` as it starts.
+        let mut running = false;
+        for _ in 0..200 {
+            running = h.state.status.running.load(Ordering::Relaxed);
+            if running {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(running, "the core did not start");
+        let (status, json) = ready(&h.state).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["engine"], "running");
+
+        let (dead, rx) = mpsc::channel(1);
+        drop(rx);
+        let (status, json) = ready(&h.with_core(dead)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+        assert_eq!(json["engine"], "stopped", "{json}");
+        assert!(h.state.status.running.load(Ordering::Relaxed));
+        h.stop().await;
+    }
 }

@@ -80,6 +80,15 @@ pub enum Command {
         received: Instant,
         reply: oneshot::Sender<Result<Receipt, EngineError>>,
     },
+    /// Events of one API request (the alerts of an Alertmanager body),
+    /// taken in and committed together. The reply has a result for each
+    /// event, in order, once they are committed.
+    Inputs {
+        events: Vec<Event>,
+        source: Source,
+        received: Instant,
+        reply: oneshot::Sender<Vec<Result<Receipt, EngineError>>>,
+    },
     /// A report from a person or an outside party: an alarm on a component
     /// or service, and, when given, how long it is expected to last from now.
     Report {
@@ -169,6 +178,14 @@ enum Done {
         result: Result<Receipt, EngineError>,
         /// The input's index in the batch, for its seq.
         input: Option<usize>,
+        received: Instant,
+        source: Source,
+    },
+    /// The answer to [`Command::Inputs`]: each result with its input's
+    /// index in the batch.
+    Replies {
+        reply: oneshot::Sender<Vec<Result<Receipt, EngineError>>>,
+        results: Vec<(Result<Receipt, EngineError>, Option<usize>)>,
         received: Instant,
         source: Source,
     },
@@ -568,6 +585,30 @@ impl<S: Store> Core<S> {
                         .observe(received.elapsed().as_secs_f64());
                     let _ = reply.send(result);
                 }
+                Done::Replies {
+                    reply,
+                    results,
+                    received,
+                    source,
+                } => {
+                    let results = results
+                        .into_iter()
+                        .map(|(mut result, input)| {
+                            if let (Ok(receipt), Some(i)) = (&mut result, input) {
+                                receipt.seq = outcome.inputs.get(i).map(|o| match *o {
+                                    crate::store::InputOutcome::New { seq }
+                                    | crate::store::InputOutcome::Duplicate { seq } => seq,
+                                });
+                            }
+                            self.metrics
+                                .ingest_seconds
+                                .with_label_values(&[source.as_str()])
+                                .observe(received.elapsed().as_secs_f64());
+                            result
+                        })
+                        .collect();
+                    let _ = reply.send(results);
+                }
                 Done::Rejected(reply) => {
                     let _ = reply.send(());
                 }
@@ -730,6 +771,23 @@ impl<S: Store> Core<S> {
                     reply,
                     result,
                     input,
+                    received,
+                    source,
+                });
+            }
+            Command::Inputs {
+                events,
+                source,
+                received,
+                reply,
+            } => {
+                let results = events
+                    .into_iter()
+                    .map(|event| self.apply_logged(now, source, event, batch, touched))
+                    .collect();
+                done.push(Done::Replies {
+                    reply,
+                    results,
                     received,
                     source,
                 });

@@ -174,7 +174,7 @@ fn random_key() -> Vec<u8> {
 }
 
 impl Shared {
-    fn new(config: &Config, cat: Arc<Catalogue>) -> Shared {
+    pub(crate) fn new(config: &Config, cat: Arc<Catalogue>) -> Shared {
         Shared {
             catalogue: RwLock::new(cat),
             auth: RwLock::new(Arc::new(Auth::new(&config.tokens))),
@@ -422,15 +422,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
         status: status.clone(),
         shared: shared.clone(),
     });
-    let http_stop = intake.clone();
-    let mut http_task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_stop.cancelled().await })
-        .await
-    });
+    let mut http_task = tokio::spawn(api::server::serve(listener, app, intake.clone()));
     info!(listen = %local, "beredskab running");
     if let Some(tx) = opts.on_listening {
         let _ = tx.send(local);
@@ -538,10 +530,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
     for r in [mqtt.take(), probes.take()].into_iter().flatten() {
         r.stop().await;
     }
-    match tokio::time::timeout(INTAKE_GRACE, http_task).await {
-        Ok(Ok(Err(e))) => error!(error = %e, "http server"),
-        Err(_) => warn!("http requests still running at shutdown"),
-        _ => {}
+    if tokio::time::timeout(INTAKE_GRACE, http_task).await.is_err() {
+        warn!("http requests still running at shutdown");
     }
     core_stop.cancel();
     if tokio::time::timeout(CORE_GRACE, core_task).await.is_err() {

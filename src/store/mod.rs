@@ -191,6 +191,9 @@ pub trait Store: Send + Sync {
         incidents: &[u64],
     ) -> impl Future<Output = Result<Vec<(u64, String)>, StoreError>> + Send;
 
+    /// Whether this acknowledgement link (its id) has been used.
+    fn link_used(&self, link: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// The daemon's own events newest first.
     fn system_events(
         &self,

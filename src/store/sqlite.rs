@@ -582,6 +582,15 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    async fn link_used(&self, link: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM used_links WHERE link = ?)")
+                .bind(link)
+                .fetch_one(&self.readers)
+                .await?,
+        )
+    }
+
     async fn system_events(&self, limit: u32) -> Result<Vec<SystemEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, at_ms, kind, detail FROM system_events ORDER BY id DESC LIMIT ?",
