@@ -146,6 +146,76 @@ fn unknown_keys_are_errors_at_the_key() {
     );
 }
 
+/// An unknown key is an error, but not one that hides the rest: the
+/// reference checks still run on the file around it.
+#[test]
+fn unknown_keys_do_not_hide_the_other_errors() {
+    assert_errors(
+        "unknown-and-dangling.toml",
+        &[
+            "5:1: unknown key \"colour\" in [site]",
+            "10:1: unknown key \"colour\" in [[component]]",
+            "15:27: service \"mail\" depends on unknown component or service \"exchange\"",
+            "22:11: policy \"standard\" step 1 notify names unknown role \"it-chef\"",
+            "23:8: policy \"standard\" step 1 uses unknown channel \"sms\"",
+            "24:1: unknown key \"delay\" in [[policy.step]]",
+            "27:30: unknown key \"quantil\" in [estimate.history]",
+            "27:45: unknown key \"minsamples\" in [estimate.history]",
+            "29:2: unknown key \"componnet\"",
+        ],
+    );
+}
+
+/// The daemon refuses a file whose only fault is an unknown key: a typo
+/// must not silently disable what the key was meant to say.
+#[test]
+fn run_refuses_a_config_whose_only_fault_is_an_unknown_key() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("check-run-unknown-key");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let minimal = std::fs::read_to_string(fixture("minimal.toml")).expect("read minimal.toml");
+    let text = minimal.replacen(
+        "kind = \"server\"\n",
+        "kind = \"server\"\ncolour = \"red\"\n",
+        1,
+    ) + "\n[server]\nlisten = \"127.0.0.1:0\"\n";
+    let file = dir.join("beredskab.toml");
+    std::fs::write(&file, text).expect("write config");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beredskab"))
+        .env("RUST_LOG", "off")
+        .arg("run")
+        .arg("-c")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start beredskab run");
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for beredskab run") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("beredskab run started on a config with an unknown key");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "{}:9:1: unknown key \"colour\" in [[component]]\n",
+            file.display()
+        )
+    );
+}
+
 #[test]
 fn dangling_references_are_all_reported_at_once() {
     assert_errors(
