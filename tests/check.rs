@@ -284,6 +284,55 @@ fn unparsable_durations_are_errors_at_their_value() {
     );
 }
 
+/// Humantime reads durations of billions of years; the engine's clock
+/// and calendar cannot hold them (a rotation of 30,000,000 days panics in
+/// `drill` and the daemon). Everything beyond 100 years is refused where it
+/// is written; exactly 100 years (`status_every`) is allowed.
+#[test]
+fn durations_longer_than_a_hundred_years_are_errors_at_their_value() {
+    let expected = [
+        "22:22: role \"drift\": rotation every 82135years 6months 8days 14h 38m 24s \
+         is longer than 100 years",
+        "30:16: policy \"standard\": deputy_after 500years is longer than 100 years",
+        "33:6: policy \"standard\" step 1: step condition \"expected > 18446744073709551615s\": \
+         duration \"18446744073709551615s\" is longer than 100 years",
+        "38:22: estimate by_kind server 100years 1s is longer than 100 years",
+    ];
+    assert_errors("long-durations.toml", &expected);
+
+    // `drill` loads the same config: it refuses it the same way instead of
+    // running into the overflow.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("check-long-durations");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let scenario = dir.join("alarm.toml");
+    std::fs::write(
+        &scenario,
+        "end = \"1h\"\n[[event]]\nat = \"0s\"\n\
+         alarm = { component = \"srv-mail\", kind = \"server\", state = \"firing\" }\n",
+    )
+    .expect("write scenario");
+    let out = Command::new(env!("CARGO_BIN_EXE_beredskab"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "off")
+        .args([
+            "drill",
+            "-c",
+            "tests/configs/long-durations.toml",
+            "--scenario",
+        ])
+        .arg(&scenario)
+        .output()
+        .expect("run beredskab drill");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(out.stdout.is_empty(), "no drill output on a refused config");
+    let want: Vec<String> = expected
+        .iter()
+        .map(|e| format!("tests/configs/long-durations.toml:{e}"))
+        .collect();
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), want);
+}
+
 #[test]
 fn step_conditions_that_do_not_parse_are_errors() {
     assert_errors(
