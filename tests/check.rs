@@ -284,9 +284,9 @@ fn unparsable_durations_are_errors_at_their_value() {
     );
 }
 
-/// Humantime reads durations of billions of years; the engine's clock
-/// and calendar cannot hold them (a rotation of 30,000,000 days panics in
-/// `drill` and the daemon). Everything beyond 100 years is refused where it
+/// Humantime reads durations of billions of years, which no plan means and
+/// the engine's clock and calendar need not hold (a rotation of 30,000,000
+/// days made `drill` panic). Everything beyond 100 years is refused where it
 /// is written; exactly 100 years (`status_every`) is allowed.
 #[test]
 fn durations_longer_than_a_hundred_years_are_errors_at_their_value() {

@@ -158,9 +158,9 @@ impl<'a> Validator<'a> {
     }
 
     /// A duration that must be at most [`MAX_DURATION`](super::MAX_DURATION):
-    /// humantime reads `18446744073709551615s`, and the engine's clock
-    /// arithmetic and calendar spans (a rotation's turns) overflow or panic
-    /// long before that.
+    /// humantime reads `18446744073709551615s`, which no plan means, and
+    /// the engine's clock arithmetic and calendar spans (a rotation's turns)
+    /// are then never asked to hold more.
     fn bounded(&mut self, path: Vec<Seg>, what: &str, d: Duration) {
         if !duration_in_bounds(d) {
             self.error(
