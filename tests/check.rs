@@ -146,6 +146,76 @@ fn unknown_keys_are_errors_at_the_key() {
     );
 }
 
+/// An unknown key is an error, but not one that hides the rest: the
+/// reference checks still run on the file around it.
+#[test]
+fn unknown_keys_do_not_hide_the_other_errors() {
+    assert_errors(
+        "unknown-and-dangling.toml",
+        &[
+            "5:1: unknown key \"colour\" in [site]",
+            "10:1: unknown key \"colour\" in [[component]]",
+            "15:27: service \"mail\" depends on unknown component or service \"exchange\"",
+            "22:11: policy \"standard\" step 1 notify names unknown role \"it-chef\"",
+            "23:8: policy \"standard\" step 1 uses unknown channel \"sms\"",
+            "24:1: unknown key \"delay\" in [[policy.step]]",
+            "27:30: unknown key \"quantil\" in [estimate.history]",
+            "27:45: unknown key \"minsamples\" in [estimate.history]",
+            "29:2: unknown key \"componnet\"",
+        ],
+    );
+}
+
+/// The daemon refuses a file whose only fault is an unknown key: a typo
+/// must not silently disable what the key was meant to say.
+#[test]
+fn run_refuses_a_config_whose_only_fault_is_an_unknown_key() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("check-run-unknown-key");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let minimal = std::fs::read_to_string(fixture("minimal.toml")).expect("read minimal.toml");
+    let text = minimal.replacen(
+        "kind = \"server\"\n",
+        "kind = \"server\"\ncolour = \"red\"\n",
+        1,
+    ) + "\n[server]\nlisten = \"127.0.0.1:0\"\n";
+    let file = dir.join("beredskab.toml");
+    std::fs::write(&file, text).expect("write config");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beredskab"))
+        .env("RUST_LOG", "off")
+        .arg("run")
+        .arg("-c")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start beredskab run");
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for beredskab run") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("beredskab run started on a config with an unknown key");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "{}:9:1: unknown key \"colour\" in [[component]]\n",
+            file.display()
+        )
+    );
+}
+
 #[test]
 fn dangling_references_are_all_reported_at_once() {
     assert_errors(
@@ -212,6 +282,55 @@ fn unparsable_durations_are_errors_at_their_value() {
             ),
         ],
     );
+}
+
+/// Humantime reads durations of billions of years, which no plan means and
+/// the engine's clock and calendar need not hold (a rotation of 30,000,000
+/// days made `drill` panic). Everything beyond 100 years is refused where it
+/// is written; exactly 100 years (`status_every`) is allowed.
+#[test]
+fn durations_longer_than_a_hundred_years_are_errors_at_their_value() {
+    let expected = [
+        "22:22: role \"drift\": rotation every 82135years 6months 8days 14h 38m 24s \
+         is longer than 100 years",
+        "30:16: policy \"standard\": deputy_after 500years is longer than 100 years",
+        "33:6: policy \"standard\" step 1: step condition \"expected > 18446744073709551615s\": \
+         duration \"18446744073709551615s\" is longer than 100 years",
+        "38:22: estimate by_kind server 100years 1s is longer than 100 years",
+    ];
+    assert_errors("long-durations.toml", &expected);
+
+    // `drill` loads the same config: it refuses it the same way instead of
+    // running into the overflow.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("check-long-durations");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let scenario = dir.join("alarm.toml");
+    std::fs::write(
+        &scenario,
+        "end = \"1h\"\n[[event]]\nat = \"0s\"\n\
+         alarm = { component = \"srv-mail\", kind = \"server\", state = \"firing\" }\n",
+    )
+    .expect("write scenario");
+    let out = Command::new(env!("CARGO_BIN_EXE_beredskab"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "off")
+        .args([
+            "drill",
+            "-c",
+            "tests/configs/long-durations.toml",
+            "--scenario",
+        ])
+        .arg(&scenario)
+        .output()
+        .expect("run beredskab drill");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(out.stdout.is_empty(), "no drill output on a refused config");
+    let want: Vec<String> = expected
+        .iter()
+        .map(|e| format!("tests/configs/long-durations.toml:{e}"))
+        .collect();
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), want);
 }
 
 #[test]

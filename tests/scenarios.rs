@@ -2,7 +2,8 @@
 //! `tests/scenarios/` against `tests/scenarios/plan.toml` in simulated time
 //! and checks what SPEC §3 and §4 say must happen: who is told, when, why,
 //! about which incident, how severe, and how long it is expected to last.
-//! Every drill's output also passes `drill-lint` (see `common::drill`).
+//! Every drill's output also has the drill format of SPEC §4, field by
+//! field (see `common::drill_lint`).
 //!
 //! Reading aid for plan.toml: settle 10s; deputy_after 10m; status every
 //! 30m to Communications (p-komm); estimates fire 1d, power 45m, network

@@ -726,7 +726,7 @@ building = "raadhus"
     struct Harness {
         state: ApiState<SqliteStore>,
         stop: CancellationToken,
-        core: JoinHandle<()>,
+        core: JoinHandle<Result<(), crate::daemon::core::CoreError>>,
         _dir: TempDir,
     }
 

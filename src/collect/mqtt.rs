@@ -7,7 +7,8 @@
 //! the daemon (a bounded channel). Payload parsing, size limits and topic
 //! routing are the engine's job (`engine::intake`); messages pass through.
 //!
-//! Why it is built this way (../shared/PITFALLS.md, rumqttc):
+//! Why it is built this way (the known pitfalls of rumqttc and of MQTT
+//! sessions):
 //! - manual acks, clean session off, a fixed client id: whatever the daemon
 //!   has not stored is redelivered by the broker after any crash;
 //! - one task polls the event loop all the time and never awaits the client:

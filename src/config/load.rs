@@ -6,12 +6,16 @@
 //! section and each `[[…]]` element deserialized on its own, so one typo
 //! does not hide the next), then the semantic checks of `validate.rs`,
 //! whose findings name a path into the file that is resolved here to the
-//! span of the offending key or value.
+//! span of the offending key or value. Unknown keys are errors, but they do
+//! not stop the semantic checks: when they are the only schema errors, the
+//! file is validated once more without them, so that a misspelt key does not
+//! hide a dangling reference three sections further down.
 
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -98,13 +102,16 @@ pub fn load_str(name: &str, text: &str) -> Result<Loaded, LoadError> {
     // The common case, a file that fits the schema, costs one parse; only
     // a file with problems is parsed again into a tree with spans, to find
     // and locate every one of them.
-    let config: Config = match toml::from_str(text) {
-        Ok(config) => config,
-        Err(e) => return Err(LoadError::Invalid(lines.errors(parse_errors(text, &e)))),
+    let (config, mut errors) = match toml::from_str(text) {
+        Ok(config) => (config, Vec::new()),
+        Err(e) => match parse_errors(text, &e) {
+            Parsed::Stop(found) => return Err(LoadError::Invalid(lines.errors(found))),
+            Parsed::WithoutUnknownKeys(config, unknown) => (*config, unknown),
+        },
     };
 
     let findings = validate::validate(&config);
-    if findings.is_empty() {
+    if findings.is_empty() && errors.is_empty() {
         return Ok(Loaded {
             config,
             warnings: Vec::new(),
@@ -112,7 +119,7 @@ pub fn load_str(name: &str, text: &str) -> Result<Loaded, LoadError> {
         });
     }
     let (root, _) = DeTable::parse_recoverable(text);
-    let (errors, warnings): (Vec<Finding>, Vec<Finding>) =
+    let (invalid, warnings): (Vec<Finding>, Vec<Finding>) =
         findings.into_iter().partition(|f| f.level == Level::Error);
     let locate = |findings: Vec<Finding>| {
         findings
@@ -120,8 +127,9 @@ pub fn load_str(name: &str, text: &str) -> Result<Loaded, LoadError> {
             .map(|f| (resolve(root.get_ref(), &f.path), f.message))
             .collect::<Vec<_>>()
     };
+    errors.extend(locate(invalid));
     if !errors.is_empty() {
-        return Err(LoadError::Invalid(lines.errors(locate(errors))));
+        return Err(LoadError::Invalid(lines.errors(errors)));
     }
     Ok(Loaded {
         config,
@@ -130,12 +138,27 @@ pub fn load_str(name: &str, text: &str) -> Result<Loaded, LoadError> {
     })
 }
 
+/// What became of a text that did not deserialize.
+enum Parsed {
+    /// Errors that leave nothing to validate: every syntax error, or every
+    /// schema error when some are more than an unknown key.
+    Stop(Vec<(Range<usize>, String)>),
+    /// Only unknown keys were wrong: the config without them, to be
+    /// validated, and an error for each of them.
+    WithoutUnknownKeys(Box<Config>, Vec<(Range<usize>, String)>),
+}
+
 /// Every syntax error, or when the syntax is fine every schema error, of a
 /// text that did not deserialize (`first` is what serde said).
-fn parse_errors(text: &str, first: &toml::de::Error) -> Vec<(Range<usize>, String)> {
+fn parse_errors(text: &str, first: &toml::de::Error) -> Parsed {
     let (root, syntax) = DeTable::parse_recoverable(text);
     let mut found: Vec<_> = if syntax.is_empty() {
-        schema_errors(root.get_ref())
+        let schema = schema_errors(root.get_ref());
+        if let Some(config) = without_unknown_keys(&root, &schema) {
+            let errors = schema.into_iter().map(|e| (e.span, e.message)).collect();
+            return Parsed::WithoutUnknownKeys(Box::new(config), errors);
+        }
+        schema.into_iter().map(|e| (e.span, e.message)).collect()
     } else {
         syntax
             .iter()
@@ -145,7 +168,46 @@ fn parse_errors(text: &str, first: &toml::de::Error) -> Vec<(Range<usize>, Strin
     if found.is_empty() {
         found.push((first.span().unwrap_or(0..0), first_line(first.message())));
     }
-    found
+    Parsed::Stop(found)
+}
+
+/// The config the document makes with its unknown keys taken out, when
+/// they are all that is wrong with it.
+fn without_unknown_keys(root: &Spanned<DeTable<'_>>, schema: &[SchemaError]) -> Option<Config> {
+    if schema.is_empty() {
+        return None;
+    }
+    let mut table = DeValue::Table(root.get_ref().clone());
+    for error in schema {
+        if !remove(&mut table, error.unknown.as_deref()?) {
+            return None;
+        }
+    }
+    let value = Spanned::new(root.span(), table);
+    Config::deserialize(ValueDeserializer::from(value)).ok()
+}
+
+/// Takes the key at `path` out of `value`; false when there is none.
+fn remove(value: &mut DeValue<'_>, path: &[Step]) -> bool {
+    let Some((last, inner)) = path.split_last() else {
+        return false;
+    };
+    let mut current = value;
+    for step in inner {
+        let next = match (step, current) {
+            (Step::Key(key), DeValue::Table(table)) => table.get_mut(key.as_str()),
+            (Step::Index(i), DeValue::Array(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(v) => current = v.get_mut(),
+            None => return false,
+        }
+    }
+    match (last, current) {
+        (Step::Key(key), DeValue::Table(table)) => table.remove(key.as_str()).is_some(),
+        _ => false,
+    }
 }
 
 /// Maps byte offsets to 1-based lines and columns without rescanning the
@@ -308,51 +370,89 @@ const SECTIONS: &[Part] = &[
     one("crisis", check::<CrisisConfig>),
 ];
 
+/// A mismatch between the document and the schema.
+struct SchemaError {
+    span: Range<usize>,
+    message: String,
+    /// Where the key is, when the error is an unknown key: taking it out
+    /// leaves a document that may still be valid.
+    unknown: Option<Vec<Step>>,
+}
+
+impl SchemaError {
+    fn other((span, message): (Range<usize>, String)) -> Self {
+        SchemaError {
+            span,
+            message,
+            unknown: None,
+        }
+    }
+}
+
+/// One step of a path into the document.
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
 /// Every mismatch between the document and the schema.
-fn schema_errors(root: &DeTable<'_>) -> Vec<(Range<usize>, String)> {
+fn schema_errors(root: &DeTable<'_>) -> Vec<SchemaError> {
     let mut out = Vec::new();
     if root.get("site").is_none() {
-        out.push((0..0, "missing [site] section".to_owned()));
+        out.push(SchemaError::other((
+            0..0,
+            "missing [site] section".to_owned(),
+        )));
     }
-    check_parts(root, SECTIONS, &[], &mut out);
+    check_parts(root, SECTIONS, &[], &[], &mut out);
     out
 }
 
-/// Checks the keys of `table` that are `parts`; with no prefix (the top
-/// level), keys that are none of them are unknown.
+/// Checks the keys of `table` (at `at` in the document) that are `parts`;
+/// with no prefix (the top level), keys that are none of them are unknown.
 fn check_parts(
     table: &DeTable<'_>,
     parts: &[Part],
     prefix: &[&str],
-    out: &mut Vec<(Range<usize>, String)>,
+    at: &[Step],
+    out: &mut Vec<SchemaError>,
 ) {
     for (key, value) in table.iter() {
         let Some(part) = parts.iter().find(|p| p.key == key.get_ref().as_ref()) else {
             if prefix.is_empty() {
-                out.push((key.span(), format!("unknown key {:?}", key.get_ref())));
+                out.push(SchemaError {
+                    span: key.span(),
+                    message: format!("unknown key {:?}", key.get_ref()),
+                    unknown: Some(vec![Step::Key(key.get_ref().to_string())]),
+                });
             }
             continue;
         };
         let mut keys = prefix.to_vec();
         keys.push(part.key);
+        let mut at = at.to_vec();
+        at.push(Step::Key(part.key.to_owned()));
         if !part.many {
-            check_piece(value, part, &keys, false, out);
+            check_piece(value, part, &keys, &at, false, out);
             continue;
         }
         match value.get_ref().as_array() {
             Some(items) => {
-                for item in items.iter() {
-                    check_piece(item, part, &keys, true, out);
+                for (i, item) in items.iter().enumerate() {
+                    let mut at = at.clone();
+                    at.push(Step::Index(i));
+                    check_piece(item, part, &keys, &at, true, out);
                 }
             }
-            None => out.push((
+            None => out.push(SchemaError::other((
                 value.span(),
                 format!(
                     "{} must be an array of tables ([[{}]])",
                     keys.join("."),
                     keys.join(".")
                 ),
-            )),
+            ))),
         }
     }
 }
@@ -361,28 +461,34 @@ fn check_parts(
 /// arrays of tables, which are checked one element at a time. Serde stops
 /// at the first error in a table, so the key at fault is taken out and the
 /// rest tried again, until the table passes or the fault is not one key's.
+/// An unknown key inside an inline table goes alone, so that the next one
+/// beside it is found too; for any other fault the whole key goes.
 fn check_piece(
     value: &Spanned<DeValue<'_>>,
     part: &Part,
     keys: &[&str],
+    at: &[Step],
     element: bool,
-    out: &mut Vec<(Range<usize>, String)>,
+    out: &mut Vec<SchemaError>,
 ) {
     let Some(table) = value.get_ref().as_table() else {
         if let Err(e) = (part.check)(value.clone()) {
-            out.push(describe(&e, value, keys, element));
+            out.push(SchemaError::other(describe(&e, value, keys, element)));
         }
         return;
     };
-    check_parts(table, part.nested, keys, out);
-    let mut rest: DeTable<'_> = table
-        .iter()
-        .filter(|(k, _)| !part.nested.iter().any(|p| p.key == k.get_ref().as_ref()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    check_parts(table, part.nested, keys, at, out);
+    let mut rest = DeValue::Table(
+        table
+            .iter()
+            .filter(|(k, _)| !part.nested.iter().any(|p| p.key == k.get_ref().as_ref()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
     let mut removed: Vec<String> = Vec::new();
-    for _ in 0..=rest.len() {
-        let piece = Spanned::new(value.span(), DeValue::Table(rest.clone()));
+    // Each round takes one key out, so this ends; the bound is a guard.
+    for _ in 0..=count_keys(&rest, 0) {
+        let piece = Spanned::new(value.span(), rest.clone());
         let Err(e) = (part.check)(piece.clone()) else {
             return;
         };
@@ -394,13 +500,49 @@ fn check_piece(
             // Missing only because it was taken out above.
             return;
         }
-        out.push(describe(&e, &piece, keys, element));
-        let span = e.span().unwrap_or_else(|| value.span());
-        let Some(key) = find(&piece, &span, 0).and_then(|h| h.path.into_iter().next()) else {
+        let (span, text) = describe(&e, &piece, keys, element);
+        let Some(hit) = find(&piece, &e.span().unwrap_or_else(|| value.span()), 0) else {
+            out.push(SchemaError::other((span, text)));
             return;
         };
-        rest.remove(key.as_str());
+        let path: Vec<Step> = hit.path.iter().cloned().map(Step::Key).collect();
+        if hit.what == What::Key
+            && between_backticks(message, "unknown field `").is_some()
+            && remove(&mut rest, &path)
+        {
+            out.push(SchemaError {
+                span,
+                message: text,
+                unknown: Some(at.iter().cloned().chain(path).collect()),
+            });
+            continue;
+        }
+        out.push(SchemaError::other((span, text)));
+        let Some(key) = hit.path.into_iter().next() else {
+            return;
+        };
+        if !remove(&mut rest, &[Step::Key(key.clone())]) {
+            return;
+        }
         removed.push(key);
+    }
+}
+
+/// The keys in a value, nested ones included, as deep as [`find`] looks.
+fn count_keys(value: &DeValue<'_>, depth: usize) -> usize {
+    if depth > MAX_DEPTH {
+        return 0;
+    }
+    match value {
+        DeValue::Table(table) => table
+            .iter()
+            .map(|(_, v)| 1 + count_keys(v.get_ref(), depth + 1))
+            .sum(),
+        DeValue::Array(items) => items
+            .iter()
+            .map(|v| count_keys(v.get_ref(), depth + 1))
+            .sum(),
+        _ => 0,
     }
 }
 
@@ -604,6 +746,42 @@ mod tests {
                 "t.toml:7:1: unknown key \"onn\" in [[policy.step]]",
                 "t.toml:10:1: unknown key \"vai\" in [[policy.step]]",
             ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_alone_leave_the_rest_to_validation() {
+        let found = errors(
+            "[site]\nname = \"x\"\n\n[[component]]\nid = \"a\"\nkind = \"room\"\n\
+             depends_on = [\"zz\"]\ncolour = \"red\"\n\n\
+             [[role]]\nid = \"r\"\n\
+             rotation = { every = \"1w\", start = \"2026-01-01T00:00:00Z\", people = [], by = 1, to = 2 }\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "t.toml:7:15: component \"a\" depends on unknown component \"zz\"",
+                "t.toml:8:1: unknown key \"colour\" in [[component]]",
+                "t.toml:12:69: role \"r\": rotation has no people",
+                "t.toml:12:73: unknown key \"by\" in [role.rotation]",
+                "t.toml:12:81: unknown key \"to\" in [role.rotation]",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_beside_a_wrong_value_stop_before_validation() {
+        // With `kind` wrong there is no component to validate; what the
+        // reference checks would say about it could be wrong too.
+        let found = errors(
+            "[site]\nname = \"x\"\n\n[[component]]\nid = \"a\"\nkind = \"rom\"\n\
+             depends_on = [\"zz\"]\ncolour = \"red\"\n",
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("t.toml:6:8: kind in [[component]]: unknown variant"));
+        assert_eq!(
+            found[1],
+            "t.toml:8:1: unknown key \"colour\" in [[component]]"
         );
     }
 

@@ -31,8 +31,16 @@ impl StepOn {
             if joined.is_empty() {
                 return Err(format!("step condition {text:?} lacks a duration"));
             }
-            humantime::parse_duration(&joined)
-                .map_err(|e| format!("step condition {text:?}: invalid duration {joined:?}: {e}"))
+            let d = humantime::parse_duration(&joined).map_err(|e| {
+                format!("step condition {text:?}: invalid duration {joined:?}: {e}")
+            })?;
+            // Beyond this, `opened + d` overflows the engine's clock.
+            if !super::duration_in_bounds(d) {
+                return Err(format!(
+                    "step condition {text:?}: duration {joined:?} is longer than 100 years"
+                ));
+            }
+            Ok(d)
         };
         match words.as_slice() {
             ["open"] => Ok(StepOn::Open),
@@ -115,6 +123,10 @@ mod tests {
             StepOn::parse("open 2h"),
             Ok(StepOn::OpenFor(Duration::from_secs(7200)))
         );
+        assert_eq!(
+            StepOn::parse("expected > 100y"),
+            Ok(StepOn::ExpectedOver(crate::config::MAX_DURATION))
+        );
     }
 
     #[test]
@@ -126,6 +138,9 @@ mod tests {
             "unacked soon",
             "closed",
             "level",
+            "expected > 101y",
+            "unacked 18446744073709551615s",
+            "open 500y",
         ] {
             assert!(StepOn::parse(bad).is_err(), "{bad:?} parsed");
         }

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::duration_in_bounds;
 use super::load::Level;
 use super::schema::{AlarmKind, ChannelKind, Config, RoleConfig};
 use super::step::{RecipientRef, StepOn};
@@ -66,6 +67,7 @@ pub fn validate(config: &Config) -> Vec<Finding> {
     v.channels();
     v.policies();
     v.estimate();
+    v.correlation();
     v.meeting_places_and_crisis();
     v.secrets();
     let graph = v.graph();
@@ -145,9 +147,29 @@ impl<'a> Validator<'a> {
         index
     }
 
+    /// A duration that must be more than zero and at most
+    /// [`MAX_DURATION`](super::MAX_DURATION).
     fn positive(&mut self, path: Vec<Seg>, what: &str, d: Duration) {
         if d.is_zero() {
             self.error(path, format!("{what} must be greater than zero"));
+        } else {
+            self.bounded(path, what, d);
+        }
+    }
+
+    /// A duration that must be at most [`MAX_DURATION`](super::MAX_DURATION):
+    /// humantime reads `18446744073709551615s`, which no plan means, and
+    /// the engine's clock arithmetic and calendar spans (a rotation's turns)
+    /// are then never asked to hold more.
+    fn bounded(&mut self, path: Vec<Seg>, what: &str, d: Duration) {
+        if !duration_in_bounds(d) {
+            self.error(
+                path,
+                format!(
+                    "{what} {} is longer than 100 years",
+                    humantime::format_duration(d)
+                ),
+            );
         }
     }
 
@@ -730,6 +752,9 @@ impl<'a> Validator<'a> {
                     );
                 }
             }
+            if let Some(g) = c.give_up_after {
+                self.positive(at("give_up_after"), &format!("{whose}: give_up_after"), g);
+            }
             if let Some(t) = c.timeout {
                 self.positive(at("timeout"), &format!("{whose}: timeout"), t);
             }
@@ -856,6 +881,11 @@ impl<'a> Validator<'a> {
                 "estimate history min_samples must be at least 1".into(),
             );
         }
+    }
+
+    fn correlation(&mut self) {
+        let settle = self.config.correlation.settle;
+        self.bounded(path!["correlation", "settle"], "correlation settle", settle);
     }
 
     fn meeting_places_and_crisis(&mut self) {
@@ -1447,6 +1477,66 @@ mod tests {
                  (sms-http, call-http, webhook)",
             ]
         );
+    }
+
+    #[test]
+    fn every_duration_is_bounded_at_a_hundred_years() {
+        // 101 years in each duration field; the rest only makes them valid.
+        let long = "\"101y\"";
+        let text = format!(
+            "[server]\nack_link_ttl = {long}\n\
+             [mqtt]\nurl = \"mqtt://b:1883\"\n\
+             [[mqtt.subscription]]\ntopic = \"t\"\nkind = \"fire\"\ncomponent = \"a\"\nheartbeat = {long}\n\
+             [[probe]]\nid = \"p\"\ncomponent = \"a\"\nurl = \"http://x\"\nevery = {long}\ntimeout = {long}\n\
+             generator = {{ running = \"/r\", fuel_percent = \"/f\", full_tank_runtime = {long} }}\n\
+             [[person]]\nid = \"x\"\nname = \"X\"\n\
+             [[role]]\nid = \"r\"\nrotation = {{ every = {long}, start = \"2026-01-01T00:00:00Z\", people = [\"x\"] }}\n\
+             [[channel]]\nid = \"c\"\nkind = \"log\"\ntimeout = {long}\ngive_up_after = {long}\n\
+             [[policy]]\nid = \"p\"\ndeputy_after = {long}\nstatus_every = {long}\n\
+             [[policy.step]]\non = \"unacked 101y\"\n[[policy.step]]\non = \"open 101y\"\n\
+             [estimate]\ndefault = {long}\nextend = {long}\nby_kind = {{ fire = {long} }}\n\
+             [correlation]\nsettle = {long}\n",
+        ) + &components(&[("a", &[])])
+            + "[[service]]\nid = \"s\"\ncriticality = \"life\"\ndepends_on = [\"a\"]\npolicy = \"p\"\n";
+        let found = findings(&text);
+        let too_long = " 101years is longer than 100 years";
+        let expected: Vec<String> = [
+            ("channel.0.timeout", "channel \"c\": timeout"),
+            ("channel.0.give_up_after", "channel \"c\": give_up_after"),
+            ("correlation.settle", "correlation settle"),
+            ("estimate.by_kind.fire", "estimate by_kind fire"),
+            ("estimate.default", "estimate default"),
+            ("estimate.extend", "estimate extend"),
+            ("mqtt.subscription.0.heartbeat", "heartbeat"),
+            ("policy.0.deputy_after", "policy \"p\": deputy_after"),
+            ("policy.0.status_every", "policy \"p\": status_every"),
+            ("probe.0.every", "probe \"p\": every"),
+            (
+                "probe.0.generator.full_tank_runtime",
+                "probe \"p\": full_tank_runtime",
+            ),
+            ("probe.0.timeout", "probe \"p\": timeout"),
+            ("role.0.rotation.every", "role \"r\": rotation every"),
+            ("server.ack_link_ttl", "ack_link_ttl"),
+        ]
+        .iter()
+        .map(|(path, what)| format!("error {path}: {what}{too_long}"))
+        .chain([
+            "error policy.0.step.0.on: policy \"p\" step 1: step condition \"unacked 101y\": \
+             duration \"101y\" is longer than 100 years"
+                .to_owned(),
+            "error policy.0.step.1.on: policy \"p\" step 2: step condition \"open 101y\": \
+             duration \"101y\" is longer than 100 years"
+                .to_owned(),
+        ])
+        .collect();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(found, expected);
+
+        // A hundred years is the bound itself, and allowed.
+        let text = text.replace("101y", "100y");
+        assert_eq!(findings(&text), Vec::<String>::new());
     }
 
     #[test]

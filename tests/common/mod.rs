@@ -1,27 +1,24 @@
 //! Shared helpers for the scenario tests: run `beredskab drill` on a
-//! scenario, check the output's form with `drill-lint` (SPEC §4), and find
-//! the lines a test cares about.
+//! scenario, check the output's form with [`drill_lint`] (SPEC §4), and
+//! find the lines a test cares about.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod broker;
 pub mod daemon;
+pub mod drill_lint;
 pub mod gateway;
 pub mod smtp;
 pub mod tls;
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
 /// The test config every scenario runs against, relative to the crate root.
 pub const PLAN: &str = "tests/scenarios/plan.toml";
-
-/// `drill-lint`, relative to the crate root (CARGO_MANIFEST_DIR).
-const DRILL_LINT: &str = "../shared/tools/drill-lint";
 
 /// The outcome of one drill: its JSON lines, in order.
 pub struct Drill {
@@ -53,8 +50,8 @@ pub fn drill(name: &str) -> Drill {
 }
 
 /// Runs a drill with any config and scenario (paths relative to the crate
-/// root, or absolute), checks that it succeeded and that `drill-lint`
-/// accepts its output, and parses the lines.
+/// root, or absolute), checks that it succeeded and that its output has the
+/// drill format ([`drill_lint`]), and parses the lines.
 pub fn drill_files(config: &Path, scenario: &Path) -> Drill {
     let name = scenario.display().to_string();
     let stdout = run_drill(config, scenario);
@@ -94,34 +91,16 @@ pub fn run_drill(config: &Path, scenario: &Path) -> String {
     stdout
 }
 
-/// Pipes drill output through `python3 ../shared/tools/drill-lint`.
+/// Checks drill output against the drill format (see [`drill_lint`]);
+/// panics with every violation and the output.
 pub fn lint(name: &str, stdout: &str) {
-    let tool = crate_root().join(DRILL_LINT);
-    assert!(
-        tool.is_file(),
-        "drill-lint is missing at {}: the scenario tests need it to check the output's form",
-        tool.display()
-    );
-    let mut child = Command::new("python3")
-        .arg(&tool)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3 drill-lint (is python3 installed?)");
-    child
-        .stdin
-        .take()
-        .expect("drill-lint stdin")
-        .write_all(stdout.as_bytes())
-        .expect("write to drill-lint");
-    let out = child.wait_with_output().expect("wait for drill-lint");
-    assert!(
-        out.status.success(),
-        "drill-lint rejects the output of {name}:\n{}{}\noutput:\n{stdout}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    if let Err(errors) = drill_lint::lint(stdout) {
+        panic!(
+            "the output of {name} breaks the drill format in {} place(s):\n{}\noutput:\n{stdout}",
+            errors.len(),
+            errors.join("\n")
+        );
+    }
 }
 
 /// Writes a generated file into the integration tests' temp folder.
