@@ -159,7 +159,7 @@ async fn a_gateway_down_for_20_s_gets_every_page_once_within_60_s_of_recovering(
     gateway.set_down(false);
     let recovered = Instant::now();
     all_delivered_once(&gateway, recovered, 4).await;
-    let left = eventually("the outbox is empty", PATIENCE, || async {
+    eventually("the outbox is empty", PATIENCE, || async {
         let n = metric(&client, &d, "beredskab_outbox_pending{channel=\"sms\"}").await;
         let age = metric(
             &client,
@@ -170,7 +170,6 @@ async fn a_gateway_down_for_20_s_gets_every_page_once_within_60_s_of_recovering(
         (n == 0.0 && age == 0.0).then_some(())
     })
     .await;
-    let _ = left;
     let outcomes = outcomes(&d, 1).await;
     assert!(outcomes.iter().any(|o| o == "retried"), "{outcomes:?}");
     assert_eq!(
