@@ -418,3 +418,112 @@ async fn a_wall_clock_set_forward_does_not_hasten_the_deputy() {
         "deputy after {gap:?}"
     );
 }
+
+/// Components c-0 … c-(n-1), each its own root, feeding one service with a
+/// policy that tells nobody within the test.
+fn many_components(n: usize) -> String {
+    let mut extra = String::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        extra.push_str(&format!(
+            "[[component]]\nid = \"c-{i}\"\nkind = \"server\"\n"
+        ));
+        ids.push(format!("\"c-{i}\""));
+    }
+    extra.push_str(&format!(
+        "[[service]]\nid = \"bulk\"\nname = \"Bulk\"\ncriticality = \"important\"\n\
+         depends_on = [{}]\npolicy = \"quiet\"\n\
+         [[policy]]\nid = \"quiet\"\ndeputy_after = \"1h\"\n\
+         [[policy.step]]\non = \"open 1d\"\nnotify = [\"role:drift-leder\"]\nvia = [\"sms\"]\n",
+        ids.join(", ")
+    ));
+    extra
+}
+
+/// An Alertmanager body with one alert per component, all in `status`.
+fn alerts(n: usize, status: &str) -> String {
+    let alerts: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"status":"{status}","labels":{{"component":"c-{i}","kind":"server"}},"fingerprint":"f{i}"}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"alerts":[{}]}}"#, alerts.join(","))
+}
+
+/// 20,000 incidents opened and resolved leave the engine holding only
+/// the open ones: resolved incidents live in the store, not in memory,
+/// and a restart rebuilds no more than what is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_resolved_incidents_leave_only_the_open_ones_in_memory() {
+    const N: usize = 500;
+    const ROUNDS: usize = 40;
+    let broker = Broker::start("hard-memory");
+    let config = config_with(broker.port, &client_id("hard-memory"), &many_components(N));
+    let mut d = Daemon::start(
+        "hard-memory",
+        &config.replace(
+            "[server]\n",
+            "[server]\nsecret_env = \"BEREDSKAB_TEST_SECRET\"\n",
+        ),
+    );
+    ready(&d).await;
+    let client = http();
+    let push = |body: String| {
+        let (client, url) = (client.clone(), d.url("/api/v1/alertmanager"));
+        async move {
+            let (status, answer) = post(&client, &url, Some(INGEST_TOKEN), body).await;
+            assert_eq!(status, 202, "{answer}");
+            assert_eq!(answer["accepted"], N, "{answer}");
+        }
+    };
+    for _ in 0..ROUNDS {
+        push(alerts(N, "firing")).await;
+        push(alerts(N, "resolved")).await;
+    }
+    // One more round left open.
+    push(alerts(N, "firing")).await;
+    let opened = common::daemon::count(&d.db(), "SELECT count(*) FROM incidents").await;
+    assert_eq!(opened, ((ROUNDS + 1) * N) as i64);
+    let held = |body: &serde_json::Value| body["incidents_in_memory"].as_u64();
+    let (status, body) = get(&client, &d.url("/readyz"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(held(&body), Some(N as u64), "only the open ones: {body}");
+    // Resolved: nothing left in memory; the store still has them all.
+    push(alerts(N, "resolved")).await;
+    let (_, body) = get(&client, &d.url("/readyz"), None).await;
+    assert_eq!(held(&body), Some(0), "{body}");
+    let resolved = common::daemon::count(
+        &d.db(),
+        "SELECT count(*) FROM incidents WHERE state = 'resolved'",
+    )
+    .await;
+    assert_eq!(resolved, ((ROUNDS + 1) * N) as i64);
+    let (_, one) = get(&client, &d.url("/api/v1/incidents/1"), Some(READ_TOKEN)).await;
+    assert_eq!(one["state"], "resolved", "read from the store: {one}");
+    // After a restart the snapshot holds what is open, and numbering goes on.
+    assert!(d.terminate().success());
+    d.spawn();
+    ready(&d).await;
+    let (_, body) = get(&client, &d.url("/readyz"), None).await;
+    assert_eq!(held(&body), Some(0), "{body}");
+    let (status, answer) = post(
+        &client,
+        &d.url("/api/v1/alertmanager"),
+        Some(INGEST_TOKEN),
+        alerts(1, "firing"),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let next = ((ROUNDS + 1) * N + 1) as u64;
+    let (status, inc) = get(
+        &client,
+        &d.url(&format!("/api/v1/incidents/{next}")),
+        Some(READ_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "numbering goes on from {next}: {inc}");
+    assert_eq!(inc["state"], "open");
+    assert!(d.terminate().success());
+}
