@@ -814,12 +814,9 @@ impl<S: Store> Core<S> {
                     {
                         // `expected` counts from the report; the engine's
                         // ETA counts from the incident's opening.
-                        let since_open = Duration::from_millis(
-                            u64::try_from(now.millis_since(inc.opened)).unwrap_or(0),
-                        );
                         let eta = Event::Eta {
                             incident: id,
-                            expected: since_open.saturating_add(expected),
+                            expected: report_eta(now, inc.opened, expected),
                             by: None,
                         };
                         let _ = self.apply_logged(now, source, eta, batch, touched);
@@ -1117,6 +1114,14 @@ impl<S: Store> Core<S> {
                 .set(n);
         }
     }
+}
+
+/// A report's ETA as the engine takes it: `expected` counts from the
+/// report (`now`), the engine's from the incident's opening. Saturating:
+/// no duration from outside can overflow it (the engine bounds it).
+pub fn report_eta(now: Ts, opened: Ts, expected: Duration) -> Duration {
+    let since_open = Duration::from_millis(u64::try_from(now.millis_since(opened)).unwrap_or(0));
+    since_open.saturating_add(expected)
 }
 
 /// Moves whatever is waiting in `rx` into `buf`, up to the batch limit.
