@@ -306,7 +306,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
             };
         // Backoff counts from the failure, not from the start of a
         // request that may have hung until its timeout.
-        let attempt = self.outcome(cat, &row, self.clock.now(), result, over);
+        let attempt = outcome(cat, &row, self.clock.now(), result, over);
         if attempt.outcome != AttemptOutcome::Dropped {
             self.metrics
                 .notifications
@@ -340,99 +340,97 @@ impl<S: Store + Clone + 'static> Notifier<S> {
             self.wake.notify_one();
         }
     }
+}
 
-    /// What an attempt's result means for its row.
-    fn outcome(
-        &self,
-        cat: &Catalogue,
-        row: &OutboxRow,
-        now: Ts,
-        result: Result<(), SendError>,
-        incident_over: bool,
-    ) -> Attempt {
-        let base = |outcome, detail: String| Attempt {
-            key: row.key.clone(),
-            incident: row.incident,
-            at: now,
-            channel: row.channel.clone(),
-            person: row.person.clone(),
-            outcome,
-            detail,
-            next_attempt: None,
-            fallback: None,
-        };
-        let channel = cat.channels.iter().find(|c| c.id == row.channel);
-        let attempts = channel.map_or(1, |c| c.config.attempts().max(1));
-        let tried = row.attempts.saturating_add(1);
-        let retry = |error: &str, retry_after: Option<Duration>, of: String| {
-            let wait = backoff(tried).max(retry_after.unwrap_or_default().min(RETRY_AFTER_MAX));
-            let mut a = base(
-                AttemptOutcome::Retried,
-                format!(
-                    "attempt {tried}{of} failed: {error}; next in {}",
-                    humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
-                ),
-            );
-            a.next_attempt = Some(now.plus(wait));
-            a
-        };
-        let (error, retry_after) = match result {
-            Ok(()) => return base(AttemptOutcome::Sent, "sent".into()),
-            Err(SendError::Retry { error, retry_after }) if tried < attempts && !incident_over => {
-                return retry(&error, retry_after, format!(" of {attempts}"));
-            }
-            Err(SendError::Retry { error, retry_after }) => (error, retry_after),
-            Err(SendError::Permanent(error)) => (error, None),
-        };
-        if incident_over {
-            return base(
-                AttemptOutcome::Dropped,
-                format!(
-                    "{error}; not tried again: incident {} is over",
-                    row.incident
-                ),
-            );
+/// What an attempt's result means for its row.
+fn outcome(
+    cat: &Catalogue,
+    row: &OutboxRow,
+    now: Ts,
+    result: Result<(), SendError>,
+    incident_over: bool,
+) -> Attempt {
+    let base = |outcome, detail: String| Attempt {
+        key: row.key.clone(),
+        incident: row.incident,
+        at: now,
+        channel: row.channel.clone(),
+        person: row.person.clone(),
+        outcome,
+        detail,
+        next_attempt: None,
+        fallback: None,
+    };
+    let channel = cat.channels.iter().find(|c| c.id == row.channel);
+    let attempts = channel.map_or(1, |c| c.config.attempts().max(1));
+    let tried = row.attempts.saturating_add(1);
+    let retry = |error: &str, retry_after: Option<Duration>, of: String| {
+        let wait = backoff(tried).max(retry_after.unwrap_or_default().min(RETRY_AFTER_MAX));
+        let mut a = base(
+            AttemptOutcome::Retried,
+            format!(
+                "attempt {tried}{of} failed: {error}; next in {}",
+                humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+            ),
+        );
+        a.next_attempt = Some(now.plus(wait));
+        a
+    };
+    let (error, retry_after) = match result {
+        Ok(()) => return base(AttemptOutcome::Sent, "sent".into()),
+        Err(SendError::Retry { error, retry_after }) if tried < attempts && !incident_over => {
+            return retry(&error, retry_after, format!(" of {attempts}"));
         }
-        let fallback = channel
-            .and_then(|c| c.fallback)
-            .map(|f| cat.channel(f).id.clone())
-            // A fallback's fallback is fine; a row does not come back to a
-            // channel it already went through.
-            .filter(|f| !row.key.contains(&format!("/fallback/{f}")) && *f != row.channel);
-        match fallback {
-            Some(f) => {
-                let mut a = base(
-                    AttemptOutcome::Fallback,
-                    format!("{error}; handed to {f} after {tried} attempt(s)"),
-                );
-                a.fallback = Some(OutboxRow {
-                    key: format!("{}/fallback/{f}", row.key),
-                    channel: f,
-                    created_at: now,
-                    next_attempt: now,
-                    attempts: 0,
-                    state: crate::store::OutboxState::Pending,
-                    last_error: None,
-                    sent_at: None,
-                    ..row.clone()
-                });
-                a
-            }
-            None => {
-                let give_up_after =
-                    channel.map_or(DEFAULT_GIVE_UP_AFTER, |c| c.config.give_up_after());
-                if now >= row.created_at.plus(give_up_after) {
-                    base(
-                        AttemptOutcome::Failed,
-                        format!(
-                            "{error}; given up after {tried} attempt(s) in {}",
-                            humantime::format_duration(give_up_after)
-                        ),
-                    )
-                } else {
-                    // No fallback: keep trying while it matters.
-                    retry(&error, retry_after, String::new())
-                }
+        Err(SendError::Retry { error, retry_after }) => (error, retry_after),
+        Err(SendError::Permanent(error)) => (error, None),
+    };
+    if incident_over {
+        return base(
+            AttemptOutcome::Dropped,
+            format!(
+                "{error}; not tried again: incident {} is over",
+                row.incident
+            ),
+        );
+    }
+    let fallback = channel
+        .and_then(|c| c.fallback)
+        .map(|f| cat.channel(f).id.clone())
+        // A fallback's fallback is fine; a row does not come back to a
+        // channel it already went through.
+        .filter(|f| !row.key.contains(&format!("/fallback/{f}")) && *f != row.channel);
+    match fallback {
+        Some(f) => {
+            let mut a = base(
+                AttemptOutcome::Fallback,
+                format!("{error}; handed to {f} after {tried} attempt(s)"),
+            );
+            a.fallback = Some(OutboxRow {
+                key: format!("{}/fallback/{f}", row.key),
+                channel: f,
+                created_at: now,
+                next_attempt: now,
+                attempts: 0,
+                state: crate::store::OutboxState::Pending,
+                last_error: None,
+                sent_at: None,
+                ..row.clone()
+            });
+            a
+        }
+        None => {
+            let give_up_after = channel.map_or(DEFAULT_GIVE_UP_AFTER, |c| c.config.give_up_after());
+            if now >= row.created_at.plus(give_up_after) {
+                base(
+                    AttemptOutcome::Failed,
+                    format!(
+                        "{error}; given up after {tried} attempt(s) in {}",
+                        humantime::format_duration(give_up_after)
+                    ),
+                )
+            } else {
+                // No fallback: keep trying while it matters.
+                retry(&error, retry_after, String::new())
             }
         }
     }
@@ -441,6 +439,140 @@ impl<S: Store + Clone + 'static> Notifier<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::OutboxState;
+
+    const CONFIG: &str = r#"
+[site]
+name = "T"
+language = "en"
+timezone = "Europe/Copenhagen"
+[[component]]
+id = "srv"
+kind = "server"
+[[service]]
+id = "svc"
+criticality = "life"
+depends_on = ["srv"]
+policy = "p"
+[[person]]
+id = "p1"
+name = "P"
+phone = "+4511111111"
+[[role]]
+id = "r"
+primary = "p1"
+[[channel]]
+id = "sms"
+kind = "sms-http"
+url = "http://127.0.0.1:1/sms"
+attempts = 2
+give_up_after = "1h"
+[[channel]]
+id = "call"
+kind = "call-http"
+url = "http://127.0.0.1:1/call"
+attempts = 2
+fallback = "sms"
+[[policy]]
+id = "p"
+[[policy.step]]
+on = "open"
+notify = ["role:r"]
+via = ["sms"]
+"#;
+
+    fn cat() -> Catalogue {
+        let loaded = crate::config::load_str("t.toml", CONFIG).expect("config");
+        Catalogue::build(&loaded.config).expect("catalogue")
+    }
+
+    fn row(channel: &str, reason: &str, attempts: u32) -> OutboxRow {
+        OutboxRow {
+            key: format!("1/{reason}/p1/{channel}"),
+            incident: 1,
+            person: "p1".into(),
+            role: None,
+            channel: channel.into(),
+            reason: reason.into(),
+            text: "t".into(),
+            created_at: Ts(0),
+            state: OutboxState::Pending,
+            attempts,
+            next_attempt: Ts(0),
+            last_error: None,
+            sent_at: None,
+        }
+    }
+
+    fn down() -> Result<(), SendError> {
+        Err(SendError::Retry {
+            error: "503".into(),
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn without_a_fallback_a_page_is_retried_past_its_attempts_until_give_up_after() {
+        let cat = cat();
+        let minute = Ts(60_000);
+        let a = outcome(&cat, &row("sms", "open", 7), minute, down(), false);
+        assert_eq!(a.outcome, AttemptOutcome::Retried, "{}", a.detail);
+        let wait = a.next_attempt.expect("a next attempt").millis_since(minute);
+        assert!(wait <= 45_000, "capped at 45 s: {wait} ms");
+        // Permanent failures are retried too: the operator may fix the
+        // gateway's token or a phone number.
+        let a = outcome(
+            &cat,
+            &row("sms", "open", 0),
+            minute,
+            Err(SendError::Permanent("401".into())),
+            false,
+        );
+        assert_eq!(a.outcome, AttemptOutcome::Retried);
+        // A Retry-After of an hour waits 45 s at most.
+        let a = outcome(
+            &cat,
+            &row("sms", "open", 0),
+            minute,
+            Err(SendError::Retry {
+                error: "429".into(),
+                retry_after: Some(Duration::from_secs(3600)),
+            }),
+            false,
+        );
+        assert!(a.next_attempt.expect("next").millis_since(minute) <= 45_000);
+        // give_up_after is one hour on this channel.
+        let late = Ts(3_600_000);
+        let a = outcome(&cat, &row("sms", "open", 9), late, down(), false);
+        assert_eq!(a.outcome, AttemptOutcome::Failed, "{}", a.detail);
+        assert!(a.detail.contains("given up"), "{}", a.detail);
+    }
+
+    #[test]
+    fn a_page_about_an_incident_that_is_over_is_dropped_but_its_end_is_not() {
+        let cat = cat();
+        let a = outcome(&cat, &row("sms", "open", 0), Ts(1000), down(), true);
+        assert_eq!(a.outcome, AttemptOutcome::Dropped, "{}", a.detail);
+        for reason in ["resolved", "recovery"] {
+            // The notifier only passes `over` for reasons that need a live
+            // incident; the end itself is retried as any page.
+            let over = !NO_LINK_REASONS.contains(&reason);
+            let a = outcome(&cat, &row("sms", reason, 0), Ts(1000), down(), over);
+            assert_eq!(a.outcome, AttemptOutcome::Retried, "{reason}");
+        }
+    }
+
+    #[test]
+    fn after_its_attempts_a_channel_with_a_fallback_hands_over() {
+        let cat = cat();
+        let a = outcome(&cat, &row("call", "open", 0), Ts(0), down(), false);
+        assert_eq!(a.outcome, AttemptOutcome::Retried);
+        let a = outcome(&cat, &row("call", "open", 1), Ts(0), down(), false);
+        assert_eq!(a.outcome, AttemptOutcome::Fallback);
+        assert_eq!(a.fallback.expect("a fallback row").channel, "sms");
+        let sent = outcome(&cat, &row("call", "open", 1), Ts(0), Ok(()), false);
+        assert_eq!(sent.outcome, AttemptOutcome::Sent);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
