@@ -152,6 +152,31 @@ impl Scenario {
             let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             format!("{name}:{line}:{col}: {}", e.message().trim())
         })?;
+        // A scenario runs its clock to `end`: a bound keeps it finite and
+        // every time inside it sane, as `check` does for a config.
+        let too_long = |what: String, d: Duration| -> Result<(), String> {
+            if crate::config::duration_in_bounds(d) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name}: {what} {} is longer than 100 years",
+                    humantime::format_duration(d)
+                ))
+            }
+        };
+        too_long("end".into(), scenario.end)?;
+        for h in &scenario.history {
+            too_long(
+                format!("history of {:?}: duration", h.component),
+                h.duration,
+            )?;
+        }
+        for (i, e) in scenario.events.iter().enumerate() {
+            too_long(format!("event {}: at", i + 1), e.at)?;
+            if let Some(eta) = &e.eta {
+                too_long(format!("event {}: eta expected", i + 1), eta.expected)?;
+            }
+        }
         for (i, e) in scenario.events.iter().enumerate() {
             let set = [
                 e.mqtt.is_some(),

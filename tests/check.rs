@@ -436,3 +436,37 @@ fn a_huge_catalogue_with_a_long_cycle_is_checked_quickly() {
     // here: a busy machine would fail a correct build.
     eprintln!("check of {N} components with a cycle took {took:?}");
 }
+
+/// A scenario whose clock would run past 100 years, or whose ETA is absurd,
+/// is refused (exit 2) rather than run for ever or wrapped.
+#[test]
+fn drill_refuses_absurd_scenario_durations() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("drill-absurd");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for (file, scenario, says) in [
+        ("end.toml", "end = \"18446744073709551615s\"\n", "end"),
+        (
+            "eta.toml",
+            "end = \"1h\"\n[[event]]\nat = \"0s\"\n\
+             alarm = { component = \"srv-esdh\", kind = \"server\", state = \"firing\" }\n\
+             [[event]]\nat = \"1m\"\neta = { incident = 1, expected = \"18446744073709551615s\" }\n",
+            "event 2: eta expected",
+        ),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, scenario).expect("write scenario");
+        let out = Command::new(env!("CARGO_BIN_EXE_beredskab"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RUST_LOG", "off")
+            .args(["drill", "-c", "deploy/example/beredskab.toml", "--scenario"])
+            .arg(&path)
+            .output()
+            .expect("run beredskab drill");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        assert!(
+            stderr.contains(says) && stderr.contains("longer than 100 years"),
+            "{file}: {stderr}"
+        );
+    }
+}
