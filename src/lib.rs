@@ -24,6 +24,7 @@ pub mod catalogue;
 pub mod clock;
 pub mod collect;
 pub mod config;
+pub mod core;
 pub mod daemon;
 pub mod demo;
 pub mod drill;

@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use beredskab::api::links;
+use beredskab::clock::wall_now;
 use beredskab::daemon::LinkSettings;
-use beredskab::daemon::core::wall_now;
 use beredskab::engine::Ts;
 use common::broker::{Broker, client_id};
 use common::daemon::{

@@ -34,11 +34,12 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
-use super::{ApiState, CORE_TIMEOUT, NoAnswer};
+use super::{ApiState, CORE_TIMEOUT};
 use crate::catalogue::Catalogue;
+use crate::clock::wall_now;
 use crate::config::{Criticality, Language};
+use crate::core::{LinkOutcome, NoAnswer};
 use crate::daemon::LinkSettings;
-use crate::daemon::core::{Command, LinkOutcome, wall_now};
 use crate::engine::{EngineError, IncidentState, Severity, Ts};
 use crate::plan::escape_html;
 use crate::store::{IncidentRow, Store, StoreError};
@@ -252,12 +253,8 @@ pub(super) async fn follow<S: Store + Clone + 'static>(
         Err(r) => return view.refused(&r),
     };
     let asked = st
-        .ask(|reply| Command::AckLink {
-            link: link.id.clone(),
-            incident: link.incident,
-            by: link.person.clone(),
-            reply,
-        })
+        .core
+        .ack_link(link.id.clone(), link.incident, link.person.clone())
         .await;
     let outcome = match asked {
         Ok(outcome) => outcome,

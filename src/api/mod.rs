@@ -21,7 +21,7 @@ pub mod server;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -34,12 +34,11 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
-use tracing::{error, warn};
+use tracing::error;
 
 use crate::config::Scope;
+use crate::core::{CoreHandle, NoAnswer, Receipt, Refused, Status};
 use crate::daemon::Shared;
-use crate::daemon::core::{Command, Receipt, Status};
 use crate::engine::{AlarmInput, AlarmSeverity, EngineError, Event, RejectReason, Source};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -54,12 +53,12 @@ const ALERTMANAGER_BODY_LIMIT: usize = 1024 * 1024;
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a handler waits for the core to take a command and answer it
 /// (a commit that keeps failing holds every answer back).
-pub const CORE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CORE_TIMEOUT: Duration = crate::core::ANSWER_WITHIN;
 
 /// What the handlers share.
 pub struct ApiState<S: Store> {
     pub store: S,
-    pub core: mpsc::Sender<Command>,
+    pub core: CoreHandle,
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
     pub shared: Arc<Shared>,
@@ -159,15 +158,6 @@ impl<St: Send + Sync> FromRequestParts<St> for ClientAddr {
     }
 }
 
-/// Why the core gave no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NoAnswer {
-    /// It has stopped (shutdown, or it died).
-    Stopped,
-    /// Not within [`CORE_TIMEOUT`]: it may still take the command in.
-    TimedOut,
-}
-
 impl From<NoAnswer> for ApiError {
     fn from(e: NoAnswer) -> ApiError {
         match e {
@@ -254,42 +244,6 @@ impl<S: Store + Clone + 'static> ApiState<S> {
         }
     }
 
-    /// Sends the core the command `make` builds around a reply channel and
-    /// waits for the answer, both together within [`CORE_TIMEOUT`]: a full
-    /// channel or a core stuck in a failing commit is not waited on forever.
-    pub(crate) async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, NoAnswer> {
-        let (reply, answer) = oneshot::channel();
-        let command = make(reply);
-        self.within_core_timeout(async {
-            self.core
-                .send(command)
-                .await
-                .map_err(|_| NoAnswer::Stopped)?;
-            answer.await.map_err(|_| NoAnswer::Stopped)
-        })
-        .await
-    }
-
-    /// An exchange with the core, given up after [`CORE_TIMEOUT`].
-    async fn within_core_timeout<T>(
-        &self,
-        exchange: impl Future<Output = Result<T, NoAnswer>>,
-    ) -> Result<T, NoAnswer> {
-        let answer = tokio::time::timeout(CORE_TIMEOUT, exchange)
-            .await
-            .unwrap_or(Err(NoAnswer::TimedOut));
-        if matches!(answer, Err(NoAnswer::TimedOut)) {
-            warn!(
-                timeout_s = CORE_TIMEOUT.as_secs(),
-                "the core did not answer an http request in time"
-            );
-        }
-        answer
-    }
-
     /// Parses a body; bad input is kept as rejected and answered 400 with
     /// what was wrong.
     async fn parse<T>(
@@ -311,28 +265,18 @@ impl<S: Store + Clone + 'static> ApiState<S> {
     /// Keeps and counts a rejection, waiting (a bounded time) until it is
     /// stored. The client's answer does not depend on it.
     async fn reject(&self, source: Source, reason: RejectReason, detail: String, raw: Vec<u8>) {
-        let _ = self
-            .ask(|reply| Command::Reject {
-                source,
-                reason,
-                detail,
-                raw,
-                reply,
-            })
-            .await;
+        let refused = Refused {
+            source,
+            reason,
+            detail,
+            raw,
+        };
+        let _ = self.core.reject(refused).await;
     }
 
     /// Hands an event to the core; answers once it is committed.
     async fn input(&self, event: Event, source: Source) -> Result<Receipt, ApiError> {
-        let result = self
-            .ask(|reply| Command::Input {
-                event,
-                source,
-                received: Instant::now(),
-                reply,
-            })
-            .await?;
-        result.map_err(engine_error)
+        self.core.input(event, source).await?.map_err(engine_error)
     }
 }
 
@@ -402,42 +346,18 @@ async fn post_alertmanager<S: Store + Clone + 'static>(
             }
         }
     }
-    // Every command is sent before any answer is awaited, so the core can
-    // take them into one commit; the whole exchange has one time limit.
-    let results = st
-        .within_core_timeout(async {
-            let mut kept = Vec::with_capacity(bad_alerts.len());
-            for bad in bad_alerts {
-                let (reply, done) = oneshot::channel();
-                let reject = Command::Reject {
-                    source: Source::Http,
-                    reason: bad.reason,
-                    detail: bad.detail,
-                    raw: Vec::new(),
-                    reply,
-                };
-                st.core.send(reject).await.map_err(|_| NoAnswer::Stopped)?;
-                kept.push(done);
-            }
-            let results = if events.is_empty() {
-                Vec::new()
-            } else {
-                let (reply, done) = oneshot::channel();
-                let inputs = Command::Inputs {
-                    events,
-                    source: Source::Http,
-                    received: Instant::now(),
-                    reply,
-                };
-                st.core.send(inputs).await.map_err(|_| NoAnswer::Stopped)?;
-                done.await.map_err(|_| NoAnswer::Stopped)?
-            };
-            for done in kept {
-                let _ = done.await;
-            }
-            Ok(results)
+    // The refused alerts and the others go to the core as one command,
+    // into one commit.
+    let refused = bad_alerts
+        .into_iter()
+        .map(|bad| Refused {
+            source: Source::Http,
+            reason: bad.reason,
+            detail: bad.detail,
+            raw: Vec::new(),
         })
-        .await?;
+        .collect();
+    let results = st.core.inputs(events, refused, Source::Http).await?;
     let mut results = results.into_iter();
     let mut accepted = 0u64;
     let mut refused = Vec::new();
@@ -508,12 +428,8 @@ async fn post_report<S: Store + Clone + 'static>(
         key: Some(format!("report:{}", report.source_type)),
     };
     let receipt = st
-        .ask(|reply| Command::Report {
-            alarm,
-            expected: report.expected,
-            received: Instant::now(),
-            reply,
-        })
+        .core
+        .report(alarm, report.expected)
         .await?
         .map_err(|e| ApiError::bad(e.to_string()))?;
     if let Some((_, detail)) = receipt.rejected {
@@ -667,7 +583,7 @@ mod tests {
 
     use axum::http::Request;
     use hyper::body::{Frame, SizeHint};
-    use tokio::sync::Notify;
+    use tokio::sync::{Notify, mpsc};
     use tokio::task::JoinHandle;
     use tokio_util::sync::CancellationToken;
     use tower_service::Service;
@@ -675,7 +591,7 @@ mod tests {
     use super::*;
     use crate::catalogue::Catalogue;
     use crate::config::load_str;
-    use crate::daemon::core::{Core, Inbox};
+    use crate::core::{Core, Inbox};
     use crate::store::{RejectedRow, SqliteStore};
 
     const INGEST: &str = "unit-ingest-token";
@@ -726,7 +642,7 @@ building = "raadhus"
     struct Harness {
         state: ApiState<SqliteStore>,
         stop: CancellationToken,
-        core: JoinHandle<Result<(), crate::daemon::core::CoreError>>,
+        core: JoinHandle<Result<(), crate::core::CoreError>>,
         _dir: TempDir,
     }
 
@@ -750,7 +666,7 @@ building = "raadhus"
             )
             .await
             .expect("the core starts");
-            let (tx, commands) = mpsc::channel(16);
+            let (tx, commands) = CoreHandle::channel(16);
             let (_, mqtt) = mpsc::channel(1);
             let (_, probes) = mpsc::channel(1);
             let stop = CancellationToken::new();
@@ -778,7 +694,7 @@ building = "raadhus"
         }
 
         /// The same routes over a core channel `core` instead.
-        fn with_core(&self, core: mpsc::Sender<Command>) -> ApiState<SqliteStore> {
+        fn with_core(&self, core: CoreHandle) -> ApiState<SqliteStore> {
             ApiState {
                 core,
                 ..self.state.clone()
@@ -971,15 +887,12 @@ building = "raadhus"
     async fn a_core_that_does_not_answer_is_503_after_the_core_timeout() {
         let h = Harness::start().await;
         // Full: one command queued that no one takes.
-        let (full, mut full_rx) = mpsc::channel(1);
-        let (reply, _) = oneshot::channel();
-        full.try_send(Command::Reload {
-            catalogue: h.state.shared.catalogue(),
-            reply,
-        })
-        .expect("room for one");
+        let (full, mut full_rx) = CoreHandle::channel(1);
+        let filler = full.clone();
+        let cat = h.state.shared.catalogue();
+        let filling = tokio::spawn(async move { filler.reload(cat).await });
         // Taking commands, never answering.
-        let (deaf, mut deaf_rx) = mpsc::channel(16);
+        let (deaf, mut deaf_rx) = CoreHandle::channel(16);
         let kept = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Some(c) = deaf_rx.recv().await {
@@ -1012,6 +925,7 @@ building = "raadhus"
             );
         }
         full_rx.close();
+        filling.abort();
         drop(deaf_state);
         drop(full_state);
         kept.abort();
@@ -1046,7 +960,7 @@ building = "raadhus"
         assert_eq!(status, StatusCode::OK, "{json}");
         assert_eq!(json["engine"], "running");
 
-        let (dead, rx) = mpsc::channel(1);
+        let (dead, rx) = CoreHandle::channel(1);
         drop(rx);
         let (status, json) = ready(&h.with_core(dead)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");

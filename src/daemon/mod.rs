@@ -19,8 +19,6 @@
 //! old one keeps running; a valid one is carried into the core, and the
 //! collectors whose settings changed are restarted.
 
-pub mod core;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,10 +35,10 @@ use crate::catalogue::Catalogue;
 use crate::collect::mqtt::{MqttCollector, MqttInput};
 use crate::collect::probe::{ProbeCollector, ProbeReport};
 use crate::config::{self, Config, LoadError};
+use crate::core::{self, Core, CoreHandle, Inbox, Status};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::store::SqliteStore;
-use core::{Command, Core, Inbox, Status};
 
 /// Capacity of each channel into the core.
 const CHANNEL_CAPACITY: usize = 1024;
@@ -384,7 +382,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
             source,
         })?;
 
-    let (cmd_tx, cmd_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (core_handle, cmd_rx) = CoreHandle::channel(CHANNEL_CAPACITY);
     let (mqtt_tx, mqtt_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (probe_tx, probe_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let intake = CancellationToken::new();
@@ -417,7 +415,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
 
     let app = api::router(ApiState {
         store: store.clone(),
-        core: cmd_tx.clone(),
+        core: core_handle.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
         shared: shared.clone(),
@@ -478,18 +476,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
                 {
                     warn!("[server] listen and [store] url take effect only after a restart");
                 }
-                let (reply, done) = oneshot::channel();
-                if cmd_tx
-                    .send(Command::Reload {
-                        catalogue: next.catalogue.clone(),
-                        reply,
-                    })
-                    .await
-                    .is_err()
-                {
+                if core_handle.reload(next.catalogue.clone()).await.is_err() {
                     break;
                 }
-                let _ = done.await;
                 shared.replace(&next.config, next.catalogue.clone());
                 let mqtt_settings = next.config.mqtt.as_ref().map(|m| format!("{m:?}"));
                 if mqtt.as_ref().map(|r| r.settings.clone()) != mqtt_settings {

@@ -1,0 +1,471 @@
+//! The core: the one task that owns the engine.
+//!
+//! Collectors and the HTTP API send it inputs; it takes them off its
+//! channels in batches, runs each through the engine at the time it was
+//! taken (the clock only moves forward), and writes the inputs that changed
+//! the engine, their effects and the incidents they touched to the store in
+//! **one** commit. Only after that commit does it acknowledge MQTT messages
+//! and answer HTTP requests, so whatever was acknowledged or answered 202
+//! is on disk; batching many inputs into one commit is what lets
+//! `synchronous=FULL` keep up with a burst.
+//!
+//! Timers run at the engine's own wake-up times (`run_timers_until`), both
+//! live and when the engine is rebuilt after a crash, so replay reaches the
+//! same state. Every commit records the engine time up to which all
+//! decisions are stored (the watermark): after a restart, effects up to it
+//! are known to be stored and are not written again, and timers after it
+//! (a deputy due while the daemon was down) fire once, late but not lost.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::catalogue::Catalogue;
+use crate::clock::Clock;
+pub use crate::clock::wall_now;
+use crate::collect::mqtt::{Acker, MqttInput};
+use crate::collect::probe::ProbeReport;
+use crate::engine::{
+    AlarmInput, Effect, Engine, EngineError, Event, RejectReason, Snapshot, Source, Ts, intake,
+};
+use crate::metrics::Metrics;
+use crate::store::{
+    AlarmRow, Batch, IncidentRow, META_MQTT_SEEN, META_WATERMARK, Rejection, Store, StoreError,
+    SystemEvent, UsedLink,
+};
+
+mod handle;
+mod input;
+mod record;
+mod recover;
+
+pub use handle::{ANSWER_WITHIN, Command, CoreHandle, NoAnswer, Refused};
+
+/// Most inputs taken into one commit.
+const MAX_BATCH: usize = 1024;
+/// A snapshot is written after this many logged inputs…
+const SNAPSHOT_EVERY_INPUTS: usize = 10_000;
+/// …or this long after the last one, whichever comes first.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(3600);
+/// Inputs read per round trip while replaying the log.
+const REPLAY_PAGE: u32 = 10_000;
+/// The first and the longest wait before retrying a failed commit.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// How long shutdown keeps retrying a commit that fails.
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(10);
+/// How long the store may refuse every commit before the core gives up
+/// and the process exits, so that the service manager restarts it and
+/// the engine is rebuilt from what the store holds. Until then nothing is
+/// acknowledged or answered 202, so nothing is lost either way.
+pub const COMMIT_GIVE_UP: Duration = Duration::from_secs(60);
+
+/// Why the core could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the core has stopped")]
+    Stopped,
+    #[error("the store has refused every commit for {0:?}; the last error: {1}")]
+    StoreDown(Duration, StoreError),
+}
+
+/// The answer to an input, once committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The input's place in the log, if it changed anything.
+    pub seq: Option<u64>,
+    /// Why the engine rejected it, if it did.
+    pub rejected: Option<(RejectReason, String)>,
+    /// The incident a report opened or joined.
+    pub incident: Option<u64>,
+}
+
+/// What following an acknowledgement link did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOutcome {
+    Acknowledged,
+    /// The link was used before; nothing changed.
+    AlreadyUsed,
+}
+
+/// What the rest of the daemon can see of the core, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// The core is running.
+    pub running: AtomicBool,
+    /// The last commit succeeded.
+    pub store_ok: AtomicBool,
+    /// 0: no MQTT configured, 1: connected, 2: not connected.
+    pub mqtt: AtomicU8,
+    /// Incidents the engine holds in memory (open ones, and those merged
+    /// into them): bounded by what is open, not by history.
+    pub incidents_held: AtomicUsize,
+}
+
+impl Status {
+    pub const MQTT_NONE: u8 = 0;
+    pub const MQTT_UP: u8 = 1;
+    pub const MQTT_DOWN: u8 = 2;
+}
+
+/// The receiving ends the core reads.
+pub struct Inbox {
+    pub commands: mpsc::Receiver<Command>,
+    pub mqtt: mpsc::Receiver<MqttInput>,
+    pub probes: mpsc::Receiver<ProbeReport>,
+}
+
+/// Something to do once the batch is committed.
+enum Done {
+    Ack(Acker),
+    Reply {
+        reply: oneshot::Sender<Result<Receipt, EngineError>>,
+        result: Result<Receipt, EngineError>,
+        /// The input's index in the batch, for its seq.
+        input: Option<usize>,
+        received: Instant,
+        source: Source,
+    },
+    /// The answer to [`Command::Inputs`]: each result with its input's
+    /// index in the batch.
+    Replies {
+        reply: oneshot::Sender<Vec<Result<Receipt, EngineError>>>,
+        results: Vec<(Result<Receipt, EngineError>, Option<usize>)>,
+        received: Instant,
+        source: Source,
+    },
+    Rejected(oneshot::Sender<()>),
+    Reloaded(oneshot::Sender<Vec<String>>, Vec<String>),
+    Linked(
+        oneshot::Sender<Result<LinkOutcome, EngineError>>,
+        Result<LinkOutcome, EngineError>,
+    ),
+    Ingested(Source, Instant),
+}
+
+/// The core. Build it with [`Core::start`], run it with [`Core::run`].
+pub struct Core<S: Store> {
+    engine: Engine,
+    cat: Arc<Catalogue>,
+    store: S,
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
+    outbox: Arc<Notify>,
+    /// The incident rows and timeline lengths last written, for the
+    /// incidents the engine holds.
+    stored: HashMap<u64, (IncidentRow, usize)>,
+    /// The daemon's monotonic clock, shared with the notifier.
+    clock: Clock,
+    /// The engine's time: the latest time it was given.
+    last_at: Ts,
+    /// The wall clock's distance from `clock` when it was last logged.
+    wall_offset_logged: Duration,
+    logged_since_snapshot: usize,
+    last_snapshot: Instant,
+    /// The broker has had our session before (a lost one is a possible loss).
+    mqtt_seen: bool,
+    /// Acknowledgement links already used, by the incident they name, for
+    /// the incidents the engine holds (a link to one that is over is
+    /// refused as resolved anyway).
+    used_links: HashMap<u64, HashSet<String>>,
+}
+
+/// Sets `Status::running` to false when the core ends, however it ends (a
+/// panic included), so that `/readyz` stops saying ready.
+struct RunningGuard(Arc<Status>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Relaxed);
+    }
+}
+
+impl<S: Store> Core<S> {
+    /// The engine, for tests and the demo.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The daemon's clock, for the notifier: outbox times are engine
+    /// times.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Runs until `shutdown`, then takes what is already queued, commits it
+    /// with a snapshot, and returns. An error means the core could not go
+    /// on (the store refused every commit for [`COMMIT_GIVE_UP`]): the
+    /// daemon then exits, and the next start rebuilds from the store.
+    pub async fn run(
+        mut self,
+        mut inbox: Inbox,
+        shutdown: CancellationToken,
+    ) -> Result<(), CoreError> {
+        self.status.running.store(true, Ordering::Relaxed);
+        let _running = RunningGuard(self.status.clone());
+        self.status.store_ok.store(true, Ordering::Relaxed);
+        // Live incidents' rows and timelines are written once at start, so
+        // the projection matches the engine even after a changed config.
+        let mut batch = Batch::new();
+        let mut done = Vec::new();
+        let now = self.now();
+        self.advance(now, &mut batch);
+        self.finish(&mut batch, &BTreeSet::new(), true);
+        batch.events.push(SystemEvent {
+            id: 0,
+            at: now,
+            kind: "started".into(),
+            detail: format!("beredskab {}", env!("CARGO_PKG_VERSION")),
+        });
+        self.commit(batch, &mut done, None).await?;
+
+        let mut commands = Vec::with_capacity(MAX_BATCH);
+        let mut mqtt = Vec::with_capacity(MAX_BATCH);
+        let mut probes = Vec::with_capacity(MAX_BATCH);
+        let (mut commands_open, mut mqtt_open, mut probes_open) = (true, true, true);
+        loop {
+            let wake = self.engine.next_wakeup();
+            let sleep = wake.map(|at| self.clock.instant(at));
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                n = inbox.mqtt.recv_many(&mut mqtt, MAX_BATCH), if mqtt_open => {
+                    mqtt_open = n > 0;
+                }
+                n = inbox.commands.recv_many(&mut commands, MAX_BATCH), if commands_open => {
+                    commands_open = n > 0;
+                }
+                n = inbox.probes.recv_many(&mut probes, MAX_BATCH), if probes_open => {
+                    probes_open = n > 0;
+                }
+                () = sleep_opt(sleep) => {}
+            }
+            // Whatever else is waiting joins this batch.
+            drain(&mut inbox.mqtt, &mut mqtt);
+            drain(&mut inbox.commands, &mut commands);
+            drain(&mut inbox.probes, &mut probes);
+            self.batch(&mut mqtt, &mut commands, &mut probes, false, None)
+                .await?;
+        }
+
+        // Shutdown: what is already queued is taken in, then a snapshot.
+        drain(&mut inbox.mqtt, &mut mqtt);
+        drain(&mut inbox.commands, &mut commands);
+        drain(&mut inbox.probes, &mut probes);
+        let deadline = Instant::now() + SHUTDOWN_RETRY;
+        self.batch(&mut mqtt, &mut commands, &mut probes, true, Some(deadline))
+            .await?;
+        info!("core stopped; state saved");
+        Ok(())
+    }
+
+    /// The engine's time now: the monotonic clock's, never going back.
+    fn now(&mut self) -> Ts {
+        self.last_at = self.last_at.max(self.clock.now());
+        self.last_at
+    }
+
+    /// Says so, once per step, when someone has set the wall clock: the
+    /// daemon schedules on the monotonic clock and names times from the
+    /// wall clock it read at start, until it restarts.
+    fn watch_wall_clock(&mut self) {
+        let offset = self.clock.wall_offset();
+        if offset.abs_diff(self.wall_offset_logged) > crate::clock::STEP_WARNING {
+            warn!(
+                offset_s = offset.as_secs(),
+                "the wall clock has moved away from the daemon's clock: timers keep their \
+                 monotonic schedule; times in messages follow the wall clock again after a restart"
+            );
+            self.wall_offset_logged = offset;
+        }
+    }
+
+    /// Runs the timers due by `now` into `batch`.
+    fn advance(&mut self, now: Ts, batch: &mut Batch) -> BTreeSet<u64> {
+        let mut touched = BTreeSet::new();
+        for (at, effects) in self.engine.run_timers_until(now) {
+            self.record(at, &effects, None, batch, &mut touched);
+        }
+        touched
+    }
+
+    /// Takes the queued inputs through the engine and commits them.
+    async fn batch(
+        &mut self,
+        mqtt: &mut Vec<MqttInput>,
+        commands: &mut Vec<Command>,
+        probes: &mut Vec<ProbeReport>,
+        snapshot: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), CoreError> {
+        self.watch_wall_clock();
+        let mut batch = Batch::new();
+        let mut done: Vec<Done> = Vec::new();
+        let mut touched = BTreeSet::new();
+        for input in mqtt.drain(..) {
+            let now = self.now();
+            touched.extend(self.advance(now, &mut batch));
+            self.on_mqtt(now, input, &mut batch, &mut done, &mut touched);
+        }
+        for report in probes.drain(..) {
+            let now = self.now();
+            touched.extend(self.advance(now, &mut batch));
+            self.on_probe(now, report, &mut batch, &mut done, &mut touched);
+        }
+        for command in commands.drain(..) {
+            let now = self.now();
+            touched.extend(self.advance(now, &mut batch));
+            self.on_command(now, command, &mut batch, &mut done, &mut touched);
+        }
+        // Every timer up to the watermark must have run before it is
+        // recorded: one due at this very instant would otherwise be taken
+        // as stored after a crash.
+        let now = self.now();
+        touched.extend(self.advance(now, &mut batch));
+        let due_snapshot = snapshot
+            || self.logged_since_snapshot >= SNAPSHOT_EVERY_INPUTS
+            || (self.logged_since_snapshot > 0 && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY);
+        self.finish(&mut batch, &touched, due_snapshot);
+        self.commit(batch, &mut done, deadline).await
+    }
+
+    /// Commits, retrying a failing store (the inputs wait: MQTT messages
+    /// stay unacknowledged, HTTP requests unanswered), then acknowledges
+    /// and answers.
+    async fn commit(
+        &mut self,
+        batch: Batch,
+        done: &mut Vec<Done>,
+        deadline: Option<Instant>,
+    ) -> Result<(), CoreError> {
+        let notify = !batch.notifications.is_empty();
+        let mut delay = RETRY_MIN;
+        let failing_since = Instant::now();
+        let outcome = loop {
+            match self.store.commit(batch.clone()).await {
+                Ok(outcome) => {
+                    self.status.store_ok.store(true, Ordering::Relaxed);
+                    break Some(outcome);
+                }
+                Err(e) => {
+                    self.status.store_ok.store(false, Ordering::Relaxed);
+                    error!(error = %e, inputs = batch.inputs.len(), retry_ms = delay.as_millis() as u64,
+                        "commit failed; nothing is acknowledged until it succeeds");
+                    if deadline.is_some_and(|d| Instant::now() + delay > d) {
+                        break None;
+                    }
+                    if failing_since.elapsed() >= COMMIT_GIVE_UP {
+                        return Err(CoreError::StoreDown(COMMIT_GIVE_UP, e));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2).min(RETRY_MAX);
+                }
+            }
+        };
+        let Some(outcome) = outcome else {
+            error!(
+                inputs = batch.inputs.len(),
+                "giving up at shutdown: the broker redelivers the unacknowledged messages"
+            );
+            return Ok(());
+        };
+        if notify {
+            self.outbox.notify_one();
+        }
+        for d in done.drain(..) {
+            match d {
+                Done::Ack(acker) => acker.ack(),
+                Done::Reply {
+                    reply,
+                    mut result,
+                    input,
+                    received,
+                    source,
+                } => {
+                    if let (Ok(receipt), Some(i)) = (&mut result, input) {
+                        receipt.seq = outcome.inputs.get(i).map(|o| match *o {
+                            crate::store::InputOutcome::New { seq }
+                            | crate::store::InputOutcome::Duplicate { seq } => seq,
+                        });
+                    }
+                    self.metrics
+                        .ingest_seconds
+                        .with_label_values(&[source.as_str()])
+                        .observe(received.elapsed().as_secs_f64());
+                    let _ = reply.send(result);
+                }
+                Done::Replies {
+                    reply,
+                    results,
+                    received,
+                    source,
+                } => {
+                    let results = results
+                        .into_iter()
+                        .map(|(mut result, input)| {
+                            if let (Ok(receipt), Some(i)) = (&mut result, input) {
+                                receipt.seq = outcome.inputs.get(i).map(|o| match *o {
+                                    crate::store::InputOutcome::New { seq }
+                                    | crate::store::InputOutcome::Duplicate { seq } => seq,
+                                });
+                            }
+                            self.metrics
+                                .ingest_seconds
+                                .with_label_values(&[source.as_str()])
+                                .observe(received.elapsed().as_secs_f64());
+                            result
+                        })
+                        .collect();
+                    let _ = reply.send(results);
+                }
+                Done::Rejected(reply) => {
+                    let _ = reply.send(());
+                }
+                Done::Reloaded(reply, warnings) => {
+                    let _ = reply.send(warnings);
+                }
+                Done::Linked(reply, result) => {
+                    let _ = reply.send(result);
+                }
+                Done::Ingested(source, received) => self
+                    .metrics
+                    .ingest_seconds
+                    .with_label_values(&[source.as_str()])
+                    .observe(received.elapsed().as_secs_f64()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A report's ETA as the engine takes it: `expected` counts from the
+/// report (`now`), the engine's from the incident's opening. Saturating:
+/// no duration from outside can overflow it (the engine bounds it).
+pub fn report_eta(now: Ts, opened: Ts, expected: Duration) -> Duration {
+    let since_open = Duration::from_millis(u64::try_from(now.millis_since(opened)).unwrap_or(0));
+    since_open.saturating_add(expected)
+}
+
+/// Moves whatever is waiting in `rx` into `buf`, up to the batch limit.
+fn drain<T>(rx: &mut mpsc::Receiver<T>, buf: &mut Vec<T>) {
+    while buf.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(v) => buf.push(v),
+            Err(_) => break,
+        }
+    }
+}
+
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
