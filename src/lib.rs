@@ -26,6 +26,7 @@ pub mod collect;
 pub mod config;
 pub mod core;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod drill;
 pub mod engine;

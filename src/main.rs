@@ -36,6 +36,7 @@ enum Command {
     },
     /// Run the whole system with no external service: a broker and
     /// simulated sensors inside the process, a power cut and a fire.
+    #[cfg(feature = "demo")]
     Demo {
         /// Where the HTTP API listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -88,46 +89,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// `beredskab demo`: the daemon on a generated config in a temporary
-/// folder, beside an in-process broker and simulated sensors, until Ctrl-C.
-async fn demo(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    use beredskab::{daemon, demo};
-    use tokio_util::sync::CancellationToken;
-
-    let dir = demo::make_temp_dir()?;
-    let result = async {
-        let demo = demo::prepare(listen, &dir).await?;
-        print!("{}", demo.plan());
-        let stop = CancellationToken::new();
-        let script = tokio::spawn(demo.run_script(stop.clone()));
-        let daemon_stop = CancellationToken::new();
-        let on_signal = daemon_stop.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                Some(_) = async { match term.as_mut() { Some(t) => t.recv().await, None => None } } => {}
-            }
-            on_signal.cancel();
-        });
-        let opts = daemon::RunOptions {
-            config: demo.config_path.clone(),
-            on_listening: None,
-            signals: false,
-        };
-        let ran = daemon::run(opts, daemon_stop).await;
-        stop.cancel();
-        let _ = script.await;
-        // After the daemon, so that its MQTT collector disconnects cleanly.
-        demo.shutdown().await;
-        ran.map_err(anyhow::Error::from)
-    }
-    .await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
 }
 
 fn init_tracing(format: LogFormat) {
@@ -204,11 +165,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
+        #[cfg(feature = "demo")]
         Command::Demo { listen } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(demo(listen))?;
+            runtime.block_on(beredskab::demo::run(listen))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {

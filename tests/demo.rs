@@ -1,6 +1,7 @@
 //! `beredskab demo` as a newcomer runs it: it needs no external service,
 //! prints what to open with a token, and within seconds the scripted power
 //! cut is an incident in the API; Ctrl-C stops it cleanly.
+#![cfg(feature = "demo")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The demo's in-process MQTT broker against real rumqttc clients, each test
 //! with its own broker on a free port of 127.0.0.1.
+#![cfg(feature = "demo")]
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -71,6 +71,39 @@ pub enum DemoError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+}
+
+/// `beredskab demo`: the daemon on a generated config in a temporary
+/// folder, beside the broker and the simulated sensors, until SIGINT or
+/// SIGTERM (the daemon's own signal handling); prints what to open and
+/// try. The folder is removed afterwards.
+pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
+    let dir = make_temp_dir().map_err(|source| DemoError::Dir {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let result = async {
+        let demo = prepare(listen, &dir).await?;
+        print!("{}", demo.plan());
+        let stop = CancellationToken::new();
+        let script = tokio::spawn(demo.run_script(stop.clone()));
+        let opts = crate::daemon::RunOptions {
+            config: demo.config_path.clone(),
+            on_listening: None,
+            signals: true,
+        };
+        let ran = crate::daemon::run(opts, CancellationToken::new()).await;
+        stop.cancel();
+        let _ = script.await;
+        // After the daemon, so that its MQTT collector disconnects cleanly.
+        demo.shutdown().await;
+        ran.map_err(DemoError::from)
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// Where the demo's parts are, for [`demo_config`].
