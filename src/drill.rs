@@ -330,7 +330,7 @@ pub fn drive(
                             false
                         }
                         // Acting on a resolved incident changes nothing.
-                        Err(EngineError::Resolved(_)) => false,
+                        Err(EngineError::Resolved(_) | EngineError::LinkUsed(_)) => false,
                     };
                     hook(&mut engine, Done::Input { changed });
                 }

@@ -1,7 +1,7 @@
 //! The daemon's command path with extreme values: report bodies (with
 //! `expected` from "0s" to "18446744073709551615s" and arbitrary text)
 //! through `api::ingest::parse_report`, turned into the alarm and the ETA
-//! exactly as the core does (`core::report_eta`), and
+//! exactly as the core does (`engine::report_eta`), and
 //! acknowledgements, ETAs, levels, notes and resolves on any incident id
 //! with any duration, all at times that jump by up to a year, into the
 //! engine over the example catalogue. Resolved incidents are let go of as
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use beredskab::api::ingest::parse_report;
 use beredskab::catalogue::Catalogue;
-use beredskab::core::report_eta;
+use beredskab::engine::report_eta;
 use beredskab::engine::{AlarmInput, AlarmSeverity, AlarmState, Engine, Event, Level, Source, Ts};
 use libfuzzer_sys::fuzz_target;
 

@@ -267,7 +267,9 @@ pub(super) async fn follow<S: Store + Clone + 'static>(
             let row = row_for_page(&st.store, link.incident).await;
             view.done(&link, row.as_ref())
         }
-        Ok(LinkOutcome::AlreadyUsed) => {
+        // The core answers a used link as AlreadyUsed; the engine's own
+        // refusal means the same.
+        Ok(LinkOutcome::AlreadyUsed) | Err(EngineError::LinkUsed(_)) => {
             info!(incident = link.incident, person = %link.person, "acknowledgement link used again");
             let row = row_for_page(&st.store, link.incident).await;
             view.used(row.as_ref())

@@ -286,6 +286,10 @@ fn engine_error(e: EngineError) -> ApiError {
         EngineError::UnknownIncident(id) => {
             ApiError::new(StatusCode::NOT_FOUND, format!("no incident {id}"))
         }
+        EngineError::LinkUsed(id) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("this link was used before on incident {id}"),
+        ),
         EngineError::Resolved(id) => {
             ApiError::new(StatusCode::CONFLICT, format!("incident {id} is resolved"))
         }

@@ -180,8 +180,8 @@ impl<S: Store> Core<S> {
             } => {
                 let source = alarm.source;
                 let node = alarm.component.clone();
-                let (mut result, input) =
-                    self.apply_logged(now, source, Event::Alarm(alarm), batch, touched);
+                let report = Event::Report { alarm, expected };
+                let (mut result, input) = self.apply_logged(now, source, report, batch, touched);
                 if let Ok(receipt) = &mut result
                     && receipt.rejected.is_none()
                 {
@@ -189,18 +189,6 @@ impl<S: Store> Core<S> {
                         .cat
                         .node_id(&node)
                         .and_then(|n| self.engine.incident_of(n));
-                    if let (Some(id), Some(expected)) = (receipt.incident, expected)
-                        && let Some(inc) = self.engine.incident(id)
-                    {
-                        // `expected` counts from the report; the engine's
-                        // ETA counts from the incident's opening.
-                        let eta = Event::Eta {
-                            incident: id,
-                            expected: report_eta(now, inc.opened, expected),
-                            by: None,
-                        };
-                        let _ = self.apply_logged(now, source, eta, batch, touched);
-                    }
                 }
                 done.push(Done::Reply {
                     reply,
@@ -226,37 +214,28 @@ impl<S: Store> Core<S> {
                 by,
                 reply,
             } => {
-                let used = self
-                    .used_links
-                    .get(&incident)
-                    .is_some_and(|l| l.contains(&link));
-                let result = if used {
-                    Ok(LinkOutcome::AlreadyUsed)
-                } else {
-                    let ack = Event::Ack {
-                        incident,
-                        by: by.clone(),
-                        note: Some("by link".to_owned()),
-                    };
-                    match self
-                        .apply_logged(now, Source::Manual, ack, batch, touched)
-                        .0
-                    {
-                        Ok(_) => {
-                            self.used_links
-                                .entry(incident)
-                                .or_default()
-                                .insert(link.clone());
-                            batch.used_links.push(UsedLink {
-                                link,
-                                at: now,
-                                incident,
-                                person: by,
-                            });
-                            Ok(LinkOutcome::Acknowledged)
-                        }
-                        Err(e) => Err(e),
+                // The engine keeps the used links with the incident, so a
+                // replay restores them; the store's table serves the page.
+                let ack = Event::AckLink {
+                    incident,
+                    by: by.clone(),
+                    link: link.clone(),
+                };
+                let result = match self
+                    .apply_logged(now, Source::Manual, ack, batch, touched)
+                    .0
+                {
+                    Ok(_) => {
+                        batch.used_links.push(UsedLink {
+                            link,
+                            at: now,
+                            incident,
+                            person: by,
+                        });
+                        Ok(LinkOutcome::Acknowledged)
                     }
+                    Err(EngineError::LinkUsed(_)) => Ok(LinkOutcome::AlreadyUsed),
+                    Err(e) => Err(e),
                 };
                 done.push(Done::Linked(reply, result));
             }

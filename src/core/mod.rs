@@ -16,7 +16,7 @@
 //! are known to be stored and are not written again, and timers after it
 //! (a deputy due while the daemon was down) fire once, late but not lost.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -171,10 +171,6 @@ pub struct Core<S: Store> {
     last_snapshot: Instant,
     /// The broker has had our session before (a lost one is a possible loss).
     mqtt_seen: bool,
-    /// Acknowledgement links already used, by the incident they name, for
-    /// the incidents the engine holds (a link to one that is over is
-    /// refused as resolved anyway).
-    used_links: HashMap<u64, HashSet<String>>,
 }
 
 /// Sets `Status::running` to false when the core ends, however it ends (a
@@ -443,14 +439,6 @@ impl<S: Store> Core<S> {
         }
         Ok(())
     }
-}
-
-/// A report's ETA as the engine takes it: `expected` counts from the
-/// report (`now`), the engine's from the incident's opening. Saturating:
-/// no duration from outside can overflow it (the engine bounds it).
-pub fn report_eta(now: Ts, opened: Ts, expected: Duration) -> Duration {
-    let since_open = Duration::from_millis(u64::try_from(now.millis_since(opened)).unwrap_or(0));
-    since_open.saturating_add(expected)
 }
 
 /// Moves whatever is waiting in `rx` into `buf`, up to the batch limit.

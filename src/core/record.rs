@@ -32,7 +32,6 @@ impl<S: Store> Core<S> {
         // from the store from here on.
         for id in self.engine.forget_resolved() {
             self.stored.remove(&id);
-            self.used_links.remove(&id);
         }
         self.status
             .incidents_held

@@ -60,10 +60,11 @@ impl<S: Store> Core<S> {
             last_at = last_at.max(w);
         }
         let mqtt_seen = store.meta(META_MQTT_SEEN).await?.is_some();
+        // Links used before the engine kept them itself (an older log
+        // holds plain acknowledgements) are known from the store.
         let held: Vec<u64> = engine.incidents().iter().map(|i| i.id).collect();
-        let mut used_links: HashMap<u64, HashSet<String>> = HashMap::new();
         for (incident, link) in store.used_links_of(&held).await? {
-            used_links.entry(incident).or_default().insert(link);
+            engine.remember_used_link(incident, link);
         }
         let clock = Clock::start(last_at);
         info!(
@@ -86,7 +87,6 @@ impl<S: Store> Core<S> {
             logged_since_snapshot: replayed,
             last_snapshot: Instant::now(),
             mqtt_seen,
-            used_links,
         };
         core.set_all_gauges();
         Ok(core)

@@ -237,6 +237,10 @@ pub struct Incident {
     /// (person, channel, reason) already sent by a step: a later policy's
     /// step with the same `on` text does not tell them again.
     pub(super) step_sent: HashSet<(PersonId, ChannelId, String)>,
+    /// Acknowledgement links used on this incident (and on those it
+    /// absorbed): each acknowledges once. Kept with the incident, so a
+    /// replay of the log and a snapshot restore them.
+    pub used_links: std::collections::BTreeSet<String>,
 }
 
 impl Incident {
@@ -371,6 +375,7 @@ impl Engine {
             fired: HashSet::new(),
             told: Vec::new(),
             chains: Vec::new(),
+            used_links: Default::default(),
             status_next: Vec::new(),
             major_since: None,
             generator_alerted: false,
@@ -431,6 +436,7 @@ impl Engine {
         let absorbed = std::mem::take(&mut self.incidents[gone].members);
         let services = std::mem::take(&mut self.incidents[gone].services);
         let policies = std::mem::take(&mut self.incidents[gone].policies);
+        let used_links = std::mem::take(&mut self.incidents[gone].used_links);
         let gone_root = self.incidents[gone].root;
         if self.root_of_incident.get(&gone_root) == Some(&gone) {
             self.root_of_incident.remove(&gone_root);
@@ -463,6 +469,7 @@ impl Engine {
                 k.policies.push(p);
             }
         }
+        k.used_links.extend(used_links);
         k.policies.sort();
         k.log(now, "merged", format!("absorbed incident {gone}"), None);
         self.dirty.insert(keep);

@@ -256,6 +256,22 @@ pub enum Event {
         by: String,
         note: Option<String>,
     },
+    /// A person acknowledges through a signed link (already verified)
+    /// sent to them: once per link; a link used before is
+    /// [`EngineError::LinkUsed`].
+    AckLink {
+        incident: u64,
+        by: String,
+        /// The link's identity (a hash of its token).
+        link: String,
+    },
+    /// A report from a person or an outside party: an alarm, and how long
+    /// it is expected to last counted from the report (the engine's ETA
+    /// counts from the incident's opening).
+    Report {
+        alarm: AlarmInput,
+        expected: Option<Duration>,
+    },
     /// A person or vendor gives the expected duration, counted from opening.
     Eta {
         incident: u64,
@@ -290,6 +306,16 @@ pub enum EngineError {
     UnknownIncident(u64),
     #[error("incident {0} is resolved")]
     Resolved(u64),
+    #[error("this link was used before on incident {0}")]
+    LinkUsed(u64),
+}
+
+/// A report's ETA as the engine takes it: `expected` counts from the
+/// report (`now`), the engine's from the incident's opening. Saturating
+/// (the engine bounds it at [`crate::config::MAX_DURATION`]).
+pub fn report_eta(now: Ts, opened: Ts, expected: Duration) -> Duration {
+    let since_open = Duration::from_millis(u64::try_from(now.millis_since(opened)).unwrap_or(0));
+    since_open.saturating_add(expected)
 }
 
 /// A notification the engine decided to send.
@@ -528,6 +554,15 @@ impl Engine {
         self.incidents.get(id)
     }
 
+    /// Notes that an acknowledgement link naming incident `id` was used
+    /// (from a store written before the engine kept them): a live incident,
+    /// or the one it was merged into, refuses it from now on.
+    pub fn remember_used_link(&mut self, id: u64, link: String) {
+        if let Ok(live) = self.live_incident(id) {
+            self.incidents[live].used_links.insert(link);
+        }
+    }
+
     /// Lets go of every resolved incident, and every incident merged into
     /// one that is over, and returns their ids. The daemon calls it once
     /// their final state is stored: from then on they live in the store
@@ -635,6 +670,28 @@ impl Engine {
             Event::Ack { incident, by, note } => {
                 self.on_ack(now, incident, by, note, &mut out)?;
                 true
+            }
+            Event::AckLink { incident, by, link } => {
+                let id = self.live_incident(incident)?;
+                if self.incidents[id].used_links.contains(&link) {
+                    return Err(EngineError::LinkUsed(id));
+                }
+                self.on_ack(now, id, by, Some("by link".to_owned()), &mut out)?;
+                self.incidents[id].used_links.insert(link);
+                true
+            }
+            Event::Report { alarm, expected } => {
+                let node = self.cat.node_id(&alarm.component);
+                let changed = self.on_alarm_input(now, alarm, &mut out);
+                let open = node.and_then(|n| self.incident_of(n));
+                match (open, expected) {
+                    (Some(id), Some(expected)) => {
+                        let eta = report_eta(now, self.incidents[id].opened, expected);
+                        self.on_eta(now, id, eta, None, &mut out)?;
+                        true
+                    }
+                    _ => changed,
+                }
             }
             Event::Eta {
                 incident,

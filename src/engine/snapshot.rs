@@ -156,6 +156,9 @@ struct IncidentSnap {
     reported: Option<ReportedSnap>,
     batches: u32,
     step_sent: Vec<SentSnap>,
+    /// Acknowledgement links used on it (sorted).
+    #[serde(default)]
+    used_links: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -527,6 +530,7 @@ fn incident_snap(cat: &Catalogue, inc: &Incident) -> IncidentSnap {
             }),
         batches: inc.batches,
         step_sent,
+        used_links: inc.used_links.iter().cloned().collect(),
     }
 }
 
@@ -991,6 +995,7 @@ impl Restore {
             wake: None,
             batches: s.batches,
             step_sent,
+            used_links: s.used_links.iter().cloned().collect(),
         }
     }
 }

@@ -1350,3 +1350,94 @@ fn absurd_durations_saturate_instead_of_panicking_or_wrapping() {
     assert!(Ts(i64::MAX).to_timestamp() > epoch);
     assert!(Ts(i64::MIN).to_timestamp() < epoch);
 }
+
+#[test]
+fn a_link_acknowledges_once_and_the_snapshot_remembers_it() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-a", AlarmKind::Server);
+    let link = |id: u64| Event::AckLink {
+        incident: id,
+        by: "p-lead".into(),
+        link: "L1".into(),
+    };
+    let first = e.apply(at(5), link(1)).unwrap();
+    assert!(first.changed);
+    assert!(
+        first
+            .effects
+            .iter()
+            .any(|x| matches!(x, Effect::Acknowledged { incident: 1, .. }))
+    );
+    assert_eq!(e.apply(at(6), link(1)), Err(EngineError::LinkUsed(1)));
+    // A replay or a restart: the snapshot carries the used link.
+    let (mut r, warnings) = Engine::restore(e.catalogue().clone(), &e.snapshot());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(r.apply(at(7), link(1)), Err(EngineError::LinkUsed(1)));
+    // A link used on an incident that is then absorbed still counts.
+    fire(&mut r, 8, "srv-b", AlarmKind::Server);
+    r.apply(
+        at(9),
+        Event::AckLink {
+            incident: 2,
+            by: "p-lead".into(),
+            link: "L2".into(),
+        },
+    )
+    .unwrap();
+    fire(&mut r, 10, "room", AlarmKind::Environment);
+    assert!(matches!(
+        r.incident(2).unwrap().state,
+        IncidentState::Merged(1)
+    ));
+    let again = Event::AckLink {
+        incident: 2,
+        by: "p-lead".into(),
+        link: "L2".into(),
+    };
+    assert_eq!(r.apply(at(11), again), Err(EngineError::LinkUsed(1)));
+}
+
+#[test]
+fn a_report_counts_its_expected_duration_from_the_report() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-a", AlarmKind::Server);
+    let report = Event::Report {
+        alarm: AlarmInput {
+            component: "srv-a".into(),
+            kind: AlarmKind::Server,
+            state: AlarmState::Firing,
+            severity: AlarmSeverity::Critical,
+            source: Source::Manual,
+            message: Some("vendor: back in two hours".into()),
+            key: Some("report:vendor".into()),
+        },
+        expected: Some(Duration::from_secs(7200)),
+    };
+    let applied = e.apply(at(600), report).unwrap();
+    assert!(applied.changed);
+    let inc = e.incident(1).unwrap();
+    assert_eq!(inc.basis, Basis::Manual);
+    assert_eq!(
+        inc.expected_s,
+        600 + 7200,
+        "from opening: ten minutes in, two hours on"
+    );
+    // An absurd one saturates at the bound instead of overflowing.
+    let absurd = Event::Report {
+        alarm: AlarmInput {
+            component: "srv-a".into(),
+            kind: AlarmKind::Server,
+            state: AlarmState::Firing,
+            severity: AlarmSeverity::Critical,
+            source: Source::Manual,
+            message: None,
+            key: Some("report:user".into()),
+        },
+        expected: Some(Duration::MAX),
+    };
+    e.apply(at(700), absurd).unwrap();
+    assert_eq!(
+        e.incident(1).unwrap().expected_s,
+        secs(crate::config::MAX_DURATION)
+    );
+}
