@@ -46,7 +46,13 @@ async fn mqtt_alarms_become_incidents_that_resolve() {
     assert_eq!(status, 200);
     assert_eq!(
         ready,
-        json!({"ready": true, "store": "ok", "engine": "running", "mqtt": "connected"})
+        json!({
+            "ready": true,
+            "store": "ok",
+            "engine": "running",
+            "mqtt": "connected",
+            "incidents_in_memory": 0
+        })
     );
     let (status, _) = get(&client, &d.url("/healthz"), None).await;
     assert_eq!(status, 200);
