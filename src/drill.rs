@@ -586,7 +586,7 @@ fn describe(e: &Effect) -> (&'static str, Vec<(&'static str, Value)>) {
                 ("to", json!(n.person)),
                 ("role", json!(n.role)),
                 ("channel", json!(n.channel)),
-                ("reason", json!(n.reason)),
+                ("reason", json!(n.reason.as_str())),
                 ("text", json!(n.text)),
             ],
         ),

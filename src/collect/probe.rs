@@ -120,30 +120,58 @@ impl ProbeCollector {
     /// bounded by one report per probe, the same bound as one request in
     /// flight per probe.
     pub async fn run(self, tx: mpsc::Sender<ProbeReport>, shutdown: CancellationToken) {
-        let stop = shutdown.child_token();
-        let tracker = TaskTracker::new();
-        let start = Instant::now();
-        info!(probes = self.probes.len(), "probe collector started");
-        for probe in self.probes {
-            let schedule = Schedule::jittered(start, probe.every);
-            tracker.spawn(run_probe(
-                probe,
-                schedule,
-                self.client.clone(),
-                tx.clone(),
-                stop.clone(),
-            ));
-        }
-        tracker.close();
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = tx.closed() => debug!("probe reports have no receiver: stopping"),
-        }
-        drop(tx);
-        stop.cancel();
-        tracker.wait().await;
-        info!("probe collector stopped");
+        run_all(self.probes, Http(self.client), tx, shutdown).await;
     }
+}
+
+/// How a probe's request is made: over HTTP, or a test's stand-in (so the
+/// timetable can be tested on tokio's paused clock).
+trait Fetch: Clone + Send + Sync + 'static {
+    /// The request without its timeout: [`run_probe`] bounds it.
+    fn fetch(&self, probe: &Probe) -> impl Future<Output = ProbeResult> + Send;
+}
+
+/// The real requests, through one shared client.
+#[derive(Clone)]
+struct Http(Client);
+
+impl Fetch for Http {
+    fn fetch(&self, probe: &Probe) -> impl Future<Output = ProbeResult> + Send {
+        fetch_unbounded(&self.0, &probe.url, probe.needs_body)
+    }
+}
+
+/// Runs each probe on its own timetable until `shutdown` or until the
+/// receiver is dropped.
+async fn run_all<F: Fetch>(
+    probes: Vec<Probe>,
+    fetcher: F,
+    tx: mpsc::Sender<ProbeReport>,
+    shutdown: CancellationToken,
+) {
+    let stop = shutdown.child_token();
+    let tracker = TaskTracker::new();
+    let start = Instant::now();
+    info!(probes = probes.len(), "probe collector started");
+    for probe in probes {
+        let schedule = Schedule::jittered(start, probe.every);
+        tracker.spawn(run_probe(
+            probe,
+            schedule,
+            fetcher.clone(),
+            tx.clone(),
+            stop.clone(),
+        ));
+    }
+    tracker.close();
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = tx.closed() => debug!("probe reports have no receiver: stopping"),
+    }
+    drop(tx);
+    stop.cancel();
+    tracker.wait().await;
+    info!("probe collector stopped");
 }
 
 impl Probe {
@@ -215,10 +243,10 @@ fn random_below(bound: Duration) -> Duration {
 }
 
 /// One probe's loop: sleep until the deadline, fetch, report, repeat.
-async fn run_probe(
+async fn run_probe<F: Fetch>(
     probe: Probe,
     schedule: Schedule,
-    client: Client,
+    fetcher: F,
     tx: mpsc::Sender<ProbeReport>,
     stop: CancellationToken,
 ) {
@@ -233,7 +261,7 @@ async fn run_probe(
         let result = tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            result = fetch(&client, &probe) => result,
+            result = within_timeout(&probe, fetcher.fetch(&probe)) => result,
         };
         let elapsed = started.elapsed();
         match (&result.error, result.status) {
@@ -264,10 +292,9 @@ async fn run_probe(
     }
 }
 
-/// GETs the probe's URL within its timeout and reads the body up to
-/// [`MAX_BODY`].
-async fn fetch(client: &Client, probe: &Probe) -> ProbeResult {
-    let request = fetch_unbounded(client, &probe.url, probe.needs_body);
+/// A probe's request (a GET of its URL, its body read up to [`MAX_BODY`])
+/// within the probe's timeout.
+async fn within_timeout(probe: &Probe, request: impl Future<Output = ProbeResult>) -> ProbeResult {
     match tokio::time::timeout(probe.timeout, request).await {
         Ok(result) => result,
         Err(_) => failed(
@@ -416,6 +443,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn config(url: &str) -> ProbeConfig {
@@ -504,6 +533,178 @@ mod tests {
             let s = Schedule::jittered(t0, every);
             assert!(s.first >= t0 && s.first < t0 + every);
         }
+    }
+
+    /// A stand-in for the network on tokio's paused clock: each probe id
+    /// answers 200 after a fixed time, or never.
+    #[derive(Clone)]
+    struct Fake {
+        delays: Arc<std::collections::HashMap<String, Option<Duration>>>,
+        in_flight: Arc<std::sync::Mutex<(usize, usize)>>,
+    }
+
+    impl Fake {
+        fn new(delays: &[(&str, Option<Duration>)]) -> Fake {
+            Fake {
+                delays: Arc::new(
+                    delays
+                        .iter()
+                        .map(|(id, d)| ((*id).to_owned(), *d))
+                        .collect(),
+                ),
+                in_flight: Arc::default(),
+            }
+        }
+
+        /// The most requests to a hanging target at once.
+        fn most_at_once(&self) -> usize {
+            self.in_flight.lock().expect("lock").1
+        }
+    }
+
+    impl Fetch for Fake {
+        fn fetch(&self, probe: &Probe) -> impl Future<Output = ProbeResult> + Send {
+            let delay = self.delays.get(&probe.id).copied().flatten();
+            let hangs = self.delays.get(&probe.id) == Some(&None);
+            let in_flight = self.in_flight.clone();
+            async move {
+                if hangs {
+                    {
+                        let mut n = in_flight.lock().expect("lock");
+                        n.0 += 1;
+                        n.1 = n.1.max(n.0);
+                    }
+                    // Counted down when the timeout drops this future.
+                    struct Done(Arc<std::sync::Mutex<(usize, usize)>>);
+                    impl Drop for Done {
+                        fn drop(&mut self) {
+                            self.0.lock().expect("lock").0 -= 1;
+                        }
+                    }
+                    let _done = Done(in_flight.clone());
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(delay.unwrap_or_default()).await;
+                ProbeResult {
+                    status: Some(200),
+                    ..ProbeResult::default()
+                }
+            }
+        }
+    }
+
+    /// Runs `probes` against `fake` for `how_long` of paused time and
+    /// returns each report with when its request started.
+    async fn reports(
+        probes: &[ProbeConfig],
+        fake: Fake,
+        how_long: Duration,
+    ) -> (Instant, Vec<(Instant, ProbeReport)>) {
+        let probes = probes
+            .iter()
+            .map(|p| Probe::new(p).expect("probe"))
+            .collect();
+        let (tx, mut rx) = mpsc::channel(64);
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let task = tokio::spawn(run_all(probes, fake, tx, stop.clone()));
+        let until = start + how_long;
+        let mut got = Vec::new();
+        loop {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => got.push((Instant::now() - r.elapsed, r)),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(until) => break,
+            }
+        }
+        stop.cancel();
+        task.await.expect("the collector ends");
+        (start, got)
+    }
+
+    fn timed(id: &str, every_ms: u64, timeout_ms: u64) -> ProbeConfig {
+        let mut c = config("http://127.0.0.1:1/");
+        c.id = id.to_owned();
+        c.every = Duration::from_millis(every_ms);
+        c.timeout = Duration::from_millis(timeout_ms);
+        c
+    }
+
+    /// On the paused clock, exactly: a probe whose target hangs times out
+    /// at its timeout each time, skips the deadlines it overran (500 ms
+    /// requests every 200 ms start 600 ms apart, one at a time), and never
+    /// delays a healthy probe, which keeps every deadline of its grid.
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_target_times_out_and_never_delays_a_healthy_probe() {
+        let fake = Fake::new(&[("hangs", None), ("healthy", Some(Duration::ZERO))]);
+        let probes = [timed("hangs", 200, 500), timed("healthy", 100, 1000)];
+        let (_, got) = reports(&probes, fake.clone(), Duration::from_millis(1900)).await;
+        let of = |id: &str| -> Vec<&(Instant, ProbeReport)> {
+            got.iter().filter(|(_, r)| r.id == id).collect()
+        };
+        let hangs = of("hangs");
+        assert!(hangs.len() >= 2, "{} timeouts", hangs.len());
+        for (_, r) in &hangs {
+            assert_eq!(r.result.error.as_deref(), Some("timed out after 500ms"));
+            assert_eq!(r.elapsed, Duration::from_millis(500));
+        }
+        for pair in hangs.windows(2) {
+            assert_eq!(pair[1].0 - pair[0].0, Duration::from_millis(600));
+        }
+        let ok = of("healthy");
+        let first = ok[0].0;
+        for (k, (started, r)) in ok.iter().enumerate() {
+            assert_eq!(r.result.status, Some(200));
+            assert_eq!(*started, first + Duration::from_millis(100) * k as u32);
+        }
+        assert!(ok.len() >= 18, "only {} healthy reports in 1.9 s", ok.len());
+        assert_eq!(
+            fake.most_at_once(),
+            1,
+            "requests to the hanging target never pile up"
+        );
+    }
+
+    /// Eight probes whose answers take 60 ms keep a fixed timetable (a
+    /// schedule counted from the end of the last request would drift 60 ms
+    /// per interval), each at its own random phase within one interval.
+    #[tokio::test(start_paused = true)]
+    async fn probes_keep_a_jittered_fixed_timetable() {
+        let ids: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+        let delays: Vec<(&str, Option<Duration>)> = ids
+            .iter()
+            .map(|id| (id.as_str(), Some(Duration::from_millis(60))))
+            .collect();
+        let probes: Vec<ProbeConfig> = ids.iter().map(|id| timed(id, 200, 1000)).collect();
+        let (start, got) = reports(&probes, Fake::new(&delays), Duration::from_millis(1700)).await;
+        let mut phases = std::collections::BTreeSet::new();
+        for id in &ids {
+            let starts: Vec<Instant> = got
+                .iter()
+                .filter(|(_, r)| &r.id == id)
+                .map(|(s, r)| {
+                    assert_eq!(r.elapsed, Duration::from_millis(60));
+                    *s
+                })
+                .collect();
+            assert!(starts.len() >= 7, "{id}: only {} reports", starts.len());
+            let phase = starts[0] - start;
+            assert!(phase < Duration::from_millis(200), "{id}: phase {phase:?}");
+            phases.insert(phase);
+            for (k, s) in starts.iter().enumerate() {
+                assert_eq!(
+                    *s,
+                    starts[0] + Duration::from_millis(200) * k as u32,
+                    "{id}"
+                );
+            }
+        }
+        assert!(
+            phases.len() > 1,
+            "phases {phases:?} do not spread the probes"
+        );
     }
 
     #[test]

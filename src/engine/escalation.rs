@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::incident::{Chain, severity_of};
 use super::text::{self, Facts, TextKind};
 use super::{
-    Basis, Effect, Engine, EngineError, Health, IncidentState, Level, Notification, Out, Severity,
-    Ts, ids, millis, secs,
+    Basis, Effect, Engine, EngineError, Health, IncidentState, Level, Notification, Out, Reason,
+    Severity, Ts, ids, millis, secs,
 };
 use crate::catalogue::{ChannelId, NodeId, PersonId, PolicyId, RoleId};
 use crate::config::{AlarmKind, Criticality, RecipientRef, StepOn};
@@ -313,7 +313,15 @@ impl Engine {
             for &c in &step.via {
                 let key = (p, self.effective_channel(c), step.on_text.clone());
                 if self.incidents[id].step_sent.insert(key) {
-                    sent.extend(self.send(now, id, &[(p, role)], &[c], &step.on_text, &text, out));
+                    sent.extend(self.send(
+                        now,
+                        id,
+                        &[(p, role)],
+                        &[c],
+                        Reason::Step(step.on_text.clone()),
+                        &text,
+                        out,
+                    ));
                 }
             }
         }
@@ -457,7 +465,7 @@ impl Engine {
         id: u64,
         recipients: &[(PersonId, Option<RoleId>)],
         via: &[ChannelId],
-        reason: &str,
+        reason: Reason,
         text: &str,
         out: &mut Out,
     ) -> Vec<(PersonId, Option<RoleId>, ChannelId)> {
@@ -470,7 +478,7 @@ impl Engine {
         for &(p, role) in recipients {
             for &c in &channels {
                 let channel = cat.channel(c).id.clone();
-                if !out.sent.insert((id, p, channel.clone(), reason.to_owned())) {
+                if !out.sent.insert((id, p, channel.clone(), reason.clone())) {
                     continue;
                 }
                 let (person, role_id) = ids(&cat, p, role);
@@ -487,7 +495,7 @@ impl Engine {
                     person,
                     role: role_id,
                     channel,
-                    reason: reason.to_owned(),
+                    reason: reason.clone(),
                     text: text.to_owned(),
                 }));
                 sent.push((p, role, c));
@@ -505,7 +513,7 @@ impl Engine {
         // Each was told on a channel already chosen; tell them there again
         // (through its fallback if its required service is down now).
         for (p, r, c) in told {
-            self.send(now, id, &[(p, r)], &[c], "severity", &text, out);
+            self.send(now, id, &[(p, r)], &[c], Reason::Severity, &text, out);
         }
     }
 
@@ -554,7 +562,7 @@ impl Engine {
             id,
             &recipients,
             policy.followup_via(),
-            "status",
+            Reason::Status,
             &text,
             out,
         );
@@ -633,7 +641,7 @@ impl Engine {
                     id,
                     &[(deputy, Some(chain.role))],
                     &chain.via,
-                    "deputy",
+                    Reason::Deputy,
                     &text,
                     out,
                 );
@@ -735,7 +743,7 @@ impl Engine {
                 continue;
             };
             let via = cat.policy(p).followup_via().to_vec();
-            self.send(now, id, &recipients, &via, "recovery", &text, out);
+            self.send(now, id, &recipients, &via, Reason::Recovery, &text, out);
         }
     }
 
@@ -855,7 +863,15 @@ impl Engine {
         let cat = self.cat.clone();
         let recipients = self.expand(id, &cat.crisis_staff, now);
         let text = self.text(now, id, TextKind::Crisis);
-        self.send(now, id, &recipients, &cat.crisis_via, "crisis", &text, out);
+        self.send(
+            now,
+            id,
+            &recipients,
+            &cat.crisis_via,
+            Reason::Crisis,
+            &text,
+            out,
+        );
         let every = self.incidents[id]
             .policies
             .iter()

@@ -318,6 +318,66 @@ pub fn report_eta(now: Ts, opened: Ts, expected: Duration) -> Duration {
     since_open.saturating_add(expected)
 }
 
+/// Why a notification is sent: the `reason` of SPEC §4.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// A policy step, by its `on` text verbatim (`open`, `expected > 30m`,
+    /// `resolved`, …).
+    Step(String),
+    /// Nobody acknowledged within `deputy_after`: the role's next deputy.
+    Deputy,
+    /// A status reminder.
+    Status,
+    /// The incident is over: `recovery_notify`.
+    Recovery,
+    /// The crisis staff summoned.
+    Crisis,
+    /// The severity rose after steps had told people.
+    Severity,
+}
+
+impl Reason {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Reason::Step(on) => on,
+            Reason::Deputy => "deputy",
+            Reason::Status => "status",
+            Reason::Recovery => "recovery",
+            Reason::Crisis => "crisis",
+            Reason::Severity => "severity",
+        }
+    }
+
+    /// The reason a stored text names (a step's `on` text otherwise).
+    pub fn parse(s: &str) -> Reason {
+        match s {
+            "deputy" => Reason::Deputy,
+            "status" => Reason::Status,
+            "recovery" => Reason::Recovery,
+            "crisis" => Reason::Crisis,
+            "severity" => Reason::Severity,
+            on => Reason::Step(on.to_owned()),
+        }
+    }
+
+    /// Whether the message is about the incident's end (the `resolved`
+    /// step, or recovery): it carries no acknowledgement link, and it is
+    /// still sent once the incident is over.
+    pub fn is_about_the_end(&self) -> bool {
+        match self {
+            Reason::Recovery => true,
+            Reason::Step(on) => on == "resolved",
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A notification the engine decided to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
@@ -327,8 +387,7 @@ pub struct Notification {
     pub person: String,
     pub role: Option<String>,
     pub channel: String,
-    /// The step's `on` text, or deputy, status, recovery, crisis, severity.
-    pub reason: String,
+    pub reason: Reason,
     /// The message without the acknowledgement link.
     pub text: String,
     /// Unique per (incident, reason, occurrence, person, channel): the
@@ -413,7 +472,7 @@ struct Out {
     estimates: Vec<Effect>,
     notifications: Vec<Effect>,
     /// (incident, person, channel, reason) already notified in this cause.
-    sent: std::collections::HashSet<(u64, PersonId, String, String)>,
+    sent: std::collections::HashSet<(u64, PersonId, String, Reason)>,
 }
 
 impl Out {

@@ -219,7 +219,7 @@ pub(super) fn notes(effects: &[Effect]) -> Vec<(String, String, String)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Notification(n) => {
-                Some((n.person.clone(), n.channel.clone(), n.reason.clone()))
+                Some((n.person.clone(), n.channel.clone(), n.reason.to_string()))
             }
             _ => None,
         })
@@ -230,7 +230,7 @@ pub(super) fn timed_notes(effects: &[(i64, Effect)]) -> Vec<(i64, String, String
     effects
         .iter()
         .filter_map(|(t, e)| match e {
-            Effect::Notification(n) => Some((*t, n.person.clone(), n.reason.clone())),
+            Effect::Notification(n) => Some((*t, n.person.clone(), n.reason.to_string())),
             _ => None,
         })
         .collect()

@@ -77,9 +77,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(45);
 const RETRY_AFTER_MAX: Duration = BACKOFF_MAX;
 /// Extra time beyond a channel's own timeout before an attempt is given up.
 const TIMEOUT_SLACK: Duration = Duration::from_secs(5);
-/// Reasons whose messages carry no acknowledgement link: the incident is
-/// over by then.
-const NO_LINK_REASONS: [&str; 2] = ["resolved", "recovery"];
 
 /// The wait before retry number `n` (1 for the first): exponential, with
 /// jitter in the upper half so that many retries do not line up.
@@ -243,7 +240,8 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         let person = cat.people.iter().find(|p| p.id == row.person);
         let result = match (channel, person, senders.by_channel.get(&row.channel)) {
             (Some(_), Some(person), Some(Ok(sender))) => {
-                let link = (!NO_LINK_REASONS.contains(&row.reason.as_str())).then(|| {
+                // A message about the end has nothing left to acknowledge.
+                let link = (!row.reason.is_about_the_end()).then(|| {
                     crate::api::links::url(&self.shared.links(), row.incident, &row.person, now)
                 });
                 if matches!(**sender, Sender::Log) {
@@ -265,7 +263,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
                     incident: row.incident,
                     person,
                     role: row.role.as_deref(),
-                    reason: &row.reason,
+                    reason: row.reason.as_str(),
                     text: &row.text,
                     link: link.as_deref(),
                     site: &cat.site_name,
@@ -296,7 +294,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         // A failed page about an open incident is not needed once it is
         // over; messages about the end itself always go out.
         let over = result.is_err()
-            && !NO_LINK_REASONS.contains(&row.reason.as_str())
+            && !row.reason.is_about_the_end()
             && match self.store.incident_over(row.incident).await {
                 Ok(over) => over,
                 Err(e) => {
@@ -439,6 +437,7 @@ fn outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Reason;
     use crate::store::OutboxState;
 
     const CONFIG: &str = r#"
@@ -493,7 +492,7 @@ via = ["sms"]
             person: "p1".into(),
             role: None,
             channel: channel.into(),
-            reason: reason.into(),
+            reason: Reason::parse(reason),
             text: "t".into(),
             created_at: Ts(0),
             state: OutboxState::Pending,
@@ -556,7 +555,7 @@ via = ["sms"]
         for reason in ["resolved", "recovery"] {
             // The notifier only passes `over` for reasons that need a live
             // incident; the end itself is retried as any page.
-            let over = !NO_LINK_REASONS.contains(&reason);
+            let over = !Reason::parse(reason).is_about_the_end();
             let a = outcome(&cat, &row("sms", reason, 0), Ts(1000), down(), over);
             assert_eq!(a.outcome, AttemptOutcome::Retried, "{reason}");
         }

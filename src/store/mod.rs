@@ -20,7 +20,7 @@ use std::future::Future;
 
 use crate::catalogue::Catalogue;
 use crate::engine::{
-    AlarmSeverity, AlarmState, Basis, Event, Incident, IncidentState, Level, Notification,
+    AlarmSeverity, AlarmState, Basis, Event, Incident, IncidentState, Level, Notification, Reason,
     RejectReason, Severity, Source, TimelineEntry, Ts,
 };
 
@@ -604,7 +604,7 @@ pub struct OutboxRow {
     pub person: String,
     pub role: Option<String>,
     pub channel: String,
-    pub reason: String,
+    pub reason: Reason,
     pub text: String,
     pub created_at: Ts,
     pub state: OutboxState,

@@ -24,8 +24,8 @@ use super::{
     truncate_raw,
 };
 use crate::engine::{
-    AlarmSeverity, AlarmState, Basis, Event, IncidentState, Level, RejectReason, Severity, Source,
-    TimelineEntry, Ts,
+    AlarmSeverity, AlarmState, Basis, Event, IncidentState, Level, Reason, RejectReason, Severity,
+    Source, TimelineEntry, Ts,
 };
 
 /// How long a connection waits for a lock held by another one.
@@ -494,7 +494,7 @@ impl Store for SqliteStore {
                     person: &f.person,
                     role: f.role.as_deref(),
                     channel: &f.channel,
-                    reason: &f.reason,
+                    reason: f.reason.as_str(),
                     text: &f.text,
                     created: f.created_at,
                     due: f.next_attempt,
@@ -736,7 +736,7 @@ async fn write_batch(
                 person: &n.person,
                 role: n.role.as_deref(),
                 channel: &n.channel,
-                reason: &n.reason,
+                reason: n.reason.as_str(),
                 text: &n.text,
                 created: q.at,
                 due: q.at,
@@ -933,7 +933,7 @@ fn outbox_from_row(r: &SqliteRow) -> Result<OutboxRow, StoreError> {
         person: r.try_get("person")?,
         role: r.try_get("role")?,
         channel: r.try_get("channel")?,
-        reason: r.try_get("reason")?,
+        reason: Reason::parse(&r.try_get::<String, _>("reason")?),
         text: r.try_get("text")?,
         created_at: Ts(r.try_get("created_at_ms")?),
         state: decode(

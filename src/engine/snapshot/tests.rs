@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::super::tests::{PLAN, T0, alarm, at, clear, engine, fire, notes, run_to};
 use super::*;
 use crate::config::load_str;
-use crate::engine::{AlarmState, Event, ProbeResult};
+use crate::engine::{AlarmState, Event, ProbeResult, Reason};
 
 fn cat_of(text: &str) -> Arc<Catalogue> {
     let loaded = load_str("plan.toml", text).expect("edited plan is valid");
@@ -123,7 +123,7 @@ fn a_removed_person_leaves_the_deputy_chain_and_the_next_deputy_is_called() {
     let deputies: Vec<(i64, String)> = later
         .iter()
         .filter_map(|(t, x)| match x {
-            Effect::Notification(n) if n.reason == "deputy" => Some((*t, n.person.clone())),
+            Effect::Notification(n) if n.reason == Reason::Deputy => Some((*t, n.person.clone())),
             _ => None,
         })
         .collect();
