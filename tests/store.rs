@@ -18,7 +18,7 @@ use beredskab::catalogue::Catalogue;
 use beredskab::config::{AlarmKind, load};
 use beredskab::engine::{
     AlarmInput, AlarmSeverity, AlarmState, Basis, Effect, Engine, Event, IncidentState, Level,
-    Notification, ProbeResult, RejectReason, Severity, Source, TimelineEntry, Ts,
+    Notification, ProbeResult, Reason, RejectReason, Severity, Source, TimelineEntry, Ts,
 };
 use beredskab::store::{
     Batch, IncidentFilter, IncidentRow, InputOutcome, OutboxState, RAW_LIMIT, Rejection,
@@ -163,7 +163,7 @@ fn notification(key: &str, incident: u64) -> Notification {
         person: "p-drift".to_owned(),
         role: Some("drift-leder".to_owned()),
         channel: "sms".to_owned(),
-        reason: "open".to_owned(),
+        reason: Reason::Step("open".to_owned()),
         text: "Incident 1: web is down".to_owned(),
         key: key.to_owned(),
     }
