@@ -642,7 +642,8 @@ pub struct ChannelConfig {
     pub method: Option<String>,
     /// HTTP kinds: the request body with `{{phone}}`, `{{text}}` (ending
     /// with the ack link), `{{link}}`, `{{incident}}`, `{{name}}`, each
-    /// JSON-escaped; sms/call default to `{"to":"{{phone}}","text":"{{text}}"}`.
+    /// JSON-escaped; sms/call default to
+    /// [`DEFAULT_BODY`](super::template::DEFAULT_BODY).
     pub body: Option<String>,
     /// HTTP kinds: request headers; a value `env:VAR` is read from the
     /// environment (for secrets). `Content-Type` defaults to JSON.
