@@ -660,9 +660,7 @@ fn tls_config(roots: Option<&Path>) -> Result<TlsConfiguration, MqttError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
-    // Other TLS users in the process find the same provider; a second
-    // install fails harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_provider();
 
     let bundle = match roots {
         // Given explicitly: a missing file is an error, not a fallback.

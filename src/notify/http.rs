@@ -12,12 +12,12 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AF
 use reqwest::{Client, Method, Response, StatusCode, Url};
 use serde_json::json;
 
+use crate::USER_AGENT;
 use crate::config::template::{DEFAULT_BODY, Piece, Template, Var};
 use crate::config::{ChannelConfig, ChannelKind, WebhookFormat};
 
 use super::channel::{ChannelError, Delivery, SendError, error_chain, headline, secret};
 
-const USER_AGENT: &str = concat!("beredskab/", env!("CARGO_PKG_VERSION"));
 /// The header that carries the notification's key.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// How much of an error response's body goes into the error message.
@@ -102,9 +102,7 @@ impl HttpSender {
         if !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        // Other TLS users in the process find the same provider; a second
-        // install fails harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_provider();
         // Gateways are outside the site's network, so a proxy from the
         // environment is honoured. Redirects are not followed: a POST that
         // a redirect turns into a GET would be lost silently.
