@@ -18,10 +18,12 @@
 //! - [`demo`] stands in for the outside world: an MQTT broker and simulated
 //!   sensors in the process, and the example config pointed at them.
 //!
-//! Shared by the ways out: the [`tls`] provider and the [`USER_AGENT`].
+//! Shared by the ways out: [`backoff`] between retries, the [`tls`] provider
+//! and the [`USER_AGENT`].
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backoff;
 pub mod catalogue;
 pub mod clock;
 pub mod collect;

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::MqttConfig;
 
 /// The port of `mqtt://` URLs without one.
@@ -261,30 +262,6 @@ impl AckQueue {
     }
 }
 
-/// Exponential backoff with jitter: each wait is drawn from the upper half of
-/// the current step, so that many clients do not reconnect in lockstep.
-#[derive(Debug)]
-struct Backoff {
-    step: Duration,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff { step: BACKOFF_MIN }
-    }
-
-    fn reset(&mut self) {
-        self.step = BACKOFF_MIN;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let half = self.step / 2;
-        let delay = half + half.mul_f64(fastrand::f64());
-        self.step = (self.step * 2).min(BACKOFF_MAX);
-        delay
-    }
-}
-
 /// The collector, configured and not yet connected.
 pub struct MqttCollector {
     options: MqttOptions,
@@ -376,7 +353,7 @@ impl MqttCollector {
             client: client.clone(),
             queue: Mutex::new(AckQueue::default()),
         });
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut connected_at: Option<Instant> = None;
         let mut subscribe_due = false;
 
@@ -768,7 +745,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new();
+        let mut b = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let first = b.next_delay();
         assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN);
         for _ in 0..20 {
