@@ -17,9 +17,13 @@
 //! - [`plan`] renders the config as the preparedness plan people read;
 //! - [`demo`] stands in for the outside world: an MQTT broker and simulated
 //!   sensors in the process, and the example config pointed at them.
+//!
+//! Shared by the ways out: [`backoff`] between retries, the [`tls`] provider
+//! and the [`USER_AGENT`].
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backoff;
 pub mod catalogue;
 pub mod clock;
 pub mod collect;
@@ -34,3 +38,8 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod store;
+pub mod tls;
+
+/// Sent with every HTTP request beredskab makes (probes, gateways,
+/// webhooks), so that the other side's logs show who asks.
+pub const USER_AGENT: &str = concat!("beredskab/", env!("CARGO_PKG_VERSION"));

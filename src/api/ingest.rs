@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::AlarmKind;
+use crate::engine::intake::json_state;
 use crate::engine::{AlarmInput, AlarmSeverity, AlarmState, RejectReason, Source};
 
 /// The longest `message` kept from a pushed alarm or report.
@@ -44,7 +45,8 @@ struct AlarmBody {
 }
 
 /// `POST /api/v1/alarms`: `{"component","kind","state","severity"?,"message"?,"key"?}`.
-/// `state` is `firing` or `cleared`, or any state word of SPEC §6.
+/// `state` is `firing` or `cleared`, or any state of an MQTT payload's
+/// JSON (SPEC §6, `engine::intake::json_state`).
 pub fn parse_alarm(body: &[u8]) -> Result<AlarmInput, BadInput> {
     let b: AlarmBody = serde_json::from_slice(body)
         .map_err(|e| BadInput::payload(format!("invalid alarm JSON: {e}")))?;
@@ -81,20 +83,10 @@ fn parse_kind(kind: &str) -> Result<AlarmKind, BadInput> {
 }
 
 fn parse_state(state: &Value) -> Result<AlarmState, BadInput> {
-    let word = match state {
-        Value::String(s) => s.trim().to_ascii_lowercase(),
-        Value::Bool(true) => return Ok(AlarmState::Firing),
-        Value::Bool(false) => return Ok(AlarmState::Cleared),
-        other => other.to_string(),
-    };
-    match word.as_str() {
-        "firing" | "alarm" | "on" | "true" | "1" => Ok(AlarmState::Firing),
-        "cleared" | "resolved" | "ok" | "clear" | "off" | "false" | "0" => Ok(AlarmState::Cleared),
-        _ => Err(BadInput {
-            reason: RejectReason::BadState,
-            detail: format!("state {state} is not firing or cleared"),
-        }),
-    }
+    json_state(state).ok_or_else(|| BadInput {
+        reason: RejectReason::BadState,
+        detail: format!("state {state} is not firing or cleared"),
+    })
 }
 
 fn clip(s: String) -> String {

@@ -23,7 +23,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -36,7 +36,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use url::Url;
 
+use crate::backoff::Backoff;
 use crate::config::MqttConfig;
 
 /// The port of `mqtt://` URLs without one.
@@ -59,14 +61,6 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 const MQTT_MAX_PACKET: usize = 268_435_455;
 /// How long shutdown waits for the DISCONNECT to reach the broker.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
-/// Where the system's root certificates are looked for, after `SSL_CERT_FILE`.
-const CA_BUNDLES: [&str; 5] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
 
 /// Why a collector cannot be built from its config.
 #[derive(Debug, thiserror::Error)]
@@ -261,30 +255,6 @@ impl AckQueue {
     }
 }
 
-/// Exponential backoff with jitter: each wait is drawn from the upper half of
-/// the current step, so that many clients do not reconnect in lockstep.
-#[derive(Debug)]
-struct Backoff {
-    step: Duration,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff { step: BACKOFF_MIN }
-    }
-
-    fn reset(&mut self) {
-        self.step = BACKOFF_MIN;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let half = self.step / 2;
-        let delay = half + half.mul_f64(fastrand::f64());
-        self.step = (self.step * 2).min(BACKOFF_MAX);
-        delay
-    }
-}
-
 /// The collector, configured and not yet connected.
 pub struct MqttCollector {
     options: MqttOptions,
@@ -306,13 +276,14 @@ impl fmt::Debug for MqttCollector {
 impl MqttCollector {
     /// Builds the collector from `[mqtt]`; `password` is the value of the
     /// variable named by `password_env`, read by the caller. An `mqtts://`
-    /// URL trusts the roots in `SSL_CERT_FILE`, or else the system's bundle.
+    /// URL trusts the roots in `SSL_CERT_FILE` (or `SSL_CERT_DIR`), or else
+    /// the system's.
     pub fn new(config: &MqttConfig, password: Option<String>) -> Result<Self, MqttError> {
         MqttCollector::build(config, password, None)
     }
 
     /// Like [`new`](Self::new), but trusts only the PEM certificates in
-    /// `roots` instead of `SSL_CERT_FILE` or the system's bundle: for a
+    /// `roots` instead of `SSL_CERT_FILE` or the system's roots: for a
     /// private CA, and for tests, which cannot set the process-wide variable
     /// safely. The URL must be `mqtts://`.
     pub fn with_root_certificates(
@@ -376,7 +347,7 @@ impl MqttCollector {
             client: client.clone(),
             queue: Mutex::new(AckQueue::default()),
         });
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut connected_at: Option<Instant> = None;
         let mut subscribe_due = false;
 
@@ -615,82 +586,74 @@ fn error_text(error: &ConnectionError) -> String {
 #[derive(Debug, PartialEq)]
 struct BrokerUrl {
     tls: bool,
+    /// As the URL writes it; an IPv6 address in brackets.
     host: String,
     port: u16,
 }
 
 impl BrokerUrl {
-    fn parse(url: &str) -> Result<BrokerUrl, MqttError> {
-        let bad = || MqttError::Url(url.to_owned());
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("mqtt://") {
-            (false, rest)
-        } else {
-            return Err(bad());
+    fn parse(text: &str) -> Result<BrokerUrl, MqttError> {
+        let bad = || MqttError::Url(text.to_owned());
+        let url = Url::parse(text).map_err(|_| bad())?;
+        let (tls, default_port) = match url.scheme() {
+            "mqtt" => (false, DEFAULT_PORT),
+            "mqtts" => (true, DEFAULT_TLS_PORT),
+            _ => return Err(bad()),
         };
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        // A broker's address only: credentials have keys of their own, and
+        // a topic, query or fragment would be ignored without a word.
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || !matches!(url.path(), "" | "/")
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
             return Err(bad());
         }
-        // `[v6]:port`, `[v6]`, `host:port` or `host`.
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !port.contains(']') => {
-                (host, Some(port.parse::<u16>().map_err(|_| bad())?))
-            }
-            _ => (authority, None),
-        };
-        if host.is_empty() || (host.contains(':') && !host.starts_with('[')) {
-            return Err(bad());
-        }
-        let port = port.unwrap_or(if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT });
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(bad)?;
         Ok(BrokerUrl {
             tls,
             host: host.to_owned(),
-            port,
+            port: url.port().unwrap_or(default_port),
         })
     }
 }
 
-/// rustls with ring and the root certificates in `roots`, or else in
-/// `SSL_CERT_FILE` or the system's bundle. Loads the roots itself: rumqttc's
-/// default TLS config panics on an unreadable store or an unsupported
-/// certificate (rumqtt#992); unparsable ones are skipped here.
+/// rustls with ring and the root certificates in `roots`, or else those
+/// `rustls-native-certs` finds (`SSL_CERT_FILE`, `SSL_CERT_DIR`, or the
+/// system's store). Loads the roots itself: rumqttc's default TLS config
+/// panics on an unreadable store or an unsupported certificate
+/// (rumqtt#992); unusable ones are skipped here.
 fn tls_config(roots: Option<&Path>) -> Result<TlsConfiguration, MqttError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
+    crate::tls::install_provider();
 
-    // Other TLS users in the process find the same provider; a second
-    // install fails harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-
-    let bundle = match roots {
+    let (found, source) = match roots {
         // Given explicitly: a missing file is an error, not a fallback.
-        Some(path) => path.to_path_buf(),
-        None => std::env::var_os("SSL_CERT_FILE")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain(CA_BUNDLES.iter().map(PathBuf::from))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                MqttError::Tls(format!(
-                    "no root certificates: set SSL_CERT_FILE or install one of {}",
-                    CA_BUNDLES.join(", ")
-                ))
-            })?,
+        Some(path) => (
+            rustls_native_certs::load_certs_from_paths(Some(path), None),
+            path.display().to_string(),
+        ),
+        None => (
+            rustls_native_certs::load_native_certs(),
+            "the system's roots".to_owned(),
+        ),
     };
-    let certs = CertificateDer::pem_file_iter(&bundle)
-        .map_err(|e| MqttError::Tls(format!("{}: {e}", bundle.display())))?
-        .filter_map(Result::ok);
+    let problems: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
     let mut store = rustls::RootCertStore::empty();
-    let (added, skipped) = store.add_parsable_certificates(certs);
+    let (added, skipped) = store.add_parsable_certificates(found.certs);
     if added == 0 {
-        return Err(MqttError::Tls(format!(
-            "{}: no usable root certificate",
-            bundle.display()
-        )));
+        let mut error = match roots {
+            Some(_) => format!("{source}: no usable root certificate"),
+            None => "no usable root certificate: set SSL_CERT_FILE or install the system's \
+                     CA certificates"
+                .to_owned(),
+        };
+        if !problems.is_empty() {
+            error.push_str(&format!(" ({})", problems.join("; ")));
+        }
+        return Err(MqttError::Tls(error));
     }
-    debug!(bundle = %bundle.display(), added, skipped, "mqtt tls roots loaded");
+    debug!(roots = %source, added, skipped, unreadable = ?problems, "mqtt tls roots loaded");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -770,7 +733,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new();
+        let mut b = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let first = b.next_delay();
         assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN);
         for _ in 0..20 {

@@ -30,13 +30,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
+use crate::USER_AGENT;
 use crate::config::ProbeConfig;
 use crate::engine::ProbeResult;
 
 /// The most of a response body a probe reads; a longer body is an error.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Sent with every request, so that endpoint logs show who asks.
-const USER_AGENT: &str = concat!("beredskab/", env!("CARGO_PKG_VERSION"));
 
 /// Why a collector cannot be built from its config.
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +97,7 @@ impl ProbeCollector {
             .iter()
             .map(Probe::new)
             .collect::<Result<Vec<_>, _>>()?;
-        // Other TLS users in the process find the same provider; a second
-        // install fails harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_provider();
         let client = Client::builder()
             .user_agent(USER_AGENT)
             // Probes watch the local infrastructure, which must be checked

@@ -1,9 +1,12 @@
 //! Configuration: the schema (SPEC §2), loading with line and column, and
-//! validation that reports every problem at once.
+//! validation that reports every problem at once; the small languages
+//! inside the values (escalation steps, recipient references, channel body
+//! templates) are parsed here too.
 
 mod load;
 mod schema;
 mod step;
+pub mod template;
 mod validate;
 
 pub use load::{Diagnostic, Level, LoadError, Loaded, load, load_str};

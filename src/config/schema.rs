@@ -34,48 +34,74 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
 pub const DEFAULT_ACK_LINK_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Where the daemon listens by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// The default probe interval and timeout.
+/// How often a probe is checked.
 pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_secs(30);
+/// How long a probe request may take before it counts as failed.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// MQTT payloads larger than this are rejected as `oversized`.
 pub const DEFAULT_MAX_PAYLOAD: ByteSize = ByteSize(64 * 1024);
 /// The MQTT client's packet limit.
 pub const DEFAULT_MAX_PACKET: ByteSize = ByteSize(8 * 1024 * 1024);
+/// The MQTT client id, which names the broker's persistent session.
+pub const DEFAULT_CLIENT_ID: &str = "beredskab";
+/// The time zone of rotations and of the times in messages.
+pub const DEFAULT_TIMEZONE: &str = "Europe/Copenhagen";
+/// Where incidents are kept, relative to the config file.
+pub const DEFAULT_STORE_URL: &str = "sqlite://beredskab.db";
+/// Whether `/metrics` answers without a token.
+pub const DEFAULT_METRICS_PUBLIC: bool = true;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[site]`, required: the site's name, language and time zone.
     pub site: SiteConfig,
+    /// `[server]`: the HTTP server and ack links; every key has a default.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[[token]]`, any number: the API's bearer tokens.
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenConfig>,
+    /// `[store]`: where incidents are kept; defaults to [`DEFAULT_STORE_URL`].
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[mqtt]`, optional: without it no broker is contacted.
     pub mqtt: Option<MqttConfig>,
+    /// `[[probe]]`, any number: health endpoints polled over HTTP.
     #[serde(default, rename = "probe")]
     pub probes: Vec<ProbeConfig>,
+    /// `[[component]]`, any number: the things that fail.
     #[serde(default, rename = "component")]
     pub components: Vec<ComponentConfig>,
+    /// `[[service]]`, any number: the critical services of the plan.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// `[[person]]`, any number: everyone who can be notified.
     #[serde(default, rename = "person")]
     pub people: Vec<PersonConfig>,
+    /// `[[role]]`, any number: a primary with deputies, or a rotation.
     #[serde(default, rename = "role")]
     pub roles: Vec<RoleConfig>,
+    /// `[[group]]`, any number: named lists of recipients.
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
+    /// `[[channel]]`, any number: the ways people are reached.
     #[serde(default, rename = "channel")]
     pub channels: Vec<ChannelConfig>,
+    /// `[[policy]]`, any number: who is told what, when.
     #[serde(default, rename = "policy")]
     pub policies: Vec<PolicyConfig>,
+    /// `[estimate]`: how an incident's expected duration is guessed.
     #[serde(default)]
     pub estimate: EstimateConfig,
+    /// `[correlation]`: how long related alarms get to join an incident.
     #[serde(default)]
     pub correlation: CorrelationConfig,
+    /// `[[meeting_place]]`, any number: where the crisis staff meets.
     #[serde(default, rename = "meeting_place")]
     pub meeting_places: Vec<MeetingPlaceConfig>,
+    /// `[crisis]`: who is summoned when an incident's level is raised.
     #[serde(default)]
     pub crisis: CrisisConfig,
 }
@@ -84,24 +110,29 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
+    /// Required, not empty: the name in mail subjects, webhooks and the plan.
     pub name: String,
+    /// `"da"` (the default) or `"en"`: the language of message texts.
     #[serde(default)]
     pub language: Language,
-    /// IANA time zone for rotations and the times in messages.
+    /// IANA time zone (e.g. `"Europe/Copenhagen"`, the default,
+    /// [`DEFAULT_TIMEZONE`]) for rotations and the times in messages.
     #[serde(default = "default_timezone")]
     pub timezone: String,
 }
 
 fn default_timezone() -> String {
-    "Europe/Copenhagen".to_owned()
+    DEFAULT_TIMEZONE.to_owned()
 }
 
 /// The language of message texts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
+    /// `da`: Danish.
     #[default]
     Da,
+    /// `en`: English.
     En,
 }
 
@@ -109,17 +140,26 @@ pub enum Language {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// `IP:PORT` the HTTP server binds (default [`DEFAULT_LISTEN`]).
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Base of links in messages; defaults to `http://{listen}`.
+    /// An `http://` or `https://` URL, the base of links in messages;
+    /// defaults to `http://{listen}`.
     pub public_url: Option<String>,
-    /// Environment variable holding the HMAC key for ack links.
+    /// The name of the environment variable holding the HMAC key for ack
+    /// links; unset or empty, a key is made per run and links die at a restart.
     pub secret_env: Option<String>,
+    /// Duration: how long an ack link works (default [`DEFAULT_ACK_LINK_TTL`]).
     #[serde(default = "default_ack_link_ttl", with = "humantime_serde")]
     pub ack_link_ttl: Duration,
-    #[serde(default = "default_true")]
+    /// `true` (default, [`DEFAULT_METRICS_PUBLIC`]): `/metrics` needs no
+    /// token; `false`: it needs one with the `read` scope.
+    #[serde(default = "default_metrics_public")]
     pub metrics_public: bool,
+    /// Path of a PEM certificate chain to serve HTTPS with, given together
+    /// with `tls_key`. Checked for its pair, but this build serves plain HTTP.
     pub tls_cert: Option<String>,
+    /// Path of the PEM private key of `tls_cert`; see there.
     pub tls_key: Option<String>,
 }
 
@@ -130,7 +170,7 @@ impl Default for ServerConfig {
             public_url: None,
             secret_env: None,
             ack_link_ttl: DEFAULT_ACK_LINK_TTL,
-            metrics_public: true,
+            metrics_public: DEFAULT_METRICS_PUBLIC,
             tls_cert: None,
             tls_key: None,
         }
@@ -143,18 +183,22 @@ fn default_listen() -> String {
 fn default_ack_link_ttl() -> Duration {
     DEFAULT_ACK_LINK_TTL
 }
-fn default_true() -> bool {
-    true
+fn default_metrics_public() -> bool {
+    DEFAULT_METRICS_PUBLIC
 }
 
 /// `[[token]]`: an API token, stored only as its SHA-256.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
+    /// A unique name; the `by` of what the token does when it has no `person`.
     pub name: String,
+    /// The SHA-256 of the token as 64 hexadecimal digits; the token itself
+    /// is never stored.
     pub sha256: String,
+    /// At least one of `read`, `ack`, `ingest`, `admin`.
     pub scopes: Vec<Scope>,
-    /// The person this token acts as.
+    /// A person id: the token acts as this person (optional).
     pub person: Option<String>,
 }
 
@@ -162,9 +206,13 @@ pub struct TokenConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// `read`: list incidents and services, read `/metrics`.
     Read,
+    /// `ack`: acknowledge, set ETAs, levels and notes, resolve.
     Ack,
+    /// `ingest`: push alarms, Alertmanager bodies and reports.
     Ingest,
+    /// `admin`: everything the other scopes allow.
     Admin,
 }
 
@@ -172,7 +220,9 @@ pub enum Scope {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite://FILE` (relative to the config file) or `postgres://…`.
+    /// `sqlite://FILE`, relative to the config file (default
+    /// [`DEFAULT_STORE_URL`]); `check` also takes `postgres://…`, which
+    /// this build cannot run.
     #[serde(default = "default_store_url")]
     pub url: String,
 }
@@ -186,28 +236,41 @@ impl Default for StoreConfig {
 }
 
 fn default_store_url() -> String {
-    "sqlite://beredskab.db".to_owned()
+    DEFAULT_STORE_URL.to_owned()
 }
 
 /// `[mqtt]`: the broker the sensors publish to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
+    /// Required: `mqtt://HOST[:PORT]` (port 1883 by default) or
+    /// `mqtts://HOST[:PORT]` (TLS, 8883, trusting `SSL_CERT_FILE` or the
+    /// system's roots).
     pub url: String,
+    /// Not empty (default [`DEFAULT_CLIENT_ID`]): names the persistent
+    /// session, so it must be fixed and unique on the broker.
     #[serde(default = "default_client_id")]
     pub client_id: String,
+    /// The broker login's user name (optional).
     pub username: Option<String>,
+    /// The name of the environment variable holding the password
+    /// (optional; needs `username`).
     pub password_env: Option<String>,
+    /// Size (`"64KiB"`, `"1MB"` or bytes): larger payloads are rejected as
+    /// `oversized` (default [`DEFAULT_MAX_PAYLOAD`]); at most `max_packet`.
     #[serde(default = "default_max_payload")]
     pub max_payload: ByteSize,
+    /// Size: the client's packet limit (default [`DEFAULT_MAX_PACKET`]); the
+    /// broker's `message_size_limit` belongs between `max_payload` and this.
     #[serde(default = "default_max_packet")]
     pub max_packet: ByteSize,
+    /// `[[mqtt.subscription]]`, any number: the topics listened to.
     #[serde(default, rename = "subscription")]
     pub subscriptions: Vec<SubscriptionConfig>,
 }
 
 fn default_client_id() -> String {
-    "beredskab".to_owned()
+    DEFAULT_CLIENT_ID.to_owned()
 }
 fn default_max_payload() -> ByteSize {
     DEFAULT_MAX_PAYLOAD
@@ -220,10 +283,17 @@ fn default_max_packet() -> ByteSize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionConfig {
+    /// An MQTT topic filter; `+` stands for one level, `#` (last) for the rest.
     pub topic: String,
+    /// The kind of the alarms on these topics: `fire`, `power`, `generator`,
+    /// `ups`, `environment`, `network`, `server`, `application`,
+    /// `security` or `generic`.
     pub kind: AlarmKind,
-    /// A component id; `{N}` is replaced by the N-th wildcard's segment.
+    /// A component id; `{N}` (1-based) is replaced by the segment the N-th
+    /// wildcard of `topic` stood for.
     pub component: String,
+    /// Duration (optional): a topic silent this long after its first
+    /// message raises a warning that the sensor is lost.
     #[serde(default, with = "humantime_serde")]
     pub heartbeat: Option<Duration>,
 }
@@ -290,21 +360,34 @@ impl fmt::Display for AlarmKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
+    /// A unique id: the probe's alarm key and its metrics label.
     pub id: String,
+    /// The id of the component the probe watches.
     pub component: String,
+    /// The `http://` or `https://` URL requested (GET, no proxy).
     pub url: String,
+    /// Duration: how often the probe is checked (default [`DEFAULT_PROBE_EVERY`]).
     #[serde(default = "default_probe_every", with = "humantime_serde")]
     pub every: Duration,
+    /// Duration: a request slower than this fails (default
+    /// [`DEFAULT_PROBE_TIMEOUT`]).
     #[serde(default = "default_probe_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Consecutive failures before the component is down, at least 1
+    /// (default [`DEFAULT_FAIL_AFTER`]).
     #[serde(default = "default_fail_after")]
     pub fail_after: u32,
+    /// Consecutive successes before it is up again, at least 1 (default
+    /// [`DEFAULT_RECOVER_AFTER`]).
     #[serde(default = "default_recover_after")]
     pub recover_after: u32,
-    /// Accepted status codes; empty means any 2xx.
+    /// Accepted status codes (100–599); empty, the default, means any 2xx.
     #[serde(default)]
     pub expect_status: Vec<u16>,
+    /// `[probe.generator]` (optional): the body reports a generator's
+    /// running state and fuel.
     pub generator: Option<GeneratorProbeConfig>,
+    /// `[[probe.check]]`, any number: conditions on the JSON body.
     #[serde(default, rename = "check")]
     pub checks: Vec<ProbeCheckConfig>,
 }
@@ -326,10 +409,13 @@ fn default_recover_after() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorProbeConfig {
-    /// JSON pointer to a boolean: the generator runs.
+    /// A JSON pointer (`/running`) to whether the generator runs: a boolean,
+    /// a number (not 0) or a state word such as `on`.
     pub running: String,
-    /// JSON pointer to a number 0–100.
+    /// A JSON pointer to the fuel level, a number 0–100.
     pub fuel_percent: String,
+    /// Duration, required: how long a full tank lasts; runtime left is
+    /// `fuel_percent`/100 × this.
     #[serde(with = "humantime_serde")]
     pub full_tank_runtime: Duration,
 }
@@ -338,10 +424,18 @@ pub struct GeneratorProbeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeCheckConfig {
+    /// A JSON pointer (`/fuel_percent`) into the body; a value that is not
+    /// there meets the condition.
     pub pointer: String,
+    /// The condition holds when the value is a number less than this; give
+    /// exactly one of `below`, `above` and `equals`.
     pub below: Option<f64>,
+    /// The condition holds when the value is a number greater than this.
     pub above: Option<f64>,
+    /// The condition holds when the value equals this string, number or
+    /// boolean.
     pub equals: Option<toml::Value>,
+    /// `degraded` or `down`: what the component is while the condition holds.
     pub then: CheckOutcome,
 }
 
@@ -349,7 +443,9 @@ pub struct ProbeCheckConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckOutcome {
+    /// `degraded`: the component is degraded.
     Degraded,
+    /// `down`: the probe counts as failed.
     Down,
 }
 
@@ -357,13 +453,21 @@ pub enum CheckOutcome {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentConfig {
+    /// A unique id, shared with no service.
     pub id: String,
+    /// The name people read; defaults to the id.
     pub name: Option<String>,
+    /// `room`, `power`, `generator`, `ups`, `network`, `server`,
+    /// `application`, `building` or `external`; decides its probe's alarm kind.
     pub kind: ComponentKind,
+    /// A free label shared with meeting places: a fire or power alarm here
+    /// rules out the meeting places in the same building.
     pub building: Option<String>,
+    /// Ids of the components this one needs; impact flows from them to it.
     #[serde(default)]
     pub depends_on: Vec<String>,
-    /// A component that carries this one's dependents while this one is down.
+    /// A component id that carries this one's dependents while this one is
+    /// down (while the backup is not down itself).
     pub backup: Option<String>,
 }
 
@@ -416,17 +520,26 @@ impl ComponentKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
+    /// A unique id, shared with no component.
     pub id: String,
+    /// The name people read; defaults to the id.
     pub name: Option<String>,
+    /// `life`, `critical` or `important`: decides an incident's severity.
     pub criticality: Criticality,
+    /// Ids of the components or services it needs; down when any of them is
+    /// (unless a backup carries).
     #[serde(default)]
     pub depends_on: Vec<String>,
-    /// The system owner (a recipient reference).
+    /// The system owner: a recipient reference (`role:ID`, `person:ID`,
+    /// `group:ID`); what `owner` means in steps.
     pub owner: Option<String>,
-    /// Super users and IT contacts (recipient references).
+    /// Super users and IT contacts: recipient references; what `contacts`
+    /// means in steps.
     #[serde(default)]
     pub contacts: Vec<String>,
+    /// The id of the policy an incident affecting it follows (optional).
     pub policy: Option<String>,
+    /// Recipient references told when an incident that affected it resolves.
     #[serde(default)]
     pub recovery_notify: Vec<String>,
 }
@@ -435,8 +548,12 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Criticality {
+    /// `life`: down makes an incident critical, and it does not wait for
+    /// `settle`.
     Life,
+    /// `critical`: down makes an incident critical, degraded major.
     Critical,
+    /// `important`: down makes an incident major.
     Important,
 }
 
@@ -454,9 +571,13 @@ impl Criticality {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersonConfig {
+    /// A unique id, as in `person:ID` and a role's `primary`.
     pub id: String,
+    /// The full name, used in mails and the plan.
     pub name: String,
+    /// The number SMS and calls go to (optional; without it they fail).
     pub phone: Option<String>,
+    /// The mail address `smtp` channels send to (optional).
     pub email: Option<String>,
 }
 
@@ -464,11 +585,17 @@ pub struct PersonConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
+    /// A unique id, as in `role:ID`.
     pub id: String,
+    /// The name people read; defaults to the id.
     pub name: Option<String>,
+    /// The person id who holds the role; give this or `rotation`.
     pub primary: Option<String>,
+    /// Person ids told in order when nobody acknowledges within the
+    /// policy's `deputy_after`.
     #[serde(default)]
     pub deputies: Vec<String>,
+    /// An on-call rotation instead of a `primary`.
     pub rotation: Option<RotationConfig>,
 }
 
@@ -476,10 +603,14 @@ pub struct RoleConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotationConfig {
+    /// Duration: the length of one turn (`"1w"`); handovers keep the local
+    /// time in `site.timezone`.
     #[serde(with = "humantime_serde")]
     pub every: Duration,
     /// RFC 3339: when the first person's turn begins.
     pub start: String,
+    /// Person ids in turn order, at least one; without deputies, the next
+    /// people in turn are the role's deputies.
     pub people: Vec<String>,
 }
 
@@ -487,8 +618,12 @@ pub struct RotationConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
+    /// A unique id, as in `group:ID`.
     pub id: String,
+    /// The name people read (optional).
     pub name: Option<String>,
+    /// Recipient references (`role:ID`, `person:ID`, `group:ID`, …); a
+    /// group may not contain itself.
     pub members: Vec<String>,
 }
 
@@ -496,28 +631,53 @@ pub struct GroupConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
+    /// A unique id, as in a step's `via`.
     pub id: String,
+    /// `sms-http`, `call-http`, `smtp`, `webhook` or `log`.
     pub kind: ChannelKind,
+    /// The gateway or webhook (`http://`, `https://`), or the mail relay
+    /// (`smtp://`, `smtps://`); required by every kind but `log`.
     pub url: Option<String>,
+    /// HTTP kinds: `GET`, `POST` (the default), `PUT` or `PATCH`.
     pub method: Option<String>,
+    /// HTTP kinds: the request body with `{{phone}}`, `{{text}}` (ending
+    /// with the ack link), `{{link}}`, `{{incident}}`, `{{name}}`, each
+    /// JSON-escaped; sms/call default to
+    /// [`DEFAULT_BODY`](super::template::DEFAULT_BODY).
     pub body: Option<String>,
+    /// HTTP kinds: request headers; a value `env:VAR` is read from the
+    /// environment (for secrets). `Content-Type` defaults to JSON.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Duration: one attempt longer than this fails (default
+    /// [`DEFAULT_CHANNEL_TIMEOUT`]).
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// Failed attempts, at least 1, before `fallback` takes over (default
+    /// [`DEFAULT_CHANNEL_ATTEMPTS`]).
     pub attempts: Option<u32>,
-    /// Without a usable `fallback`, a notification this channel cannot
-    /// deliver is retried until this long after it was decided (default
-    /// 24h), then given up: logged at error, counted as failed and shown
-    /// in the incident's timeline.
+    /// Duration: without a usable `fallback`, a notification this channel
+    /// cannot deliver is retried until this long after it was decided
+    /// (default [`DEFAULT_GIVE_UP_AFTER`]), then given up: logged at error,
+    /// counted as failed and shown in the incident's timeline.
     #[serde(default, with = "humantime_serde")]
     pub give_up_after: Option<Duration>,
+    /// `smtp`: `starttls` (the default), `tls` or `none`; an `smtps://` url
+    /// is `tls`.
     pub tls: Option<SmtpTls>,
+    /// `smtp`: the relay login's user name (optional; needs `password_env`).
     pub username: Option<String>,
+    /// `smtp`: the name of the environment variable holding the password.
     pub password_env: Option<String>,
+    /// `smtp`, required: the sender address, optionally `Name <address>`.
     pub from: Option<String>,
+    /// A service id: while that service is down, `fallback` is used instead.
     pub requires_service: Option<String>,
+    /// A channel id used after `attempts` failures, at once for a failure
+    /// no retry mends, and while `requires_service` is down.
     pub fallback: Option<String>,
+    /// `webhook`: `json` (the default), `teams`, `slack` or `mattermost`;
+    /// not together with `body`.
     pub format: Option<WebhookFormat>,
 }
 
@@ -560,9 +720,12 @@ impl ChannelKind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {
+    /// `starttls`: a plain connection that must upgrade to TLS (port 587).
     #[default]
     Starttls,
+    /// `tls`: TLS from the start (port 465).
     Tls,
+    /// `none`: no encryption (port 25).
     None,
 }
 
@@ -570,10 +733,14 @@ pub enum SmtpTls {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookFormat {
+    /// `json`: incident, reason, person, role, text, link, site and key.
     #[default]
     Json,
+    /// `teams`: an Office 365 connector card.
     Teams,
+    /// `slack`: `{"text"}` with Slack's escaping and link markup.
     Slack,
+    /// `mattermost`: `{"text"}`.
     Mattermost,
 }
 
@@ -581,13 +748,20 @@ pub enum WebhookFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
+    /// A unique id, as in a service's `policy`.
     pub id: String,
+    /// Duration (optional): unacknowledged this long after a role was told,
+    /// its next deputy is; without it, deputies are never told.
     #[serde(default, with = "humantime_serde")]
     pub deputy_after: Option<Duration>,
+    /// Duration (optional): how often `status_to` is reminded of a major or
+    /// critical incident without a manual ETA; without it, never.
     #[serde(default, with = "humantime_serde")]
     pub status_every: Option<Duration>,
+    /// Recipient references that get the status reminders.
     #[serde(default)]
     pub status_to: Vec<String>,
+    /// `[[policy.step]]`, any number: the escalation steps.
     #[serde(default, rename = "step")]
     pub steps: Vec<StepConfig>,
 }
@@ -596,10 +770,14 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepConfig {
-    /// The condition, e.g. `open` or `expected > 30m` (see `StepOn`).
+    /// When the step fires, once per incident: `open`, `expected > DUR`,
+    /// `unacked DUR`, `open DUR`, `resolved` or `level crisis` (see `StepOn`).
     pub on: String,
+    /// Recipient references: `role:ID`, `person:ID`, `group:ID`, `owner`,
+    /// `contacts`.
     #[serde(default)]
     pub notify: Vec<String>,
+    /// Channel ids: every recipient is sent on each; required with `notify`.
     #[serde(default)]
     pub via: Vec<String>,
 }
@@ -608,12 +786,19 @@ pub struct StepConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EstimateConfig {
+    /// Duration: the expected duration when nothing better is known
+    /// (default [`DEFAULT_ESTIMATE`]).
     #[serde(default = "default_estimate", with = "humantime_serde")]
     pub default: Duration,
+    /// Alarm kind to duration (`{ fire = "1d" }`): the expected duration by
+    /// the root alarm's kind, used when history is too short.
     #[serde(default)]
     pub by_kind: BTreeMap<String, HumanDuration>,
+    /// Duration: how much an incident that outlives its estimate is
+    /// extended by (default [`DEFAULT_EXTEND`]).
     #[serde(default = "default_extend", with = "humantime_serde")]
     pub extend: Duration,
+    /// `history = { … }`: estimates from past incidents with the same root.
     #[serde(default)]
     pub history: HistoryConfig,
 }
@@ -640,8 +825,12 @@ fn default_extend() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryConfig {
+    /// Resolved incidents with the same root needed, at least 1, before
+    /// history is used (default [`DEFAULT_HISTORY_MIN_SAMPLES`]).
     #[serde(default = "default_min_samples")]
     pub min_samples: usize,
+    /// In (0, 1]: the quantile of their durations taken, by nearest rank
+    /// (default [`DEFAULT_HISTORY_QUANTILE`]).
     #[serde(default = "default_quantile")]
     pub quantile: f64,
 }
@@ -666,6 +855,9 @@ fn default_quantile() -> f64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorrelationConfig {
+    /// Duration: a new incident tells nobody this long, so related alarms
+    /// join first (default [`DEFAULT_SETTLE`]); one with a firing fire alarm
+    /// or a `life` service down does not wait.
     #[serde(default = "default_settle", with = "humantime_serde")]
     pub settle: Duration,
 }
@@ -686,8 +878,12 @@ fn default_settle() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeetingPlaceConfig {
+    /// Not empty: the name in crisis messages.
     pub name: String,
+    /// The building label it shares with components: skipped while one of
+    /// them has a firing fire or power alarm.
     pub building: Option<String>,
+    /// Order of preference, 1 first; each should be unique.
     pub priority: u32,
 }
 
@@ -695,8 +891,10 @@ pub struct MeetingPlaceConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrisisConfig {
+    /// Recipient references summoned when an incident's level becomes crisis.
     #[serde(default)]
     pub staff: Vec<String>,
+    /// Channel ids the staff is summoned on; required with `staff`.
     #[serde(default)]
     pub via: Vec<String>,
 }

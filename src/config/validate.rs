@@ -16,6 +16,7 @@ use super::duration_in_bounds;
 use super::load::Level;
 use super::schema::{AlarmKind, ChannelKind, Config, RoleConfig};
 use super::step::{RecipientRef, StepOn};
+use super::template::Template;
 
 /// One step of a path into the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -643,7 +644,7 @@ impl<'a> Validator<'a> {
                             ),
                         ),
                         (Some(body), _, _) => {
-                            if let Err(e) = crate::notify::channel::check_template(body) {
+                            if let Err(e) = Template::parse(body) {
                                 self.error(at("body"), format!("{whose}: {e}"));
                             }
                         }

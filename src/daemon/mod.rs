@@ -348,7 +348,7 @@ fn start_probes(
 /// Runs the daemon until `shutdown` is cancelled (or, with `signals`, until
 /// SIGTERM or SIGINT).
 pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_provider();
     let Loaded { config, catalogue } = load(&opts.config)?;
     let db = sqlite_path(&opts.config, &config.store.url)?;
     let listen = config.server.listen.clone();

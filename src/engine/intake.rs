@@ -1,6 +1,7 @@
 //! Turning raw observations into alarms: MQTT topics and payloads (SPEC §6)
 //! and probe results. Pure functions, shared by the daemon's collectors and
-//! by `drill`, so both reject the same input for the same reason.
+//! by `drill`, so both reject the same input for the same reason. The state
+//! words are the same for the HTTP push API (`api::ingest`).
 
 use serde_json::Value;
 
@@ -43,10 +44,14 @@ pub fn clip_key(s: String) -> String {
     format!("{head}~{hash}")
 }
 
-const FIRING_WORDS: [&str; 5] = ["alarm", "firing", "on", "true", "1"];
-const CLEARED_WORDS: [&str; 6] = ["ok", "clear", "cleared", "off", "false", "0"];
+/// The words for a firing alarm (SPEC §6), in lower case; compared
+/// case-insensitively.
+pub const FIRING_WORDS: [&str; 5] = ["alarm", "firing", "on", "true", "1"];
+/// The words for a cleared alarm, in lower case.
+pub const CLEARED_WORDS: [&str; 6] = ["ok", "clear", "cleared", "off", "false", "0"];
 
-fn state_word(word: &str) -> Option<AlarmState> {
+/// A state word, case-insensitively.
+pub fn state_word(word: &str) -> Option<AlarmState> {
     let w = word.to_ascii_lowercase();
     if FIRING_WORDS.contains(&w.as_str()) {
         Some(AlarmState::Firing)
@@ -54,6 +59,22 @@ fn state_word(word: &str) -> Option<AlarmState> {
         Some(AlarmState::Cleared)
     } else {
         None
+    }
+}
+
+/// The `state` of a JSON body, MQTT or HTTP: a state word (surrounding
+/// blanks ignored), a JSON boolean, or the number 1 or 0.
+pub fn json_state(state: &Value) -> Option<AlarmState> {
+    match state {
+        Value::String(s) => state_word(s.trim()),
+        Value::Bool(true) => Some(AlarmState::Firing),
+        Value::Bool(false) => Some(AlarmState::Cleared),
+        Value::Number(n) => match n.as_f64() {
+            Some(1.0) => Some(AlarmState::Firing),
+            Some(0.0) => Some(AlarmState::Cleared),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -77,18 +98,7 @@ pub fn parse_payload(payload: &[u8]) -> Result<ParsedPayload, (RejectReason, Str
                     "JSON object without `state`".into(),
                 ));
             }
-            Some(Value::String(s)) => state_word(s.trim()),
-            Some(Value::Bool(b)) => Some(if *b {
-                AlarmState::Firing
-            } else {
-                AlarmState::Cleared
-            }),
-            Some(Value::Number(n)) => match n.as_f64() {
-                Some(1.0) => Some(AlarmState::Firing),
-                Some(0.0) => Some(AlarmState::Cleared),
-                _ => None,
-            },
-            Some(_) => None,
+            Some(state) => json_state(state),
         };
         let Some(state) = state else {
             return Err((

@@ -15,7 +15,6 @@ use crate::catalogue::Person;
 use crate::config::{ChannelConfig, ChannelKind};
 
 use super::http::HttpSender;
-pub use super::http::check_template;
 use super::smtp::SmtpSender;
 
 /// The longest mail subject or chat summary taken from a text, in

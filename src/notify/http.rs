@@ -1,6 +1,7 @@
 //! HTTP channels: `sms-http` and `call-http` send a request rendered from
-//! the channel's `body` template to a gateway; `webhook` posts the
-//! notification as JSON in one of the shapes chat services take.
+//! the channel's `body` template (parsed by `config::template`) to a
+//! gateway; `webhook` posts the notification as JSON in one of the shapes
+//! chat services take.
 //!
 //! Every request carries the notification's key as `Idempotency-Key`, so a
 //! gateway that honours it sends once even when the worker retries.
@@ -11,11 +12,12 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AF
 use reqwest::{Client, Method, Response, StatusCode, Url};
 use serde_json::json;
 
+use crate::USER_AGENT;
+use crate::config::template::{DEFAULT_BODY, Piece, Template, Var};
 use crate::config::{ChannelConfig, ChannelKind, WebhookFormat};
 
 use super::channel::{ChannelError, Delivery, SendError, error_chain, headline, secret};
 
-const USER_AGENT: &str = concat!("beredskab/", env!("CARGO_PKG_VERSION"));
 /// The header that carries the notification's key.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// How much of an error response's body goes into the error message.
@@ -100,9 +102,7 @@ impl HttpSender {
         if !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        // Other TLS users in the process find the same provider; a second
-        // install fails harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_provider();
         // Gateways are outside the site's network, so a proxy from the
         // environment is honoured. Redirects are not followed: a POST that
         // a redirect turns into a GET would be lost silently.
@@ -139,7 +139,7 @@ impl HttpSender {
             )));
         }
         let body = match &self.body {
-            Body::Template(t) => t.render(d, phone)?,
+            Body::Template(t) => render(t, d, phone)?,
             Body::Webhook(format) => webhook_body(*format, d).to_string(),
         };
         let key = HeaderValue::from_str(&header_safe_key(d.key))
@@ -284,108 +284,39 @@ fn slack_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A request body with `{{placeholders}}`, parsed once when the channel is
-/// built so that a typo fails at start-up, not at the first alarm.
-#[derive(Debug, PartialEq)]
-struct Template(Vec<Piece>);
-
-#[derive(Debug, PartialEq)]
-enum Piece {
-    Literal(String),
-    Var(Var),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Var {
-    Phone,
-    /// The text, a space and the link when there is one.
-    Text,
-    Link,
-    Incident,
-    Name,
-}
-
-/// Whether a channel's `body` template is well formed (for `check`).
-pub fn check_template(body: &str) -> Result<(), String> {
-    Template::parse(body).map(|_| ())
-}
-
-/// The body of an sms-http or call-http channel without a `body`.
-pub const DEFAULT_BODY: &str = r#"{"to":"{{phone}}","text":"{{text}}"}"#;
-
-impl Template {
-    fn parse(body: &str) -> Result<Template, String> {
-        let mut pieces = Vec::new();
-        let mut rest = body;
-        while let Some(open) = rest.find("{{") {
-            let after = &rest[open + 2..];
-            let close = after.find("}}").ok_or_else(|| {
-                format!(
-                    "body: {{{{ at byte {} is never closed",
-                    body.len() - rest.len() + open
-                )
-            })?;
-            let name = after[..close].trim();
-            let var = match name {
-                "phone" => Var::Phone,
-                "text" => Var::Text,
-                "link" => Var::Link,
-                "incident" => Var::Incident,
-                "name" => Var::Name,
-                other => {
-                    return Err(format!(
-                        "body: unknown placeholder {{{{{other}}}}} (known: phone, text, link, incident, name)"
-                    ));
-                }
-            };
-            if open > 0 {
-                pieces.push(Piece::Literal(rest[..open].to_owned()));
+/// Fills in a body template's values, each JSON-escaped, in one pass: a
+/// value that contains `{{…}}` itself stays as it is.
+fn render(template: &Template, d: &Delivery<'_>, phone: Option<&str>) -> Result<String, SendError> {
+    let mut out = String::new();
+    for piece in template.pieces() {
+        match piece {
+            Piece::Literal(s) => out.push_str(s),
+            Piece::Var(Var::Phone) => {
+                let phone = phone.ok_or_else(|| {
+                    SendError::Permanent(format!("person {} has no phone number", d.person.id))
+                })?;
+                json_escape_into(&mut out, phone);
             }
-            pieces.push(Piece::Var(var));
-            rest = &after[close + 2..];
+            Piece::Var(Var::Text) => json_escape_into(&mut out, &d.text_with_link()),
+            Piece::Var(Var::Link) => json_escape_into(&mut out, d.link.unwrap_or("")),
+            Piece::Var(Var::Incident) => out.push_str(&d.incident.to_string()),
+            Piece::Var(Var::Name) => json_escape_into(&mut out, &d.person.name),
         }
-        if !rest.is_empty() {
-            pieces.push(Piece::Literal(rest.to_owned()));
-        }
-        Ok(Template(pieces))
     }
-
-    /// Fills in the values, each JSON-escaped, in one pass: a value that
-    /// contains `{{…}}` itself stays as it is.
-    fn render(&self, d: &Delivery<'_>, phone: Option<&str>) -> Result<String, SendError> {
-        let mut out = String::new();
-        for piece in &self.0 {
-            match piece {
-                Piece::Literal(s) => out.push_str(s),
-                Piece::Var(Var::Phone) => {
-                    let phone = phone.ok_or_else(|| {
-                        SendError::Permanent(format!("person {} has no phone number", d.person.id))
-                    })?;
-                    json_escape_into(&mut out, phone);
-                }
-                Piece::Var(Var::Text) => json_escape_into(&mut out, &d.text_with_link()),
-                Piece::Var(Var::Link) => json_escape_into(&mut out, d.link.unwrap_or("")),
-                Piece::Var(Var::Incident) => out.push_str(&d.incident.to_string()),
-                Piece::Var(Var::Name) => json_escape_into(&mut out, &d.person.name),
-            }
-        }
-        Ok(out)
-    }
+    Ok(out)
 }
 
-/// Appends `s` escaped for the inside of a JSON string.
+/// Appends `s` escaped for the inside of a JSON string, as serde_json
+/// escapes it.
 fn json_escape_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
+    // A JSON string's Display is the quoted, escaped text; the template
+    // supplies the quotes.
+    let quoted = serde_json::Value::from(s).to_string();
+    let inner = quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(&quoted);
+    out.push_str(inner);
 }
 
 #[cfg(test)]
@@ -427,7 +358,7 @@ mod tests {
             "Line \"one\"\nback\\slash {{phone}}",
             Some("https://x/a?b=1&c=2"),
         );
-        let body = t.render(&d, Some("+4511111111")).expect("render");
+        let body = render(&t, &d, Some("+4511111111")).expect("render");
         let v: serde_json::Value = serde_json::from_str(&body).expect("valid json");
         assert_eq!(v["to"], "+4511111111");
         assert_eq!(
@@ -444,25 +375,6 @@ mod tests {
         let mut out = String::new();
         json_escape_into(&mut out, "a\u{1}b\u{7f}");
         assert_eq!(out, "a\\u0001b\u{7f}");
-    }
-
-    #[test]
-    fn bad_templates_are_refused() {
-        assert!(
-            Template::parse("{{phone}} {{fone}}")
-                .unwrap_err()
-                .contains("unknown placeholder {{fone}}")
-        );
-        assert!(
-            Template::parse("{\"a\":\"{{text\"}")
-                .unwrap_err()
-                .contains("never closed")
-        );
-        // Nested JSON objects are not placeholders.
-        assert_eq!(
-            Template::parse(r#"{"a":{"b":1}}"#).expect("template"),
-            Template(vec![Piece::Literal(r#"{"a":{"b":1}}"#.into())])
-        );
     }
 
     #[test]

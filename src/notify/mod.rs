@@ -45,6 +45,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::catalogue::Catalogue;
 use crate::clock::Clock;
 use crate::config::DEFAULT_GIVE_UP_AFTER;
@@ -78,20 +79,14 @@ const RETRY_AFTER_MAX: Duration = BACKOFF_MAX;
 /// Extra time beyond a channel's own timeout before an attempt is given up.
 const TIMEOUT_SLACK: Duration = Duration::from_secs(5);
 
-/// The wait before retry number `n` (1 for the first): exponential, with
-/// jitter in the upper half so that many retries do not line up.
-pub fn backoff(n: u32) -> Duration {
-    backoff_between(n, BACKOFF_FIRST, BACKOFF_MAX)
-}
+/// Between two tries of a notification.
+const RETRY: Backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
+/// Between two tries to record an attempt the store refused.
+const RECORD_RETRY: Backoff = Backoff::new(STORE_RETRY, RECORD_RETRY_MAX);
 
-/// Retry number `n`'s wait: `first` doubling up to `max`, with jitter in
-/// the upper half.
-pub fn backoff_between(n: u32, first: Duration, max: Duration) -> Duration {
-    let step = first
-        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
-        .min(max);
-    let half = step / 2;
-    half + half.mul_f64(fastrand::f64())
+/// The wait before a notification's retry number `n` (1 for the first).
+fn backoff(n: u32) -> Duration {
+    RETRY.delay(n)
 }
 
 /// The channels' senders for one catalogue.
@@ -329,7 +324,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         let mut tries = 0u32;
         while let Err(e) = self.store.record_attempt(&attempt).await {
             tries = tries.saturating_add(1);
-            let wait = backoff_between(tries, STORE_RETRY, RECORD_RETRY_MAX);
+            let wait = RECORD_RETRY.delay(tries);
             error!(key = %row.key, error = %e, retry_ms = wait.as_millis() as u64,
                 "cannot record a delivery attempt; keeping its outcome and trying again");
             tokio::time::sleep(wait).await;

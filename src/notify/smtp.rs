@@ -85,7 +85,7 @@ impl SmtpSender {
         })?;
         let from = Mailbox::new(from.name.as_deref().and_then(display_name), from.email);
 
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_provider();
         let params = || {
             TlsParameters::new(host.clone()).map_err(|e| ChannelError::Tls {
                 channel: c.id.clone(),

@@ -200,7 +200,7 @@ fn signal(pid: u32, sig: &str) {
 
 /// An HTTP client for talking to the daemon.
 pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    beredskab::tls::install_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
