@@ -25,6 +25,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::catalogue::Catalogue;
 use crate::clock::Clock;
 pub use crate::clock::wall_now;
@@ -55,8 +56,7 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(3600);
 /// Inputs read per round trip while replaying the log.
 const REPLAY_PAGE: u32 = 10_000;
 /// The first and the longest wait before retrying a failed commit.
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(10);
+const COMMIT_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
 /// How long shutdown keeps retrying a commit that fails.
 const SHUTDOWN_RETRY: Duration = Duration::from_secs(10);
 /// How long the store may refuse every commit before the core gives up
@@ -342,7 +342,8 @@ impl<S: Store> Core<S> {
         deadline: Option<Instant>,
     ) -> Result<(), CoreError> {
         let notify = !batch.notifications.is_empty();
-        let mut delay = RETRY_MIN;
+        let mut retry = COMMIT_RETRY;
+        let mut delay = retry.next_delay();
         let failing_since = Instant::now();
         let outcome = loop {
             match self.store.commit(batch.clone()).await {
@@ -361,7 +362,7 @@ impl<S: Store> Core<S> {
                         return Err(CoreError::StoreDown(COMMIT_GIVE_UP, e));
                     }
                     tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2).min(RETRY_MAX);
+                    delay = retry.next_delay();
                 }
             }
         };
