@@ -211,7 +211,7 @@ impl Engine {
         let remaining_ms = self.incidents[idx].expected_end().millis_since(now);
         let mut hit = None;
         for &m in &self.incidents[idx].members {
-            if self.own[m.0 as usize] != Health::Down || !self.carried(m) {
+            if self.graph.own[m.0 as usize] != Health::Down || !self.carried(m) {
                 continue;
             }
             let Some(b) = cat.node(m).backup else {
@@ -449,7 +449,7 @@ impl Engine {
         for _ in 0..self.cat.channels.len() {
             let ch = self.cat.channel(c);
             match (ch.requires_service, ch.fallback) {
-                (Some(s), Some(f)) if self.eff[s.0 as usize] == Health::Down => c = f,
+                (Some(s), Some(f)) if self.graph.eff[s.0 as usize] == Health::Down => c = f,
                 _ => break,
             }
         }

@@ -5,16 +5,45 @@
 //! downstream only as far as it changes something, so an alarm costs what
 //! it affects, not the size of the catalogue.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-use super::{Engine, Health};
-use crate::catalogue::NodeId;
+use super::{Engine, Health, intake};
+use crate::catalogue::{Catalogue, NodeId};
 
-impl Engine {
+/// The health of every node (component or service), by node index: its
+/// own (from its alarms and probe), its effective (the worst of its own and
+/// what its dependencies pass on), and what it passes on (up while a
+/// backup carries it). Generator readings decide whether a generator
+/// carries.
+#[derive(Debug, Clone)]
+pub(super) struct HealthGraph {
+    pub(super) own: Vec<Health>,
+    pub(super) eff: Vec<Health>,
+    pub(super) pass: Vec<Health>,
+    pub(super) generator: HashMap<NodeId, intake::GeneratorReading>,
+    /// Nodes whose effective health changed since the last
+    /// [`Engine::take_health_changes`], in order, each once.
+    pub(super) health_changes: Vec<NodeId>,
+    pub(super) health_marked: Vec<bool>,
+}
+
+impl HealthGraph {
+    /// Every one of `n` nodes up.
+    pub(super) fn new(n: usize) -> HealthGraph {
+        HealthGraph {
+            own: vec![Health::Up; n],
+            eff: vec![Health::Up; n],
+            pass: vec![Health::Up; n],
+            generator: HashMap::new(),
+            health_changes: Vec::new(),
+            health_marked: vec![false; n],
+        }
+    }
+
     /// Whether `node` is down but its backup carries its dependents: the
     /// backup is not down and, for a generator, does not report stopped.
-    pub(super) fn carried(&self, node: NodeId) -> bool {
-        let Some(b) = self.cat.node(node).backup else {
+    pub(super) fn carried(&self, cat: &Catalogue, node: NodeId) -> bool {
+        let Some(b) = cat.node(node).backup else {
             return false;
         };
         self.eff[b.0 as usize] != Health::Down
@@ -23,14 +52,17 @@ impl Engine {
 
     /// Recomputes effective health downstream of `sources`; returns the
     /// services whose health changed, with their new health.
-    pub(super) fn propagate(&mut self, sources: &[NodeId]) -> Vec<(NodeId, Health)> {
+    pub(super) fn propagate(
+        &mut self,
+        cat: &Catalogue,
+        sources: &[NodeId],
+    ) -> Vec<(NodeId, Health)> {
         let mut queue: VecDeque<NodeId> = VecDeque::new();
         for &s in sources {
             queue.push_back(s);
-            queue.extend(self.cat.node(s).backs.iter().copied());
+            queue.extend(cat.node(s).backs.iter().copied());
         }
         let mut services = Vec::new();
-        let cat = self.cat.clone();
         while let Some(x) = queue.pop_front() {
             let i = x.0 as usize;
             let node = cat.node(x);
@@ -39,7 +71,7 @@ impl Engine {
                 .iter()
                 .map(|d| self.pass[d.0 as usize])
                 .fold(self.own[i], Health::max);
-            let pass = if eff == Health::Down && self.carried(x) {
+            let pass = if eff == Health::Down && self.carried(cat, x) {
                 Health::Up
             } else {
                 eff
@@ -77,15 +109,14 @@ impl Engine {
     /// The root of `x`'s trouble: the most upstream node with trouble of
     /// its own on the path through troubled dependencies, stopping at a
     /// carried backup. A failing backup of a down node has that node's root.
-    pub(super) fn root_of(&self, x: NodeId) -> Option<NodeId> {
-        self.root_of_depth(x, 0)
+    pub(super) fn root_of(&self, cat: &Catalogue, x: NodeId) -> Option<NodeId> {
+        self.root_of_depth(cat, x, 0)
     }
 
-    fn root_of_depth(&self, x: NodeId, depth: u32) -> Option<NodeId> {
+    fn root_of_depth(&self, cat: &Catalogue, x: NodeId, depth: u32) -> Option<NodeId> {
         let mut cur = x;
         let mut best = (self.own[x.0 as usize] != Health::Up).then_some(x);
-        while let Some(&d) = self
-            .cat
+        while let Some(&d) = cat
             .node(cur)
             .depends_on
             .iter()
@@ -98,13 +129,27 @@ impl Engine {
         }
         let best = best?;
         if depth < 8 {
-            for &m in &self.cat.node(best).backs {
+            for &m in &cat.node(best).backs {
                 if self.own[m.0 as usize] == Health::Down {
-                    return self.root_of_depth(m, depth + 1).or(Some(best));
+                    return self.root_of_depth(cat, m, depth + 1).or(Some(best));
                 }
             }
         }
         Some(best)
+    }
+}
+
+impl Engine {
+    pub(super) fn carried(&self, node: NodeId) -> bool {
+        self.graph.carried(&self.cat, node)
+    }
+
+    pub(super) fn propagate(&mut self, sources: &[NodeId]) -> Vec<(NodeId, Health)> {
+        self.graph.propagate(&self.cat, sources)
+    }
+
+    pub(super) fn root_of(&self, x: NodeId) -> Option<NodeId> {
+        self.graph.root_of(&self.cat, x)
     }
 
     /// Open incidents that a change at `sources` may concern: those with a
@@ -128,9 +173,9 @@ impl Engine {
             }
             // Sources are looked at even when healthy (a cleared alarm);
             // beyond them only troubled nodes can belong to an incident.
-            if first || self.eff[x.0 as usize] != Health::Up || sources.contains(&x) {
+            if first || self.graph.eff[x.0 as usize] != Health::Up || sources.contains(&x) {
                 for &d in &self.cat.node(x).dependents {
-                    if self.eff[d.0 as usize] != Health::Up {
+                    if self.graph.eff[d.0 as usize] != Health::Up {
                         stack.push(d);
                     }
                 }

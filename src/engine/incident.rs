@@ -291,7 +291,7 @@ impl Engine {
             self.normalise(now, id, out);
         }
         for &x in sources {
-            if self.own[x.0 as usize] == Health::Up || self.member_of.contains_key(&x) {
+            if self.graph.own[x.0 as usize] == Health::Up || self.member_of.contains_key(&x) {
                 continue;
             }
             let root = self.root_of(x).unwrap_or(x);
@@ -330,15 +330,15 @@ impl Engine {
         if inc
             .members
             .iter()
-            .all(|m| self.own[m.0 as usize] == Health::Up)
+            .all(|m| self.graph.own[m.0 as usize] == Health::Up)
         {
             self.resolve(now, id, None, out);
             return;
         }
-        let new_root = if self.own[inc.root.0 as usize] == Health::Up {
+        let new_root = if self.graph.own[inc.root.0 as usize] == Health::Up {
             inc.members
                 .iter()
-                .filter(|m| self.own[m.0 as usize] != Health::Up)
+                .filter(|m| self.graph.own[m.0 as usize] != Health::Up)
                 .find_map(|&m| self.root_of(m))
         } else {
             self.root_of(inc.root)

@@ -518,11 +518,9 @@ pub struct Engine {
     cat: Arc<Catalogue>,
     /// Firing alarms per node.
     firing: HashMap<NodeId, Vec<Firing>>,
-    own: Vec<Health>,
-    eff: Vec<Health>,
-    pass: Vec<Health>,
+    /// Health: each node's own, effective and passed-on health.
+    graph: health::HealthGraph,
     probes: Vec<ProbeState>,
-    generator: HashMap<NodeId, intake::GeneratorReading>,
     heartbeats: HashMap<String, Heartbeat>,
     heartbeat_timers: BTreeSet<(Ts, String)>,
     incidents: Incidents,
@@ -545,10 +543,6 @@ pub struct Engine {
     /// in [`Engine::run_timers_until`], never earlier: time does not run
     /// backwards.
     clock: Option<Ts>,
-    /// Nodes whose effective health changed since the last
-    /// [`Engine::take_health_changes`], in order, each once.
-    health_changes: Vec<NodeId>,
-    health_marked: Vec<bool>,
     /// Live incidents to bring in line with an edited config, at the
     /// first tick at or after `reconcile_at` (see `snapshot`).
     reconcile: Vec<u64>,
@@ -562,10 +556,7 @@ impl Engine {
             probes: vec![ProbeState::default(); cat.probes.len()],
             cat,
             firing: HashMap::new(),
-            own: vec![Health::Up; n],
-            eff: vec![Health::Up; n],
-            pass: vec![Health::Up; n],
-            generator: HashMap::new(),
+            graph: health::HealthGraph::new(n),
             heartbeats: HashMap::new(),
             heartbeat_timers: BTreeSet::new(),
             incidents: Incidents::default(),
@@ -576,8 +567,6 @@ impl Engine {
             history: HashMap::new(),
             fed_cache: HashMap::new(),
             clock: None,
-            health_changes: Vec::new(),
-            health_marked: vec![false; n],
             reconcile: Vec::new(),
             reconcile_at: None,
         }
@@ -646,14 +635,14 @@ impl Engine {
 
     /// The effective health of a component or service.
     pub fn health(&self, node: NodeId) -> Health {
-        self.eff[node.0 as usize]
+        self.graph.eff[node.0 as usize]
     }
 
     /// The generator's runtime left on its latest reading, if known.
     pub fn generator_runtime(&self, node: NodeId) -> Option<Duration> {
         let probe = self.cat.node(node).generator_probe?;
         let g = self.cat.probe(probe).config.generator.as_ref()?;
-        let fuel = self.generator.get(&node)?.fuel_percent?;
+        let fuel = self.graph.generator.get(&node)?.fuel_percent?;
         Some(g.full_tank_runtime.mul_f64((fuel / 100.0).clamp(0.0, 1.0)))
     }
 
@@ -677,12 +666,12 @@ impl Engine {
     /// gauges. After [`Engine::new`] every node is up; after
     /// [`Engine::restore`] the first call lists every node that is not.
     pub fn take_health_changes(&mut self) -> Vec<(NodeId, Health)> {
-        let changed = std::mem::take(&mut self.health_changes);
+        let changed = std::mem::take(&mut self.graph.health_changes);
         changed
             .into_iter()
             .map(|n| {
-                self.health_marked[n.0 as usize] = false;
-                (n, self.eff[n.0 as usize])
+                self.graph.health_marked[n.0 as usize] = false;
+                (n, self.graph.eff[n.0 as usize])
             })
             .collect()
     }
@@ -938,7 +927,7 @@ impl Engine {
         if let Some(r) = reading {
             // A new running flag changes what the generator carries; a new
             // fuel level changes how long it can (the generator rule).
-            if self.generator.insert(probe.node, r) != Some(r) {
+            if self.graph.generator.insert(probe.node, r) != Some(r) {
                 sources.push(probe.node);
             }
         }
@@ -1105,7 +1094,7 @@ impl Engine {
             );
             self.incidents[id].log(now, "alarm", what, None);
         }
-        self.own[node.0 as usize] = self.own_health(node);
+        self.graph.own[node.0 as usize] = self.own_health(node);
         // Even when the health is unchanged, a new firing alarm on a node
         // with no open incident (say after a manual resolve) opens one.
         self.health_changed(now, &[node], out);

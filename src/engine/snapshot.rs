@@ -268,6 +268,7 @@ impl Engine {
             .collect();
 
         let mut generators: Vec<GeneratorSnap> = self
+            .graph
             .generator
             .iter()
             .map(|(&n, r)| GeneratorSnap {
@@ -375,7 +376,7 @@ impl Engine {
         // Services the new graph puts in trouble join their root's incident.
         let cat = self.cat.clone();
         for (i, node) in cat.nodes.iter().enumerate() {
-            let h = self.eff[i];
+            let h = self.graph.eff[i];
             if !node.is_service() || h == Health::Up {
                 continue;
             }
@@ -645,7 +646,7 @@ impl Restore {
                     None
                 }
             };
-            e.generator.insert(
+            e.graph.generator.insert(
                 n,
                 GeneratorReading {
                     running: g.running,
@@ -733,9 +734,9 @@ impl Restore {
         let mut troubled: Vec<NodeId> = e.firing.keys().copied().collect();
         troubled.sort();
         for &n in &troubled {
-            e.own[n.0 as usize] = e.own_health(n);
+            e.graph.own[n.0 as usize] = e.own_health(n);
         }
-        troubled.retain(|n| e.own[n.0 as usize] != Health::Up);
+        troubled.retain(|n| e.graph.own[n.0 as usize] != Health::Up);
         e.propagate(&troubled);
 
         for h in &snap.history {
