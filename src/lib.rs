@@ -15,6 +15,8 @@
 //! - [`metrics`] holds every Prometheus metric;
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
 //! - [`plan`] renders the config as the preparedness plan people read;
+//! - [`words`] words times, durations and templates for messages, pages and
+//!   the plan;
 //! - [`demo`] stands in for the outside world: an MQTT broker and simulated
 //!   sensors in the process, and the example config pointed at them.
 #![forbid(unsafe_code)]
@@ -32,3 +34,4 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod store;
+pub mod words;

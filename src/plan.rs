@@ -6,7 +6,7 @@
 //! a small document tree (headings, paragraphs, lists, tables of inline
 //! text and code), then written as Markdown or as a self-contained HTML
 //! page; all escaping happens in those two writers. Every sentence lives in
-//! [`Words`], once per language.
+//! [`Words`], once per language; durations are worded in [`crate::words`].
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -17,6 +17,7 @@ use crate::config::{
     Language, PersonConfig, PolicyConfig, ProbeConfig, RecipientRef, RoleConfig, ServiceConfig,
     StepOn, WebhookFormat,
 };
+use crate::words::{Piece, duration_words, fill_with};
 
 /// Output format of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +44,6 @@ pub fn render(config: &Config, format: Format) -> String {
 /// goes (see [`fill`]).
 struct Words {
     html_lang: &'static str,
-    /// Singular and plural of week, day, hour, minute, second.
-    units: [(&'static str, &'static str); 5],
     and: &'static str,
     or: &'static str,
     none: &'static str,
@@ -167,13 +166,6 @@ struct Words {
 
 const DA: Words = Words {
     html_lang: "da",
-    units: [
-        ("uge", "uger"),
-        ("døgn", "døgn"),
-        ("time", "timer"),
-        ("minut", "minutter"),
-        ("sekund", "sekunder"),
-    ],
     and: "og",
     or: "eller",
     none: "ingen",
@@ -362,13 +354,6 @@ const DA: Words = Words {
 
 const EN: Words = Words {
     html_lang: "en",
-    units: [
-        ("week", "weeks"),
-        ("day", "days"),
-        ("hour", "hours"),
-        ("minute", "minutes"),
-        ("second", "seconds"),
-    ],
     and: "and",
     or: "or",
     none: "none",
@@ -567,30 +552,6 @@ fn words(language: Language) -> &'static Words {
     }
 }
 
-/// A duration in words: `1h 30m` → "1 hour 30 minutes" / "1 time 30
-/// minutter". Sub-second parts are dropped unless nothing else is left.
-fn duration_words(w: &Words, d: Duration) -> String {
-    const SIZES: [u64; 5] = [7 * 86_400, 86_400, 3_600, 60, 1];
-    let mut left = d.as_secs();
-    if left == 0 {
-        let ms = d.subsec_millis();
-        return if ms > 0 {
-            format!("{ms} ms")
-        } else {
-            format!("0 {}", w.units[4].1)
-        };
-    }
-    let mut parts = Vec::new();
-    for (size, (one, many)) in SIZES.iter().zip(w.units) {
-        let n = left / size;
-        left %= size;
-        if n > 0 {
-            parts.push(format!("{n} {}", if n == 1 { one } else { many }));
-        }
-    }
-    parts.join(" ")
-}
-
 // ---------------------------------------------------------------------
 // The document tree
 // ---------------------------------------------------------------------
@@ -685,28 +646,13 @@ enum Block {
 /// them is kept as is, an unknown `{…}` too.
 fn fill(template: &str, args: &[(&str, Line)]) -> Line {
     let mut out = Line::default();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out = out.t(&rest[..open]);
-        let after = &rest[open + 1..];
-        let found = after.find('}').and_then(|close| {
-            let name = &after[..close];
-            args.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, l)| (l.clone(), close))
-        });
-        match found {
-            Some((line, close)) => {
-                out = out.l(line);
-                rest = &after[close + 1..];
-            }
-            None => {
-                out = out.t("{");
-                rest = after;
-            }
+    fill_with(template, args, |piece| {
+        out = match piece {
+            Piece::Text(s) => std::mem::take(&mut out).t(s),
+            Piece::Value(line) => std::mem::take(&mut out).l(line.clone()),
         }
-    }
-    out.t(rest)
+    });
+    out
 }
 
 /// `a`, `a and b`, `a, b and c`.
@@ -1036,15 +982,18 @@ impl Plan<'_> {
             jiff::tz::TimeZone::get(&self.cfg.site.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
         let local = ts.to_zoned(tz);
         let day = usize::try_from(local.weekday().to_monday_zero_offset()).unwrap_or(0);
-        self.w
-            .moment
-            .replace("{weekday}", self.w.weekdays[day % 7])
-            .replace("{date}", &local.strftime("%Y-%m-%d").to_string())
-            .replace("{time}", &local.strftime("%H:%M").to_string())
+        crate::words::fill(
+            self.w.moment,
+            &[
+                ("weekday", self.w.weekdays[day % 7]),
+                ("date", &local.strftime("%Y-%m-%d").to_string()),
+                ("time", &local.strftime("%H:%M").to_string()),
+            ],
+        )
     }
 
     fn dur(&self, d: Duration) -> Line {
-        Line::text(duration_words(self.w, d))
+        Line::text(duration_words(self.cfg.site.language, d))
     }
 
     // -- sections -----------------------------------------------------
@@ -1942,41 +1891,6 @@ pub(crate) fn escape_html(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn secs(s: u64) -> Duration {
-        Duration::from_secs(s)
-    }
-
-    #[test]
-    fn durations_read_as_words_in_english() {
-        assert_eq!(duration_words(&EN, secs(30 * 60)), "30 minutes");
-        assert_eq!(duration_words(&EN, secs(60)), "1 minute");
-        assert_eq!(duration_words(&EN, secs(5400)), "1 hour 30 minutes");
-        assert_eq!(duration_words(&EN, secs(7 * 86_400)), "1 week");
-        assert_eq!(duration_words(&EN, secs(86_400)), "1 day");
-        assert_eq!(duration_words(&EN, secs(2 * 86_400 + 1)), "2 days 1 second");
-        assert_eq!(duration_words(&EN, secs(10)), "10 seconds");
-        assert_eq!(duration_words(&EN, Duration::ZERO), "0 seconds");
-        assert_eq!(duration_words(&EN, Duration::from_millis(500)), "500 ms");
-    }
-
-    #[test]
-    fn durations_read_as_words_in_danish() {
-        assert_eq!(duration_words(&DA, secs(30 * 60)), "30 minutter");
-        assert_eq!(duration_words(&DA, secs(7 * 86_400)), "1 uge");
-        assert_eq!(duration_words(&DA, secs(14 * 86_400)), "2 uger");
-        assert_eq!(duration_words(&DA, secs(5400)), "1 time 30 minutter");
-        assert_eq!(duration_words(&DA, secs(2 * 3600)), "2 timer");
-        assert_eq!(duration_words(&DA, secs(86_400)), "1 døgn");
-        assert_eq!(duration_words(&DA, secs(1)), "1 sekund");
-    }
-
-    #[test]
-    fn humantime_strings_and_words_agree() {
-        let parse = |s| humantime::parse_duration(s).unwrap();
-        assert_eq!(duration_words(&EN, parse("1h 30m")), "1 hour 30 minutes");
-        assert_eq!(duration_words(&DA, parse("1w")), "1 uge");
-    }
 
     #[test]
     fn templates_take_lines() {

@@ -42,6 +42,7 @@ use crate::daemon::core::{Command, LinkOutcome, wall_now};
 use crate::engine::{EngineError, IncidentState, Severity, Ts};
 use crate::plan::escape_html;
 use crate::store::{IncidentRow, Store, StoreError};
+use crate::words::{Year, fill, local_time};
 
 /// The first byte of a token: this layout, acknowledging.
 const FORMAT_ACK_V1: u8 = 1;
@@ -316,8 +317,8 @@ async fn row_for_page<S: Store>(store: &S, id: u64) -> Option<IncidentRow> {
     }
 }
 
-/// The texts of the pages. `{id}`, `{into}`, `{who}`, `{when}` and
-/// `{person}` are filled in by [`fill`].
+/// The texts of the pages. `{id}`, `{into}`, `{who}`, `{when}`, `{person}`
+/// and `{secs}` are filled in by [`fill`].
 struct Words {
     lang: &'static str,
     severity: fn(Severity) -> &'static str,
@@ -359,7 +360,6 @@ struct Words {
     slow_text: &'static str,
     internal: &'static str,
     internal_text: &'static str,
-    at: &'static str,
 }
 
 const DA: Words = Words {
@@ -411,7 +411,6 @@ const DA: Words = Words {
                 gå igennem: se hændelsen i webgrænsefladen, eller prøv linket igen om lidt.",
     internal: "Noget gik galt",
     internal_text: "Intet er kvitteret. Prøv igen om lidt.",
-    at: "kl.",
 };
 
 const EN: Words = Words {
@@ -462,38 +461,7 @@ const EN: Words = Words {
                 through: check the incident in the web UI, or try the link again in a moment.",
     internal: "Something went wrong",
     internal_text: "Nothing has been acknowledged. Try again in a moment.",
-    at: "at",
 };
-
-/// A text with its `{name}` placeholders filled in, in one pass, so a
-/// value that looks like a placeholder stays as it is.
-fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len() + 32);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let value = after.find('}').and_then(|close| {
-            let name = &after[..close];
-            values
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v, close))
-        });
-        match value {
-            Some((v, close)) => {
-                out.push_str(v);
-                rest = &after[close + 1..];
-            }
-            None => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
 
 /// Why a link is not followed.
 enum Refused {
@@ -787,20 +755,13 @@ impl View {
     /// A time in the site's zone: the clock today, with the date on other
     /// days, and the year when it is not this year.
     fn when(&self, t: Ts) -> String {
-        let tz = &self.cat.tz;
-        let z = t.to_timestamp().to_zoned(tz.clone());
-        let now = self.now.to_timestamp().to_zoned(tz.clone());
-        let clock = z.strftime("%H:%M");
-        if z.date() == now.date() {
-            return format!("{} {clock}", self.w.at);
-        }
-        let date = match (self.cat.language, z.year() == now.year()) {
-            (Language::Da, true) => z.strftime("%-d/%-m").to_string(),
-            (Language::Da, false) => z.strftime("%-d/%-m %Y").to_string(),
-            (Language::En, true) => z.strftime("%-d %b").to_string(),
-            (Language::En, false) => z.strftime("%-d %b %Y").to_string(),
-        };
-        format!("{date} {} {clock}", self.w.at)
+        local_time(
+            self.cat.language,
+            &self.cat.tz,
+            t.to_timestamp(),
+            self.now.to_timestamp(),
+            Year::WhenNotThisYear,
+        )
     }
 
     /// A page that says what went wrong and what to do instead.
@@ -1030,18 +991,6 @@ mod tests {
         let token = url.rsplit('/').next().expect("a token");
         let link = check(KEY, token, NOW).expect("verifies");
         assert_eq!(link.expires, NOW.plus(DAY));
-    }
-
-    #[test]
-    fn texts_fill_their_placeholders_once() {
-        assert_eq!(
-            fill(
-                "#{id} by {who} {when}.",
-                &[("id", "7"), ("who", "{when}"), ("when", "at 10:00")]
-            ),
-            "#7 by {when} at 10:00."
-        );
-        assert_eq!(fill("{unknown} {id", &[("id", "7")]), "{unknown} {id");
     }
 
     #[test]
