@@ -7,7 +7,8 @@
 //!   notifications out, with the time passed in; its snapshots carry it
 //!   across restarts and config reloads;
 //! - [`collect`] brings alarms in from the outside: MQTT and HTTP probes;
-//! - [`api`] takes pushed alarms and reports, and shows incidents;
+//! - [`api`] takes pushed alarms and reports, shows incidents, and serves
+//!   the pages of the acknowledgement [`links`] that messages carry;
 //! - [`store`] keeps inputs, incidents and the outbox durably;
 //! - [`notify`] delivers the outbox;
 //! - [`daemon`] runs all of it around one task that owns the engine, on
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod demo;
 pub mod drill;
 pub mod engine;
+pub mod links;
 pub mod metrics;
 pub mod notify;
 pub mod plan;

@@ -244,7 +244,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         let result = match (channel, person, senders.by_channel.get(&row.channel)) {
             (Some(_), Some(person), Some(Ok(sender))) => {
                 let link = (!NO_LINK_REASONS.contains(&row.reason.as_str())).then(|| {
-                    crate::api::links::url(&self.shared.links(), row.incident, &row.person, now)
+                    crate::links::url(&self.shared.links(), row.incident, &row.person, now)
                 });
                 if matches!(**sender, Sender::Log) {
                     info!(
