@@ -17,7 +17,7 @@
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
 //! - [`plan`] renders the config as the preparedness plan people read;
 //! - [`words`] words times, durations and templates for messages, pages and
-//!   the plan;
+//!   the plan; [`html`] is what the HTML pages share;
 //! - [`demo`] stands in for the outside world: an MQTT broker and simulated
 //!   sensors in the process, and the example config pointed at them.
 #![forbid(unsafe_code)]
@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod demo;
 pub mod drill;
 pub mod engine;
+pub mod html;
 pub mod links;
 pub mod metrics;
 pub mod notify;

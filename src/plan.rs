@@ -5,18 +5,22 @@
 //! same config always gives the same document. The plan is first built as
 //! a small document tree (headings, paragraphs, lists, tables of inline
 //! text and code), then written as Markdown or as a self-contained HTML
-//! page; all escaping happens in those two writers. Every sentence lives in
-//! [`Words`], once per language; durations are worded in [`crate::words`].
+//! page; the Markdown writer escapes what it writes, maud the HTML. Every
+//! sentence lives in [`Words`], once per language; durations are worded in
+//! [`crate::words`].
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
+
+use maud::{Markup, PreEscaped, html};
 
 use crate::config::{
     AlarmKind, ChannelConfig, ChannelKind, CheckOutcome, ComponentKind, Config, Criticality,
     Language, PersonConfig, PolicyConfig, ProbeConfig, RecipientRef, RoleConfig, ServiceConfig,
     StepOn, WebhookFormat,
 };
+use crate::html::{DOCTYPE, Text};
 use crate::words::{Piece, duration_words, fill_with};
 
 /// Output format of the plan.
@@ -630,6 +634,7 @@ impl Item {
 
 #[derive(Debug, Clone)]
 enum Block {
+    /// Level 1 to 3.
     Heading(u8, Line),
     Para(Line),
     List {
@@ -1802,90 +1807,88 @@ li{margin:.15rem 0}
 h2,h3{break-after:avoid}table,li{break-inside:avoid}code{background:none;padding:0}}
 ";
 
+/// The whole page. Every element of the document starts a line of its
+/// own, so that saved plans compare line by line.
 fn html(blocks: &[Block], w: &Words, title: &str) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<!doctype html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n",
-        w.html_lang,
-        escape_html(title)
-    );
-    for block in blocks {
-        match block {
-            Block::Heading(level, line) => {
-                let _ = writeln!(out, "<h{level}>{}</h{level}>", html_line(line));
+    html! {
+        (DOCTYPE) "\n"
+        html lang=(w.html_lang) {
+            "\n"
+            head {
+                "\n"
+                meta charset="utf-8"; "\n"
+                meta name="viewport" content="width=device-width, initial-scale=1"; "\n"
+                title { (Text(title)) } "\n"
+                style { "\n" (PreEscaped(CSS)) } "\n"
             }
-            Block::Para(line) => {
-                let _ = writeln!(out, "<p>{}</p>", html_line(line));
+            "\n"
+            body {
+                "\n"
+                @for block in blocks {
+                    (html_block(block))
+                }
             }
-            Block::List { ordered, items } => html_list(&mut out, items, *ordered),
+            "\n"
+        }
+        "\n"
+    }
+    .into_string()
+}
+
+fn html_block(block: &Block) -> Markup {
+    html! {
+        @match block {
+            Block::Heading(1, line) => { h1 { (html_line(line)) } "\n" }
+            Block::Heading(2, line) => { h2 { (html_line(line)) } "\n" }
+            Block::Heading(_, line) => { h3 { (html_line(line)) } "\n" }
+            Block::Para(line) => { p { (html_line(line)) } "\n" }
+            Block::List { ordered, items } => (html_list(items, *ordered)),
             Block::Table { head, rows } => {
-                out.push_str("<table>\n<thead><tr>");
-                for h in head {
-                    let _ = write!(out, "<th>{}</th>", escape_html(h));
-                }
-                out.push_str("</tr></thead>\n<tbody>\n");
-                for r in rows {
-                    out.push_str("<tr>");
-                    for cell in r {
-                        let _ = write!(out, "<td>{}</td>", html_line(cell));
+                table {
+                    "\n"
+                    thead { tr { @for h in head { th { (Text(h)) } } } } "\n"
+                    tbody {
+                        "\n"
+                        @for r in rows {
+                            tr { @for cell in r { td { (html_line(cell)) } } } "\n"
+                        }
                     }
-                    out.push_str("</tr>\n");
+                    "\n"
                 }
-                out.push_str("</tbody>\n</table>\n");
+                "\n"
             }
         }
     }
-    out.push_str("</body>\n</html>\n");
-    out
 }
 
-fn html_list(out: &mut String, items: &[Item], ordered: bool) {
-    let tag = if ordered { "ol" } else { "ul" };
-    let _ = writeln!(out, "<{tag}>");
-    for item in items {
-        let _ = write!(out, "<li>{}", html_line(&item.line));
-        if !item.sub.is_empty() {
-            out.push('\n');
-            html_list(out, &item.sub, item.sub_ordered);
-        }
-        out.push_str("</li>\n");
-    }
-    let _ = writeln!(out, "</{tag}>");
-}
-
-fn html_line(line: &Line) -> String {
-    let mut out = String::new();
-    for inline in &line.0 {
-        match inline {
-            Inline::Text(s) => out.push_str(&escape_html(s)),
-            Inline::Strong(s) => {
-                let _ = write!(out, "<strong>{}</strong>", escape_html(s));
+fn html_list(items: &[Item], ordered: bool) -> Markup {
+    let items = html! {
+        "\n"
+        @for item in items {
+            li {
+                (html_line(&item.line))
+                @if !item.sub.is_empty() {
+                    "\n" (html_list(&item.sub, item.sub_ordered))
+                }
             }
-            Inline::Code(s) => {
-                let _ = write!(out, "<code>{}</code>", escape_html(s));
+            "\n"
+        }
+    };
+    html! {
+        @if ordered { ol { (items) } } @else { ul { (items) } } "\n"
+    }
+}
+
+fn html_line(line: &Line) -> Markup {
+    html! {
+        @for inline in &line.0 {
+            @match inline {
+                Inline::Text(s) => (Text(s)),
+                Inline::Strong(s) => strong { (Text(s)) },
+                Inline::Code(s) => code { (Text(s)) },
             }
         }
     }
-    out
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(ch),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1914,14 +1917,6 @@ mod tests {
         assert_eq!(md_line(&join(&EN, items(1)), false), "0");
         assert_eq!(md_line(&join(&EN, items(2)), false), "0 and 1");
         assert_eq!(md_line(&join(&DA, items(3)), false), "0, 1 og 2");
-    }
-
-    #[test]
-    fn html_escapes_markup() {
-        assert_eq!(
-            escape_html(r#"<script>alert("x&y")</script>'"#),
-            "&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/script&gt;&#39;"
-        );
     }
 
     #[test]

@@ -5,15 +5,15 @@
 //! Links are made and checked in [`crate::links`]. `GET` only shows what
 //! the link will do and a button, because mail scanners and chat previews
 //! fetch every link; `POST` acknowledges through the core. The pages are
-//! small, self-contained HTML in the site's language.
+//! small, self-contained HTML in the site's language, built with maud.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use maud::{Markup, PreEscaped, html};
 use tracing::{error, info, warn};
 
 use super::{ApiState, CORE_TIMEOUT, NoAnswer};
@@ -21,8 +21,8 @@ use crate::catalogue::Catalogue;
 use crate::config::{Criticality, Language};
 use crate::daemon::core::{Command, LinkOutcome, wall_now};
 use crate::engine::{EngineError, IncidentState, Severity, Ts};
+use crate::html::{DOCTYPE, Text};
 use crate::links::{Link, LinkError, check};
-use crate::plan::escape_html;
 use crate::store::{IncidentRow, Store, StoreError};
 use crate::words::{Year, fill, local_time};
 
@@ -443,29 +443,27 @@ impl View {
         let w = self.w;
         let id = row.id.to_string();
         let title = fill(w.confirm, &[("id", &id)]);
-        let mut body = format!("<h1>{}</h1>\n", escape_html(&title));
-        if row.id != link.incident {
-            let _ = writeln!(
-                body,
-                "<p class=\"box\">{}</p>",
-                escape_html(&fill(
-                    w.merged,
-                    &[("id", &link.incident.to_string()), ("into", &id)]
-                ))
-            );
-        }
-        body.push_str(&self.details(row, w.already_acked_by));
-        let _ = write!(
-            body,
-            "<dl><dt>{}</dt><dd>{}</dd></dl>\n\
-             <form method=\"post\"><button type=\"submit\">{}</button></form>\n\
-             <p class=\"note\">{}</p>\n",
-            escape_html(w.you_ack_as),
-            escape_html(&self.person_label(&link.person)),
-            escape_html(w.button),
-            escape_html(&fill(w.once_until, &[("when", &self.when(link.expires))])),
-        );
-        self.page(StatusCode::OK, &title, &body)
+        let merged = (row.id != link.incident).then(|| {
+            fill(
+                w.merged,
+                &[("id", &link.incident.to_string()), ("into", &id)],
+            )
+        });
+        let once = fill(w.once_until, &[("when", &self.when(link.expires))]);
+        let body = html! {
+            h1 { (Text(&title)) }
+            @if let Some(merged) = &merged {
+                p.box { (Text(merged)) }
+            }
+            (self.details(row, w.already_acked_by))
+            dl {
+                dt { (Text(w.you_ack_as)) }
+                dd { (Text(&self.person_label(&link.person))) }
+            }
+            form method="post" { button type="submit" { (Text(w.button)) } }
+            p.note { (Text(&once)) }
+        };
+        self.page(StatusCode::OK, &title, body)
     }
 
     /// The confirmation after a POST.
@@ -480,20 +478,19 @@ impl View {
                 ("when", &self.when(self.now)),
             ],
         );
-        let mut body = format!(
-            "<h1 class=\"ok\">{}</h1>\n<p class=\"box ok\">{}</p>\n",
-            escape_html(w.done),
-            escape_html(&text)
-        );
-        if let Some(row) = row {
-            body.push_str(&self.details(row, w.acked_by));
-        }
-        self.page(StatusCode::OK, w.done, &body)
+        let body = html! {
+            h1.ok { (Text(w.done)) }
+            p.box.ok { (Text(&text)) }
+            @if let Some(row) = row {
+                (self.details(row, w.acked_by))
+            }
+        };
+        self.page(StatusCode::OK, w.done, body)
     }
 
     /// Severity, root, services, opening and acknowledgement of an
     /// incident, the last under `acked_label`.
-    fn details(&self, row: &IncidentRow, acked_label: &str) -> String {
+    fn details(&self, row: &IncidentRow, acked_label: &str) -> Markup {
         let w = self.w;
         let node_name = |id: &str| {
             self.cat
@@ -522,31 +519,21 @@ impl View {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let mut out = format!(
-            "<p><span class=\"sev {}\">{}</span></p>\n<dl>\
-             <dt>{}</dt><dd>{}</dd>\
-             <dt>{}</dt><dd>{}</dd>\
-             <dt>{}</dt><dd>{}</dd>",
-            row.severity.as_str(),
-            escape_html((w.severity)(row.severity)),
-            escape_html(w.fault_in),
-            escape_html(&node_name(&row.root)),
-            escape_html(w.affected),
-            escape_html(&services),
-            escape_html(w.opened),
-            escape_html(&self.when(row.opened_at)),
-        );
-        if let (Some(by), Some(at)) = (&row.acknowledged_by, row.acknowledged_at) {
-            let _ = write!(
-                out,
-                "<dt>{}</dt><dd>{} {}</dd>",
-                escape_html(acked_label),
-                escape_html(&self.person_name(by)),
-                escape_html(&self.when(at)),
-            );
+        html! {
+            p { span class={ "sev " (row.severity.as_str()) } { (Text((w.severity)(row.severity))) } }
+            dl {
+                dt { (Text(w.fault_in)) }
+                dd { (Text(&node_name(&row.root))) }
+                dt { (Text(w.affected)) }
+                dd { (Text(&services)) }
+                dt { (Text(w.opened)) }
+                dd { (Text(&self.when(row.opened_at))) }
+                @if let (Some(by), Some(at)) = (&row.acknowledged_by, row.acknowledged_at) {
+                    dt { (Text(acked_label)) }
+                    dd { (Text(&self.person_name(by))) " " (Text(&self.when(at))) }
+                }
+            }
         }
-        out.push_str("</dl>\n");
-        out
     }
 
     /// A person's name, or the id as given when it is no one in the plan.
@@ -580,30 +567,38 @@ impl View {
 
     /// A page that says what went wrong and what to do instead.
     fn problem(&self, status: StatusCode, title: &str, text: &str, hint: &str) -> Response {
-        let mut body = format!(
-            "<h1 class=\"bad\">{}</h1>\n<p class=\"box bad\">{}</p>\n",
-            escape_html(title),
-            escape_html(text)
-        );
-        if !hint.is_empty() {
-            let _ = writeln!(body, "<p>{}</p>", escape_html(hint));
-        }
-        self.page(status, title, &body)
+        let body = html! {
+            h1.bad { (Text(title)) }
+            p.box.bad { (Text(text)) }
+            @if !hint.is_empty() {
+                p { (Text(hint)) }
+            }
+        };
+        self.page(status, title, body)
     }
 
     /// A whole page: no scripts, no outside assets, not cached, and the
     /// link never sent on as a referrer.
-    fn page(&self, status: StatusCode, title: &str, body: &str) -> Response {
-        let site = escape_html(&self.cat.site_name);
-        let html = format!(
-            "<!doctype html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-             <meta name=\"robots\" content=\"noindex\">\n\
-             <title>{} – {site}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n\
-             <p class=\"site\">{site}</p>\n{body}</main>\n</body>\n</html>\n",
-            self.w.lang,
-            escape_html(title),
-        );
+    fn page(&self, status: StatusCode, title: &str, content: Markup) -> Response {
+        let site = Text(&self.cat.site_name);
+        let page = html! {
+            (DOCTYPE)
+            html lang=(self.w.lang) {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    meta name="robots" content="noindex";
+                    title { (Text(title)) " – " (site) }
+                    style { (PreEscaped(CSS)) }
+                }
+                body {
+                    main {
+                        p.site { (site) }
+                        (content)
+                    }
+                }
+            }
+        };
         (
             status,
             [
@@ -614,7 +609,7 @@ impl View {
                 (header::CONTENT_SECURITY_POLICY, CSP),
                 (header::HeaderName::from_static("x-robots-tag"), "noindex"),
             ],
-            html,
+            page.into_string(),
         )
             .into_response()
     }
