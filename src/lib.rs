@@ -7,7 +7,8 @@
 //!   notifications out, with the time passed in; its snapshots carry it
 //!   across restarts and config reloads;
 //! - [`collect`] brings alarms in from the outside: MQTT and HTTP probes;
-//! - [`api`] takes pushed alarms and reports, and shows incidents;
+//! - [`api`] takes pushed alarms and reports, shows incidents, and serves
+//!   the pages of the acknowledgement [`links`] that messages carry;
 //! - [`store`] keeps inputs, incidents and the outbox durably;
 //! - [`notify`] delivers the outbox;
 //! - [`daemon`] runs all of it around one task that owns the engine, on
@@ -15,6 +16,8 @@
 //! - [`metrics`] holds every Prometheus metric;
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
 //! - [`plan`] renders the config as the preparedness plan people read;
+//! - [`words`] words times, durations and templates for messages, pages and
+//!   the plan; [`html`] is what the HTML pages share;
 //! - [`demo`] stands in for the outside world: an MQTT broker and simulated
 //!   sensors in the process, and the example config pointed at them.
 //!
@@ -34,11 +37,14 @@ pub mod daemon;
 pub mod demo;
 pub mod drill;
 pub mod engine;
+pub mod html;
+pub mod links;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod store;
 pub mod tls;
+pub mod words;
 
 /// Sent with every HTTP request beredskab makes (probes, gateways,
 /// webhooks), so that the other side's logs show who asks.

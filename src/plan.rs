@@ -5,18 +5,23 @@
 //! same config always gives the same document. The plan is first built as
 //! a small document tree (headings, paragraphs, lists, tables of inline
 //! text and code), then written as Markdown or as a self-contained HTML
-//! page; all escaping happens in those two writers. Every sentence lives in
-//! [`Words`], once per language.
+//! page; the Markdown writer escapes what it writes, maud the HTML. Every
+//! sentence lives in [`Words`], once per language; durations are worded in
+//! [`crate::words`].
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
+
+use maud::{Markup, PreEscaped, html};
 
 use crate::config::{
     AlarmKind, ChannelConfig, ChannelKind, CheckOutcome, ComponentKind, Config, Criticality,
     Language, PersonConfig, PolicyConfig, ProbeConfig, RecipientRef, RoleConfig, ServiceConfig,
     StepOn, WebhookFormat,
 };
+use crate::html::{DOCTYPE, Text};
+use crate::words::{Piece, duration_words, fill_with};
 
 /// Output format of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +48,6 @@ pub fn render(config: &Config, format: Format) -> String {
 /// goes (see [`fill`]).
 struct Words {
     html_lang: &'static str,
-    /// Singular and plural of week, day, hour, minute, second.
-    units: [(&'static str, &'static str); 5],
     and: &'static str,
     or: &'static str,
     none: &'static str,
@@ -167,13 +170,6 @@ struct Words {
 
 const DA: Words = Words {
     html_lang: "da",
-    units: [
-        ("uge", "uger"),
-        ("døgn", "døgn"),
-        ("time", "timer"),
-        ("minut", "minutter"),
-        ("sekund", "sekunder"),
-    ],
     and: "og",
     or: "eller",
     none: "ingen",
@@ -362,13 +358,6 @@ const DA: Words = Words {
 
 const EN: Words = Words {
     html_lang: "en",
-    units: [
-        ("week", "weeks"),
-        ("day", "days"),
-        ("hour", "hours"),
-        ("minute", "minutes"),
-        ("second", "seconds"),
-    ],
     and: "and",
     or: "or",
     none: "none",
@@ -567,30 +556,6 @@ fn words(language: Language) -> &'static Words {
     }
 }
 
-/// A duration in words: `1h 30m` → "1 hour 30 minutes" / "1 time 30
-/// minutter". Sub-second parts are dropped unless nothing else is left.
-fn duration_words(w: &Words, d: Duration) -> String {
-    const SIZES: [u64; 5] = [7 * 86_400, 86_400, 3_600, 60, 1];
-    let mut left = d.as_secs();
-    if left == 0 {
-        let ms = d.subsec_millis();
-        return if ms > 0 {
-            format!("{ms} ms")
-        } else {
-            format!("0 {}", w.units[4].1)
-        };
-    }
-    let mut parts = Vec::new();
-    for (size, (one, many)) in SIZES.iter().zip(w.units) {
-        let n = left / size;
-        left %= size;
-        if n > 0 {
-            parts.push(format!("{n} {}", if n == 1 { one } else { many }));
-        }
-    }
-    parts.join(" ")
-}
-
 // ---------------------------------------------------------------------
 // The document tree
 // ---------------------------------------------------------------------
@@ -669,6 +634,7 @@ impl Item {
 
 #[derive(Debug, Clone)]
 enum Block {
+    /// Level 1 to 3.
     Heading(u8, Line),
     Para(Line),
     List {
@@ -685,28 +651,13 @@ enum Block {
 /// them is kept as is, an unknown `{…}` too.
 fn fill(template: &str, args: &[(&str, Line)]) -> Line {
     let mut out = Line::default();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out = out.t(&rest[..open]);
-        let after = &rest[open + 1..];
-        let found = after.find('}').and_then(|close| {
-            let name = &after[..close];
-            args.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, l)| (l.clone(), close))
-        });
-        match found {
-            Some((line, close)) => {
-                out = out.l(line);
-                rest = &after[close + 1..];
-            }
-            None => {
-                out = out.t("{");
-                rest = after;
-            }
+    fill_with(template, args, |piece| {
+        out = match piece {
+            Piece::Text(s) => std::mem::take(&mut out).t(s),
+            Piece::Value(line) => std::mem::take(&mut out).l(line.clone()),
         }
-    }
-    out.t(rest)
+    });
+    out
 }
 
 /// `a`, `a and b`, `a, b and c`.
@@ -1036,15 +987,18 @@ impl Plan<'_> {
             jiff::tz::TimeZone::get(&self.cfg.site.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
         let local = ts.to_zoned(tz);
         let day = usize::try_from(local.weekday().to_monday_zero_offset()).unwrap_or(0);
-        self.w
-            .moment
-            .replace("{weekday}", self.w.weekdays[day % 7])
-            .replace("{date}", &local.strftime("%Y-%m-%d").to_string())
-            .replace("{time}", &local.strftime("%H:%M").to_string())
+        crate::words::fill(
+            self.w.moment,
+            &[
+                ("weekday", self.w.weekdays[day % 7]),
+                ("date", &local.strftime("%Y-%m-%d").to_string()),
+                ("time", &local.strftime("%H:%M").to_string()),
+            ],
+        )
     }
 
     fn dur(&self, d: Duration) -> Line {
-        Line::text(duration_words(self.w, d))
+        Line::text(duration_words(self.cfg.site.language, d))
     }
 
     // -- sections -----------------------------------------------------
@@ -1853,130 +1807,93 @@ li{margin:.15rem 0}
 h2,h3{break-after:avoid}table,li{break-inside:avoid}code{background:none;padding:0}}
 ";
 
+/// The whole page. Every element of the document starts a line of its
+/// own, so that saved plans compare line by line.
 fn html(blocks: &[Block], w: &Words, title: &str) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<!doctype html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n",
-        w.html_lang,
-        escape_html(title)
-    );
-    for block in blocks {
-        match block {
-            Block::Heading(level, line) => {
-                let _ = writeln!(out, "<h{level}>{}</h{level}>", html_line(line));
+    html! {
+        (DOCTYPE) "\n"
+        html lang=(w.html_lang) {
+            "\n"
+            head {
+                "\n"
+                meta charset="utf-8"; "\n"
+                meta name="viewport" content="width=device-width, initial-scale=1"; "\n"
+                title { (Text(title)) } "\n"
+                style { "\n" (PreEscaped(CSS)) } "\n"
             }
-            Block::Para(line) => {
-                let _ = writeln!(out, "<p>{}</p>", html_line(line));
+            "\n"
+            body {
+                "\n"
+                @for block in blocks {
+                    (html_block(block))
+                }
             }
-            Block::List { ordered, items } => html_list(&mut out, items, *ordered),
+            "\n"
+        }
+        "\n"
+    }
+    .into_string()
+}
+
+fn html_block(block: &Block) -> Markup {
+    html! {
+        @match block {
+            Block::Heading(1, line) => { h1 { (html_line(line)) } "\n" }
+            Block::Heading(2, line) => { h2 { (html_line(line)) } "\n" }
+            Block::Heading(_, line) => { h3 { (html_line(line)) } "\n" }
+            Block::Para(line) => { p { (html_line(line)) } "\n" }
+            Block::List { ordered, items } => (html_list(items, *ordered)),
             Block::Table { head, rows } => {
-                out.push_str("<table>\n<thead><tr>");
-                for h in head {
-                    let _ = write!(out, "<th>{}</th>", escape_html(h));
-                }
-                out.push_str("</tr></thead>\n<tbody>\n");
-                for r in rows {
-                    out.push_str("<tr>");
-                    for cell in r {
-                        let _ = write!(out, "<td>{}</td>", html_line(cell));
+                table {
+                    "\n"
+                    thead { tr { @for h in head { th { (Text(h)) } } } } "\n"
+                    tbody {
+                        "\n"
+                        @for r in rows {
+                            tr { @for cell in r { td { (html_line(cell)) } } } "\n"
+                        }
                     }
-                    out.push_str("</tr>\n");
+                    "\n"
                 }
-                out.push_str("</tbody>\n</table>\n");
+                "\n"
             }
         }
     }
-    out.push_str("</body>\n</html>\n");
-    out
 }
 
-fn html_list(out: &mut String, items: &[Item], ordered: bool) {
-    let tag = if ordered { "ol" } else { "ul" };
-    let _ = writeln!(out, "<{tag}>");
-    for item in items {
-        let _ = write!(out, "<li>{}", html_line(&item.line));
-        if !item.sub.is_empty() {
-            out.push('\n');
-            html_list(out, &item.sub, item.sub_ordered);
-        }
-        out.push_str("</li>\n");
-    }
-    let _ = writeln!(out, "</{tag}>");
-}
-
-fn html_line(line: &Line) -> String {
-    let mut out = String::new();
-    for inline in &line.0 {
-        match inline {
-            Inline::Text(s) => out.push_str(&escape_html(s)),
-            Inline::Strong(s) => {
-                let _ = write!(out, "<strong>{}</strong>", escape_html(s));
+fn html_list(items: &[Item], ordered: bool) -> Markup {
+    let items = html! {
+        "\n"
+        @for item in items {
+            li {
+                (html_line(&item.line))
+                @if !item.sub.is_empty() {
+                    "\n" (html_list(&item.sub, item.sub_ordered))
+                }
             }
-            Inline::Code(s) => {
-                let _ = write!(out, "<code>{}</code>", escape_html(s));
+            "\n"
+        }
+    };
+    html! {
+        @if ordered { ol { (items) } } @else { ul { (items) } } "\n"
+    }
+}
+
+fn html_line(line: &Line) -> Markup {
+    html! {
+        @for inline in &line.0 {
+            @match inline {
+                Inline::Text(s) => (Text(s)),
+                Inline::Strong(s) => strong { (Text(s)) },
+                Inline::Code(s) => code { (Text(s)) },
             }
         }
     }
-    out
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(ch),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn secs(s: u64) -> Duration {
-        Duration::from_secs(s)
-    }
-
-    #[test]
-    fn durations_read_as_words_in_english() {
-        assert_eq!(duration_words(&EN, secs(30 * 60)), "30 minutes");
-        assert_eq!(duration_words(&EN, secs(60)), "1 minute");
-        assert_eq!(duration_words(&EN, secs(5400)), "1 hour 30 minutes");
-        assert_eq!(duration_words(&EN, secs(7 * 86_400)), "1 week");
-        assert_eq!(duration_words(&EN, secs(86_400)), "1 day");
-        assert_eq!(duration_words(&EN, secs(2 * 86_400 + 1)), "2 days 1 second");
-        assert_eq!(duration_words(&EN, secs(10)), "10 seconds");
-        assert_eq!(duration_words(&EN, Duration::ZERO), "0 seconds");
-        assert_eq!(duration_words(&EN, Duration::from_millis(500)), "500 ms");
-    }
-
-    #[test]
-    fn durations_read_as_words_in_danish() {
-        assert_eq!(duration_words(&DA, secs(30 * 60)), "30 minutter");
-        assert_eq!(duration_words(&DA, secs(7 * 86_400)), "1 uge");
-        assert_eq!(duration_words(&DA, secs(14 * 86_400)), "2 uger");
-        assert_eq!(duration_words(&DA, secs(5400)), "1 time 30 minutter");
-        assert_eq!(duration_words(&DA, secs(2 * 3600)), "2 timer");
-        assert_eq!(duration_words(&DA, secs(86_400)), "1 døgn");
-        assert_eq!(duration_words(&DA, secs(1)), "1 sekund");
-    }
-
-    #[test]
-    fn humantime_strings_and_words_agree() {
-        let parse = |s| humantime::parse_duration(s).unwrap();
-        assert_eq!(duration_words(&EN, parse("1h 30m")), "1 hour 30 minutes");
-        assert_eq!(duration_words(&DA, parse("1w")), "1 uge");
-    }
 
     #[test]
     fn templates_take_lines() {
@@ -2000,14 +1917,6 @@ mod tests {
         assert_eq!(md_line(&join(&EN, items(1)), false), "0");
         assert_eq!(md_line(&join(&EN, items(2)), false), "0 and 1");
         assert_eq!(md_line(&join(&DA, items(3)), false), "0, 1 og 2");
-    }
-
-    #[test]
-    fn html_escapes_markup() {
-        assert_eq!(
-            escape_html(r#"<script>alert("x&y")</script>'"#),
-            "&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/script&gt;&#39;"
-        );
     }
 
     #[test]

@@ -8,10 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use beredskab::api::links;
 use beredskab::clock::wall_now;
-use beredskab::daemon::LinkSettings;
 use beredskab::engine::Ts;
+use beredskab::links::{self, LinkSettings};
 use common::broker::{Broker, client_id};
 use common::daemon::{
     Daemon, INGEST_TOKEN, READ_TOKEN, config, count, eventually, get, http, post,

@@ -1,37 +1,19 @@
-//! Acknowledgement links (SPEC §5 `GET /a/{link}` · `POST /a/{link}`):
-//! one click in an SMS or a mail acknowledges an incident as the person it
-//! was sent to.
+//! The acknowledgement link pages (SPEC §5 `GET /a/{link}` · `POST
+//! /a/{link}`): one click in an SMS or a mail acknowledges an incident as
+//! the person it was sent to.
 //!
-//! A token is the base64url (without padding) of
-//!
-//! ```text
-//! [format: 1 byte] [incident: varint] [expiry, Unix seconds: varint] [person id: UTF-8] [MAC: 16 bytes]
-//! ```
-//!
-//! The format byte names the layout and the action (1: acknowledge). The
-//! MAC is HMAC-SHA256, under the key of `[server] secret_env`, over a label
-//! and every byte before it, cut to its first 16 bytes; it is checked in
-//! constant time before anything in the token is believed. A link's id, the
-//! SHA-256 of its token, is what the core records as used, so each link
-//! acknowledges once.
-//!
-//! [`make`] and [`url`] build links (the notifier appends one to each
-//! message); [`check`] verifies one. `GET` only shows what the link will
-//! do and a button, because mail scanners and chat previews fetch every
-//! link; `POST` acknowledges through the core. The pages are small,
-//! self-contained HTML in the site's language.
+//! Links are made and checked in [`crate::links`]. `GET` only shows what
+//! the link will do and a button, because mail scanners and chat previews
+//! fetch every link; `POST` acknowledges through the core. The pages are
+//! small, self-contained HTML in the site's language, built with maud.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use maud::{Markup, PreEscaped, html};
 use tracing::{error, info, warn};
 
 use super::{ApiState, CORE_TIMEOUT};
@@ -39,181 +21,14 @@ use crate::catalogue::Catalogue;
 use crate::clock::wall_now;
 use crate::config::{Criticality, Language};
 use crate::core::{LinkOutcome, NoAnswer};
-use crate::daemon::LinkSettings;
 use crate::engine::{EngineError, IncidentState, Severity, Ts};
-use crate::plan::escape_html;
+use crate::html::{DOCTYPE, Text};
+use crate::links::{Link, LinkError, check};
 use crate::store::{IncidentRow, Store, StoreError};
+use crate::words::{Year, fill, local_time};
 
-/// The first byte of a token: this layout, acknowledging.
-const FORMAT_ACK_V1: u8 = 1;
-/// Bytes of the HMAC-SHA256 kept in a token: 128 bits.
-const MAC_LEN: usize = 16;
-/// Signed before the token's bytes, so no other HMAC under the same key
-/// can pass for a link.
-const MAC_LABEL: &[u8] = b"beredskab ack link\0";
-/// The shortest token: format, one-byte incident and expiry, a one-byte
-/// person id, the MAC.
-const MIN_BYTES: usize = 4 + MAC_LEN;
-/// Longer tokens are refused before they are decoded.
-const MAX_TOKEN_CHARS: usize = 512;
 /// Merges followed at most from a link's incident to the one that absorbed it.
 const MAX_MERGES: usize = 32;
-
-/// What a link does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Ack,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Ack => "ack",
-        }
-    }
-}
-
-/// A verified link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub incident: u64,
-    /// The id of the person it was sent to (a config id).
-    pub person: String,
-    pub action: Action,
-    /// When it stops working (whole seconds).
-    pub expires: Ts,
-    /// Its identity: the hex SHA-256 of the token, recorded when used.
-    pub id: String,
-}
-
-/// Why a link does not verify.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    #[error("not an acknowledgement link, or part of it is missing")]
-    Malformed,
-    #[error("the link's signature does not match: it was changed, or made with another key")]
-    Tampered,
-    #[error("the link for incident {incident} expired at {}", .expired.to_timestamp())]
-    Expired { incident: u64, expired: Ts },
-}
-
-/// A token acknowledging `incident` as `person` (a config id, not empty)
-/// until `expires`, signed with `key`. Expiry is kept in whole seconds, rounded
-/// down; times before 1970 count as 1970.
-pub fn make(key: &[u8], incident: u64, person: &str, expires: Ts) -> String {
-    let mut bytes = Vec::with_capacity(24 + person.len() + MAC_LEN);
-    bytes.push(FORMAT_ACK_V1);
-    put_varint(&mut bytes, incident);
-    put_varint(
-        &mut bytes,
-        u64::try_from(expires.0.div_euclid(1000)).unwrap_or(0),
-    );
-    bytes.extend_from_slice(person.as_bytes());
-    let tag = signer(key, &bytes).finalize().into_bytes();
-    bytes.extend_from_slice(&tag[..MAC_LEN]);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The link to put in a message: `public_url/a/TOKEN`, working for the
-/// configured `ack_link_ttl` from `now`.
-pub fn url(settings: &LinkSettings, incident: u64, person: &str, now: Ts) -> String {
-    let token = make(&settings.key, incident, person, now.plus(settings.ttl));
-    format!("{}/a/{token}", settings.public_url)
-}
-
-/// Verifies a token at `now`: first its MAC (in constant time), then its
-/// contents, then its expiry.
-pub fn check(key: &[u8], token: &str, now: Ts) -> Result<Link, LinkError> {
-    // No key (the random source failed): nothing can be trusted.
-    if key.is_empty() {
-        return Err(LinkError::Tampered);
-    }
-    if token.len() > MAX_TOKEN_CHARS {
-        return Err(LinkError::Malformed);
-    }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| LinkError::Malformed)?;
-    if bytes.len() < MIN_BYTES {
-        return Err(LinkError::Malformed);
-    }
-    let (signed, tag) = bytes.split_at(bytes.len() - MAC_LEN);
-    signer(key, signed)
-        .verify_truncated_left(tag)
-        .map_err(|_| LinkError::Tampered)?;
-    let (&format, rest) = signed.split_first().ok_or(LinkError::Malformed)?;
-    let action = match format {
-        FORMAT_ACK_V1 => Action::Ack,
-        _ => return Err(LinkError::Malformed),
-    };
-    let (incident, rest) = take_varint(rest).ok_or(LinkError::Malformed)?;
-    let (expiry_s, rest) = take_varint(rest).ok_or(LinkError::Malformed)?;
-    let person = std::str::from_utf8(rest).map_err(|_| LinkError::Malformed)?;
-    if person.is_empty() {
-        return Err(LinkError::Malformed);
-    }
-    let expires = i64::try_from(expiry_s)
-        .ok()
-        .and_then(|s| s.checked_mul(1000))
-        .map(Ts)
-        .ok_or(LinkError::Malformed)?;
-    if now >= expires {
-        return Err(LinkError::Expired {
-            incident,
-            expired: expires,
-        });
-    }
-    Ok(Link {
-        incident,
-        person: person.to_owned(),
-        action,
-        expires,
-        id: hex::encode(Sha256::digest(token.as_bytes())),
-    })
-}
-
-/// An HMAC-SHA256 under `key` that has taken the label and `signed`.
-fn signer(key: &[u8], signed: &[u8]) -> Hmac<Sha256> {
-    // HMAC accepts a key of any length (long ones are hashed), so this
-    // never fails, whatever the configured secret is.
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(MAC_LABEL);
-    mac.update(signed);
-    mac
-}
-
-/// LEB128: seven bits a byte, low first.
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let low = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(low);
-            return;
-        }
-        out.push(low | 0x80);
-    }
-}
-
-fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        let part = u64::from(b & 0x7f);
-        let shift = 7 * i as u32;
-        if shift == 63 && part > 1 {
-            return None;
-        }
-        v |= part << shift;
-        if b & 0x80 == 0 {
-            return Some((v, &bytes[i + 1..]));
-        }
-    }
-    None
-}
-
-// ---------------------------------------------------------------------------
-// The pages.
 
 /// `GET /a/{link}`: what the link will acknowledge, and a button. Reads
 /// only; a used, expired or otherwise useless link gets a page saying so.
@@ -315,8 +130,8 @@ async fn row_for_page<S: Store>(store: &S, id: u64) -> Option<IncidentRow> {
     }
 }
 
-/// The texts of the pages. `{id}`, `{into}`, `{who}`, `{when}` and
-/// `{person}` are filled in by [`fill`].
+/// The texts of the pages. `{id}`, `{into}`, `{who}`, `{when}`, `{person}`
+/// and `{secs}` are filled in by [`fill`].
 struct Words {
     lang: &'static str,
     severity: fn(Severity) -> &'static str,
@@ -358,7 +173,6 @@ struct Words {
     slow_text: &'static str,
     internal: &'static str,
     internal_text: &'static str,
-    at: &'static str,
 }
 
 const DA: Words = Words {
@@ -410,7 +224,6 @@ const DA: Words = Words {
                 gå igennem: se hændelsen i webgrænsefladen, eller prøv linket igen om lidt.",
     internal: "Noget gik galt",
     internal_text: "Intet er kvitteret. Prøv igen om lidt.",
-    at: "kl.",
 };
 
 const EN: Words = Words {
@@ -461,38 +274,7 @@ const EN: Words = Words {
                 through: check the incident in the web UI, or try the link again in a moment.",
     internal: "Something went wrong",
     internal_text: "Nothing has been acknowledged. Try again in a moment.",
-    at: "at",
 };
-
-/// A text with its `{name}` placeholders filled in, in one pass, so a
-/// value that looks like a placeholder stays as it is.
-fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len() + 32);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let value = after.find('}').and_then(|close| {
-            let name = &after[..close];
-            values
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v, close))
-        });
-        match value {
-            Some((v, close)) => {
-                out.push_str(v);
-                rest = &after[close + 1..];
-            }
-            None => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
 
 /// Why a link is not followed.
 enum Refused {
@@ -660,29 +442,27 @@ impl View {
         let w = self.w;
         let id = row.id.to_string();
         let title = fill(w.confirm, &[("id", &id)]);
-        let mut body = format!("<h1>{}</h1>\n", escape_html(&title));
-        if row.id != link.incident {
-            let _ = writeln!(
-                body,
-                "<p class=\"box\">{}</p>",
-                escape_html(&fill(
-                    w.merged,
-                    &[("id", &link.incident.to_string()), ("into", &id)]
-                ))
-            );
-        }
-        body.push_str(&self.details(row, w.already_acked_by));
-        let _ = write!(
-            body,
-            "<dl><dt>{}</dt><dd>{}</dd></dl>\n\
-             <form method=\"post\"><button type=\"submit\">{}</button></form>\n\
-             <p class=\"note\">{}</p>\n",
-            escape_html(w.you_ack_as),
-            escape_html(&self.person_label(&link.person)),
-            escape_html(w.button),
-            escape_html(&fill(w.once_until, &[("when", &self.when(link.expires))])),
-        );
-        self.page(StatusCode::OK, &title, &body)
+        let merged = (row.id != link.incident).then(|| {
+            fill(
+                w.merged,
+                &[("id", &link.incident.to_string()), ("into", &id)],
+            )
+        });
+        let once = fill(w.once_until, &[("when", &self.when(link.expires))]);
+        let body = html! {
+            h1 { (Text(&title)) }
+            @if let Some(merged) = &merged {
+                p.box { (Text(merged)) }
+            }
+            (self.details(row, w.already_acked_by))
+            dl {
+                dt { (Text(w.you_ack_as)) }
+                dd { (Text(&self.person_label(&link.person))) }
+            }
+            form method="post" { button type="submit" { (Text(w.button)) } }
+            p.note { (Text(&once)) }
+        };
+        self.page(StatusCode::OK, &title, body)
     }
 
     /// The confirmation after a POST.
@@ -697,20 +477,19 @@ impl View {
                 ("when", &self.when(self.now)),
             ],
         );
-        let mut body = format!(
-            "<h1 class=\"ok\">{}</h1>\n<p class=\"box ok\">{}</p>\n",
-            escape_html(w.done),
-            escape_html(&text)
-        );
-        if let Some(row) = row {
-            body.push_str(&self.details(row, w.acked_by));
-        }
-        self.page(StatusCode::OK, w.done, &body)
+        let body = html! {
+            h1.ok { (Text(w.done)) }
+            p.box.ok { (Text(&text)) }
+            @if let Some(row) = row {
+                (self.details(row, w.acked_by))
+            }
+        };
+        self.page(StatusCode::OK, w.done, body)
     }
 
     /// Severity, root, services, opening and acknowledgement of an
     /// incident, the last under `acked_label`.
-    fn details(&self, row: &IncidentRow, acked_label: &str) -> String {
+    fn details(&self, row: &IncidentRow, acked_label: &str) -> Markup {
         let w = self.w;
         let node_name = |id: &str| {
             self.cat
@@ -739,31 +518,21 @@ impl View {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let mut out = format!(
-            "<p><span class=\"sev {}\">{}</span></p>\n<dl>\
-             <dt>{}</dt><dd>{}</dd>\
-             <dt>{}</dt><dd>{}</dd>\
-             <dt>{}</dt><dd>{}</dd>",
-            row.severity.as_str(),
-            escape_html((w.severity)(row.severity)),
-            escape_html(w.fault_in),
-            escape_html(&node_name(&row.root)),
-            escape_html(w.affected),
-            escape_html(&services),
-            escape_html(w.opened),
-            escape_html(&self.when(row.opened_at)),
-        );
-        if let (Some(by), Some(at)) = (&row.acknowledged_by, row.acknowledged_at) {
-            let _ = write!(
-                out,
-                "<dt>{}</dt><dd>{} {}</dd>",
-                escape_html(acked_label),
-                escape_html(&self.person_name(by)),
-                escape_html(&self.when(at)),
-            );
+        html! {
+            p { span class={ "sev " (row.severity.as_str()) } { (Text((w.severity)(row.severity))) } }
+            dl {
+                dt { (Text(w.fault_in)) }
+                dd { (Text(&node_name(&row.root))) }
+                dt { (Text(w.affected)) }
+                dd { (Text(&services)) }
+                dt { (Text(w.opened)) }
+                dd { (Text(&self.when(row.opened_at))) }
+                @if let (Some(by), Some(at)) = (&row.acknowledged_by, row.acknowledged_at) {
+                    dt { (Text(acked_label)) }
+                    dd { (Text(&self.person_name(by))) " " (Text(&self.when(at))) }
+                }
+            }
         }
-        out.push_str("</dl>\n");
-        out
     }
 
     /// A person's name, or the id as given when it is no one in the plan.
@@ -786,48 +555,49 @@ impl View {
     /// A time in the site's zone: the clock today, with the date on other
     /// days, and the year when it is not this year.
     fn when(&self, t: Ts) -> String {
-        let tz = &self.cat.tz;
-        let z = t.to_timestamp().to_zoned(tz.clone());
-        let now = self.now.to_timestamp().to_zoned(tz.clone());
-        let clock = z.strftime("%H:%M");
-        if z.date() == now.date() {
-            return format!("{} {clock}", self.w.at);
-        }
-        let date = match (self.cat.language, z.year() == now.year()) {
-            (Language::Da, true) => z.strftime("%-d/%-m").to_string(),
-            (Language::Da, false) => z.strftime("%-d/%-m %Y").to_string(),
-            (Language::En, true) => z.strftime("%-d %b").to_string(),
-            (Language::En, false) => z.strftime("%-d %b %Y").to_string(),
-        };
-        format!("{date} {} {clock}", self.w.at)
+        local_time(
+            self.cat.language,
+            &self.cat.tz,
+            t.to_timestamp(),
+            self.now.to_timestamp(),
+            Year::WhenNotThisYear,
+        )
     }
 
     /// A page that says what went wrong and what to do instead.
     fn problem(&self, status: StatusCode, title: &str, text: &str, hint: &str) -> Response {
-        let mut body = format!(
-            "<h1 class=\"bad\">{}</h1>\n<p class=\"box bad\">{}</p>\n",
-            escape_html(title),
-            escape_html(text)
-        );
-        if !hint.is_empty() {
-            let _ = writeln!(body, "<p>{}</p>", escape_html(hint));
-        }
-        self.page(status, title, &body)
+        let body = html! {
+            h1.bad { (Text(title)) }
+            p.box.bad { (Text(text)) }
+            @if !hint.is_empty() {
+                p { (Text(hint)) }
+            }
+        };
+        self.page(status, title, body)
     }
 
     /// A whole page: no scripts, no outside assets, not cached, and the
     /// link never sent on as a referrer.
-    fn page(&self, status: StatusCode, title: &str, body: &str) -> Response {
-        let site = escape_html(&self.cat.site_name);
-        let html = format!(
-            "<!doctype html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-             <meta name=\"robots\" content=\"noindex\">\n\
-             <title>{} – {site}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n\
-             <p class=\"site\">{site}</p>\n{body}</main>\n</body>\n</html>\n",
-            self.w.lang,
-            escape_html(title),
-        );
+    fn page(&self, status: StatusCode, title: &str, content: Markup) -> Response {
+        let site = Text(&self.cat.site_name);
+        let page = html! {
+            (DOCTYPE)
+            html lang=(self.w.lang) {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    meta name="robots" content="noindex";
+                    title { (Text(title)) " – " (site) }
+                    style { (PreEscaped(CSS)) }
+                }
+                body {
+                    main {
+                        p.site { (site) }
+                        (content)
+                    }
+                }
+            }
+        };
         (
             status,
             [
@@ -838,7 +608,7 @@ impl View {
                 (header::CONTENT_SECURITY_POLICY, CSP),
                 (header::HeaderName::from_static("x-robots-tag"), "noindex"),
             ],
-            html,
+            page.into_string(),
         )
             .into_response()
     }
@@ -867,203 +637,3 @@ font-weight:700;cursor:pointer}\
 button:focus-visible{outline:3px solid #111;outline-offset:2px}\
 .note{color:#555;font-size:.9rem}\
 ";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &[u8] = b"a test key that is long enough";
-    const NOW: Ts = Ts(1_767_225_600_000); // 2026-01-01T00:00:00Z
-    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
-
-    fn token(incident: u64, person: &str) -> String {
-        make(KEY, incident, person, NOW.plus(DAY))
-    }
-
-    #[test]
-    fn a_link_round_trips() {
-        let t = token(12, "p-drift");
-        let link = check(KEY, &t, NOW).expect("verifies");
-        assert_eq!(link.incident, 12);
-        assert_eq!(link.person, "p-drift");
-        assert_eq!(link.action, Action::Ack);
-        assert_eq!(link.expires, NOW.plus(DAY));
-        assert_eq!(link.id, hex::encode(Sha256::digest(t.as_bytes())));
-        assert_eq!(link.id.len(), 64);
-        // Any person id survives, and large numbers too.
-        let odd = "p-æ/ø å?&#.";
-        let link = check(KEY, &make(KEY, u64::MAX, odd, NOW.plus(DAY)), NOW).expect("verifies");
-        assert_eq!((link.incident, link.person.as_str()), (u64::MAX, odd));
-    }
-
-    #[test]
-    fn tokens_are_url_safe_and_differ_per_link() {
-        let t = token(7, "p-æ/ø å?&#.");
-        assert!(
-            t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "{t}"
-        );
-        assert_ne!(token(7, "p-drift"), token(8, "p-drift"));
-        assert_ne!(
-            check(KEY, &token(7, "p-drift"), NOW).map(|l| l.id),
-            check(KEY, &token(8, "p-drift"), NOW).map(|l| l.id)
-        );
-    }
-
-    #[test]
-    fn a_changed_byte_anywhere_is_tampered() {
-        let t = token(12, "p-drift");
-        let bytes = URL_SAFE_NO_PAD.decode(&t).expect("base64url");
-        for i in 0..bytes.len() {
-            for flip in [0x01u8, 0x80, 0xff] {
-                let mut changed = bytes.clone();
-                changed[i] ^= flip;
-                assert_eq!(
-                    check(KEY, &URL_SAFE_NO_PAD.encode(&changed), NOW),
-                    Err(LinkError::Tampered),
-                    "byte {i} ^ {flip:#x}"
-                );
-            }
-        }
-        // A changed character is refused too: tampered, or not base64url
-        // when only the unused low bits of the last character change.
-        for i in 0..t.len() {
-            for c in ['A', 'z', '0', '-', '_'] {
-                let mut changed: Vec<char> = t.chars().collect();
-                if changed[i] == c {
-                    continue;
-                }
-                changed[i] = c;
-                let changed: String = changed.into_iter().collect();
-                let got = check(KEY, &changed, NOW);
-                assert!(
-                    matches!(got, Err(LinkError::Tampered | LinkError::Malformed)),
-                    "char {i} -> {c}: {got:?}"
-                );
-            }
-        }
-        // Another key, a shortened or lengthened token.
-        assert_eq!(check(b"another key", &t, NOW), Err(LinkError::Tampered));
-        assert!(check(KEY, &t[..t.len() - 1], NOW).is_err());
-        assert!(check(KEY, &format!("{t}A"), NOW).is_err());
-    }
-
-    #[test]
-    fn garbage_is_malformed() {
-        for t in [
-            "",
-            "abc",
-            "not a link",
-            "%41%42",
-            "AAAA====",
-            &"A".repeat(600),
-        ] {
-            assert_eq!(check(KEY, t, NOW), Err(LinkError::Malformed), "{t:?}");
-        }
-    }
-
-    #[test]
-    fn a_link_expires() {
-        let t = token(3, "p-drift");
-        assert!(check(KEY, &t, Ts(NOW.plus(DAY).0 - 1)).is_ok());
-        assert_eq!(
-            check(KEY, &t, NOW.plus(DAY)),
-            Err(LinkError::Expired {
-                incident: 3,
-                expired: NOW.plus(DAY)
-            })
-        );
-        let past = make(KEY, 3, "p-drift", Ts(NOW.0 - 3_600_000));
-        assert!(matches!(
-            check(KEY, &past, NOW),
-            Err(LinkError::Expired { .. })
-        ));
-        // Expiry is signed: a link cannot be made to last longer.
-        let mut bytes = URL_SAFE_NO_PAD.decode(&past).expect("base64url");
-        bytes[3] = bytes[3].wrapping_add(1);
-        assert_eq!(
-            check(KEY, &URL_SAFE_NO_PAD.encode(&bytes), NOW),
-            Err(LinkError::Tampered)
-        );
-    }
-
-    #[test]
-    fn a_link_does_not_verify_as_another() {
-        let for_drift = token(12, "p-drift");
-        let link = check(KEY, &for_drift, NOW).expect("verifies");
-        assert_ne!(link.person, "p-chef");
-        assert_ne!(link.incident, 13);
-        // Splicing one link's MAC onto another's contents does not verify.
-        let a = URL_SAFE_NO_PAD.decode(&for_drift).expect("base64url");
-        let b = URL_SAFE_NO_PAD
-            .decode(token(12, "p-chef"))
-            .expect("base64url");
-        let c = URL_SAFE_NO_PAD
-            .decode(token(13, "p-drift"))
-            .expect("base64url");
-        for other in [&b, &c] {
-            let mut spliced = other[..other.len() - MAC_LEN].to_vec();
-            spliced.extend_from_slice(&a[a.len() - MAC_LEN..]);
-            assert_eq!(
-                check(KEY, &URL_SAFE_NO_PAD.encode(&spliced), NOW),
-                Err(LinkError::Tampered)
-            );
-        }
-    }
-
-    #[test]
-    fn a_link_fits_in_an_sms() {
-        let settings = LinkSettings {
-            key: KEY.to_vec(),
-            public_url: "https://beredskab.kommune.dk/x".into(),
-            ttl: DAY,
-        };
-        assert_eq!(settings.public_url.len(), 30);
-        let url = url(&settings, 12_345, "p-drift", NOW);
-        assert!(url.len() < 80, "{} chars: {url}", url.len());
-        assert!(
-            url.starts_with("https://beredskab.kommune.dk/x/a/"),
-            "{url}"
-        );
-        let token = url.rsplit('/').next().expect("a token");
-        let link = check(KEY, token, NOW).expect("verifies");
-        assert_eq!(link.expires, NOW.plus(DAY));
-    }
-
-    #[test]
-    fn texts_fill_their_placeholders_once() {
-        assert_eq!(
-            fill(
-                "#{id} by {who} {when}.",
-                &[("id", "7"), ("who", "{when}"), ("when", "at 10:00")]
-            ),
-            "#7 by {when} at 10:00."
-        );
-        assert_eq!(fill("{unknown} {id", &[("id", "7")]), "{unknown} {id");
-    }
-
-    #[test]
-    fn varints_round_trip_and_refuse_overflow() {
-        for v in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            let mut out = Vec::new();
-            put_varint(&mut out, v);
-            assert_eq!(take_varint(&out), Some((v, &[][..])), "{v}");
-        }
-        assert_eq!(take_varint(&[0x80; 11]), None);
-        assert_eq!(
-            take_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
-            None
-        );
-        assert_eq!(take_varint(&[0x80]), None);
-    }
-}

@@ -36,6 +36,7 @@ use crate::collect::mqtt::{MqttCollector, MqttInput};
 use crate::collect::probe::{ProbeCollector, ProbeReport};
 use crate::config::{self, Config, LoadError};
 use crate::core::{self, Core, CoreHandle, Inbox, Status};
+use crate::links::LinkSettings;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::store::SqliteStore;
@@ -107,77 +108,15 @@ pub struct Shared {
     links: RwLock<Arc<LinkSettings>>,
 }
 
-/// How acknowledgement links are made and checked.
-#[derive(Clone)]
-pub struct LinkSettings {
-    /// The HMAC key: the value of `[server] secret_env`.
-    pub key: Vec<u8>,
-    /// The base of links in messages, without a trailing `/`.
-    pub public_url: String,
-    /// How long a link works.
-    pub ttl: Duration,
-}
-
-impl std::fmt::Debug for LinkSettings {
-    // Never the key: settings end up in logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkSettings")
-            .field("public_url", &self.public_url)
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LinkSettings {
-    /// From `[server]`. Without `secret_env` set, a key is made for this
-    /// run only (links then stop working at a restart), with a warning.
-    pub fn from_config(config: &Config) -> LinkSettings {
-        let server = &config.server;
-        let key = server
-            .secret_env
-            .as_ref()
-            .and_then(|var| std::env::var(var).ok())
-            .filter(|k| !k.is_empty())
-            .map(String::into_bytes);
-        let key = key.unwrap_or_else(|| {
-            warn!(
-                "no secret for acknowledgement links ([server] secret_env unset or empty): \
-                 links made now stop working when beredskab restarts"
-            );
-            random_key()
-        });
-        let public_url = server
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", server.listen));
-        LinkSettings {
-            key,
-            public_url: public_url.trim_end_matches('/').to_owned(),
-            ttl: server.ack_link_ttl,
-        }
-    }
-}
-
-/// 32 bytes from the operating system's secure random source.
-fn random_key() -> Vec<u8> {
-    use ring::rand::SecureRandom;
-    let mut key = vec![0u8; 32];
-    if ring::rand::SystemRandom::new().fill(&mut key).is_err() {
-        // Without a secure source the links cannot be trusted; a link made
-        // with an empty key is refused like a forged one.
-        error!("no secure random source: acknowledgement links will not verify");
-        key.clear();
-    }
-    key
-}
-
 impl Shared {
     pub(crate) fn new(config: &Config, cat: Arc<Catalogue>) -> Shared {
         Shared {
             catalogue: RwLock::new(cat),
             auth: RwLock::new(Arc::new(Auth::new(&config.tokens))),
             metrics_public: AtomicBool::new(config.server.metrics_public),
-            links: RwLock::new(Arc::new(LinkSettings::from_config(config))),
+            links: RwLock::new(Arc::new(LinkSettings::from_config(config, |var| {
+                std::env::var(var).ok()
+            }))),
         }
     }
 
@@ -202,7 +141,7 @@ impl Shared {
         *write(&self.auth) = Arc::new(Auth::new(&config.tokens));
         // A reload keeps the running key when the new config names none, so
         // links already sent keep working.
-        let mut links = LinkSettings::from_config(config);
+        let mut links = LinkSettings::from_config(config, |var| std::env::var(var).ok());
         if config.server.secret_env.is_none() {
             links.key = read(&self.links).key.clone();
         }

@@ -7,6 +7,7 @@ use jiff::tz::TimeZone;
 
 use super::Severity;
 use crate::config::{AlarmKind, Language};
+use crate::words::{self, Year};
 
 /// One SMS.
 pub const SMS_CHARS: usize = 160;
@@ -211,14 +212,16 @@ fn compose(
         }
         list.join(", ")
     };
+    // Messages are about the hours and days around them: never a year.
+    let when = |t| words::local_time(lang, tz, t, f.now, Year::Never);
     let expected = f
         .expected_end
-        .map(|t| format!(" {} {}.", w.expected, when(lang, tz, t, f.now)))
+        .map(|t| format!(" {} {}.", w.expected, when(t)))
         .unwrap_or_default();
     let fuel = f
         .fuel_out
         .filter(|_| kind != TextKind::Resolved && kind != TextKind::Recovery)
-        .map(|t| format!(" {} {}.", w.fuel, when(lang, tz, t, f.now)))
+        .map(|t| format!(" {} {}.", w.fuel, when(t)))
         .unwrap_or_default();
     match kind {
         TextKind::Alert => format!("{sev} #{id}: {cause}. {services}.{fuel}{expected}"),
@@ -247,7 +250,7 @@ fn compose(
         TextKind::Resolved | TextKind::Recovery => {
             let took = f
                 .duration_s
-                .map(|d| format!(" {} {}", w.after, span(lang, d)))
+                .map(|d| format!(" {} {}", w.after, words::duration_short(lang, d)))
                 .unwrap_or_default();
             if let Some(by) = &f.resolved_by {
                 format!(
@@ -281,38 +284,6 @@ fn compose(
             )
         }
     }
-}
-
-/// A time in the site's zone, with the date when it is not today.
-fn when(lang: Language, tz: &TimeZone, t: Timestamp, now: Timestamp) -> String {
-    let z = t.to_zoned(tz.clone());
-    let today = now.to_zoned(tz.clone()).date() == z.date();
-    match (lang, today) {
-        (Language::Da, true) => format!("kl. {}", z.strftime("%H:%M")),
-        (Language::Da, false) => format!("{} kl. {}", z.strftime("%-d/%-m"), z.strftime("%H:%M")),
-        (Language::En, true) => format!("at {}", z.strftime("%H:%M")),
-        (Language::En, false) => format!("{} at {}", z.strftime("%-d %b"), z.strftime("%H:%M")),
-    }
-}
-
-/// A duration in words, short: `2 t 5 min` / `2h 5m`.
-fn span(lang: Language, secs: i64) -> String {
-    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
-    let (dw, hw, mw) = match lang {
-        Language::Da => (" d", " t", " min"),
-        Language::En => ("d", "h", "m"),
-    };
-    let mut parts = Vec::new();
-    if d > 0 {
-        parts.push(format!("{d}{dw}"));
-    }
-    if h > 0 {
-        parts.push(format!("{h}{hw}"));
-    }
-    if m > 0 || parts.is_empty() {
-        parts.push(format!("{m}{mw}"));
-    }
-    parts.join(" ")
 }
 
 /// At most `max` characters, with an ellipsis when shortened.
@@ -382,12 +353,5 @@ mod tests {
         let t = render(Language::En, &tz(), TextKind::Alert, &facts(1));
         assert!(t.starts_with("CRITICAL #7: Fire"), "{t}");
         assert!(t.contains("Expected back at 15:30"), "{t}");
-    }
-
-    #[test]
-    fn durations_read_short() {
-        assert_eq!(span(Language::Da, 7500), "2 t 5 min");
-        assert_eq!(span(Language::En, 90_000), "1d 1h");
-        assert_eq!(span(Language::En, 20), "0m");
     }
 }

@@ -237,7 +237,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
             (Some(_), Some(person), Some(Ok(sender))) => {
                 // A message about the end has nothing left to acknowledge.
                 let link = (!row.reason.is_about_the_end()).then(|| {
-                    crate::api::links::url(&self.shared.links(), row.incident, &row.person, now)
+                    crate::links::url(&self.shared.links(), row.incident, &row.person, now)
                 });
                 if matches!(**sender, Sender::Log) {
                     info!(
