@@ -293,7 +293,7 @@ struct View {
 
 impl View {
     fn new<S: Store>(st: &ApiState<S>) -> View {
-        let cat = st.shared.catalogue();
+        let cat = st.settings().catalogue.clone();
         let w = match cat.language {
             Language::Da => &DA,
             Language::En => &EN,
@@ -314,7 +314,7 @@ impl View {
         let Ok(Path(token)) = token else {
             return Err(Refused::Link(LinkError::Malformed));
         };
-        let link = check(&st.shared.links().key, &token, self.now).map_err(|e| {
+        let link = check(&st.settings().links.key, &token, self.now).map_err(|e| {
             match &e {
                 LinkError::Tampered => warn!(error = %e, "acknowledgement link refused"),
                 _ => info!(error = %e, "acknowledgement link refused"),

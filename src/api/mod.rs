@@ -34,12 +34,14 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tracing::error;
 
-use crate::config::Scope;
+use crate::catalogue::Catalogue;
+use crate::config::{Config, Scope};
 use crate::core::{CoreHandle, NoAnswer, Receipt, Refused, Status};
-use crate::daemon::Shared;
 use crate::engine::{AlarmInput, AlarmSeverity, EngineError, Event, RejectReason, Source};
+use crate::links::LinkSettings;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -61,7 +63,27 @@ pub struct ApiState<S: Store> {
     pub core: CoreHandle,
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
-    pub shared: Arc<Shared>,
+    /// The settings of the running config; a reload sends new ones.
+    pub config: watch::Receiver<Arc<ApiConfig>>,
+}
+
+/// What the API reads of the config.
+pub struct ApiConfig {
+    pub catalogue: Arc<Catalogue>,
+    pub auth: Auth,
+    pub metrics_public: bool,
+    pub links: Arc<LinkSettings>,
+}
+
+impl ApiConfig {
+    pub fn new(config: &Config, catalogue: Arc<Catalogue>, links: Arc<LinkSettings>) -> ApiConfig {
+        ApiConfig {
+            catalogue,
+            auth: Auth::new(&config.tokens),
+            metrics_public: config.server.metrics_public,
+            links,
+        }
+    }
 }
 
 impl<S: Store + Clone> Clone for ApiState<S> {
@@ -71,7 +93,7 @@ impl<S: Store + Clone> Clone for ApiState<S> {
             core: self.core.clone(),
             metrics: self.metrics.clone(),
             status: self.status.clone(),
-            shared: self.shared.clone(),
+            config: self.config.clone(),
         }
     }
 }
@@ -208,6 +230,13 @@ async fn read_limited(body: Body, limit: usize, within: Duration) -> Result<Byte
         .unwrap_or(Err(BodyError::TimedOut))
 }
 
+impl<S: Store> ApiState<S> {
+    /// The newest settings.
+    pub(crate) fn settings(&self) -> Arc<ApiConfig> {
+        self.config.borrow().clone()
+    }
+}
+
 impl<S: Store + Clone + 'static> ApiState<S> {
     fn authorize(
         &self,
@@ -218,7 +247,7 @@ impl<S: Store + Clone + 'static> ApiState<S> {
         let header = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        Ok(self.shared.auth().check(header, scope, from.0)?)
+        Ok(self.settings().auth.check(header, scope, from.0)?)
     }
 
     /// Reads the body of a request already let in: 413 for one over
@@ -402,7 +431,7 @@ async fn post_report<S: Store + Clone + 'static>(
         .parse(Source::Manual, &body, ingest::parse_report)
         .await?;
     let kind = {
-        let cat = st.shared.catalogue();
+        let cat = st.settings().catalogue.clone();
         cat.node_id(&report.target)
             .map(|n| cat.node(n).probe_alarm_kind())
     };
@@ -564,7 +593,7 @@ async fn metrics<S: Store + Clone + 'static>(
     from: ClientAddr,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !st.shared.metrics_public() {
+    if !st.settings().metrics_public {
         st.authorize(&headers, Scope::Read, &from)?;
     }
     Ok((
@@ -687,7 +716,12 @@ building = "raadhus"
                 core: tx,
                 metrics,
                 status,
-                shared: Arc::new(Shared::new(&loaded.config, cat)),
+                config: watch::channel(Arc::new(ApiConfig::new(
+                    &loaded.config,
+                    cat,
+                    Arc::new(LinkSettings::from_config(&loaded.config, |_| None)),
+                )))
+                .1,
             };
             Harness {
                 state,
@@ -893,7 +927,7 @@ building = "raadhus"
         // Full: one command queued that no one takes.
         let (full, mut full_rx) = CoreHandle::channel(1);
         let filler = full.clone();
-        let cat = h.state.shared.catalogue();
+        let cat = h.state.settings().catalogue.clone();
         let filling = tokio::spawn(async move { filler.reload(cat).await });
         // Taking commands, never answering.
         let (deaf, mut deaf_rx) = CoreHandle::channel(16);

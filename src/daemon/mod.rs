@@ -21,16 +21,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::api::{self, ApiState, Auth};
+use crate::api::{self, ApiConfig, ApiState};
 use crate::catalogue::Catalogue;
 use crate::collect::mqtt::{MqttCollector, MqttInput};
 use crate::collect::probe::{ProbeCollector, ProbeReport};
@@ -100,66 +100,40 @@ async fn collector_ended(r: &mut Option<Running>) -> Result<(), tokio::task::Joi
     }
 }
 
-/// What the running parts share and a reload replaces.
-pub struct Shared {
-    catalogue: RwLock<Arc<Catalogue>>,
-    auth: RwLock<Arc<Auth>>,
-    metrics_public: AtomicBool,
-    links: RwLock<Arc<LinkSettings>>,
+/// The settings a reload replaces, sent to the parts that read them:
+/// each reads the newest value when it needs one.
+struct Settings {
+    catalogue: watch::Sender<Arc<Catalogue>>,
+    links: watch::Sender<Arc<LinkSettings>>,
+    api: watch::Sender<Arc<ApiConfig>>,
 }
 
-impl Shared {
-    pub(crate) fn new(config: &Config, cat: Arc<Catalogue>) -> Shared {
-        Shared {
-            catalogue: RwLock::new(cat),
-            auth: RwLock::new(Arc::new(Auth::new(&config.tokens))),
-            metrics_public: AtomicBool::new(config.server.metrics_public),
-            links: RwLock::new(Arc::new(LinkSettings::from_config(config, |var| {
-                std::env::var(var).ok()
-            }))),
+impl Settings {
+    fn new(config: &Config, catalogue: Arc<Catalogue>) -> Settings {
+        let links = Arc::new(LinkSettings::from_config(config, |var| {
+            std::env::var(var).ok()
+        }));
+        let api = Arc::new(ApiConfig::new(config, catalogue.clone(), links.clone()));
+        Settings {
+            catalogue: watch::channel(catalogue).0,
+            links: watch::channel(links).0,
+            api: watch::channel(api).0,
         }
     }
 
-    pub fn links(&self) -> Arc<LinkSettings> {
-        read(&self.links)
-    }
-
-    pub fn catalogue(&self) -> Arc<Catalogue> {
-        read(&self.catalogue)
-    }
-
-    pub fn auth(&self) -> Arc<Auth> {
-        read(&self.auth)
-    }
-
-    pub fn metrics_public(&self) -> bool {
-        self.metrics_public.load(Ordering::Relaxed)
-    }
-
-    fn replace(&self, config: &Config, cat: Arc<Catalogue>) {
-        *write(&self.catalogue) = cat;
-        *write(&self.auth) = Arc::new(Auth::new(&config.tokens));
+    fn replace(&self, config: &Config, catalogue: Arc<Catalogue>) {
         // A reload keeps the running key when the new config names none, so
         // links already sent keep working.
         let mut links = LinkSettings::from_config(config, |var| std::env::var(var).ok());
         if config.server.secret_env.is_none() {
-            links.key = read(&self.links).key.clone();
+            links.key = self.links.borrow().key.clone();
         }
-        *write(&self.links) = Arc::new(links);
-        self.metrics_public
-            .store(config.server.metrics_public, Ordering::Relaxed);
+        let links = Arc::new(links);
+        let api = ApiConfig::new(config, catalogue.clone(), links.clone());
+        self.catalogue.send_replace(catalogue);
+        self.links.send_replace(links);
+        self.api.send_replace(Arc::new(api));
     }
-}
-
-fn read<T: Clone>(lock: &RwLock<T>) -> T {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How to run.
@@ -306,7 +280,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
     )
     .await?;
     let clock = core.clock();
-    let shared = Arc::new(Shared::new(&config, catalogue.clone()));
+    let settings = Settings::new(&config, catalogue.clone());
 
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -344,7 +318,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
     let mut notifier_task = tokio::spawn(
         Notifier {
             store: store.clone(),
-            shared: shared.clone(),
+            catalogue: settings.catalogue.subscribe(),
+            links: settings.links.subscribe(),
             wake: outbox.clone(),
             metrics: metrics.clone(),
             clock,
@@ -357,7 +332,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
         core: core_handle.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
-        shared: shared.clone(),
+        config: settings.api.subscribe(),
     });
     let mut http_task = tokio::spawn(api::server::serve(listener, app, intake.clone()));
     info!(listen = %local, "beredskab running");
@@ -418,7 +393,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
                 if core_handle.reload(next.catalogue.clone()).await.is_err() {
                     break;
                 }
-                shared.replace(&next.config, next.catalogue.clone());
+                settings.replace(&next.config, next.catalogue.clone());
                 let mqtt_settings = next.config.mqtt.as_ref().map(|m| format!("{m:?}"));
                 if mqtt.as_ref().map(|r| r.settings.clone()) != mqtt_settings {
                     if let Some(old) = mqtt.take() {

@@ -40,7 +40,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -49,8 +49,8 @@ use crate::backoff::Backoff;
 use crate::catalogue::Catalogue;
 use crate::clock::Clock;
 use crate::config::DEFAULT_GIVE_UP_AFTER;
-use crate::daemon::Shared;
 use crate::engine::Ts;
+use crate::links::LinkSettings;
 use crate::metrics::Metrics;
 use crate::store::{Attempt, AttemptOutcome, OutboxRow, Store};
 use channel::{Delivery, SendError, Sender};
@@ -119,7 +119,10 @@ impl Senders {
 /// The outbox worker.
 pub struct Notifier<S: Store> {
     pub store: S,
-    pub shared: Arc<Shared>,
+    /// The running config's catalogue; a reload sends a new one.
+    pub catalogue: watch::Receiver<Arc<Catalogue>>,
+    /// How acknowledgement links are made; a reload sends new settings.
+    pub links: watch::Receiver<Arc<LinkSettings>>,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     /// The daemon's clock: the core writes outbox times in it.
@@ -131,7 +134,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
     /// (their rows stay pending and go out after the restart).
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
-        let mut senders = Arc::new(Senders::new(this.shared.catalogue()));
+        let mut senders = Arc::new(Senders::new(this.catalogue.borrow().clone()));
         let mut running: JoinSet<()> = JoinSet::new();
         let mut in_flight: HashSet<String> = HashSet::new();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -141,7 +144,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
             while let Ok(key) = done_rx.try_recv() {
                 in_flight.remove(&key);
             }
-            let current = this.shared.catalogue();
+            let current = this.catalogue.borrow().clone();
             if !Arc::ptr_eq(&current, &senders.catalogue) {
                 senders = Arc::new(Senders::new(current));
             }
@@ -237,7 +240,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
             (Some(_), Some(person), Some(Ok(sender))) => {
                 // A message about the end has nothing left to acknowledge.
                 let link = (!row.reason.is_about_the_end()).then(|| {
-                    crate::links::url(&self.shared.links(), row.incident, &row.person, now)
+                    crate::links::url(&self.links.borrow(), row.incident, &row.person, now)
                 });
                 if matches!(**sender, Sender::Log) {
                     info!(
