@@ -1,18 +1,24 @@
 //! beredskab: a municipal IT department's preparedness plan, running.
 //!
-//! An alarm's way through the crate, in module order:
+//! The house from the top: [`daemon`] wires everything (only `main.rs`
+//! and the demo use it); [`api`], [`notify`] and [`collect`] are peers that
+//! reach the engine only through the [`core`]'s handle; the core owns the
+//! pure [`engine`] and writes to the [`store`]; below them the
+//! [`catalogue`] and, at the ground, [`config`]. In module order:
 //! - [`config`] reads the plan: critical services, components, people, policies;
 //! - [`catalogue`] resolves it into a graph of components and services;
 //! - [`engine`] is the pure core: alarms in, incidents, estimates and
 //!   notifications out, with the time passed in; its snapshots carry it
 //!   across restarts and config reloads;
 //! - [`collect`] brings alarms in from the outside: MQTT and HTTP probes;
+//! - [`core`] is the one task that owns the engine: it batches inputs,
+//!   commits them with their effects, and only then acknowledges; its
+//!   [`core::CoreHandle`] is how the others ask it things;
 //! - [`api`] takes pushed alarms and reports, shows incidents, and serves
 //!   the pages of the acknowledgement [`links`] that messages carry;
 //! - [`store`] keeps inputs, incidents and the outbox durably;
 //! - [`notify`] delivers the outbox;
-//! - [`daemon`] runs all of it around one task that owns the engine, on
-//!   the monotonic [`clock`];
+//! - [`daemon`] runs all of it, on the monotonic [`clock`], and reloads;
 //! - [`metrics`] holds every Prometheus metric;
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
 //! - [`plan`] renders the config as the preparedness plan people read;

@@ -818,6 +818,48 @@ building = "raadhus"
         )
     }
 
+    /// The codes of SPEC §5 through the router alone: a token without
+    /// the scope is 403, a body that does not parse is 400 with what was
+    /// wrong (and kept), an unknown path or incident is 404, a good alarm
+    /// is 202 once committed.
+    #[tokio::test]
+    async fn the_routes_answer_with_the_codes_of_the_contract() {
+        let h = Harness::start().await;
+        let within = Duration::from_secs(20);
+        let get = |path: &str, token: &str| {
+            Request::get(path)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .expect("a request")
+        };
+        let (status, json) = call(&h.state, get("/api/v1/incidents", INGEST), within).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+        assert!(
+            json["error"].as_str().is_some_and(|e| e.contains("read")),
+            "{json}"
+        );
+        let bad = request("/api/v1/alarms", Some(INGEST), Body::from("{not json"));
+        let (status, json) = call(&h.state, bad, within).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+        assert!(
+            json["error"].as_str().is_some_and(|e| e.contains("JSON")),
+            "{json}"
+        );
+        assert_eq!(rejected(&h.state.store).await.len(), 1, "kept as rejected");
+        let (status, _) = call(&h.state, get("/no/such/path", INGEST), within).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let alarm = r#"{"component":"srv-1","kind":"server","state":"firing"}"#;
+        let (status, json) = call(
+            &h.state,
+            request("/api/v1/alarms", Some(INGEST), Body::from(alarm)),
+            within,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+        assert!(json["id"].as_u64().is_some(), "{json}");
+        h.stop().await;
+    }
+
     async fn rejected(store: &SqliteStore) -> Vec<RejectedRow> {
         store.rejected(100, None).await.expect("read rejected")
     }
