@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use crate::catalogue::{Catalogue, Staffing};
 use crate::config::{AlarmKind, Config};
 use crate::engine::{
-    AlarmInput, AlarmSeverity, AlarmState, Effect, Engine, EngineError, Event, Level, ProbeResult,
-    RejectReason, Source, Ts,
+    AlarmInput, AlarmSeverity, AlarmState, Effect, Engine, EngineError, Event, IncidentId, Level,
+    ProbeResult, RejectReason, Source, Ts,
 };
 
 /// Why a drill could not run.
@@ -425,13 +425,13 @@ fn compile_events(cat: &Catalogue, scenario: &Scenario) -> Result<Vec<(Ts, Step)
             alarm_step(a)
         } else if let Some(a) = &e.ack {
             Step::Engine(Event::Ack {
-                incident: a.incident,
+                incident: IncidentId(a.incident),
                 by: a.by.clone(),
                 note: a.note.clone(),
             })
         } else if let Some(a) = &e.eta {
             Step::Engine(Event::Eta {
-                incident: a.incident,
+                incident: IncidentId(a.incident),
                 expected: a.expected,
                 by: a.by.clone(),
             })
@@ -443,19 +443,19 @@ fn compile_events(cat: &Catalogue, scenario: &Scenario) -> Result<Vec<(Ts, Step)
                 ))
             })?;
             Step::Engine(Event::SetLevel {
-                incident: l.incident,
+                incident: IncidentId(l.incident),
                 level,
                 by: l.by.clone(),
             })
         } else if let Some(r) = &e.resolve {
             Step::Engine(Event::Resolve {
-                incident: r.incident,
+                incident: IncidentId(r.incident),
                 by: r.by.clone().unwrap_or_else(|| DRILL_ACTOR.to_owned()),
                 note: r.note.clone(),
             })
         } else if let Some(n) = &e.note {
             Step::Engine(Event::Note {
-                incident: n.incident,
+                incident: IncidentId(n.incident),
                 by: n.by.clone().unwrap_or_else(|| DRILL_ACTOR.to_owned()),
                 text: n.text.clone(),
                 decision: n.decision,

@@ -19,7 +19,7 @@ use beredskab::collect::probe::{MAX_BODY, ProbeCollector, ProbeError, ProbeRepor
 use beredskab::config::{AlarmKind, CheckOutcome, ProbeCheckConfig, ProbeConfig, load_str};
 use beredskab::engine::intake::{ProbeClass, classify};
 use beredskab::engine::{
-    AlarmInput, AlarmSeverity, AlarmState, Basis, Effect, Engine, Event, Source, Ts,
+    AlarmInput, AlarmSeverity, AlarmState, Basis, Effect, Engine, Event, IncidentId, Source, Ts,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -525,7 +525,7 @@ async fn a_generator_running_dry_makes_the_engine_estimate_by_generator() {
         effects.iter().any(|e| matches!(
             e,
             Effect::IncidentOpened {
-                incident: 1,
+                incident: IncidentId(1),
                 expected_s: 2700,
                 ..
             }
@@ -555,13 +555,13 @@ async fn a_generator_running_dry_makes_the_engine_estimate_by_generator() {
             matches!(
                 e,
                 Effect::Estimate {
-                    incident: 1,
+                    incident: IncidentId(1),
                     expected_s: 2700,
                     basis: Basis::Generator
                 }
             )
         });
-        let incident = engine.incident(1).expect("incident 1");
+        let incident = engine.incident(IncidentId(1)).expect("incident 1");
         let remaining_ms = incident
             .opened
             .plus(Duration::from_secs(2700))

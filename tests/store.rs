@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use beredskab::catalogue::Catalogue;
 use beredskab::config::{AlarmKind, load};
 use beredskab::engine::{
-    AlarmInput, AlarmSeverity, AlarmState, Basis, Effect, Engine, Event, IncidentState, Level,
-    Notification, ProbeResult, Reason, RejectReason, Severity, Source, TimelineEntry, Ts,
+    AlarmInput, AlarmSeverity, AlarmState, Basis, Effect, Engine, Event, IncidentId, IncidentState,
+    Level, Notification, ProbeResult, Reason, RejectReason, Severity, Source, TimelineEntry, Ts,
 };
 use beredskab::store::{
     Batch, IncidentFilter, IncidentRow, InputOutcome, OutboxState, RAW_LIMIT, Rejection,
@@ -89,28 +89,28 @@ fn every_kind_of_event() -> Vec<Event> {
             },
         },
         Event::Ack {
-            incident: 1,
+            incident: IncidentId(1),
             by: "p-drift".to_owned(),
             note: Some("on it".to_owned()),
         },
         Event::Eta {
-            incident: 1,
+            incident: IncidentId(1),
             expected: Duration::from_millis(3 * 3_600_000 + 1),
             by: None,
         },
         Event::Note {
-            incident: 1,
+            incident: IncidentId(1),
             by: "p-drift".to_owned(),
             text: "vendor called".to_owned(),
             decision: true,
         },
         Event::SetLevel {
-            incident: 1,
+            incident: IncidentId(1),
             level: Level::Crisis,
             by: "p-itchef".to_owned(),
         },
         Event::Resolve {
-            incident: 1,
+            incident: IncidentId(1),
             by: "p-drift".to_owned(),
             note: None,
         },
@@ -158,7 +158,7 @@ fn entry(secs: i64, kind: &str, text: &str, by: Option<&str>) -> TimelineEntry {
 
 fn notification(key: &str, incident: u64) -> Notification {
     Notification {
-        incident,
+        incident: IncidentId(incident),
         to: beredskab::catalogue::PersonId(0),
         person: "p-drift".to_owned(),
         role: Some("drift-leder".to_owned()),
@@ -190,7 +190,11 @@ async fn a_batch_round_trips() {
         };
         batch.incident(incident_row(id, state, at(id as i64 * 100)));
     }
-    batch.incident(incident_row(6, IncidentState::Merged(2), at(600)));
+    batch.incident(incident_row(
+        6,
+        IncidentState::Merged(IncidentId(2)),
+        at(600),
+    ));
     // The timeline before its incident in the batch: the foreign key is
     // checked at commit.
     batch.timeline(
@@ -251,7 +255,10 @@ async fn a_batch_round_trips() {
         [1]
     );
     let all = list(IncidentFilter::All, 100, None).await.expect("all");
-    assert_eq!(all[0], incident_row(6, IncidentState::Merged(2), at(600)));
+    assert_eq!(
+        all[0],
+        incident_row(6, IncidentState::Merged(IncidentId(2)), at(600))
+    );
     assert_eq!(
         all[2],
         incident_row(4, IncidentState::Acknowledged, at(400))
@@ -602,7 +609,7 @@ async fn the_log_replays_to_the_same_incidents() {
         (
             at(700),
             Event::Ack {
-                incident: 1,
+                incident: IncidentId(1),
                 by: "p-drift".to_owned(),
                 note: None,
             },
@@ -610,7 +617,7 @@ async fn the_log_replays_to_the_same_incidents() {
         (
             at(900),
             Event::Eta {
-                incident: 1,
+                incident: IncidentId(1),
                 expected: Duration::from_secs(7200),
                 by: None,
             },
@@ -618,7 +625,7 @@ async fn the_log_replays_to_the_same_incidents() {
         (
             at(1000),
             Event::Ack {
-                incident: 77,
+                incident: IncidentId(77),
                 by: "p-drift".to_owned(),
                 note: None,
             },
@@ -657,10 +664,10 @@ async fn the_log_replays_to_the_same_incidents() {
             }
         }
         for inc in engine.incidents() {
-            let from = stored_len.get(&inc.id).copied().unwrap_or(0);
+            let from = stored_len.get(&inc.id.0).copied().unwrap_or(0);
             batch.incident(IncidentRow::from_incident(inc, &cat));
-            batch.timeline(inc.id, from, inc.timeline[from..].to_vec());
-            stored_len.insert(inc.id, inc.timeline.len());
+            batch.timeline(inc.id.0, from, inc.timeline[from..].to_vec());
+            stored_len.insert(inc.id.0, inc.timeline.len());
         }
         batches.push(batch);
     });
@@ -694,7 +701,9 @@ async fn the_log_replays_to_the_same_incidents() {
         .expect("incidents");
     assert!(!stored_rows.is_empty());
     for row in &stored_rows {
-        let inc = fresh.incident(row.id).expect("replayed incident");
+        let inc = fresh
+            .incident(IncidentId(row.id))
+            .expect("replayed incident");
         assert_eq!(&IncidentRow::from_incident(inc, &cat), row);
         let detail = store.incident(row.id).await.expect("read").expect("stored");
         assert_eq!(detail.timeline, inc.timeline, "incident {}", row.id);

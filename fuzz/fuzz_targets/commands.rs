@@ -18,7 +18,9 @@ use std::time::Duration;
 use beredskab::api::ingest::parse_report;
 use beredskab::catalogue::Catalogue;
 use beredskab::engine::report_eta;
-use beredskab::engine::{AlarmInput, AlarmSeverity, AlarmState, Engine, Event, Level, Source, Ts};
+use beredskab::engine::{
+    AlarmInput, AlarmSeverity, AlarmState, Engine, Event, IncidentId, Level, Source, Ts,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// 2026-03-02T08:00:00+01:00.
@@ -42,7 +44,16 @@ const EXPECTED: &[&str] = &[
     "ever",
 ];
 
-const SOURCE_TYPES: &[&str] = &["user", "superuser", "vendor", "cert", "dpo", "police", "utility", "x"];
+const SOURCE_TYPES: &[&str] = &[
+    "user",
+    "superuser",
+    "vendor",
+    "cert",
+    "dpo",
+    "police",
+    "utility",
+    "x",
+];
 
 const JUMPS_S: &[i64] = &[0, 1, 10, 60, 600, 3600, 86_400, 7 * 86_400, 365 * 86_400];
 
@@ -93,12 +104,12 @@ impl Reader<'_> {
         let bytes: Vec<u8> = (0..n).map(|_| self.u8()).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
-    fn incident(&mut self) -> u64 {
-        match self.u8() % 4 {
+    fn incident(&mut self) -> IncidentId {
+        IncidentId(match self.u8() % 4 {
             0 => 0,
             1 => u64::MAX,
             _ => u64::from(self.u8() % 8),
-        }
+        })
     }
     fn done(&self) -> bool {
         self.0.is_empty()
@@ -180,26 +191,66 @@ fuzz_target!(|data: &[u8]| {
             }
             2 => {
                 let incident = r.incident();
-                let _ = engine.apply(now, Event::Ack { incident, by, note: Some(r.text()) });
+                let _ = engine.apply(
+                    now,
+                    Event::Ack {
+                        incident,
+                        by,
+                        note: Some(r.text()),
+                    },
+                );
             }
             3 => {
                 let incident = r.incident();
                 let expected = *r.pick(DURATIONS);
-                let _ = engine.apply(now, Event::Eta { incident, expected, by: Some(by) });
+                let _ = engine.apply(
+                    now,
+                    Event::Eta {
+                        incident,
+                        expected,
+                        by: Some(by),
+                    },
+                );
             }
             4 => {
                 let incident = r.incident();
-                let level = if r.u8() % 2 == 0 { Level::Crisis } else { Level::Department };
-                let _ = engine.apply(now, Event::SetLevel { incident, level, by });
+                let level = if r.u8() % 2 == 0 {
+                    Level::Crisis
+                } else {
+                    Level::Department
+                };
+                let _ = engine.apply(
+                    now,
+                    Event::SetLevel {
+                        incident,
+                        level,
+                        by,
+                    },
+                );
             }
             5 => {
                 let incident = r.incident();
                 let (text, decision) = (r.text(), r.u8() % 2 == 0);
-                let _ = engine.apply(now, Event::Note { incident, by, text, decision });
+                let _ = engine.apply(
+                    now,
+                    Event::Note {
+                        incident,
+                        by,
+                        text,
+                        decision,
+                    },
+                );
             }
             _ => {
                 let incident = r.incident();
-                let _ = engine.apply(now, Event::Resolve { incident, by, note: None });
+                let _ = engine.apply(
+                    now,
+                    Event::Resolve {
+                        incident,
+                        by,
+                        note: None,
+                    },
+                );
             }
         }
         check(&engine);

@@ -19,7 +19,7 @@ use std::time::Duration;
 use beredskab::catalogue::Catalogue;
 use beredskab::config::AlarmKind;
 use beredskab::engine::{
-    AlarmInput, AlarmSeverity, AlarmState, Effect, Engine, Event, IncidentState, Level,
+    AlarmInput, AlarmSeverity, AlarmState, Effect, Engine, Event, IncidentId, IncidentState, Level,
     ProbeResult, Snapshot, Source, Ts,
 };
 use libfuzzer_sys::fuzz_target;
@@ -164,7 +164,7 @@ fn probe_result(r: &mut Reader) -> ProbeResult {
 }
 
 fn decode_event(r: &mut Reader, f: &Fixture) -> Event {
-    let incident = (r.u8() % 6) as u64;
+    let incident = IncidentId((r.u8() % 6) as u64);
     match r.u8() % 10 {
         0 | 1 => Event::Mqtt {
             topic: r.pick(TOPICS).to_string(),
@@ -247,9 +247,9 @@ fn decode_event(r: &mut Reader, f: &Fixture) -> Event {
 #[derive(Default)]
 struct Checker {
     /// Incidents seen resolved or merged.
-    closed: HashSet<u64>,
+    closed: HashSet<IncidentId>,
     /// Step notifications per (incident, reason, person, channel).
-    step_sent: HashMap<(u64, String, String, String), u32>,
+    step_sent: HashMap<(IncidentId, String, String, String), u32>,
 }
 
 /// `BEREDSKAB_FUZZ_STRICT_STEPS=1`: at most one notification per
@@ -279,13 +279,13 @@ const NOT_STEP_REASONS: &[&str] = &["deputy", "status", "severity", "crisis", "r
 impl Checker {
     fn effects(&mut self, engine: &Engine, effects: &[Effect], what: &str) {
         // Ids given out so far: resolved incidents may have left memory.
-        let n = engine.incidents().next_id() - 1;
+        let n = IncidentId(engine.incidents().next_id().0 - 1);
         for e in effects {
             match e {
                 Effect::Notification(note) => {
                     // (e) names an incident that exists
                     assert!(
-                        (1..=n).contains(&note.incident),
+                        (IncidentId(1)..=n).contains(&note.incident),
                         "(e) {what}: notification for incident {} but only {n} exist: {note:?}",
                         note.incident
                     );
@@ -302,7 +302,7 @@ impl Checker {
                             .step_sent
                             .entry((
                                 note.incident,
-                                note.reason.clone(),
+                                note.reason.to_string(),
                                 note.person.clone(),
                                 note.channel.clone(),
                             ))
@@ -311,7 +311,7 @@ impl Checker {
                         let limit = if strict_steps() {
                             1
                         } else {
-                            steps_with_text(engine, &note.reason)
+                            steps_with_text(engine, note.reason.as_str())
                         };
                         assert!(
                             *c <= limit,
@@ -325,7 +325,9 @@ impl Checker {
                 }
                 Effect::IncidentMerged { incident, into } => {
                     assert!(
-                        (1..=n).contains(incident) && (1..=n).contains(into) && incident != into,
+                        (IncidentId(1)..=n).contains(incident)
+                            && (IncidentId(1)..=n).contains(into)
+                            && incident != into,
                         "{what}: bad merge {incident} -> {into} (n = {n})"
                     );
                 }
@@ -336,9 +338,9 @@ impl Checker {
 
     fn state(&mut self, engine: &Engine, what: &str) {
         let incidents = engine.incidents();
-        let issued = incidents.next_id() - 1;
-        let mut member_of: HashMap<_, u64> = HashMap::new();
-        let mut last = 0;
+        let issued = IncidentId(incidents.next_id().0 - 1);
+        let mut member_of: HashMap<_, IncidentId> = HashMap::new();
+        let mut last = IncidentId(0);
         for inc in incidents.iter() {
             // (a) ids ascend and were given out (gaps where resolved
             // incidents left memory)
@@ -379,7 +381,7 @@ impl Checker {
             }
             if let IncidentState::Merged(into) = inc.state {
                 assert!(
-                    into != inc.id && (1..=issued).contains(&into),
+                    into != inc.id && (IncidentId(1)..=issued).contains(&into),
                     "{what}: incident {} merged into {into}",
                     inc.id
                 );

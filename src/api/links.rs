@@ -21,7 +21,7 @@ use crate::catalogue::Catalogue;
 use crate::clock::wall_now;
 use crate::config::{Criticality, Language};
 use crate::core::{LinkOutcome, NoAnswer};
-use crate::engine::{EngineError, IncidentState, Severity, Ts};
+use crate::engine::{EngineError, IncidentId, IncidentState, Severity, Ts};
 use crate::html::{DOCTYPE, Text};
 use crate::links::{Link, LinkError, check};
 use crate::store::{IncidentRow, Store, StoreError};
@@ -69,7 +69,11 @@ pub(super) async fn follow<S: Store + Clone + 'static>(
     };
     let asked = st
         .core
-        .ack_link(link.id.clone(), link.incident, link.person.clone())
+        .ack_link(
+            link.id.clone(),
+            IncidentId(link.incident),
+            link.person.clone(),
+        )
         .await;
     let outcome = match asked {
         Ok(outcome) => outcome,
@@ -91,7 +95,7 @@ pub(super) async fn follow<S: Store + Clone + 'static>(
         }
         Err(EngineError::UnknownIncident(_)) => view.unknown(link.incident),
         Err(EngineError::Resolved(id)) => {
-            let row = row_for_page(&st.store, id).await;
+            let row = row_for_page(&st.store, id.0).await;
             view.resolved(link.incident, row.as_ref())
         }
     }
@@ -106,7 +110,7 @@ async fn live_row<S: Store>(store: &S, id: u64) -> Result<Option<IncidentRow>, S
             return Ok(row);
         };
         let next = match detail.incident.state {
-            IncidentState::Merged(into) if into != id => Some(into),
+            IncidentState::Merged(into) if into.0 != id => Some(into.0),
             _ => None,
         };
         row = Some(detail.incident);

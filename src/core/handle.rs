@@ -138,7 +138,7 @@ impl CoreHandle {
     pub async fn ack_link(
         &self,
         link: String,
-        incident: u64,
+        incident: IncidentId,
         by: String,
     ) -> Result<Result<LinkOutcome, EngineError>, NoAnswer> {
         self.ask(Some(ANSWER_WITHIN), |reply| Command::AckLink {
@@ -199,7 +199,7 @@ pub enum Command {
     AckLink {
         /// The link's identity (a hash of its token).
         link: String,
-        incident: u64,
+        incident: IncidentId,
         /// The person the link was sent to.
         by: String,
         reply: oneshot::Sender<Result<LinkOutcome, EngineError>>,

@@ -10,7 +10,7 @@ impl<S: Store> Core<S> {
         input: MqttInput,
         batch: &mut Batch,
         done: &mut Vec<Done>,
-        touched: &mut BTreeSet<u64>,
+        touched: &mut BTreeSet<IncidentId>,
     ) {
         match input {
             MqttInput::Message(m) => {
@@ -84,7 +84,7 @@ impl<S: Store> Core<S> {
         report: ProbeReport,
         batch: &mut Batch,
         done: &mut Vec<Done>,
-        touched: &mut BTreeSet<u64>,
+        touched: &mut BTreeSet<IncidentId>,
     ) {
         let received = Instant::now();
         let cat = self.cat.clone();
@@ -133,7 +133,7 @@ impl<S: Store> Core<S> {
         command: Command,
         batch: &mut Batch,
         done: &mut Vec<Done>,
-        touched: &mut BTreeSet<u64>,
+        touched: &mut BTreeSet<IncidentId>,
     ) {
         match command {
             Command::Input {
@@ -229,7 +229,7 @@ impl<S: Store> Core<S> {
                         batch.used_links.push(UsedLink {
                             link,
                             at: now,
-                            incident,
+                            incident: incident.0,
                             person: by,
                         });
                         Ok(LinkOutcome::Acknowledged)
@@ -279,7 +279,7 @@ impl<S: Store> Core<S> {
         source: Source,
         event: Event,
         batch: &mut Batch,
-        touched: &mut BTreeSet<u64>,
+        touched: &mut BTreeSet<IncidentId>,
     ) -> (Result<Receipt, EngineError>, Option<usize>) {
         match self.engine.apply(now, event.clone()) {
             Ok(applied) => {

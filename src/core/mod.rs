@@ -32,7 +32,8 @@ pub use crate::clock::wall_now;
 use crate::collect::mqtt::{Acker, MqttInput};
 use crate::collect::probe::ProbeReport;
 use crate::engine::{
-    AlarmInput, Effect, Engine, EngineError, Event, RejectReason, Snapshot, Source, Ts, intake,
+    AlarmInput, Effect, Engine, EngineError, Event, IncidentId, RejectReason, Snapshot, Source, Ts,
+    intake,
 };
 use crate::metrics::Metrics;
 use crate::store::{
@@ -84,7 +85,7 @@ pub struct Receipt {
     /// Why the engine rejected it, if it did.
     pub rejected: Option<(RejectReason, String)>,
     /// The incident a report opened or joined.
-    pub incident: Option<u64>,
+    pub incident: Option<IncidentId>,
 }
 
 /// What following an acknowledgement link did.
@@ -160,7 +161,7 @@ pub struct Core<S: Store> {
     outbox: Arc<Notify>,
     /// The incident rows and timeline lengths last written, for the
     /// incidents the engine holds.
-    stored: HashMap<u64, (IncidentRow, usize)>,
+    stored: HashMap<IncidentId, (IncidentRow, usize)>,
     /// The daemon's monotonic clock, shared with the notifier.
     clock: Clock,
     /// The engine's time: the latest time it was given.
@@ -284,7 +285,7 @@ impl<S: Store> Core<S> {
     }
 
     /// Runs the timers due by `now` into `batch`.
-    fn advance(&mut self, now: Ts, batch: &mut Batch) -> BTreeSet<u64> {
+    fn advance(&mut self, now: Ts, batch: &mut Batch) -> BTreeSet<IncidentId> {
         let mut touched = BTreeSet::new();
         for (at, effects) in self.engine.run_timers_until(now) {
             self.record(at, &effects, None, batch, &mut touched);

@@ -6,8 +6,13 @@ use super::*;
 
 impl<S: Store> Core<S> {
     /// Adds the incident projection, the watermark and maybe a snapshot.
-    pub(super) fn finish(&mut self, batch: &mut Batch, touched: &BTreeSet<u64>, snapshot: bool) {
-        let mut ids: BTreeSet<u64> = touched.clone();
+    pub(super) fn finish(
+        &mut self,
+        batch: &mut Batch,
+        touched: &BTreeSet<IncidentId>,
+        snapshot: bool,
+    ) {
+        let mut ids: BTreeSet<IncidentId> = touched.clone();
         ids.extend(self.engine.live_incidents());
         for id in ids {
             let Some(inc) = self.engine.incident(id) else {
@@ -23,7 +28,7 @@ impl<S: Store> Core<S> {
                 continue;
             }
             if old_len < len {
-                batch.timeline(id, old_len, inc.timeline[old_len..].to_vec());
+                batch.timeline(id.0, old_len, inc.timeline[old_len..].to_vec());
             }
             batch.incident(row.clone());
             self.stored.insert(id, (row, len));
@@ -83,7 +88,7 @@ impl<S: Store> Core<S> {
         effects: &[Effect],
         raw: Option<&[u8]>,
         batch: &mut Batch,
-        touched: &mut BTreeSet<u64>,
+        touched: &mut BTreeSet<IncidentId>,
     ) {
         for e in effects {
             match e {
@@ -133,7 +138,7 @@ impl<S: Store> Core<S> {
                     expected_s,
                     ..
                 } => {
-                    info!(incident, root = %root, severity = severity.as_str(), expected_s, "incident opened");
+                    info!(incident = incident.0, root = %root, severity = severity.as_str(), expected_s, "incident opened");
                     self.metrics
                         .incidents
                         .with_label_values(&[severity.as_str()])
@@ -146,12 +151,12 @@ impl<S: Store> Core<S> {
                     touched.insert(*incident);
                 }
                 Effect::IncidentMerged { incident, into } => {
-                    info!(incident, into, "incident merged");
+                    info!(incident = incident.0, into = into.0, "incident merged");
                     touched.insert(*incident);
                     touched.insert(*into);
                 }
                 Effect::Acknowledged { incident, by } => {
-                    info!(incident, by = %by, "incident acknowledged");
+                    info!(incident = incident.0, by = %by, "incident acknowledged");
                     if let Some(inc) = self.engine.incident(*incident)
                         && inc.acknowledged_at == Some(at)
                     {
@@ -166,7 +171,7 @@ impl<S: Store> Core<S> {
                     duration_ms,
                 } => {
                     info!(
-                        incident,
+                        incident = incident.0,
                         duration_s = duration_ms / 1000,
                         "incident resolved"
                     );
@@ -181,7 +186,7 @@ impl<S: Store> Core<S> {
                     touched.insert(*incident);
                 }
                 Effect::Notification(n) => {
-                    debug!(incident = n.incident, to = %n.person, channel = %n.channel,
+                    debug!(incident = n.incident.0, to = %n.person, channel = %n.channel,
                         reason = %n.reason, "notification queued");
                     batch.notification(at, n.clone());
                     touched.insert(n.incident);

@@ -62,9 +62,9 @@ impl<S: Store> Core<S> {
         let mqtt_seen = store.meta(META_MQTT_SEEN).await?.is_some();
         // Links used before the engine kept them itself (an older log
         // holds plain acknowledgements) are known from the store.
-        let held: Vec<u64> = engine.incidents().iter().map(|i| i.id).collect();
+        let held: Vec<u64> = engine.incidents().iter().map(|i| i.id.0).collect();
         for (incident, link) in store.used_links_of(&held).await? {
-            engine.remember_used_link(incident, link);
+            engine.remember_used_link(IncidentId(incident), link);
         }
         let clock = Clock::start(last_at);
         info!(

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::incident::{Chain, severity_of};
 use super::text::{self, Facts, TextKind};
 use super::{
-    Basis, Effect, Engine, EngineError, Health, IncidentState, Level, Notification, Out, Reason,
-    Severity, Ts, ids, millis, secs,
+    Basis, Effect, Engine, EngineError, Health, IncidentId, IncidentState, Level, Notification,
+    Out, Reason, Severity, Ts, ids, millis, secs,
 };
 use crate::catalogue::{ChannelId, NodeId, PersonId, PolicyId, RoleId};
 use crate::config::{AlarmKind, Criticality, RecipientRef, StepOn};
@@ -28,7 +28,7 @@ impl Engine {
         }
     }
 
-    fn flush_one(&mut self, now: Ts, id: u64, out: &mut Out) {
+    fn flush_one(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let idx = id;
         if !self.incidents[idx].state.is_live() {
             return;
@@ -126,7 +126,7 @@ impl Engine {
     /// The policies an incident follows: its services', or, while it
     /// affects none, those of the services its root feeds. Once followed,
     /// a policy stays.
-    fn adopt_policies(&mut self, id: u64) {
+    fn adopt_policies(&mut self, id: IncidentId) {
         let idx = id;
         let services = self.context_services(id);
         let inc = &mut self.incidents[idx];
@@ -144,7 +144,7 @@ impl Engine {
     }
 
     /// The services whose owners, contacts and policies an incident uses.
-    fn context_services(&mut self, id: u64) -> Arc<Vec<NodeId>> {
+    fn context_services(&mut self, id: IncidentId) -> Arc<Vec<NodeId>> {
         let inc = &self.incidents[id];
         if !inc.services.is_empty() {
             let mut v: Vec<NodeId> = inc.services.keys().copied().collect();
@@ -179,7 +179,14 @@ impl Engine {
         (secs(self.cat.estimate.default), Basis::Default)
     }
 
-    fn set_estimate(&mut self, now: Ts, id: u64, expected_s: i64, basis: Basis, out: &mut Out) {
+    fn set_estimate(
+        &mut self,
+        now: Ts,
+        id: IncidentId,
+        expected_s: i64,
+        basis: Basis,
+        out: &mut Out,
+    ) {
         let inc = &mut self.incidents[id];
         if inc.expected_s == expected_s && inc.basis == basis {
             return;
@@ -202,7 +209,7 @@ impl Engine {
     /// While mains is down and a generator carries: when the outage is
     /// expected to outlast the fuel, say so and take on everything the
     /// mains feeds.
-    fn check_generator(&mut self, now: Ts, id: u64, out: &mut Out) {
+    fn check_generator(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let idx = id;
         if self.incidents[idx].generator_alerted {
             return;
@@ -251,7 +258,7 @@ impl Engine {
         self.dirty.insert(id);
     }
 
-    fn start_notifying(&mut self, now: Ts, id: u64, out: &mut Out) {
+    fn start_notifying(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let inc = &mut self.incidents[id];
         if inc.notify_from.is_some() {
             return;
@@ -263,7 +270,7 @@ impl Engine {
     }
 
     /// Fires every step whose condition has become true, once each.
-    fn evaluate_steps(&mut self, now: Ts, id: u64, out: &mut Out) {
+    fn evaluate_steps(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let idx = id;
         if self.incidents[idx].notify_from.is_none() || !self.incidents[idx].state.is_live() {
             return;
@@ -293,7 +300,7 @@ impl Engine {
         }
     }
 
-    fn fire_step(&mut self, now: Ts, id: u64, p: PolicyId, i: usize, out: &mut Out) {
+    fn fire_step(&mut self, now: Ts, id: IncidentId, p: PolicyId, i: usize, out: &mut Out) {
         let cat = self.cat.clone();
         let policy = cat.policy(p);
         let step = &policy.steps[i];
@@ -348,7 +355,7 @@ impl Engine {
     fn start_chains(
         &mut self,
         now: Ts,
-        id: u64,
+        id: IncidentId,
         recipients: &[(PersonId, Option<RoleId>)],
         via: &[ChannelId],
         every: Duration,
@@ -376,7 +383,12 @@ impl Engine {
     /// Resolves recipient references to people, in order, each once.
     /// `owner` and `contacts` are those of the services the incident
     /// affects (none while it affects none).
-    fn expand(&self, id: u64, refs: &[RecipientRef], now: Ts) -> Vec<(PersonId, Option<RoleId>)> {
+    fn expand(
+        &self,
+        id: IncidentId,
+        refs: &[RecipientRef],
+        now: Ts,
+    ) -> Vec<(PersonId, Option<RoleId>)> {
         let inc = &self.incidents[id];
         let mut services: Vec<NodeId> = inc.services.keys().copied().collect();
         services.sort_by(|a, b| self.cat.node(*a).id.cmp(&self.cat.node(*b).id));
@@ -462,7 +474,7 @@ impl Engine {
     fn send(
         &mut self,
         now: Ts,
-        id: u64,
+        id: IncidentId,
         recipients: &[(PersonId, Option<RoleId>)],
         via: &[ChannelId],
         reason: Reason,
@@ -504,7 +516,7 @@ impl Engine {
         sent
     }
 
-    fn retell_severity(&mut self, now: Ts, id: u64, out: &mut Out) {
+    fn retell_severity(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let told = self.incidents[id].told.clone();
         if told.is_empty() {
             return;
@@ -518,7 +530,7 @@ impl Engine {
     }
 
     /// Whether status reminders are due for this incident at all.
-    fn status_active(&self, id: u64) -> bool {
+    fn status_active(&self, id: IncidentId) -> bool {
         let inc = &self.incidents[id];
         inc.state.is_live()
             && inc.notify_from.is_some()
@@ -528,7 +540,7 @@ impl Engine {
 
     /// Schedules the first status reminder of each policy that has them,
     /// or cancels them while they are not due.
-    fn arm_status(&mut self, _now: Ts, id: u64) {
+    fn arm_status(&mut self, _now: Ts, id: IncidentId) {
         let active = self.status_active(id);
         let cat = self.cat.clone();
         let inc = &mut self.incidents[id];
@@ -552,7 +564,7 @@ impl Engine {
         }
     }
 
-    fn send_status(&mut self, now: Ts, id: u64, p: PolicyId, out: &mut Out) {
+    fn send_status(&mut self, now: Ts, id: IncidentId, p: PolicyId, out: &mut Out) {
         let cat = self.cat.clone();
         let policy = cat.policy(p);
         let recipients = self.expand(id, &policy.status_to, now);
@@ -574,7 +586,7 @@ impl Engine {
     }
 
     /// Runs whatever of an incident's timers is due at `now`.
-    pub(super) fn on_incident_due(&mut self, now: Ts, id: u64, out: &mut Out) {
+    pub(super) fn on_incident_due(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let idx = id;
         if !self.incidents[idx].state.is_live() {
             return;
@@ -623,7 +635,7 @@ impl Engine {
         self.update_wake(id);
     }
 
-    fn run_chains(&mut self, now: Ts, id: u64, out: &mut Out) {
+    fn run_chains(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let idx = id;
         let mut k = 0;
         while k < self.incidents[idx].chains.len() {
@@ -656,7 +668,7 @@ impl Engine {
     }
 
     /// Keeps the incident's entry in the wake-up queue at its next due time.
-    pub(super) fn update_wake(&mut self, id: u64) {
+    pub(super) fn update_wake(&mut self, id: IncidentId) {
         let inc = &self.incidents[id];
         let mut next: Option<Ts> = None;
         let mut consider = |t: Ts| next = Some(next.map_or(t, |n| n.min(t)));
@@ -706,7 +718,7 @@ impl Engine {
 
     /// On resolve: the `resolved` steps, then recovery notifications to
     /// every affected service's `recovery_notify`, except those just told.
-    pub(super) fn notify_resolved(&mut self, now: Ts, id: u64, out: &mut Out) {
+    pub(super) fn notify_resolved(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let idx = id;
         if self.incidents[idx].notify_from.is_none() {
             return;
@@ -750,7 +762,7 @@ impl Engine {
     pub(super) fn on_ack(
         &mut self,
         now: Ts,
-        id: u64,
+        id: IncidentId,
         by: String,
         note: Option<String>,
         out: &mut Out,
@@ -777,7 +789,7 @@ impl Engine {
     pub(super) fn on_eta(
         &mut self,
         now: Ts,
-        id: u64,
+        id: IncidentId,
         expected: Duration,
         by: Option<String>,
         out: &mut Out,
@@ -802,7 +814,7 @@ impl Engine {
     pub(super) fn on_note(
         &mut self,
         now: Ts,
-        id: u64,
+        id: IncidentId,
         by: String,
         text: String,
         decision: bool,
@@ -816,7 +828,7 @@ impl Engine {
     pub(super) fn on_level(
         &mut self,
         now: Ts,
-        id: u64,
+        id: IncidentId,
         level: Level,
         by: String,
         out: &mut Out,
@@ -859,7 +871,7 @@ impl Engine {
         Ok(())
     }
 
-    fn summon_crisis_staff(&mut self, now: Ts, id: u64, out: &mut Out) {
+    fn summon_crisis_staff(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let cat = self.cat.clone();
         let recipients = self.expand(id, &cat.crisis_staff, now);
         let text = self.text(now, id, TextKind::Crisis);
@@ -902,7 +914,7 @@ impl Engine {
             .map(|m| m.name.clone())
     }
 
-    fn text(&self, now: Ts, id: u64, kind: TextKind) -> String {
+    fn text(&self, now: Ts, id: IncidentId, kind: TextKind) -> String {
         let inc = &self.incidents[id];
         let cat = &self.cat;
         let mut services: Vec<NodeId> = inc.services.keys().copied().collect();

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{Engine, Health, intake};
+use super::{Engine, Health, IncidentId, intake};
 use crate::catalogue::{Catalogue, NodeId};
 
 /// The health of every node (component or service), by node index: its
@@ -155,7 +155,7 @@ impl Engine {
     /// Open incidents that a change at `sources` may concern: those with a
     /// member among the sources or downstream of them through troubled
     /// nodes. Sorted by id.
-    pub(super) fn incidents_near(&self, sources: &[NodeId]) -> Vec<u64> {
+    pub(super) fn incidents_near(&self, sources: &[NodeId]) -> Vec<IncidentId> {
         let mut seen = std::collections::HashSet::new();
         let mut stack: Vec<NodeId> = Vec::new();
         for &s in sources {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use super::{Effect, Engine, Health, Out, Severity, Ts};
+use super::{Effect, Engine, Health, IncidentId, Out, Severity, Ts};
 use crate::catalogue::{ChannelId, NodeId, PersonId, PolicyId, RoleId};
 use crate::config::{AlarmKind, Criticality};
 
@@ -15,7 +15,7 @@ pub enum IncidentState {
     Acknowledged,
     Resolved,
     /// Absorbed by the incident with this id.
-    Merged(u64),
+    Merged(IncidentId),
 }
 
 impl IncidentState {
@@ -40,13 +40,13 @@ impl IncidentState {
 /// an incident that is over.
 #[derive(Debug, Clone, Default)]
 pub struct Incidents {
-    by_id: BTreeMap<u64, Incident>,
+    by_id: BTreeMap<IncidentId, Incident>,
     /// The id the next incident gets.
     next: u64,
 }
 
 impl Incidents {
-    pub fn get(&self, id: u64) -> Option<&Incident> {
+    pub fn get(&self, id: IncidentId) -> Option<&Incident> {
         self.by_id.get(&id)
     }
     pub fn iter(&self) -> impl Iterator<Item = &Incident> {
@@ -59,44 +59,44 @@ impl Incidents {
         self.by_id.is_empty()
     }
     /// The id the next incident will get (1 for the first).
-    pub fn next_id(&self) -> u64 {
-        self.next.max(1)
+    pub fn next_id(&self) -> IncidentId {
+        IncidentId(self.next.max(1))
     }
     /// Whether `id` was ever given out (it may no longer be held).
-    pub fn was_issued(&self, id: u64) -> bool {
-        id >= 1 && id < self.next_id()
+    pub fn was_issued(&self, id: IncidentId) -> bool {
+        id.0 >= 1 && id < self.next_id()
     }
     pub(super) fn insert(&mut self, inc: Incident) {
-        self.next = self.next_id().max(inc.id.saturating_add(1));
+        self.next = self.next.max(1).max(inc.id.0.saturating_add(1));
         self.by_id.insert(inc.id, inc);
     }
-    pub(super) fn set_next(&mut self, next: u64) {
-        self.next = self.next_id().max(next);
+    pub(super) fn set_next(&mut self, next: IncidentId) {
+        self.next = self.next.max(1).max(next.0);
     }
-    pub(super) fn remove(&mut self, id: u64) -> Option<Incident> {
+    pub(super) fn remove(&mut self, id: IncidentId) -> Option<Incident> {
         self.by_id.remove(&id)
     }
 }
 
 impl<'a> IntoIterator for &'a Incidents {
     type Item = &'a Incident;
-    type IntoIter = std::collections::btree_map::Values<'a, u64, Incident>;
+    type IntoIter = std::collections::btree_map::Values<'a, IncidentId, Incident>;
     fn into_iter(self) -> Self::IntoIter {
         self.by_id.values()
     }
 }
 
-impl std::ops::Index<u64> for Incidents {
+impl std::ops::Index<IncidentId> for Incidents {
     type Output = Incident;
     /// Only for ids the engine knows it holds (live incidents and those
     /// it is working on); outside ids go through [`Incidents::get`].
-    fn index(&self, id: u64) -> &Incident {
+    fn index(&self, id: IncidentId) -> &Incident {
         &self.by_id[&id]
     }
 }
 
-impl std::ops::IndexMut<u64> for Incidents {
-    fn index_mut(&mut self, id: u64) -> &mut Incident {
+impl std::ops::IndexMut<IncidentId> for Incidents {
+    fn index_mut(&mut self, id: IncidentId) -> &mut Incident {
         self.by_id
             .get_mut(&id)
             .expect("the engine holds every incident it works on")
@@ -194,7 +194,7 @@ impl Chain {
 /// being escalated.
 #[derive(Debug, Clone)]
 pub struct Incident {
-    pub id: u64,
+    pub id: IncidentId,
     pub opened: Ts,
     pub root: NodeId,
     /// Nodes whose trouble belongs to this incident, in joining order.
@@ -322,7 +322,7 @@ impl Engine {
 
     /// Resolves an incident whose members are all well, or moves its root
     /// to the most upstream trouble.
-    pub(super) fn normalise(&mut self, now: Ts, id: u64, out: &mut Out) {
+    pub(super) fn normalise(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let inc = &self.incidents[id];
         if !inc.state.is_live() {
             return;
@@ -348,7 +348,7 @@ impl Engine {
         }
     }
 
-    fn open_incident(&mut self, now: Ts, root: NodeId, out: &mut Out) -> u64 {
+    fn open_incident(&mut self, now: Ts, root: NodeId, out: &mut Out) -> IncidentId {
         let id = self.incidents.next_id();
         self.incidents.insert(Incident {
             id,
@@ -392,7 +392,7 @@ impl Engine {
 
     /// Adds `node` to incident `id`; a node of another open incident
     /// brings that incident along (the older absorbs the younger).
-    fn add_member(&mut self, now: Ts, id: u64, node: NodeId, out: &mut Out) {
+    fn add_member(&mut self, now: Ts, id: IncidentId, node: NodeId, out: &mut Out) {
         match self.member_of.get(&node).copied() {
             Some(other) if other == id => {}
             Some(other) => {
@@ -406,7 +406,7 @@ impl Engine {
         }
     }
 
-    fn set_root(&mut self, now: Ts, id: u64, root: NodeId, out: &mut Out) {
+    fn set_root(&mut self, now: Ts, id: IncidentId, root: NodeId, out: &mut Out) {
         let old = self.incidents[id].root;
         if self.root_of_incident.get(&old) == Some(&id) {
             self.root_of_incident.remove(&old);
@@ -431,7 +431,7 @@ impl Engine {
 
     /// The older of two open incidents absorbs the younger; returns the
     /// survivor.
-    fn merge(&mut self, now: Ts, a: u64, b: u64, out: &mut Out) -> u64 {
+    fn merge(&mut self, now: Ts, a: IncidentId, b: IncidentId, out: &mut Out) -> IncidentId {
         let (keep, gone) = (a.min(b), a.max(b));
         let absorbed = std::mem::take(&mut self.incidents[gone].members);
         let services = std::mem::take(&mut self.incidents[gone].services);
@@ -502,7 +502,7 @@ impl Engine {
 
     /// Resolves an incident: by a person (`by`), or because all its
     /// members are well again.
-    pub(super) fn resolve(&mut self, now: Ts, id: u64, by: Option<String>, out: &mut Out) {
+    pub(super) fn resolve(&mut self, now: Ts, id: IncidentId, by: Option<String>, out: &mut Out) {
         let members = {
             let inc = &mut self.incidents[id];
             inc.state = IncidentState::Resolved;

@@ -31,6 +31,20 @@ pub use incident::{Basis, Incident, IncidentState, Incidents, Level, TimelineEnt
 pub use intake::{ProbeResult, parse_payload};
 pub use snapshot::Snapshot;
 
+/// An incident's number: 1 for the first, counting up for ever (numbers of
+/// incidents that left memory stay taken).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct IncidentId(pub u64);
+
+impl fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A point in time: milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ts(pub i64);
@@ -252,7 +266,7 @@ pub enum Event {
     Probe { id: String, result: ProbeResult },
     /// A person acknowledges an incident.
     Ack {
-        incident: u64,
+        incident: IncidentId,
         by: String,
         note: Option<String>,
     },
@@ -260,7 +274,7 @@ pub enum Event {
     /// sent to them: once per link; a link used before is
     /// [`EngineError::LinkUsed`].
     AckLink {
-        incident: u64,
+        incident: IncidentId,
         by: String,
         /// The link's identity (a hash of its token).
         link: String,
@@ -274,26 +288,26 @@ pub enum Event {
     },
     /// A person or vendor gives the expected duration, counted from opening.
     Eta {
-        incident: u64,
+        incident: IncidentId,
         expected: Duration,
         by: Option<String>,
     },
     /// A log entry on the incident's timeline.
     Note {
-        incident: u64,
+        incident: IncidentId,
         by: String,
         text: String,
         decision: bool,
     },
     /// A person changes the level.
     SetLevel {
-        incident: u64,
+        incident: IncidentId,
         level: Level,
         by: String,
     },
     /// A person resolves the incident.
     Resolve {
-        incident: u64,
+        incident: IncidentId,
         by: String,
         note: Option<String>,
     },
@@ -303,11 +317,11 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     #[error("no incident {0}")]
-    UnknownIncident(u64),
+    UnknownIncident(IncidentId),
     #[error("incident {0} is resolved")]
-    Resolved(u64),
+    Resolved(IncidentId),
     #[error("this link was used before on incident {0}")]
-    LinkUsed(u64),
+    LinkUsed(IncidentId),
 }
 
 /// A report's ETA as the engine takes it: `expected` counts from the
@@ -381,7 +395,7 @@ impl fmt::Display for Reason {
 /// A notification the engine decided to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
-    pub incident: u64,
+    pub incident: IncidentId,
     pub to: PersonId,
     /// The person's id, for output.
     pub person: String,
@@ -416,39 +430,39 @@ pub enum Effect {
         detail: String,
     },
     IncidentOpened {
-        incident: u64,
+        incident: IncidentId,
         root: String,
         services: Vec<String>,
         severity: Severity,
         expected_s: i64,
     },
     IncidentUpdated {
-        incident: u64,
+        incident: IncidentId,
         root: String,
         services: Vec<String>,
         severity: Severity,
     },
     IncidentMerged {
-        incident: u64,
-        into: u64,
+        incident: IncidentId,
+        into: IncidentId,
     },
     Estimate {
-        incident: u64,
+        incident: IncidentId,
         expected_s: i64,
         basis: Basis,
     },
     Notification(Notification),
     Acknowledged {
-        incident: u64,
+        incident: IncidentId,
         by: String,
     },
     Level {
-        incident: u64,
+        incident: IncidentId,
         level: Level,
         meeting_place: Option<String>,
     },
     IncidentResolved {
-        incident: u64,
+        incident: IncidentId,
         duration_ms: i64,
     },
 }
@@ -472,7 +486,7 @@ struct Out {
     estimates: Vec<Effect>,
     notifications: Vec<Effect>,
     /// (incident, person, channel, reason) already notified in this cause.
-    sent: std::collections::HashSet<(u64, PersonId, String, Reason)>,
+    sent: std::collections::HashSet<(IncidentId, PersonId, String, Reason)>,
 }
 
 impl Out {
@@ -525,13 +539,13 @@ pub struct Engine {
     heartbeat_timers: BTreeSet<(Ts, String)>,
     incidents: Incidents,
     /// Open incident of each member node.
-    member_of: HashMap<NodeId, u64>,
+    member_of: HashMap<NodeId, IncidentId>,
     /// Open incident of each root.
-    root_of_incident: HashMap<NodeId, u64>,
+    root_of_incident: HashMap<NodeId, IncidentId>,
     /// When each open incident next needs the clock.
-    wakes: BTreeSet<(Ts, u64)>,
+    wakes: BTreeSet<(Ts, IncidentId)>,
     /// Incidents the current cause touched, to report and escalate.
-    dirty: BTreeSet<u64>,
+    dirty: BTreeSet<IncidentId>,
     /// Resolved durations in seconds, by root, oldest first; at most
     /// [`HISTORY_PER_ROOT`] each.
     history: HashMap<NodeId, std::collections::VecDeque<i64>>,
@@ -545,7 +559,7 @@ pub struct Engine {
     clock: Option<Ts>,
     /// Live incidents to bring in line with an edited config, at the
     /// first tick at or after `reconcile_at` (see `snapshot`).
-    reconcile: Vec<u64>,
+    reconcile: Vec<IncidentId>,
     reconcile_at: Option<Ts>,
 }
 
@@ -598,14 +612,14 @@ impl Engine {
         &self.incidents
     }
 
-    pub fn incident(&self, id: u64) -> Option<&Incident> {
+    pub fn incident(&self, id: IncidentId) -> Option<&Incident> {
         self.incidents.get(id)
     }
 
     /// Notes that an acknowledgement link naming incident `id` was used
     /// (from a store written before the engine kept them): a live incident,
     /// or the one it was merged into, refuses it from now on.
-    pub fn remember_used_link(&mut self, id: u64, link: String) {
+    pub fn remember_used_link(&mut self, id: IncidentId, link: String) {
         if let Ok(live) = self.live_incident(id) {
             self.incidents[live].used_links.insert(link);
         }
@@ -616,8 +630,8 @@ impl Engine {
     /// their final state is stored: from then on they live in the store
     /// only, and acting on one is [`EngineError::Resolved`]. The
     /// estimates keep their durations (as numbers, per root).
-    pub fn forget_resolved(&mut self) -> Vec<u64> {
-        let over: Vec<u64> = self
+    pub fn forget_resolved(&mut self) -> Vec<IncidentId> {
+        let over: Vec<IncidentId> = self
             .incidents
             .iter()
             .filter(|i| match i.state {
@@ -647,12 +661,12 @@ impl Engine {
     }
 
     /// The open incident `node` belongs to, if any.
-    pub fn incident_of(&self, node: NodeId) -> Option<u64> {
+    pub fn incident_of(&self, node: NodeId) -> Option<IncidentId> {
         self.member_of.get(&node).copied()
     }
 
     /// Ids of the open and acknowledged incidents, ascending.
-    pub fn live_incidents(&self) -> Vec<u64> {
+    pub fn live_incidents(&self) -> Vec<IncidentId> {
         // What the engine holds is bounded by what is open.
         self.incidents
             .iter()
@@ -1114,7 +1128,7 @@ impl Engine {
 
     /// The open (or acknowledged) incident `id` stands for: a merged
     /// incident stands for the one that absorbed it.
-    fn live_incident(&self, id: u64) -> Result<u64, EngineError> {
+    fn live_incident(&self, id: IncidentId) -> Result<IncidentId, EngineError> {
         let mut id = id;
         // A merge chain is never longer than the number of incidents held.
         for _ in 0..=self.incidents.len() {

@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 use super::incident::Chain;
 use super::intake::{self, GeneratorReading};
 use super::{
-    AlarmSeverity, Basis, Effect, Engine, Firing, Health, Heartbeat, Incident, IncidentState,
-    Level, Out, ProbeState, Severity, Source, TimelineEntry, Ts, probe_count_cap,
+    AlarmSeverity, Basis, Effect, Engine, Firing, Health, Heartbeat, Incident, IncidentId,
+    IncidentState, Level, Out, ProbeState, Severity, Source, TimelineEntry, Ts, probe_count_cap,
 };
 use crate::catalogue::{Catalogue, ChannelId, NodeId, PersonId, PolicyId, RoleId};
 use crate::config::AlarmKind;
@@ -71,7 +71,7 @@ pub struct Snapshot {
     /// The id the next incident gets: resolved incidents are no longer in
     /// `incidents`, but their numbers stay taken.
     #[serde(default)]
-    next_incident: u64,
+    next_incident: IncidentId,
 }
 
 /// The firing alarms of one node, in the order they began.
@@ -126,7 +126,7 @@ struct HistorySnap {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct IncidentSnap {
-    id: u64,
+    id: IncidentId,
     opened: Ts,
     root: String,
     members: Vec<String>,
@@ -173,7 +173,7 @@ enum StateSnap {
     Open,
     Acknowledged,
     Resolved,
-    Merged { into: u64 },
+    Merged { into: IncidentId },
 }
 
 /// A policy step: its policy, its `on` text, and which of the policy's
@@ -395,7 +395,7 @@ impl Engine {
 
     /// Resolves, without notifying anyone, a live incident none of whose
     /// components are in the config any more.
-    fn retire(&mut self, now: Ts, id: u64, out: &mut Out) {
+    fn retire(&mut self, now: Ts, id: IncidentId, out: &mut Out) {
         let inc = &mut self.incidents[id];
         inc.state = IncidentState::Resolved;
         inc.resolved_at = Some(now);
@@ -760,7 +760,7 @@ impl Restore {
             return;
         }
         for s in &snap.incidents {
-            if s.id == 0 || e.incidents.get(s.id).is_some() {
+            if s.id.0 == 0 || e.incidents.get(s.id).is_some() {
                 self.warn(format!(
                     "snapshot incident {} is not a new number: dropped",
                     s.id
@@ -794,7 +794,7 @@ impl Restore {
         }
     }
 
-    fn incident(&mut self, id: u64, s: &IncidentSnap) -> Incident {
+    fn incident(&mut self, id: IncidentId, s: &IncidentSnap) -> Incident {
         let cat = self.cat.clone();
         let of = |what: &str| format!("dropped from incident {id}'s {what}");
         let mut members = Vec::new();
@@ -826,7 +826,7 @@ impl Restore {
             StateSnap::Resolved => IncidentState::Resolved,
             // The older incident absorbs the younger: anything else is not
             // from this engine, and would loop.
-            StateSnap::Merged { into } if into >= 1 && into < id => IncidentState::Merged(into),
+            StateSnap::Merged { into } if into.0 >= 1 && into < id => IncidentState::Merged(into),
             StateSnap::Merged { into } => {
                 self.warn(format!(
                     "incident {id} merged into incident {into}, which cannot be: taken as resolved"

@@ -177,6 +177,11 @@ pub(super) fn engine() -> Engine {
     Engine::new(Arc::new(Catalogue::build(&loaded.config).unwrap()))
 }
 
+/// Incident ids from their numbers.
+pub(super) fn ids(n: &[u64]) -> Vec<IncidentId> {
+    n.iter().copied().map(IncidentId).collect()
+}
+
 pub(super) fn at(secs: i64) -> Ts {
     Ts(T0 + secs * 1000)
 }
@@ -309,26 +314,29 @@ fn an_upstream_alarm_becomes_the_root_and_the_older_incident_absorbs_the_younger
     assert_eq!(e.incidents().len(), 2);
     let effects = fire(&mut e, 2, "room", AlarmKind::Environment);
     assert!(effects.contains(&Effect::IncidentMerged {
-        incident: 2,
-        into: 1
+        incident: IncidentId(2),
+        into: IncidentId(1)
     }));
-    let one = e.incident(1).unwrap();
+    let one = e.incident(IncidentId(1)).unwrap();
     assert_eq!(e.catalogue().node(one.root).id, "room");
-    assert_eq!(e.incident(2).unwrap().state, IncidentState::Merged(1));
+    assert_eq!(
+        e.incident(IncidentId(2)).unwrap().state,
+        IncidentState::Merged(IncidentId(1))
+    );
     assert_eq!(e.incidents().len(), 2, "no third incident");
     // Acting on the absorbed incident acts on the one that absorbed it.
     let acked = e
         .handle(
             at(3),
             Event::Ack {
-                incident: 2,
+                incident: IncidentId(2),
                 by: "p-lead".into(),
                 note: None,
             },
         )
         .unwrap();
     assert!(acked.contains(&Effect::Acknowledged {
-        incident: 1,
+        incident: IncidentId(1),
         by: "p-lead".into()
     }));
 }
@@ -343,10 +351,13 @@ fn when_the_root_clears_the_most_upstream_member_still_down_takes_over() {
         x,
         Effect::IncidentUpdated { root, .. } if root == "srv-a"
     )));
-    assert_eq!(e.incident(1).unwrap().state, IncidentState::Open);
+    assert_eq!(
+        e.incident(IncidentId(1)).unwrap().state,
+        IncidentState::Open
+    );
     let effects = clear(&mut e, 120, "srv-a", AlarmKind::Server);
     assert!(effects.contains(&Effect::IncidentResolved {
-        incident: 1,
+        incident: IncidentId(1),
         duration_ms: 120_000
     }));
 }
@@ -356,13 +367,13 @@ fn severity_follows_the_criticality_of_what_is_down() {
     let mut e = engine();
     fire(&mut e, 0, "srv-b", AlarmKind::Server);
     assert_eq!(
-        e.incident(1).unwrap().severity,
+        e.incident(IncidentId(1)).unwrap().severity,
         Severity::Major,
         "important down"
     );
     fire(&mut e, 1, "o365", AlarmKind::Generic);
     assert_eq!(
-        e.incident(2).unwrap().severity,
+        e.incident(IncidentId(2)).unwrap().severity,
         Severity::Critical,
         "critical down"
     );
@@ -397,12 +408,12 @@ fn settle_holds_notifications_but_fire_and_life_services_do_not_wait() {
 fn estimates_come_from_kind_default_history_and_people() {
     let mut e = engine();
     fire(&mut e, 0, "mains", AlarmKind::Power);
-    let one = e.incident(1).unwrap();
+    let one = e.incident(IncidentId(1)).unwrap();
     assert_eq!((one.expected_s, one.basis), (45 * 60, Basis::Kind));
 
     let mut e = engine();
     fire(&mut e, 0, "srv-b", AlarmKind::Server);
-    let one = e.incident(1).unwrap();
+    let one = e.incident(IncidentId(1)).unwrap();
     assert_eq!((one.expected_s, one.basis), (20 * 60, Basis::Default));
 
     let mut e = engine();
@@ -412,7 +423,7 @@ fn estimates_come_from_kind_default_history_and_people() {
     }
     fire(&mut e, 0, "srv-b", AlarmKind::Server);
     // Sorted 10 20 30 40; q = 0.5, n = 4: index ⌈2⌉ − 1 = 1 → 20 minutes.
-    let one = e.incident(1).unwrap();
+    let one = e.incident(IncidentId(1)).unwrap();
     assert_eq!((one.expected_s, one.basis), (20 * 60, Basis::History));
 
     run_to(&mut e, 60);
@@ -420,14 +431,14 @@ fn estimates_come_from_kind_default_history_and_people() {
         .handle(
             at(60),
             Event::Eta {
-                incident: 1,
+                incident: IncidentId(1),
                 expected: Duration::from_secs(7200),
                 by: None,
             },
         )
         .unwrap();
     assert!(effects.contains(&Effect::Estimate {
-        incident: 1,
+        incident: IncidentId(1),
         expected_s: 7200,
         basis: Basis::Manual
     }));
@@ -443,7 +454,7 @@ fn an_outlived_estimate_is_extended_and_each_step_fires_once() {
     assert!(effects.iter().any(|(t, x)| *t == 1200
         && *x
             == Effect::Estimate {
-                incident: 1,
+                incident: IncidentId(1),
                 expected_s: 1200 + 1800,
                 basis: Basis::Extended
             }));
@@ -479,7 +490,7 @@ fn deputies_follow_after_deputy_after_until_someone_acknowledges() {
     e.handle(
         at(300),
         Event::Ack {
-            incident: 1,
+            incident: IncidentId(1),
             by: "p-lead".into(),
             note: None,
         },
@@ -519,7 +530,7 @@ fn a_channel_whose_service_is_down_falls_back() {
     fire(&mut e, 0, "o365", AlarmKind::Generic);
     let mut effects = run_to(&mut e, 60);
     let eta = Event::Eta {
-        incident: 1,
+        incident: IncidentId(1),
         expected: Duration::from_secs(7200),
         by: None,
     };
@@ -550,7 +561,7 @@ fn status_reminders_repeat_until_a_manual_eta_and_resume_when_it_is_outlived() {
     e.handle(
         at(65 * 60),
         Event::Eta {
-            incident: 1,
+            incident: IncidentId(1),
             expected: Duration::from_secs(2 * 3600),
             by: None,
         },
@@ -592,7 +603,7 @@ fn the_crisis_meets_where_no_fire_or_power_incident_is_open() {
         .handle(
             at(60),
             Event::SetLevel {
-                incident: 1,
+                incident: IncidentId(1),
                 level: Level::Crisis,
                 by: "p-chief".into(),
             },
@@ -601,7 +612,7 @@ fn the_crisis_meets_where_no_fire_or_power_incident_is_open() {
     assert_eq!(
         effects[0],
         Effect::Level {
-            incident: 1,
+            incident: IncidentId(1),
             level: Level::Crisis,
             meeting_place: Some("Annex".into())
         }
@@ -622,15 +633,15 @@ fn a_generator_that_will_run_dry_takes_on_what_the_mains_feeds() {
     };
     e.handle(at(0), reading(50)).unwrap();
     fire(&mut e, 0, "mains", AlarmKind::Power);
-    assert!(e.incident(1).unwrap().services.is_empty());
+    assert!(e.incident(IncidentId(1)).unwrap().services.is_empty());
     // 1 % of a 10 h tank is 6 minutes: less than the 45-minute outage.
     let effects = e.handle(at(60), reading(1)).unwrap();
     assert!(effects.contains(&Effect::Estimate {
-        incident: 1,
+        incident: IncidentId(1),
         expected_s: 2700,
         basis: Basis::Generator
     }));
-    let one = e.incident(1).unwrap();
+    let one = e.incident(IncidentId(1)).unwrap();
     assert_eq!(one.services.len(), 2, "alarms and web hang off the mains");
     assert_eq!(one.severity, Severity::Critical);
     assert_eq!(one.fuel_out, Some(at(60 + 360)));
@@ -721,12 +732,12 @@ fn bad_mqtt_input_is_rejected_with_its_reason() {
         e.handle(
             at(1),
             Event::Ack {
-                incident: 9,
+                incident: IncidentId(9),
                 by: "x".into(),
                 note: None
             }
         ),
-        Err(EngineError::UnknownIncident(9))
+        Err(EngineError::UnknownIncident(IncidentId(9)))
     );
 }
 
@@ -737,7 +748,7 @@ fn a_manually_resolved_incident_stays_closed_until_a_new_alarm_transition() {
     e.handle(
         at(60),
         Event::Resolve {
-            incident: 1,
+            incident: IncidentId(1),
             by: "p-lead".into(),
             note: None,
         },
@@ -747,12 +758,12 @@ fn a_manually_resolved_incident_stays_closed_until_a_new_alarm_transition() {
         e.handle(
             at(61),
             Event::Ack {
-                incident: 1,
+                incident: IncidentId(1),
                 by: "p-lead".into(),
                 note: None
             }
         ),
-        Err(EngineError::Resolved(1))
+        Err(EngineError::Resolved(IncidentId(1)))
     );
     assert!(
         fire(&mut e, 70, "srv-b", AlarmKind::Server).is_empty(),
@@ -974,7 +985,7 @@ fn actions_on_incidents_are_changes_and_refusals_are_errors() {
     let mut e = engine();
     fire(&mut e, 0, "srv-b", AlarmKind::Server);
     let ack = Event::Ack {
-        incident: 1,
+        incident: IncidentId(1),
         by: "p-lead".into(),
         note: None,
     };
@@ -984,7 +995,7 @@ fn actions_on_incidents_are_changes_and_refusals_are_errors() {
         &mut e,
         22,
         Event::Note {
-            incident: 1,
+            incident: IncidentId(1),
             by: "p-lead".into(),
             text: "looking".into(),
             decision: false,
@@ -994,7 +1005,7 @@ fn actions_on_incidents_are_changes_and_refusals_are_errors() {
         &mut e,
         23,
         Event::Eta {
-            incident: 1,
+            incident: IncidentId(1),
             expected: Duration::from_secs(3600),
             by: None,
         }
@@ -1004,7 +1015,7 @@ fn actions_on_incidents_are_changes_and_refusals_are_errors() {
             &mut e,
             24,
             Event::SetLevel {
-                incident: 1,
+                incident: IncidentId(1),
                 level: Level::Department,
                 by: "p-lead".into(),
             }
@@ -1015,7 +1026,7 @@ fn actions_on_incidents_are_changes_and_refusals_are_errors() {
         &mut e,
         25,
         Event::Resolve {
-            incident: 1,
+            incident: IncidentId(1),
             by: "p-lead".into(),
             note: None,
         }
@@ -1025,24 +1036,24 @@ fn actions_on_incidents_are_changes_and_refusals_are_errors() {
         e.apply(
             at(26),
             Event::Note {
-                incident: 1,
+                incident: IncidentId(1),
                 by: "x".into(),
                 text: "late".into(),
                 decision: false,
             }
         ),
-        Err(EngineError::Resolved(1))
+        Err(EngineError::Resolved(IncidentId(1)))
     );
     assert_eq!(
         e.apply(
             at(27),
             Event::Ack {
-                incident: 7,
+                incident: IncidentId(7),
                 by: "x".into(),
                 note: None,
             }
         ),
-        Err(EngineError::UnknownIncident(7))
+        Err(EngineError::UnknownIncident(IncidentId(7)))
     );
     assert_eq!(e.snapshot(), before, "a refusal changes nothing");
 }
@@ -1158,25 +1169,25 @@ fn live_incidents_are_the_open_and_acknowledged_ones() {
     fire(&mut e, 0, "srv-b", AlarmKind::Server);
     fire(&mut e, 1, "o365", AlarmKind::Application);
     fire(&mut e, 2, "srv-a", AlarmKind::Server);
-    assert_eq!(e.live_incidents(), [1, 2, 3]);
+    assert_eq!(e.live_incidents(), ids(&[1, 2, 3]));
     e.handle(
         at(3),
         Event::Ack {
-            incident: 2,
+            incident: IncidentId(2),
             by: "p-lead".into(),
             note: None,
         },
     )
     .unwrap();
     clear(&mut e, 4, "srv-b", AlarmKind::Server);
-    assert_eq!(e.live_incidents(), [2, 3]);
+    assert_eq!(e.live_incidents(), ids(&[2, 3]));
     // The room takes in both servers' incidents: the older absorbs the younger.
     fire(&mut e, 5, "srv-b", AlarmKind::Server);
     fire(&mut e, 6, "room", AlarmKind::Environment);
-    assert_eq!(e.live_incidents(), [2, 3]);
+    assert_eq!(e.live_incidents(), ids(&[2, 3]));
     assert!(matches!(
-        e.incident(4).unwrap().state,
-        IncidentState::Merged(3)
+        e.incident(IncidentId(4)).unwrap().state,
+        IncidentState::Merged(IncidentId(3))
     ));
 }
 
@@ -1197,7 +1208,7 @@ fn timers_run_at_their_own_times_and_never_before_the_latest_input() {
     e.handle(
         at(200),
         Event::Eta {
-            incident: 1,
+            incident: IncidentId(1),
             expected: Duration::ZERO,
             by: None,
         },
@@ -1232,21 +1243,30 @@ fn resolved_incidents_leave_memory_and_keep_their_numbers() {
     }
     fire(&mut e, 400, "o365", AlarmKind::Application);
     assert_eq!(e.incidents().len(), 4, "held until forgotten");
-    assert_eq!(e.forget_resolved(), [1, 2, 3]);
-    assert_eq!(e.incidents().iter().map(|i| i.id).collect::<Vec<_>>(), [4]);
+    assert_eq!(e.forget_resolved(), ids(&[1, 2, 3]));
+    assert_eq!(
+        e.incidents().iter().map(|i| i.id).collect::<Vec<_>>(),
+        ids(&[4])
+    );
     // An incident that is gone is over: acting on it is refused as such.
     let ack = Event::Ack {
-        incident: 2,
+        incident: IncidentId(2),
         by: "p-lead".into(),
         note: None,
     };
-    assert_eq!(e.handle(at(401), ack), Err(EngineError::Resolved(2)));
+    assert_eq!(
+        e.handle(at(401), ack),
+        Err(EngineError::Resolved(IncidentId(2)))
+    );
     let ack = Event::Ack {
-        incident: 9,
+        incident: IncidentId(9),
         by: "p-lead".into(),
         note: None,
     };
-    assert_eq!(e.handle(at(401), ack), Err(EngineError::UnknownIncident(9)));
+    assert_eq!(
+        e.handle(at(401), ack),
+        Err(EngineError::UnknownIncident(IncidentId(9)))
+    );
     // The history estimate still knows the three outages of srv-b.
     assert_eq!(
         e.history
@@ -1261,9 +1281,13 @@ fn resolved_incidents_leave_memory_and_keep_their_numbers() {
     assert_eq!(r.incidents().len(), 1);
     let opened = fire(&mut r, 500, "srv-a", AlarmKind::Server);
     assert!(
-        opened
-            .iter()
-            .any(|x| matches!(x, Effect::IncidentOpened { incident: 5, .. })),
+        opened.iter().any(|x| matches!(
+            x,
+            Effect::IncidentOpened {
+                incident: IncidentId(5),
+                ..
+            }
+        )),
         "{opened:?}"
     );
 }
@@ -1275,8 +1299,8 @@ fn a_merged_incident_leaves_memory_with_the_one_that_absorbed_it() {
     fire(&mut e, 1, "srv-b", AlarmKind::Server);
     fire(&mut e, 2, "room", AlarmKind::Environment);
     assert!(matches!(
-        e.incident(2).unwrap().state,
-        IncidentState::Merged(1)
+        e.incident(IncidentId(2)).unwrap().state,
+        IncidentState::Merged(IncidentId(1))
     ));
     assert!(
         e.forget_resolved().is_empty(),
@@ -1290,7 +1314,7 @@ fn a_merged_incident_leaves_memory_with_the_one_that_absorbed_it() {
         };
         clear(&mut e, 10, c, kind);
     }
-    assert_eq!(e.forget_resolved(), [1, 2]);
+    assert_eq!(e.forget_resolved(), ids(&[1, 2]));
     assert!(e.incidents().is_empty());
 }
 
@@ -1318,13 +1342,13 @@ fn absurd_durations_saturate_instead_of_panicking_or_wrapping() {
         e.handle(
             at(1),
             Event::Eta {
-                incident: 1,
+                incident: IncidentId(1),
                 expected,
                 by: None,
             },
         )
         .unwrap();
-        let inc = e.incident(1).unwrap();
+        let inc = e.incident(IncidentId(1)).unwrap();
         assert!(inc.expected_end() >= inc.opened, "{expected:?}");
         let _ = e.run_timers_until(at(3600));
     }
@@ -1333,14 +1357,14 @@ fn absurd_durations_saturate_instead_of_panicking_or_wrapping() {
     e.handle(
         at(3601),
         Event::Eta {
-            incident: 1,
+            incident: IncidentId(1),
             expected: Duration::MAX,
             by: None,
         },
     )
     .unwrap();
     assert_eq!(
-        e.incident(1).unwrap().expected_s,
+        e.incident(IncidentId(1)).unwrap().expected_s,
         secs(crate::config::MAX_DURATION)
     );
     assert_eq!(Ts(i64::MAX).plus(Duration::MAX), Ts(i64::MAX));
@@ -1356,29 +1380,36 @@ fn a_link_acknowledges_once_and_the_snapshot_remembers_it() {
     let mut e = engine();
     fire(&mut e, 0, "srv-a", AlarmKind::Server);
     let link = |id: u64| Event::AckLink {
-        incident: id,
+        incident: IncidentId(id),
         by: "p-lead".into(),
         link: "L1".into(),
     };
     let first = e.apply(at(5), link(1)).unwrap();
     assert!(first.changed);
-    assert!(
-        first
-            .effects
-            .iter()
-            .any(|x| matches!(x, Effect::Acknowledged { incident: 1, .. }))
+    assert!(first.effects.iter().any(|x| matches!(
+        x,
+        Effect::Acknowledged {
+            incident: IncidentId(1),
+            ..
+        }
+    )));
+    assert_eq!(
+        e.apply(at(6), link(1)),
+        Err(EngineError::LinkUsed(IncidentId(1)))
     );
-    assert_eq!(e.apply(at(6), link(1)), Err(EngineError::LinkUsed(1)));
     // A replay or a restart: the snapshot carries the used link.
     let (mut r, warnings) = Engine::restore(e.catalogue().clone(), &e.snapshot());
     assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(r.apply(at(7), link(1)), Err(EngineError::LinkUsed(1)));
+    assert_eq!(
+        r.apply(at(7), link(1)),
+        Err(EngineError::LinkUsed(IncidentId(1)))
+    );
     // A link used on an incident that is then absorbed still counts.
     fire(&mut r, 8, "srv-b", AlarmKind::Server);
     r.apply(
         at(9),
         Event::AckLink {
-            incident: 2,
+            incident: IncidentId(2),
             by: "p-lead".into(),
             link: "L2".into(),
         },
@@ -1386,15 +1417,18 @@ fn a_link_acknowledges_once_and_the_snapshot_remembers_it() {
     .unwrap();
     fire(&mut r, 10, "room", AlarmKind::Environment);
     assert!(matches!(
-        r.incident(2).unwrap().state,
-        IncidentState::Merged(1)
+        r.incident(IncidentId(2)).unwrap().state,
+        IncidentState::Merged(IncidentId(1))
     ));
     let again = Event::AckLink {
-        incident: 2,
+        incident: IncidentId(2),
         by: "p-lead".into(),
         link: "L2".into(),
     };
-    assert_eq!(r.apply(at(11), again), Err(EngineError::LinkUsed(1)));
+    assert_eq!(
+        r.apply(at(11), again),
+        Err(EngineError::LinkUsed(IncidentId(1)))
+    );
 }
 
 #[test]
@@ -1415,7 +1449,7 @@ fn a_report_counts_its_expected_duration_from_the_report() {
     };
     let applied = e.apply(at(600), report).unwrap();
     assert!(applied.changed);
-    let inc = e.incident(1).unwrap();
+    let inc = e.incident(IncidentId(1)).unwrap();
     assert_eq!(inc.basis, Basis::Manual);
     assert_eq!(
         inc.expected_s,
@@ -1437,7 +1471,7 @@ fn a_report_counts_its_expected_duration_from_the_report() {
     };
     e.apply(at(700), absurd).unwrap();
     assert_eq!(
-        e.incident(1).unwrap().expected_s,
+        e.incident(IncidentId(1)).unwrap().expected_s,
         secs(crate::config::MAX_DURATION)
     );
 }

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::Severity;
+use super::{IncidentId, Severity};
 use crate::config::{AlarmKind, Language};
 use crate::words::{self, Year};
 
@@ -34,7 +34,7 @@ pub(super) enum TextKind {
 
 /// What a message can say about an incident.
 pub(super) struct Facts {
-    pub incident: u64,
+    pub incident: IncidentId,
     pub severity: Severity,
     pub cause: AlarmKind,
     pub root: String,
@@ -302,7 +302,7 @@ mod tests {
 
     fn facts(services: usize) -> Facts {
         Facts {
-            incident: 7,
+            incident: IncidentId(7),
             severity: Severity::Critical,
             cause: AlarmKind::Fire,
             root: "Serverrum, rådhusets kælder".into(),

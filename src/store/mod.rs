@@ -20,8 +20,8 @@ use std::future::Future;
 
 use crate::catalogue::Catalogue;
 use crate::engine::{
-    AlarmSeverity, AlarmState, Basis, Event, Incident, IncidentState, Level, Notification, Reason,
-    RejectReason, Severity, Source, TimelineEntry, Ts,
+    AlarmSeverity, AlarmState, Basis, Event, Incident, IncidentId, IncidentState, Level,
+    Notification, Reason, RejectReason, Severity, Source, TimelineEntry, Ts,
 };
 
 pub use sqlite::SqliteStore;
@@ -526,7 +526,7 @@ impl IncidentRow {
             .collect();
         services.sort();
         IncidentRow {
-            id: inc.id,
+            id: inc.id.0,
             state: inc.state,
             severity: inc.severity,
             level: inc.level,
@@ -670,7 +670,7 @@ fn decode_state(code: &str, merged_into: Option<u64>) -> Result<IncidentState, S
         ("open", _) => Ok(IncidentState::Open),
         ("acknowledged", _) => Ok(IncidentState::Acknowledged),
         ("resolved", _) => Ok(IncidentState::Resolved),
-        ("merged", Some(into)) => Ok(IncidentState::Merged(into)),
+        ("merged", Some(into)) => Ok(IncidentState::Merged(IncidentId(into))),
         ("merged", None) => Err(corrupt("merged without merged_into".to_owned())),
         (other, _) => Err(corrupt(format!("unknown code {other:?}"))),
     }
@@ -732,10 +732,10 @@ mod tests {
             IncidentState::Open,
             IncidentState::Acknowledged,
             IncidentState::Resolved,
-            IncidentState::Merged(7),
+            IncidentState::Merged(IncidentId(7)),
         ] {
             let into = match st {
-                IncidentState::Merged(i) => Some(i),
+                IncidentState::Merged(i) => Some(i.0),
                 _ => None,
             };
             assert_eq!(decode_state(st.as_str(), into).ok(), Some(st));
@@ -770,7 +770,7 @@ mod tests {
         engine.handle(Ts(1_000), alarm("srv-web")).expect("alarm");
         engine.handle(Ts(2_000), alarm("srv-mail")).expect("alarm");
         engine.handle(Ts(3_000), alarm("vm-vaert")).expect("alarm");
-        let inc = engine.incident(1).expect("incident 1 opened");
+        let inc = engine.incident(IncidentId(1)).expect("incident 1 opened");
         let row = IncidentRow::from_incident(inc, &cat);
         assert_eq!(row.id, 1);
         assert_eq!(row.root, "vm-vaert");
@@ -778,8 +778,8 @@ mod tests {
         assert_eq!(row.opened_at, Ts(1_000));
         assert_eq!(row.state, IncidentState::Open);
         assert_eq!(row.expected_end, Ts(1_000 + row.expected_s * 1000));
-        let merged = engine.incident(2).expect("incident 2 opened");
+        let merged = engine.incident(IncidentId(2)).expect("incident 2 opened");
         let row = IncidentRow::from_incident(merged, &cat);
-        assert_eq!(row.state, IncidentState::Merged(1));
+        assert_eq!(row.state, IncidentState::Merged(IncidentId(1)));
     }
 }

@@ -669,7 +669,7 @@ async fn write_batch(
 
     for inc in &batch.incidents {
         let merged_into = match inc.state {
-            IncidentState::Merged(into) => Some(to_i64("incident", into)?),
+            IncidentState::Merged(into) => Some(to_i64("incident", into.0)?),
             _ => None,
         };
         sqlx::query(
@@ -732,7 +732,7 @@ async fn write_batch(
             conn,
             Queue {
                 key: &n.key,
-                incident: n.incident,
+                incident: n.incident.0,
                 person: &n.person,
                 role: n.role.as_deref(),
                 channel: &n.channel,

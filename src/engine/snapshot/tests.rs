@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::super::tests::{PLAN, T0, alarm, at, clear, engine, fire, notes, run_to};
+use super::super::tests::{PLAN, T0, alarm, at, clear, engine, fire, ids, notes, run_to};
 use super::*;
 use crate::config::load_str;
 use crate::engine::{AlarmState, Event, ProbeResult, Reason};
@@ -42,7 +42,7 @@ fn only_effects(timed: &[(i64, Effect)]) -> Vec<Effect> {
     timed.iter().map(|t| t.1.clone()).collect()
 }
 
-fn resolved(effects: &[Effect]) -> Vec<u64> {
+fn resolved(effects: &[Effect]) -> Vec<IncidentId> {
     effects
         .iter()
         .filter_map(|x| match x {
@@ -88,7 +88,7 @@ fn restoring_against_the_same_config_gives_back_the_same_snapshot() {
     e.handle(
         at(700),
         Event::Ack {
-            incident: 2,
+            incident: IncidentId(2),
             by: "p-lead".into(),
             note: Some("on it".into()),
         },
@@ -130,7 +130,7 @@ fn a_removed_person_leaves_the_deputy_chain_and_the_next_deputy_is_called() {
     assert_eq!(deputies, [(610, "p-dep2".to_owned())], "{later:?}");
     // And the engine goes on: the incident resolves as usual.
     let effects = clear(&mut r, 2100, "srv-b", AlarmKind::Server);
-    assert_eq!(resolved(&effects), [1]);
+    assert_eq!(resolved(&effects), ids(&[1]));
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn a_chain_whose_role_is_removed_is_dropped() {
     let later = only_effects(&timers_to(&mut r, 2000));
     assert!(notes(&later).iter().all(|n| n.2 != "deputy"), "{later:?}");
     let effects = clear(&mut r, 2100, "srv-b", AlarmKind::Server);
-    assert_eq!(resolved(&effects), [1]);
+    assert_eq!(resolved(&effects), ids(&[1]));
 }
 
 #[test]
@@ -184,7 +184,7 @@ fn a_removed_step_is_dropped_from_what_fired_and_the_incident_goes_on() {
         "{later:?}"
     );
     let effects = clear(&mut r, 4100, "srv-b", AlarmKind::Server);
-    assert_eq!(resolved(&effects), [1]);
+    assert_eq!(resolved(&effects), ids(&[1]));
     assert_eq!(
         notes(&effects),
         [("p-lead".into(), "sms".into(), "resolved".into())]
@@ -225,7 +225,7 @@ fn a_removed_member_component_leaves_its_incident() {
     let mut e = engine();
     fire(&mut e, 0, "room", AlarmKind::Environment);
     fire(&mut e, 5, "srv-b", AlarmKind::Server); // joins below the room
-    assert_eq!(e.incident(1).map(|i| i.members.len()), Some(2));
+    assert_eq!(e.incident(IncidentId(1)).map(|i| i.members.len()), Some(2));
     let text = edit(
         &edit(
             PLAN,
@@ -238,10 +238,13 @@ fn a_removed_member_component_leaves_its_incident() {
     let (mut r, warnings) = reload(&e, &text);
     assert!(mentions(&warnings, "\"srv-b\""), "{warnings:?}");
     let room = r.catalogue().node_id("room").unwrap();
-    assert_eq!(r.incident(1).map(|i| i.members.clone()), Some(vec![room]));
+    assert_eq!(
+        r.incident(IncidentId(1)).map(|i| i.members.clone()),
+        Some(vec![room])
+    );
     timers_to(&mut r, 60);
     let effects = clear(&mut r, 100, "room", AlarmKind::Environment);
-    assert_eq!(resolved(&effects), [1]);
+    assert_eq!(resolved(&effects), ids(&[1]));
 }
 
 #[test]
@@ -249,7 +252,12 @@ fn an_incident_whose_root_is_removed_takes_its_first_remaining_member() {
     let mut e = engine();
     fire(&mut e, 0, "srv-b", AlarmKind::Server);
     fire(&mut e, 1, "room", AlarmKind::Environment); // the new root, upstream
-    let room_of = |e: &Engine| e.catalogue().node(e.incident(1).unwrap().root).id.clone();
+    let room_of = |e: &Engine| {
+        e.catalogue()
+            .node(e.incident(IncidentId(1)).unwrap().root)
+            .id
+            .clone()
+    };
     assert_eq!(room_of(&e), "room");
     let text = edit(
         &edit(
@@ -270,7 +278,7 @@ fn an_incident_whose_root_is_removed_takes_its_first_remaining_member() {
     assert!(
         effects.iter().any(|x| matches!(
             x,
-            Effect::IncidentUpdated { incident: 1, root, services, .. }
+            Effect::IncidentUpdated { incident: IncidentId(1), root, services, .. }
                 // Every service it has affected stays on the incident.
                 if root == "srv-b" && services == &["alarms".to_owned(), "web".to_owned()]
         )),
@@ -294,17 +302,21 @@ fn an_incident_with_nothing_left_is_resolved_quietly_and_numbering_goes_on() {
     );
     let (mut r, warnings) = reload(&e, &text);
     assert!(mentions(&warnings, "\"srv-b\""), "{warnings:?}");
-    assert_eq!(r.live_incidents(), [1], "resolved by the first tick");
+    assert_eq!(r.live_incidents(), ids(&[1]), "resolved by the first tick");
     let effects = only_effects(&timers_to(&mut r, 100));
-    assert_eq!(resolved(&effects), [1]);
+    assert_eq!(resolved(&effects), ids(&[1]));
     assert!(notes(&effects).is_empty(), "{effects:?}");
     assert!(r.live_incidents().is_empty());
     assert!(r.next_wakeup().is_none());
     let opened = fire(&mut r, 200, "o365", AlarmKind::Application);
     assert!(
-        opened
-            .iter()
-            .any(|x| matches!(x, Effect::IncidentOpened { incident: 2, .. })),
+        opened.iter().any(|x| matches!(
+            x,
+            Effect::IncidentOpened {
+                incident: IncidentId(2),
+                ..
+            }
+        )),
         "{opened:?}"
     );
 }
@@ -318,7 +330,7 @@ fn a_removed_probe_takes_its_state_its_alarm_and_its_reading_along() {
     e.handle(at(20), generator_fails()).unwrap();
     let generator = e.catalogue().node_id("generator").unwrap();
     assert_eq!(e.health(generator), Health::Down);
-    assert_eq!(e.live_incidents(), [1]);
+    assert_eq!(e.live_incidents(), ids(&[1]));
     let start = PLAN.find("[[probe]]").unwrap();
     let end = PLAN.find("then = \"degraded\"\n").unwrap() + "then = \"degraded\"\n".len();
     let text = PLAN[..start].to_owned() + &PLAN[end..];
@@ -336,7 +348,7 @@ fn a_removed_probe_takes_its_state_its_alarm_and_its_reading_along() {
     let effects = only_effects(&timers_to(&mut r, 30));
     assert_eq!(
         resolved(&effects),
-        [1],
+        ids(&[1]),
         "all its members are up: {effects:?}"
     );
     // The probe's id is now unknown input.
@@ -366,7 +378,7 @@ fn a_removed_heartbeat_takes_its_lost_sensor_alarm_along() {
     assert!(mentions(&warnings, "heartbeat is dropped"), "{warnings:?}");
     assert!(mentions(&warnings, "lost-sensor alarm"), "{warnings:?}");
     assert_eq!(r.health(room), Health::Up);
-    assert_eq!(resolved(&only_effects(&timers_to(&mut r, 500))), [1]);
+    assert_eq!(resolved(&only_effects(&timers_to(&mut r, 500))), ids(&[1]));
     // Kept when the heartbeat stays.
     let (kept, warnings) = reload(&e, &with);
     assert!(warnings.is_empty(), "{warnings:?}");
@@ -406,12 +418,12 @@ fn a_tampered_snapshot_is_warned_about_not_a_panic() {
     );
     // Numbers may have gaps (resolved incidents leave memory): incident 9
     // keeps its number, and the next one counts on from it.
-    assert_eq!(r.incident(9).map(|i| i.id), Some(9));
-    assert_eq!(r.incidents().next_id(), 10);
+    assert_eq!(r.incident(IncidentId(9)).map(|i| i.id), Some(IncidentId(9)));
+    assert_eq!(r.incidents().next_id(), IncidentId(10));
     assert!(mentions(&warnings, "\"no-such-node\""), "{warnings:?}");
     assert!(mentions(&warnings, "\"lots\""), "{warnings:?}");
     assert!(matches!(
-        r.incident(1).unwrap().state,
+        r.incident(IncidentId(1)).unwrap().state,
         IncidentState::Resolved
     ));
     // It runs on.
