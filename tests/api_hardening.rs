@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use beredskab::api::BODY_READ_TIMEOUT;
 use beredskab::api::server::HEADER_READ_TIMEOUT;
-use common::broker::{Broker, client_id};
+
 use common::daemon::{
-    Daemon, INGEST_TOKEN, config, count, eventually, get, http, incidents, metric, post,
+    Daemon, INGEST_TOKEN, count, get, http, incidents, metric, post, start_with_broker, wait_ready,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,20 +21,6 @@ use tokio::net::TcpStream;
 /// How long any one expected outcome may take (tests run side by side on
 /// two cores).
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn start(name: &str) -> (Broker, Daemon) {
-    let broker = Broker::start(name);
-    let daemon = Daemon::start(name, &config(broker.port, &client_id(name)));
-    (broker, daemon)
-}
-
-async fn wait_ready(client: &reqwest::Client, d: &Daemon) {
-    eventually("the daemon is ready", PATIENCE, || async {
-        let (status, body) = get(client, &d.url("/readyz"), None).await;
-        (status == 200).then_some(body)
-    })
-    .await;
-}
 
 /// Opens a connection and sends `head` (and nothing more).
 async fn send_head(d: &Daemon, head: &str) -> TcpStream {
@@ -112,7 +98,7 @@ fn post_head(path: &str, token: Option<&str>, length: usize) -> String {
 /// timeout has passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_is_refused_without_waiting_for_the_body() {
-    let (_broker, d) = start("auth-first");
+    let (_broker, d) = start_with_broker("auth-first");
     let client = http();
     wait_ready(&client, &d).await;
 
@@ -147,7 +133,7 @@ async fn a_wrong_token_is_refused_without_waiting_for_the_body() {
 /// once the header read timeout has passed, and the server keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_a_request_head_does_not_hold_a_connection() {
-    let (_broker, d) = start("header-timeout");
+    let (_broker, d) = start_with_broker("header-timeout");
     let client = http();
     wait_ready(&client, &d).await;
     let opened = Instant::now();
@@ -181,7 +167,7 @@ async fn half_a_request_head_does_not_hold_a_connection() {
 /// the daemon stays ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_expected_to_last_for_ever_is_refused_and_the_engine_keeps_going() {
-    let (_broker, d) = start("report-overflow");
+    let (_broker, d) = start_with_broker("report-overflow");
     let client = http();
     wait_ready(&client, &d).await;
     let (status, body) = post(
@@ -250,7 +236,7 @@ async fn a_report_expected_to_last_for_ever_is_refused_and_the_engine_keeps_goin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alertmanager_body_is_committed_as_one() {
     const N: usize = 200;
-    let (_broker, d) = start("am-batch");
+    let (_broker, d) = start_with_broker("am-batch");
     let client = http();
     wait_ready(&client, &d).await;
     let alerts: Vec<_> = (0..N)

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::broker::{Broker, Publisher, alarm, client_id};
 use common::daemon::{
-    ACK_TOKEN, Daemon, INGEST_TOKEN, READ_TOKEN, config, count, eventually, get, http, incidents,
-    metric, post,
+    ACK_TOKEN, Daemon, INGEST_TOKEN, READ_TOKEN, count, eventually, get, http, incidents, metric,
+    post, start_with_broker, wait_ready,
 };
 use serde_json::json;
 
@@ -19,27 +19,12 @@ use serde_json::json;
 /// binary runs its daemons, brokers and publishers side by side on two cores.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The daemon for one test, on a broker of its own.
-fn start(name: &str) -> (Broker, Daemon) {
-    let broker = Broker::start(name);
-    let daemon = Daemon::start(name, &config(broker.port, &client_id(name)));
-    (broker, daemon)
-}
-
-async fn wait_ready(client: &reqwest::Client, d: &Daemon) {
-    eventually("the daemon is ready", PATIENCE, || async {
-        let (status, body) = get(client, &d.url("/readyz"), None).await;
-        (status == 200).then_some(body)
-    })
-    .await;
-}
-
 /// Alarms published at QoS 1 become one incident per cause, visible in the
 /// API, told to the on-call person through the log channel; clearing them
 /// resolves it. `/readyz` reports the store, the engine and MQTT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_alarms_become_incidents_that_resolve() {
-    let (broker, d) = start("incidents");
+    let (broker, d) = start_with_broker("incidents");
     let client = http();
     wait_ready(&client, &d).await;
     let (status, ready) = get(&client, &d.url("/readyz"), None).await;
@@ -171,7 +156,7 @@ async fn mqtt_alarms_become_incidents_that_resolve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_in_the_middle_of_a_burst_loses_and_doubles_nothing() {
     const N: usize = 5_000;
-    let (broker, mut d) = start("kill9");
+    let (broker, mut d) = start_with_broker("kill9");
     let client = http();
     wait_ready(&client, &d).await;
     let publisher = Publisher::start(broker.port, &client_id("kill9-pub"));
@@ -227,7 +212,7 @@ async fn a_kill_in_the_middle_of_a_burst_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_stream_loses_nothing() {
     const N: usize = 2_000;
-    let (mut broker, d) = start("broker-restart");
+    let (mut broker, d) = start_with_broker("broker-restart");
     let port = broker.port;
     let client = http();
     wait_ready(&client, &d).await;
@@ -296,7 +281,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
 /// with its raw bytes, and the collector keeps taking alarms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_mqtt_input_is_counted_kept_and_changes_nothing() {
-    let (broker, d) = start("bad-input");
+    let (broker, d) = start_with_broker("bad-input");
     let client = http();
     wait_ready(&client, &d).await;
     let publisher = Publisher::start(broker.port, &client_id("bad-pub"));
@@ -350,7 +335,7 @@ async fn bad_mqtt_input_is_counted_kept_and_changes_nothing() {
 /// component; its next message clears it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_silence_raises_sensor_lost_and_the_next_message_clears_it() {
-    let (broker, d) = start("heartbeat");
+    let (broker, d) = start_with_broker("heartbeat");
     let client = http();
     wait_ready(&client, &d).await;
     let publisher = Publisher::start(broker.port, &client_id("hb-pub"));
@@ -391,7 +376,7 @@ async fn heartbeat_silence_raises_sensor_lost_and_the_next_message_clears_it() {
 /// with the stored input's id; Alertmanager and reports too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_push_api_checks_tokens_scopes_sizes_and_bodies() {
-    let (_broker, d) = start("push");
+    let (_broker, d) = start_with_broker("push");
     let client = http();
     wait_ready(&client, &d).await;
     let url = d.url("/api/v1/alarms");
@@ -525,7 +510,7 @@ async fn the_push_api_checks_tokens_scopes_sizes_and_bodies() {
 /// after the restart, and only once, also across a further clean restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incident_open_before_a_restart_reaches_the_deputy_once_on_time() {
-    let (_broker, mut d) = start("deputy");
+    let (_broker, mut d) = start_with_broker("deputy");
     let client = http();
     wait_ready(&client, &d).await;
     let (status, _) = post(
@@ -590,7 +575,7 @@ async fn an_incident_open_before_a_restart_reaches_the_deputy_once_on_time() {
 /// running; with a valid one, the new config takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_refuses_a_bad_config_and_applies_a_good_one() {
-    let (broker, d) = start("reload");
+    let (broker, d) = start_with_broker("reload");
     let client = http();
     wait_ready(&client, &d).await;
     let good = std::fs::read_to_string(&d.config).expect("config");

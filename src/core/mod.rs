@@ -377,6 +377,20 @@ impl<S: Store> Core<S> {
         if notify {
             self.outbox.notify_one();
         }
+        // An input's place in the log, and the time from its arrival to
+        // its committed decision.
+        let seq_of = |input: Option<usize>| {
+            input.and_then(|i| outcome.inputs.get(i)).map(|o| match *o {
+                crate::store::InputOutcome::New { seq }
+                | crate::store::InputOutcome::Duplicate { seq } => seq,
+            })
+        };
+        let observe = |source: Source, received: Instant| {
+            self.metrics
+                .ingest_seconds
+                .with_label_values(&[source.as_str()])
+                .observe(received.elapsed().as_secs_f64());
+        };
         for d in done.drain(..) {
             match d {
                 Done::Ack(acker) => acker.ack(),
@@ -387,16 +401,10 @@ impl<S: Store> Core<S> {
                     received,
                     source,
                 } => {
-                    if let (Ok(receipt), Some(i)) = (&mut result, input) {
-                        receipt.seq = outcome.inputs.get(i).map(|o| match *o {
-                            crate::store::InputOutcome::New { seq }
-                            | crate::store::InputOutcome::Duplicate { seq } => seq,
-                        });
+                    if let Ok(receipt) = &mut result {
+                        receipt.seq = seq_of(input);
                     }
-                    self.metrics
-                        .ingest_seconds
-                        .with_label_values(&[source.as_str()])
-                        .observe(received.elapsed().as_secs_f64());
+                    observe(source, received);
                     let _ = reply.send(result);
                 }
                 Done::Replies {
@@ -408,16 +416,10 @@ impl<S: Store> Core<S> {
                     let results = results
                         .into_iter()
                         .map(|(mut result, input)| {
-                            if let (Ok(receipt), Some(i)) = (&mut result, input) {
-                                receipt.seq = outcome.inputs.get(i).map(|o| match *o {
-                                    crate::store::InputOutcome::New { seq }
-                                    | crate::store::InputOutcome::Duplicate { seq } => seq,
-                                });
+                            if let Ok(receipt) = &mut result {
+                                receipt.seq = seq_of(input);
                             }
-                            self.metrics
-                                .ingest_seconds
-                                .with_label_values(&[source.as_str()])
-                                .observe(received.elapsed().as_secs_f64());
+                            observe(source, received);
                             result
                         })
                         .collect();
@@ -432,11 +434,7 @@ impl<S: Store> Core<S> {
                 Done::Linked(reply, result) => {
                     let _ = reply.send(result);
                 }
-                Done::Ingested(source, received) => self
-                    .metrics
-                    .ingest_seconds
-                    .with_label_values(&[source.as_str()])
-                    .observe(received.elapsed().as_secs_f64()),
+                Done::Ingested(source, received) => observe(source, received),
             }
         }
         Ok(())

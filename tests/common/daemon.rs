@@ -315,6 +315,22 @@ fn parse_series(s: &str) -> (String, Vec<String>) {
     }
 }
 
+/// A daemon on the test configuration, on a broker of its own.
+pub fn start_with_broker(name: &str) -> (super::broker::Broker, Daemon) {
+    let broker = super::broker::Broker::start(name);
+    let daemon = Daemon::start(name, &config(broker.port, &super::broker::client_id(name)));
+    (broker, daemon)
+}
+
+/// Waits until `/readyz` answers 200 (within a minute).
+pub async fn wait_ready(client: &reqwest::Client, d: &Daemon) {
+    eventually("the daemon is ready", Duration::from_secs(60), || async {
+        let (status, body) = get(client, &d.url("/readyz"), None).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+}
+
 /// The test configuration: a town hall server room with mains power and a
 /// generator, ten servers, log channels, short timers. `{http}` is the
 /// HTTP port, `MQTT_PORT` and `CLIENT_ID` are replaced here.
