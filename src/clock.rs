@@ -61,11 +61,6 @@ impl Clock {
         let d = wall_now().millis_since(self.now()).unsigned_abs();
         Duration::from_millis(d)
     }
-
-    /// Whether the wall clock has moved further than [`STEP_WARNING`].
-    pub fn wall_stepped(&self) -> bool {
-        self.wall_offset() > STEP_WARNING
-    }
 }
 
 #[cfg(test)]
@@ -88,7 +83,7 @@ mod tests {
         let later = wall_now().plus(Duration::from_secs(3600));
         let c = Clock::start(later);
         assert!(c.now() >= later);
-        assert!(c.wall_stepped(), "an hour apart is a step");
+        assert!(c.wall_offset() > STEP_WARNING, "an hour apart is a step");
     }
 
     #[tokio::test(start_paused = true)]
