@@ -92,7 +92,7 @@ impl<S: Store> Core<S> {
             let Some(inc) = self.engine.incident(id) else {
                 continue;
             };
-            for (&service, _) in &inc.services {
+            for &service in inc.services.keys() {
                 // Ascending ids: the newest incident wins.
                 open.insert(service, id);
                 opened
