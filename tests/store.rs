@@ -136,7 +136,7 @@ fn incident_row(id: u64, state: IncidentState, opened: Ts) -> IncidentRow {
         resolved_at: (state == IncidentState::Resolved).then_some(opened.plus_secs(1800)),
         resolved_by: None,
         fuel_out: None,
-        meeting_place: (id % 2 == 0).then(|| "Annexet, 2. sal".to_owned()),
+        meeting_place: id.is_multiple_of(2).then(|| "Annexet, 2. sal".to_owned()),
     }
 }
 
