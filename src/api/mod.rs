@@ -13,7 +13,7 @@
 //! after [`CORE_TIMEOUT`].
 
 pub mod auth;
-mod incidents;
+pub mod incidents;
 pub mod ingest;
 pub mod links;
 pub mod server;

@@ -184,7 +184,7 @@ fn load(path: &Path) -> Result<Loaded, DaemonError> {
 }
 
 /// The SQLite file a `[store] url` names, relative to the config's folder.
-fn sqlite_path(config_path: &Path, url: &str) -> Result<PathBuf, DaemonError> {
+pub fn sqlite_path(config_path: &Path, url: &str) -> Result<PathBuf, DaemonError> {
     let Some(file) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
