@@ -124,7 +124,11 @@ impl<'a> Report<'a> {
             })
             .collect();
         let meeting_place = if inc.level == crate::engine::Level::Crisis {
-            meeting_place(&rows.timeline)
+            // Stores written before the incident kept it read it from the
+            // timeline.
+            inc.meeting_place
+                .clone()
+                .or_else(|| meeting_place(&rows.timeline))
         } else {
             None
         };
@@ -721,6 +725,7 @@ via = ["sms"]
             kind: kind.to_owned(),
             text: text.to_owned(),
             by: by.map(str::to_owned),
+            public: false,
         }
     }
 
@@ -746,6 +751,7 @@ via = ["sms"]
                 resolved_at: resolved.then(|| at(5400)),
                 resolved_by: None,
                 fuel_out: None,
+                meeting_place: None,
             },
             timeline: vec![
                 entry(0, "opened", "opened: srv-mail", None),
