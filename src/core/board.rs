@@ -6,7 +6,9 @@
 use super::*;
 use crate::catalogue::{NodeId, NodeKind};
 use crate::config::Criticality;
-use crate::engine::Health;
+use std::collections::BTreeMap;
+
+use crate::engine::{Health, Upcoming};
 
 /// The state of every service, as of the last commit.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +23,9 @@ pub struct Board {
     /// The meeting place a crisis raised now would choose (the first by
     /// priority whose building has no fire or power alarm).
     pub meeting_place: Option<String>,
+    /// For each live incident, the next escalation due if nothing
+    /// changes.
+    pub next: BTreeMap<IncidentId, Upcoming>,
 }
 
 impl Default for Board {
@@ -30,6 +35,7 @@ impl Default for Board {
             at: Ts(0),
             services: Vec::new(),
             meeting_place: None,
+            next: BTreeMap::new(),
         }
     }
 }
@@ -88,7 +94,11 @@ impl<S: Store> Core<S> {
         self.board_changed = false;
         let mut open: HashMap<NodeId, IncidentId> = HashMap::new();
         let mut opened: HashMap<NodeId, Ts> = HashMap::new();
+        let mut next = BTreeMap::new();
         for id in self.engine.live_incidents() {
+            if let Some(up) = self.engine.upcoming(id) {
+                next.insert(id, up);
+            }
             let Some(inc) = self.engine.incident(id) else {
                 continue;
             };
@@ -135,6 +145,7 @@ impl<S: Store> Core<S> {
             at: self.last_at,
             services,
             meeting_place: self.engine.meeting_place(),
+            next,
         };
         self.status.board.send_replace(Arc::new(board));
     }

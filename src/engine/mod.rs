@@ -16,6 +16,7 @@ mod incident;
 pub mod intake;
 pub mod snapshot;
 mod text;
+mod upcoming;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -30,6 +31,7 @@ use crate::config::AlarmKind;
 pub use incident::{Basis, Incident, IncidentState, Incidents, Level, TimelineEntry};
 pub use intake::{ProbeResult, parse_payload};
 pub use snapshot::Snapshot;
+pub use upcoming::{Next, Upcoming};
 
 /// An incident's number: 1 for the first, counting up for ever (numbers of
 /// incidents that left memory stay taken).
