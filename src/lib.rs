@@ -50,6 +50,7 @@ pub mod notify;
 pub mod plan;
 pub mod store;
 pub mod tls;
+pub mod web;
 pub mod words;
 
 /// Sent with every HTTP request beredskab makes (probes, gateways,
