@@ -434,6 +434,7 @@ fn compile_events(cat: &Catalogue, scenario: &Scenario) -> Result<Vec<(Ts, Step)
                 incident: IncidentId(a.incident),
                 expected: a.expected,
                 by: a.by.clone(),
+                from_now: false,
             })
         } else if let Some(l) = &e.level {
             let level = Level::parse(&l.level).ok_or_else(|| {
@@ -459,6 +460,7 @@ fn compile_events(cat: &Catalogue, scenario: &Scenario) -> Result<Vec<(Ts, Step)
                 by: n.by.clone().unwrap_or_else(|| DRILL_ACTOR.to_owned()),
                 text: n.text.clone(),
                 decision: n.decision,
+                public: false,
             })
         } else {
             unreachable!("Scenario::parse checks each event has one kind")

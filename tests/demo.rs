@@ -75,6 +75,52 @@ async fn the_demo_shows_a_power_cut_as_an_incident_and_stops_on_ctrl_c() {
         printed.join("\n")
     );
 
+    // At t+1m the person on call raises the fire to crisis level through
+    // the API: the crisis staff meets away from the burning town hall.
+    let url = format!("http://127.0.0.1:{port}/api/v1/incidents?state=open");
+    let crisis = eventually(
+        "the fire's incident is raised to crisis level",
+        Duration::from_secs(120),
+        || async {
+            let resp = client.get(&url).bearer_auth(&token).send().await.ok()?;
+            let body: serde_json::Value = serde_json::from_str(&resp.text().await.ok()?).ok()?;
+            body.as_array()?
+                .iter()
+                .find(|i| i["level"] == "crisis")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(crisis["root"], "serverrum", "{crisis}");
+    assert_eq!(
+        crisis["meeting_place"], "Plejecenter Solhaven, personalestuen",
+        "not the town hall, where the fire is: {crisis}"
+    );
+    let detail = eventually(
+        "the public decision is on the fire's timeline",
+        Duration::from_secs(30),
+        || async {
+            let url = format!("http://127.0.0.1:{port}/api/v1/incidents/{}", crisis["id"]);
+            let resp = client.get(&url).bearer_auth(&token).send().await.ok()?;
+            let body: serde_json::Value = serde_json::from_str(&resp.text().await.ok()?).ok()?;
+            body["timeline"]
+                .as_array()?
+                .iter()
+                .any(|e| e["type"] == "decision" && e["public"] == true)
+                .then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(detail["level"], "crisis");
+    printed.extend(rx.try_iter());
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("raises incident") && l.contains("Solhaven")),
+        "the script says what the person on call did:\n{}",
+        printed.join("\n")
+    );
+
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -97,12 +97,14 @@ fn every_kind_of_event() -> Vec<Event> {
             incident: IncidentId(1),
             expected: Duration::from_millis(3 * 3_600_000 + 1),
             by: None,
+            from_now: false,
         },
         Event::Note {
             incident: IncidentId(1),
             by: "p-drift".to_owned(),
             text: "vendor called".to_owned(),
             decision: true,
+            public: false,
         },
         Event::SetLevel {
             incident: IncidentId(1),
@@ -134,6 +136,7 @@ fn incident_row(id: u64, state: IncidentState, opened: Ts) -> IncidentRow {
         resolved_at: (state == IncidentState::Resolved).then_some(opened.plus_secs(1800)),
         resolved_by: None,
         fuel_out: None,
+        meeting_place: id.is_multiple_of(2).then(|| "Annexet, 2. sal".to_owned()),
     }
 }
 
@@ -153,6 +156,8 @@ fn entry(secs: i64, kind: &str, text: &str, by: Option<&str>) -> TimelineEntry {
         kind: kind.to_owned(),
         text: text.to_owned(),
         by: by.map(str::to_owned),
+        // Notes written for the status page keep their mark.
+        public: kind == "note" && text.contains("vendor"),
     }
 }
 
@@ -620,6 +625,7 @@ async fn the_log_replays_to_the_same_incidents() {
                 incident: IncidentId(1),
                 expected: Duration::from_secs(7200),
                 by: None,
+                from_now: false,
             },
         ),
         (

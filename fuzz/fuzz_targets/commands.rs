@@ -185,6 +185,7 @@ fuzz_target!(|data: &[u8]| {
                         incident: id,
                         expected: report_eta(now, inc.opened, expected),
                         by: None,
+                        from_now: false,
                     };
                     let _ = engine.apply(now, eta);
                 }
@@ -209,6 +210,7 @@ fuzz_target!(|data: &[u8]| {
                         incident,
                         expected,
                         by: Some(by),
+                        from_now: false,
                     },
                 );
             }
@@ -238,6 +240,7 @@ fuzz_target!(|data: &[u8]| {
                         by,
                         text,
                         decision,
+                        public: false,
                     },
                 );
             }

@@ -214,6 +214,7 @@ fn decode_event(r: &mut Reader, f: &Fixture) -> Event {
                 _ => Duration::from_secs(r.u16() as u64 * 60),
             },
             by: Some(r.pick(PEOPLE).to_string()),
+            from_now: false,
         },
         8 => Event::SetLevel {
             incident,
@@ -237,6 +238,7 @@ fn decode_event(r: &mut Reader, f: &Fixture) -> Event {
                     by: r.pick(PEOPLE).to_string(),
                     text: "note".into(),
                     decision: r.u8() % 2 == 0,
+                    public: false,
                 }
             }
         }

@@ -45,6 +45,7 @@ pub fn incident_json(r: &IncidentRow) -> Value {
         "resolved_at": time_opt(r.resolved_at),
         "resolved_by": r.resolved_by,
         "fuel_out_at": time_opt(r.fuel_out),
+        "meeting_place": r.meeting_place,
     });
     if let IncidentState::Merged(into) = r.state {
         v["merged_into"] = json!(into);
@@ -62,15 +63,16 @@ pub fn detail_json(
     let mut entries: Vec<(Ts, Value)> = timeline
         .iter()
         .map(|e| {
-            (
-                e.at,
-                json!({
-                    "at": time(e.at),
-                    "type": e.kind,
-                    "text": e.text,
-                    "by": e.by,
-                }),
-            )
+            let mut v = json!({
+                "at": time(e.at),
+                "type": e.kind,
+                "text": e.text,
+                "by": e.by,
+            });
+            if e.public {
+                v["public"] = json!(true);
+            }
+            (e.at, v)
         })
         .collect();
     entries.extend(deliveries.iter().map(|d| {

@@ -251,6 +251,7 @@ impl<S: Store> Core<S> {
                 self.engine = engine;
                 self.cat = catalogue;
                 self.stored.clear();
+                self.reset_board();
                 self.metrics.reset_catalogue_series();
                 self.set_all_gauges();
                 // The next commit stores the state under the new config.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -41,11 +41,13 @@ use crate::store::{
     SystemEvent, UsedLink,
 };
 
+mod board;
 mod handle;
 mod input;
 mod record;
 mod recover;
 
+pub use board::{Board, ServiceState};
 pub use handle::{ANSWER_WITHIN, Command, CoreHandle, NoAnswer, Refused};
 
 /// Most inputs taken into one commit.
@@ -96,8 +98,9 @@ pub enum LinkOutcome {
     AlreadyUsed,
 }
 
-/// What the rest of the daemon can see of the core, for `/readyz`.
-#[derive(Debug, Default)]
+/// What the rest of the daemon can see of the core: `/readyz`, and the
+/// board the pages read.
+#[derive(Debug)]
 pub struct Status {
     /// The core is running.
     pub running: AtomicBool,
@@ -108,6 +111,21 @@ pub struct Status {
     /// Incidents the engine holds in memory (open ones, and those merged
     /// into them): bounded by what is open, not by history.
     pub incidents_held: AtomicUsize,
+    /// The state of every service as of the last commit; subscribe to
+    /// hear of the next.
+    pub board: watch::Sender<Arc<Board>>,
+}
+
+impl Default for Status {
+    fn default() -> Status {
+        Status {
+            running: AtomicBool::new(false),
+            store_ok: AtomicBool::new(false),
+            mqtt: AtomicU8::new(Status::MQTT_NONE),
+            incidents_held: AtomicUsize::new(0),
+            board: watch::Sender::new(Arc::new(Board::default())),
+        }
+    }
 }
 
 impl Status {
@@ -172,6 +190,10 @@ pub struct Core<S: Store> {
     last_snapshot: Instant,
     /// The broker has had our session before (a lost one is a possible loss).
     mqtt_seen: bool,
+    /// When each service's health last changed, as this process saw it.
+    since: HashMap<crate::catalogue::NodeId, Ts>,
+    /// A service changed health since the board was last published.
+    board_changed: bool,
 }
 
 /// Sets `Status::running` to false when the core ends, however it ends (a
@@ -343,6 +365,7 @@ impl<S: Store> Core<S> {
         deadline: Option<Instant>,
     ) -> Result<(), CoreError> {
         let notify = !batch.notifications.is_empty();
+        let changed = !batch.incidents.is_empty() || !batch.timeline.is_empty();
         let mut retry = COMMIT_RETRY;
         let mut delay = retry.next_delay();
         let failing_since = Instant::now();
@@ -377,6 +400,8 @@ impl<S: Store> Core<S> {
         if notify {
             self.outbox.notify_one();
         }
+        // Before the answers: whoever hears "done" sees it on the board.
+        self.publish_board(changed);
         // An input's place in the log, and the time from its arrival to
         // its committed decision.
         let seq_of = |input: Option<usize>| {

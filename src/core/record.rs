@@ -195,6 +195,7 @@ impl<S: Store> Core<S> {
         }
         for (node, health) in self.engine.take_health_changes() {
             self.metrics.set_health(&self.cat, node, health);
+            self.saw_health_change(node, at);
         }
     }
 

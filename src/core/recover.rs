@@ -87,6 +87,8 @@ impl<S: Store> Core<S> {
             logged_since_snapshot: replayed,
             last_snapshot: Instant::now(),
             mqtt_seen,
+            since: HashMap::new(),
+            board_changed: true,
         };
         core.set_all_gauges();
         Ok(core)

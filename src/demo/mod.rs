@@ -15,6 +15,7 @@
 //! daemon reaches both over TCP like it would reach real ones.
 
 pub mod broker;
+pub mod operator;
 pub mod script;
 pub mod sensors;
 
@@ -396,10 +397,14 @@ impl Demo {
     ) -> impl Future<Output = ()> + Send + 'static {
         let sensors = self.sensors.clone();
         let broker = self.broker.clone();
+        let operator = self
+            .token("ack")
+            .map(|t| operator::Operator::new(format!("http://{}", self.listen), t.secret.clone()));
         async move {
             script::play(
                 &sensors,
                 &broker,
+                operator.as_ref(),
                 script::Pace::REAL_TIME,
                 &shutdown,
                 &mut script::print_line,
@@ -478,9 +483,16 @@ impl DemoPlan {
                 "curl -s -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{body}' {base}{path}"
             )
         };
-        // Only what the daemon serves today; the status page, the web UI
-        // and the incident actions (ack, ETA, level) join when they exist.
+        let ack = demo.token("ack").map_or("TOKEN", |t| t.secret.as_str());
         let open = vec![
+            Hint::new(
+                "the on-call web UI: this link fills in the login form for the on-call phone's token",
+                format!("{base}/login?token={ack}"),
+            ),
+            Hint::new(
+                "the public status page: every critical service, as the whole organisation sees it",
+                format!("{base}/status"),
+            ),
             Hint::new(
                 "is everything connected? (store, engine, MQTT)",
                 format!("{base}/readyz"),
@@ -488,6 +500,10 @@ impl DemoPlan {
             Hint::new(
                 "the incidents as JSON (needs the token, see below)",
                 format!("{base}/api/v1/incidents"),
+            ),
+            Hint::new(
+                "the API described (OpenAPI 3.1)",
+                format!("{base}/api/v1/openapi.json"),
             ),
             Hint::new("Prometheus metrics", format!("{base}/metrics")),
         ];
@@ -518,6 +534,18 @@ impl DemoPlan {
                 format!("curl -s -H 'Authorization: Bearer {read}' {base}/api/v1/incidents/2"),
             ),
             Hint::new(
+                "acknowledge incident 1 (the power cut) with a comment",
+                post(
+                    ack,
+                    "/api/v1/incidents/1/ack",
+                    r#"{"note":"Jeg kigger på det"}"#,
+                ),
+            ),
+            Hint::new(
+                "every service with its state and open incident",
+                format!("curl -s -H 'Authorization: Bearer {read}' {base}/api/v1/services"),
+            ),
+            Hint::new(
                 "the vendor reports that the case system is down, back in 2 hours",
                 post(
                     ingest,
@@ -536,7 +564,9 @@ impl DemoPlan {
         ];
         let notes = vec![
             "Notifications are written to the log (stderr) instead of SMS, calls and mail.".into(),
-            "The script below runs on real time; Ctrl-C stops the demo.".into(),
+            "The script below runs on real time; at t+1m the person on call raises the fire to \
+             crisis level through the API, as the web UI's button does. Ctrl-C stops the demo."
+                .into(),
         ];
         DemoPlan {
             dir: demo.dir.clone(),

@@ -7,8 +7,13 @@
 //! server room and four servers stop answering. At t+1m40s the fire clears,
 //! at t+2m power returns and the generator stops; everything recovers.
 //!
-//! Each step changes the simulated sensors (`sensors.rs`) and prints one
-//! line to stdout for the newcomer. The sensors' heartbeats run alongside.
+//! At t+1m the person on call raises the fire's incident to crisis level
+//! (the crisis staff meets away from the burning town hall), logs a public
+//! decision and gives the vendor's estimate, through the HTTP API
+//! (`operator.rs`).
+//!
+//! Each step changes the simulated sensors (`sensors.rs`) or acts as the
+//! person on call, and prints one line to stdout for the newcomer. The sensors' heartbeats run alongside.
 
 use std::io::Write;
 use std::time::Duration;
@@ -18,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::broker::BrokerHandle;
+use super::operator::{Deed, Operator};
 use super::sensors::{GeneratorStatus, Heartbeat, Sensors};
 
 /// The server room's fire alarm (`raadhus/serverrum/+/brand`, component
@@ -61,6 +67,8 @@ pub enum Action {
     },
     /// Set what the generator controller reports.
     Generator(GeneratorStatus),
+    /// The person on call acts through the API (skipped without one).
+    Operator(Deed),
 }
 
 /// One moment of the script.
@@ -165,6 +173,24 @@ pub fn steps() -> Vec<Step> {
         fuel(50, 6, None),
         fuel(55, 4, None),
         Step {
+            at: at(60),
+            say: None,
+            actions: vec![Action::Operator(Deed::RaiseCrisis)],
+        },
+        Step {
+            at: at(65),
+            say: None,
+            actions: vec![Action::Operator(Deed::PublicDecision(
+                "Brand i serverrummet på rådhuset. Sagssystemer og fildrev er nede; \
+                 borgerservice skriver på papir indtil videre.",
+            ))],
+        },
+        Step {
+            at: at(70),
+            say: None,
+            actions: vec![Action::Operator(Deed::Remaining("2h"))],
+        },
+        Step {
             at: at(100),
             say: Some("sensor: the fire alarm in the server room clears"),
             actions: vec![Action::Publish {
@@ -252,6 +278,7 @@ pub fn print_line(line: &str) {
 pub async fn play(
     sensors: &Sensors,
     broker: &BrokerHandle,
+    operator: Option<&Operator>,
     pace: Pace,
     shutdown: &CancellationToken,
     say: &mut (dyn FnMut(&str) + Send),
@@ -296,7 +323,15 @@ pub async fn play(
                 say(&line(step.at, text));
             }
             for action in &step.actions {
-                apply(sensors, action).await;
+                if let Action::Operator(deed) = action {
+                    let Some(operator) = operator else { continue };
+                    match operator.act(deed).await {
+                        Ok(text) => say(&line(step.at, &text)),
+                        Err(e) => say(&line(step.at, &format!("on call: {e}"))),
+                    }
+                } else {
+                    apply(sensors, action).await;
+                }
             }
         }
         for (heartbeat, due) in &mut beats {
@@ -325,6 +360,7 @@ async fn apply(sensors: &Sensors, action: &Action) {
             }
         }
         Action::Generator(status) => sensors.set_generator(*status),
+        Action::Operator(_) => {}
     }
 }
 
@@ -471,6 +507,7 @@ mod tests {
                         }
                     }
                     Action::Generator(g) => generator = Some(g),
+                    Action::Operator(_) => {}
                 }
             }
         }
@@ -558,6 +595,9 @@ mod tests {
                             );
                         }
                     }
+                    // What the person on call does is checked against a
+                    // running daemon (tests/demo.rs).
+                    Action::Operator(_) => {}
                     Action::Generator(g) => {
                         let body = serde_json::to_string(&g).expect("json");
                         for id in &generators {

@@ -210,7 +210,14 @@ async fn the_sensor_endpoints_answer_as_the_readings_say() {
 
     let plan = demo.plan().to_string();
     let reader = demo.token("read").expect("read token");
+    let login = format!(
+        "http://127.0.0.1:8080/login?token={}",
+        demo.token("ack").expect("ack token").secret
+    );
     for needle in [
+        login.as_str(),
+        "http://127.0.0.1:8080/status",
+        "http://127.0.0.1:8080/api/v1/openapi.json",
         "http://127.0.0.1:8080/readyz",
         "http://127.0.0.1:8080/api/v1/incidents",
         "http://127.0.0.1:8080/metrics",
@@ -291,6 +298,7 @@ async fn a_fast_script_reaches_a_real_subscriber() {
         script::play(
             &demo.sensors,
             &demo.broker,
+            None,
             Pace::faster(50),
             &shutdown,
             &mut say,

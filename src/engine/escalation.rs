@@ -818,10 +818,14 @@ impl Engine {
         by: String,
         text: String,
         decision: bool,
+        public: bool,
     ) -> Result<(), EngineError> {
         let id = self.live_incident(id)?;
         let kind = if decision { "decision" } else { "event" };
         self.incidents[id].log(now, kind, text, Some(by));
+        if public && let Some(entry) = self.incidents[id].timeline.last_mut() {
+            entry.public = true;
+        }
         Ok(())
     }
 
@@ -844,6 +848,7 @@ impl Engine {
             Level::Crisis => self.meeting_place(),
             Level::Department => None,
         };
+        self.incidents[idx].meeting_place = place.clone();
         let text = format!(
             "level {}{}",
             level.as_str(),
@@ -895,7 +900,7 @@ impl Engine {
 
     /// The first meeting place, by priority, whose building has no open
     /// incident with a firing fire or power alarm there.
-    pub(super) fn meeting_place(&self) -> Option<String> {
+    pub fn meeting_place(&self) -> Option<String> {
         self.cat
             .meeting_places
             .iter()

@@ -161,6 +161,9 @@ pub struct TimelineEntry {
     pub kind: String,
     pub text: String,
     pub by: Option<String>,
+    /// A note meant for everyone: the status page shows the latest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
 }
 
 /// A deputy chain: a role was notified and nobody has acknowledged since.
@@ -241,6 +244,9 @@ pub struct Incident {
     /// absorbed): each acknowledges once. Kept with the incident, so a
     /// replay of the log and a snapshot restore them.
     pub used_links: std::collections::BTreeSet<String>,
+    /// Where the crisis staff meets, chosen when the level was raised to
+    /// crisis; `None` at department level.
+    pub meeting_place: Option<String>,
 }
 
 impl Incident {
@@ -250,6 +256,7 @@ impl Incident {
             kind: kind.to_owned(),
             text,
             by,
+            public: false,
         });
     }
 
@@ -376,6 +383,7 @@ impl Engine {
             told: Vec::new(),
             chains: Vec::new(),
             used_links: Default::default(),
+            meeting_place: None,
             status_next: Vec::new(),
             major_since: None,
             generator_alerted: false,

@@ -286,18 +286,24 @@ pub enum Event {
         alarm: AlarmInput,
         expected: Option<Duration>,
     },
-    /// A person or vendor gives the expected duration, counted from opening.
+    /// A person or vendor gives the expected duration, counted from
+    /// opening, or from now when `from_now`.
     Eta {
         incident: IncidentId,
         expected: Duration,
         by: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        from_now: bool,
     },
-    /// A log entry on the incident's timeline.
+    /// A log entry on the incident's timeline; a `public` one is the
+    /// incident's latest word on the status page.
     Note {
         incident: IncidentId,
         by: String,
         text: String,
         decision: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        public: bool,
     },
     /// A person changes the level.
     SetLevel {
@@ -759,7 +765,14 @@ impl Engine {
                 incident,
                 expected,
                 by,
+                from_now,
             } => {
+                let expected = if from_now {
+                    let id = self.live_incident(incident)?;
+                    report_eta(now, self.incidents[id].opened, expected)
+                } else {
+                    expected
+                };
                 self.on_eta(now, incident, expected, by, &mut out)?;
                 true
             }
@@ -768,8 +781,9 @@ impl Engine {
                 by,
                 text,
                 decision,
+                public,
             } => {
-                self.on_note(now, incident, by, text, decision)?;
+                self.on_note(now, incident, by, text, decision, public)?;
                 true
             }
             Event::SetLevel {

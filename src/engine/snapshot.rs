@@ -159,6 +159,9 @@ struct IncidentSnap {
     /// Acknowledgement links used on it (sorted).
     #[serde(default)]
     used_links: Vec<String>,
+    /// The crisis meeting place, once raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    meeting_place: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -532,6 +535,7 @@ fn incident_snap(cat: &Catalogue, inc: &Incident) -> IncidentSnap {
         batches: inc.batches,
         step_sent,
         used_links: inc.used_links.iter().cloned().collect(),
+        meeting_place: inc.meeting_place.clone(),
     }
 }
 
@@ -997,6 +1001,7 @@ impl Restore {
             batches: s.batches,
             step_sent,
             used_links: s.used_links.iter().cloned().collect(),
+            meeting_place: s.meeting_place.clone(),
         }
     }
 }

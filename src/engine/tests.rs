@@ -434,6 +434,7 @@ fn estimates_come_from_kind_default_history_and_people() {
                 incident: IncidentId(1),
                 expected: Duration::from_secs(7200),
                 by: None,
+                from_now: false,
             },
         )
         .unwrap();
@@ -533,6 +534,7 @@ fn a_channel_whose_service_is_down_falls_back() {
         incident: IncidentId(1),
         expected: Duration::from_secs(7200),
         by: None,
+        from_now: false,
     };
     effects.extend(e.handle(at(60), eta).unwrap().into_iter().map(|x| (60, x)));
     let chief: Vec<_> = timed_notes(&effects);
@@ -564,6 +566,7 @@ fn status_reminders_repeat_until_a_manual_eta_and_resume_when_it_is_outlived() {
             incident: IncidentId(1),
             expected: Duration::from_secs(2 * 3600),
             by: None,
+            from_now: false,
         },
     )
     .unwrap();
@@ -999,6 +1002,7 @@ fn actions_on_incidents_are_changes_and_refusals_are_errors() {
             by: "p-lead".into(),
             text: "looking".into(),
             decision: false,
+            public: false,
         }
     ));
     assert!(changed(
@@ -1008,6 +1012,7 @@ fn actions_on_incidents_are_changes_and_refusals_are_errors() {
             incident: IncidentId(1),
             expected: Duration::from_secs(3600),
             by: None,
+            from_now: false,
         }
     ));
     assert!(
@@ -1040,6 +1045,7 @@ fn actions_on_incidents_are_changes_and_refusals_are_errors() {
                 by: "x".into(),
                 text: "late".into(),
                 decision: false,
+                public: false,
             }
         ),
         Err(EngineError::Resolved(IncidentId(1)))
@@ -1211,6 +1217,7 @@ fn timers_run_at_their_own_times_and_never_before_the_latest_input() {
             incident: IncidentId(1),
             expected: Duration::ZERO,
             by: None,
+            from_now: false,
         },
     )
     .unwrap();
@@ -1345,6 +1352,7 @@ fn absurd_durations_saturate_instead_of_panicking_or_wrapping() {
                 incident: IncidentId(1),
                 expected,
                 by: None,
+                from_now: false,
             },
         )
         .unwrap();
@@ -1360,6 +1368,7 @@ fn absurd_durations_saturate_instead_of_panicking_or_wrapping() {
             incident: IncidentId(1),
             expected: Duration::MAX,
             by: None,
+            from_now: false,
         },
     )
     .unwrap();

@@ -514,6 +514,8 @@ pub struct IncidentRow {
     pub resolved_by: Option<String>,
     /// When the generator's fuel runs out, once that is the binding limit.
     pub fuel_out: Option<Ts>,
+    /// Where the crisis staff meets, once raised to crisis level.
+    pub meeting_place: Option<String>,
 }
 
 impl IncidentRow {
@@ -541,6 +543,7 @@ impl IncidentRow {
             resolved_at: inc.resolved_at,
             resolved_by: inc.resolved_by.clone(),
             fuel_out: inc.fuel_out,
+            meeting_place: inc.meeting_place.clone(),
         }
     }
 }

@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_daemon.sql"),
     include_str!("migrations/0003_delivery.sql"),
     include_str!("migrations/0004_bounded.sql"),
+    include_str!("migrations/0005_operator.sql"),
 ];
 
 /// The longest merge chain followed when asking whether an incident is
@@ -213,7 +214,8 @@ impl Store for SqliteStore {
         };
         let incident = incident_from_row(&row)?;
         let timeline = sqlx::query(
-            "SELECT at_ms, kind, text, \"by\" FROM timeline WHERE incident = ? ORDER BY seq",
+            "SELECT at_ms, kind, text, \"by\", public FROM timeline WHERE incident = ? \
+             ORDER BY seq",
         )
         .bind(id)
         .fetch_all(&mut *tx)
@@ -225,6 +227,7 @@ impl Store for SqliteStore {
                 kind: r.try_get("kind")?,
                 text: r.try_get("text")?,
                 by: r.try_get("by")?,
+                public: r.try_get("public")?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -675,8 +678,8 @@ async fn write_batch(
         sqlx::query(
             "INSERT INTO incidents (id, state, merged_into, severity, level, root, services, \
              opened_at_ms, acknowledged_at_ms, acknowledged_by, expected_s, expected_end_ms, \
-             expected_basis, resolved_at_ms, resolved_by, fuel_out_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             expected_basis, resolved_at_ms, resolved_by, fuel_out_ms, meeting_place) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
              merged_into = excluded.merged_into, severity = excluded.severity, \
              level = excluded.level, root = excluded.root, services = excluded.services, \
@@ -685,7 +688,8 @@ async fn write_batch(
              acknowledged_by = excluded.acknowledged_by, expected_s = excluded.expected_s, \
              expected_end_ms = excluded.expected_end_ms, \
              expected_basis = excluded.expected_basis, resolved_at_ms = excluded.resolved_at_ms, \
-             resolved_by = excluded.resolved_by, fuel_out_ms = excluded.fuel_out_ms",
+             resolved_by = excluded.resolved_by, fuel_out_ms = excluded.fuel_out_ms, \
+             meeting_place = excluded.meeting_place",
         )
         .bind(to_i64("incident", inc.id)?)
         .bind(inc.state.as_str())
@@ -703,6 +707,7 @@ async fn write_batch(
         .bind(inc.resolved_at.map(|t| t.0))
         .bind(inc.resolved_by.as_deref())
         .bind(inc.fuel_out.map(|t| t.0))
+        .bind(inc.meeting_place.as_deref())
         .execute(&mut *conn)
         .await?;
     }
@@ -712,8 +717,8 @@ async fn write_batch(
         for (i, e) in t.entries.iter().enumerate() {
             let seq = to_i64("timeline index", (t.from + i) as u64)?;
             sqlx::query(
-                "INSERT INTO timeline (incident, seq, at_ms, kind, text, \"by\") \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (incident, seq) DO NOTHING",
+                "INSERT INTO timeline (incident, seq, at_ms, kind, text, \"by\", public) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (incident, seq) DO NOTHING",
             )
             .bind(incident)
             .bind(seq)
@@ -721,6 +726,7 @@ async fn write_batch(
             .bind(&e.kind)
             .bind(&e.text)
             .bind(e.by.as_deref())
+            .bind(e.public)
             .execute(&mut *conn)
             .await?;
         }
@@ -921,6 +927,7 @@ fn incident_from_row(r: &SqliteRow) -> Result<IncidentRow, StoreError> {
         resolved_at: ts_opt(r, "resolved_at_ms")?,
         resolved_by: r.try_get("resolved_by")?,
         fuel_out: ts_opt(r, "fuel_out_ms")?,
+        meeting_place: r.try_get("meeting_place")?,
     })
 }
 
