@@ -155,6 +155,11 @@ impl ApiError {
         }
     }
 
+    /// The answer's status (the web UI words its own pages).
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }

@@ -59,8 +59,8 @@ const FORM_LIMIT: usize = 16 * 1024;
 const TEXT_LIMIT: usize = 4000;
 /// Event streams open at once; more are answered 503 and the page polls.
 const MAX_STREAMS: usize = 64;
-/// How often an event stream looks for a change.
-const STREAM_EVERY: Duration = Duration::from_secs(2);
+/// How often an event stream looks for a change that no commit announced.
+const STREAM_EVERY: Duration = Duration::from_secs(5);
 /// An event stream ends after this long; the browser opens a new one.
 const STREAM_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
@@ -648,36 +648,47 @@ async fn events<S: Store + Clone + 'static>(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many live pages").into_response();
     };
     let started = tokio::time::Instant::now();
-    let state = (st, user.session.id, None::<u64>, permit, true);
-    let stream =
-        futures_util::stream::unfold(state, move |(st, id, last, permit, first)| async move {
-            let mut first = first;
-            loop {
-                if !first {
-                    tokio::time::sleep(STREAM_EVERY).await;
-                }
-                first = false;
-                if started.elapsed() >= STREAM_LIFETIME || st.sessions.get(&id).is_none() {
-                    return None;
-                }
-                let version = match oncall::fingerprint(&st.api.store).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        error!(error = %e, "reading incidents for a live page");
-                        return None;
-                    }
-                };
-                if last != Some(version) {
-                    let event = SseEvent::default()
-                        .event("version")
-                        .data(version.to_string());
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(event),
-                        (st, id, Some(version), permit, false),
-                    ));
+    let st_board = st.api.status.board.subscribe();
+    let live = Live {
+        st,
+        id: user.session.id,
+        last: None,
+        first: true,
+        board: st_board,
+        _permit: permit,
+    };
+    let stream = futures_util::stream::unfold(live, move |mut live| async move {
+        loop {
+            if !live.first {
+                // A commit wakes the stream at once; deliveries, which the
+                // notifier records outside the core, are seen within a while.
+                tokio::select! {
+                    changed = live.board.changed() => if changed.is_err() {
+                        tokio::time::sleep(STREAM_EVERY).await;
+                    },
+                    () = tokio::time::sleep(STREAM_EVERY) => {}
                 }
             }
-        });
+            live.first = false;
+            if started.elapsed() >= STREAM_LIFETIME || live.st.sessions.get(&live.id).is_none() {
+                return None;
+            }
+            let version = match oncall::fingerprint(&live.st.api.store).await {
+                Ok(v) => v,
+                Err(e) => {
+                    error!(error = %e, "reading incidents for a live page");
+                    return None;
+                }
+            };
+            if live.last != Some(version) {
+                live.last = Some(version);
+                let event = SseEvent::default()
+                    .event("version")
+                    .data(version.to_string());
+                return Some((Ok::<_, std::convert::Infallible>(event), live));
+            }
+        }
+    });
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -685,6 +696,19 @@ async fn events<S: Store + Clone + 'static>(
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// One event stream's state.
+struct Live<S: Store> {
+    st: WebState<S>,
+    /// The session it serves: the stream ends with it.
+    id: String,
+    /// The version last sent.
+    last: Option<u64>,
+    first: bool,
+    board: tokio::sync::watch::Receiver<Arc<crate::core::Board>>,
+    /// Its place among [`MAX_STREAMS`].
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 async fn app_js() -> Response {

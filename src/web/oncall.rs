@@ -18,11 +18,8 @@ use tracing::error;
 use super::{
     Ctx, Form, PageOpts, WebState, checked_post, local_path, no_incident, see_other, text_field,
 };
-use crate::core::NoAnswer;
-use crate::engine::{
-    Basis, EngineError, Event, IncidentId, IncidentState, Level, Source, TimelineEntry, Ts,
-    report_eta,
-};
+use crate::api::actions::{Action, Eta};
+use crate::engine::{Basis, IncidentState, Level, TimelineEntry};
 use crate::html::Text;
 use crate::store::{IncidentFilter, IncidentRow, OutboxRow, OutboxState, Store, StoreError};
 use crate::words::{duration_words, fill};
@@ -60,13 +57,9 @@ impl Shown {
         self.row.level == Level::Crisis
     }
 
-    /// Where the crisis staff meets, as the raise recorded it.
+    /// Where the crisis staff meets, as the raise chose it.
     fn meeting_place(&self) -> Option<String> {
-        self.timeline
-            .iter()
-            .rev()
-            .find(|e| e.kind == "level")
-            .and_then(|e| e.text.split_once(", meet at ").map(|(_, p)| p.to_owned()))
+        self.row.meeting_place.clone()
     }
 
     fn failed(&self) -> impl Iterator<Item = &OutboxRow> {
@@ -269,9 +262,8 @@ fn card<S: Store + Clone + 'static>(
             b => w.basis(b).to_owned(),
         };
         parts.push(basis);
-        if let Some(e) = s.estimate_set() {
-            parts.push(fill(w.updated, &[("when", &c.at(e.at.to_timestamp()))]));
-        }
+        let set = s.estimate_set().map_or(r.opened_at, |e| e.at);
+        parts.push(fill(w.updated, &[("when", &c.at(set.to_timestamp()))]));
         parts.join(" · ")
     });
     let token = || st.form_token(ctx);
@@ -524,6 +516,10 @@ fn note_form<S: Store + Clone + 'static>(
                         }
                     }
                 }
+                label.choice.check {
+                    input type="checkbox" name="public";
+                    " " (Text(w.note_public))
+                }
                 button.secondary type="submit" { (Text(w.note_save)) }
             }
         }
@@ -733,11 +729,8 @@ pub(super) async fn crisis_confirm<S: Store + Clone + 'static>(
     if row.level == Level::Crisis {
         return see_other(&back);
     }
-    let open = match open_incidents(&st.api.store).await {
-        Ok(o) => o,
-        Err(e) => return internal(&ctx, "reading open incidents", e),
-    };
-    let place = meeting_place_now(&ctx, &open);
+    // What a crisis raised now would choose, as the core last saw it.
+    let place = st.api.status.board.borrow().meeting_place.clone();
     let title = fill(w.crisis_title, &[("id", &id.to_string())]);
     let body = html! {
         h1 { (Text(&title)) }
@@ -768,34 +761,18 @@ pub(super) async fn crisis_confirm<S: Store + Clone + 'static>(
     )
 }
 
-/// The meeting place a crisis raised now would choose: the first of the
-/// plan whose building no open incident is rooted in.
-fn meeting_place_now(ctx: &Ctx, open: &[Shown]) -> Option<String> {
-    let busy: Vec<String> = open
-        .iter()
-        .filter_map(|s| {
-            let n = ctx.cat.node_id(&s.row.root)?;
-            ctx.cat.node(n).building.clone()
-        })
-        .collect();
-    ctx.cat
-        .meeting_places
-        .iter()
-        .find(|m| m.building.as_ref().is_none_or(|b| !busy.contains(b)))
-        .map(|m| m.name.clone())
-}
-
 // ---------------------------------------------------------------------------
 // Actions
 
 /// The parts of an action's POST every handler shares: the checks, the
-/// double-submit guard, the event to the core, and the redirect.
+/// double-submit guard, the action through the same path as the JSON
+/// routes ([`crate::api::ApiState::act`]), and the redirect.
 async fn act<S: Store + Clone + 'static>(
     st: &WebState<S>,
     headers: &HeaderMap,
     id: &str,
     body: Body,
-    make: impl FnOnce(&Ctx, &Form, u64, String) -> Result<Event, String>,
+    make: impl FnOnce(&Ctx, &Form) -> Result<Action, String>,
 ) -> Response {
     let ctx = st.ctx(headers);
     let Ok(id) = id.parse::<u64>() else {
@@ -813,25 +790,26 @@ async fn act<S: Store + Clone + 'static>(
         .as_ref()
         .map(|u| u.caller.actor())
         .unwrap_or_default();
-    let event = match make(&ctx, &form, id, by) {
-        Ok(e) => e,
+    let action = match make(&ctx, &form) {
+        Ok(a) => a,
         Err(why) => return ctx.problem(StatusCode::BAD_REQUEST, w.failed, &why, &back),
     };
     if let Some(done) = st.once(&ctx, nonce, &back) {
         return done;
     }
-    match st.api.core.input(event, Source::Manual).await {
-        Ok(Ok(_)) => see_other(&back),
-        Ok(Err(EngineError::UnknownIncident(_))) => {
-            ctx.problem(StatusCode::NOT_FOUND, w.not_found, w.not_found_text, "/")
-        }
-        Ok(Err(EngineError::Resolved(_) | EngineError::LinkUsed(_))) => conflict(&ctx, id),
-        Err(NoAnswer::Stopped | NoAnswer::TimedOut) => ctx.problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            w.unavailable,
-            w.unavailable_text,
-            &back,
-        ),
+    match st.api.act(id, by, action).await {
+        Ok(_) => see_other(&back),
+        Err(e) => match e.status() {
+            StatusCode::NOT_FOUND => no_incident(&ctx),
+            StatusCode::CONFLICT => conflict(&ctx, id),
+            StatusCode::SERVICE_UNAVAILABLE => ctx.problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                w.unavailable,
+                w.unavailable_text,
+                &back,
+            ),
+            code => ctx.problem(code, w.failed, w.failed_text, &back),
+        },
     }
 }
 
@@ -860,10 +838,8 @@ pub(super) async fn post_ack<S: Store + Clone + 'static>(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    act(&st, &headers, &id, body, |_, form, id, by| {
-        Ok(Event::Ack {
-            incident: IncidentId(id),
-            by,
+    act(&st, &headers, &id, body, |_, form| {
+        Ok(Action::Ack {
             note: text_field(form, "note"),
         })
     })
@@ -876,10 +852,8 @@ pub(super) async fn post_resolve<S: Store + Clone + 'static>(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    act(&st, &headers, &id, body, |_, form, id, by| {
-        Ok(Event::Resolve {
-            incident: IncidentId(id),
-            by,
+    act(&st, &headers, &id, body, |_, form| {
+        Ok(Action::Resolve {
             note: text_field(form, "note"),
         })
     })
@@ -892,13 +866,12 @@ pub(super) async fn post_note<S: Store + Clone + 'static>(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    act(&st, &headers, &id, body, |ctx, form, id, by| {
+    act(&st, &headers, &id, body, |ctx, form| {
         let text = text_field(form, "text").ok_or_else(|| ctx.w.note_missing.to_owned())?;
-        Ok(Event::Note {
-            incident: IncidentId(id),
-            by,
+        Ok(Action::Note {
             text,
             decision: form.get("kind").is_some_and(|k| k == "decision"),
+            public: form.get("public").is_some_and(|p| p == "on"),
         })
     })
     .await
@@ -910,12 +883,8 @@ pub(super) async fn post_crisis<S: Store + Clone + 'static>(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    act(&st, &headers, &id, body, |_, _, id, by| {
-        Ok(Event::SetLevel {
-            incident: IncidentId(id),
-            level: Level::Crisis,
-            by,
-        })
+    act(&st, &headers, &id, body, |_, _| {
+        Ok(Action::Level(Level::Crisis))
     })
     .await
 }
@@ -926,32 +895,17 @@ pub(super) async fn post_eta<S: Store + Clone + 'static>(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    // The ETA counts from the incident's opening, so it needs the row.
-    let opened = match id.parse::<u64>() {
-        Ok(n) => match st.api.store.incident(n).await {
-            Ok(Some(d)) => Some(d.incident.opened_at),
-            _ => None,
-        },
-        Err(_) => None,
-    };
-    act(&st, &headers, &id, body, |ctx, form, id, by| {
-        let opened = opened.ok_or_else(|| ctx.w.not_found_text.to_owned())?;
-        let expected =
-            eta_from_form(ctx, form, opened).ok_or_else(|| ctx.w.eta_missing.to_owned())?;
-        Ok(Event::Eta {
-            incident: IncidentId(id),
-            expected,
-            by: Some(by),
-        })
+    act(&st, &headers, &id, body, |ctx, form| {
+        eta_from_form(ctx, form)
+            .map(Action::Eta)
+            .ok_or_else(|| ctx.w.eta_missing.to_owned())
     })
     .await
 }
 
-/// The expected duration, from the opening, that an ETA form asks for:
-/// a clock time (the next one to come, in the site's zone) or a duration
-/// from now.
-fn eta_from_form(ctx: &Ctx, form: &Form, opened: Ts) -> Option<Duration> {
-    let now = Ts::from_timestamp(ctx.clock.now);
+/// What an ETA form asks for: a clock time (the next one to come, in the
+/// site's zone) or a duration from now.
+fn eta_from_form(ctx: &Ctx, form: &Form) -> Option<Eta> {
     if let Some(at) = form.get("at").map(|a| a.trim()).filter(|a| !a.is_empty()) {
         let time: Time = at.parse().ok()?;
         let today = ctx.clock.now.to_zoned(ctx.clock.tz.clone()).date();
@@ -962,20 +916,19 @@ fn eta_from_form(ctx: &Ctx, form: &Form, opened: Ts) -> Option<Duration> {
         if until.timestamp() <= ctx.clock.now {
             until = until.tomorrow().ok()?;
         }
-        let until = Ts::from_timestamp(until.timestamp());
-        let ms = u64::try_from(until.millis_since(opened)).ok()?;
-        return Some(Duration::from_millis(ms));
+        return Some(Eta::Until(until.timestamp()));
     }
     let secs: u64 = form.get("in")?.trim().parse().ok()?;
     if secs == 0 || secs > 366 * 86_400 {
         return None;
     }
-    Some(report_eta(now, opened, Duration::from_secs(secs)))
+    Some(Eta::Remaining(Duration::from_secs(secs)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Ts;
 
     fn entry(kind: &str, text: &str, by: Option<&str>) -> TimelineEntry {
         TimelineEntry {
@@ -983,6 +936,7 @@ mod tests {
             kind: kind.into(),
             text: text.into(),
             by: by.map(str::to_owned),
+            public: false,
         }
     }
 

@@ -269,9 +269,12 @@ pub fn set_cookie(
 /// Whether a POST comes from our own pages, as far as the browser says:
 /// `Sec-Fetch-Site` must be `same-origin` (or `none`, typed by the user),
 /// and `Origin` must be this site, as the configured public URL or the
-/// `Host` the request was sent to names it. A client that sends neither
-/// (not a browser) is left to the form token.
+/// `Host` the request was sent to names it. Under `Referrer-Policy:
+/// no-referrer` a browser sends `Origin: null` even to its own site; that
+/// passes only when `Sec-Fetch-Site` vouches for it. A client that sends
+/// neither header (not a browser) is left to the form token.
 pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
+    let mut vouched = false;
     if let Some(site) = headers.get("sec-fetch-site") {
         let Ok(site) = site.to_str() else {
             return false;
@@ -279,6 +282,7 @@ pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
         if site != "same-origin" && site != "none" {
             return false;
         }
+        vouched = true;
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -286,6 +290,9 @@ pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
     let Ok(origin) = origin.to_str() else {
         return false;
     };
+    if origin == "null" {
+        return vouched;
+    }
     let origin = origin.trim_end_matches('/');
     if origin.eq_ignore_ascii_case(origin_of(public_url)) {
         return true;
@@ -405,6 +412,14 @@ mod tests {
             url
         ));
         assert!(!same_origin(&with(&[("origin", "null")]), url));
+        assert!(same_origin(
+            &with(&[("origin", "null"), ("sec-fetch-site", "same-origin")]),
+            url
+        ));
+        assert!(!same_origin(
+            &with(&[("origin", "null"), ("sec-fetch-site", "cross-site")]),
+            url
+        ));
         assert!(!same_origin(
             &with(&[("sec-fetch-site", "cross-site")]),
             url

@@ -10,7 +10,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::html;
-use prometheus::core::Collector;
 use serde::Deserialize;
 use tracing::error;
 
@@ -18,8 +17,7 @@ use super::oncall::icon;
 use super::{PageOpts, WebState};
 use crate::engine::{Health, Ts};
 use crate::html::Text;
-use crate::metrics::Metrics;
-use crate::store::{IncidentFilter, Store};
+use crate::store::{IncidentFilter, IncidentRow, Store};
 use crate::words::fill;
 
 #[derive(Deserialize)]
@@ -34,30 +32,22 @@ struct Row {
     health: Health,
     since: Option<Ts>,
     back: Option<Ts>,
+    /// The latest public note of its incident, with its time.
+    note: Option<(Ts, String)>,
 }
 
-/// The health of each service by id, as the core last set it.
-fn service_health(metrics: &Metrics) -> HashMap<String, Health> {
+/// The latest public note of each open incident.
+async fn public_notes<S: Store>(store: &S, open: &[IncidentRow]) -> HashMap<u64, (Ts, String)> {
     let mut out = HashMap::new();
-    for family in metrics.service_up.collect() {
-        for m in family.get_metric() {
-            let Some(id) = m
-                .get_label()
-                .iter()
-                .find(|l| l.name() == "service")
-                .map(|l| l.value().to_owned())
-            else {
-                continue;
-            };
-            let v = m.get_gauge().get_value();
-            let health = if v >= 1.0 {
-                Health::Up
-            } else if v > 0.0 {
-                Health::Degraded
-            } else {
-                Health::Down
-            };
-            out.insert(id, health);
+    for r in open {
+        match store.incident(r.id).await {
+            Ok(Some(d)) => {
+                if let Some(e) = d.timeline.iter().rev().find(|e| e.public) {
+                    out.insert(r.id, (e.at, e.text.clone()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => error!(error = %e, "reading a timeline for the status page"),
         }
     }
     out
@@ -91,7 +81,9 @@ pub(super) async fn page<S: Store + Clone + 'static>(
             Vec::new()
         }
     };
-    let health = service_health(&st.api.metrics);
+    let open: Vec<IncidentRow> = open.into_iter().filter(|r| r.state.is_live()).collect();
+    let notes = public_notes(&st.api.store, &open).await;
+    let board = st.api.status.board.borrow().clone();
     let mut rows: Vec<(usize, Row)> = ctx
         .cat
         .nodes
@@ -99,34 +91,37 @@ pub(super) async fn page<S: Store + Clone + 'static>(
         .filter(|n| n.is_service())
         .enumerate()
         .map(|(i, n)| {
-            let h = health.get(&n.id).copied().unwrap_or(Health::Up);
-            let touching = open
-                .iter()
-                .filter(|r| r.state.is_live() && r.services.iter().any(|s| s == &n.id));
-            let (since, back) = if h == Health::Up {
-                (None, None)
+            let on_board = board.service(&n.id);
+            let health = on_board.map_or(Health::Up, |s| s.health);
+            let incident = on_board
+                .and_then(|s| s.incident)
+                .and_then(|id| open.iter().find(|r| r.id == id.0));
+            let (since, back, note) = if health == Health::Up {
+                (None, None, None)
             } else {
-                touching.fold(
-                    (None, None),
-                    |(since, back): (Option<Ts>, Option<Ts>), r| {
-                        (
-                            Some(since.map_or(r.opened_at, |s| s.min(r.opened_at))),
-                            Some(back.map_or(r.expected_end, |b| b.max(r.expected_end))),
-                        )
-                    },
+                (
+                    on_board
+                        .and_then(|s| s.since)
+                        .or(incident.map(|r| r.opened_at)),
+                    incident.map(|r| r.expected_end),
+                    incident.and_then(|r| notes.get(&r.id).cloned()),
                 )
             };
             (
                 i,
                 Row {
                     name: n.name.clone(),
-                    health: h,
+                    health,
                     since,
                     back,
+                    note,
                 },
             )
         })
         .collect();
+    // Every open public note, the newest first: above the services.
+    let mut notices: Vec<&(Ts, String)> = notes.values().collect();
+    notices.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
     // The worst first, then as the plan lists them.
     rows.sort_by_key(|(i, r)| (std::cmp::Reverse(r.health), *i));
     let worst = rows
@@ -144,12 +139,24 @@ pub(super) async fn page<S: Store + Clone + 'static>(
         Some(r) => format!("/status?refresh={r}"),
         None => "/status".to_owned(),
     };
-    let title = format!("{} – {}", w.status_title, ctx.cat.site_name);
     let body = html! {
         h1 { (Text(w.status_title)) }
         div #status data-live {
             p class={ "headline " (worst.as_str()) } role="status" {
                 (icon(worst.as_str())) " " (Text(headline))
+            }
+            @if !notices.is_empty() {
+                section.notices {
+                    h2 { (Text(w.notices)) }
+                    ul.notices {
+                        @for (at, text) in &notices {
+                            li {
+                                span.when { (Text(&c.at(at.to_timestamp()))) }
+                                " " (Text(text))
+                            }
+                        }
+                    }
+                }
             }
             section.services {
                 h2 { (Text(w.services)) }
@@ -173,6 +180,11 @@ pub(super) async fn page<S: Store + Clone + 'static>(
                                         None => (Text(w.status_unknown_return)),
                                     }
                                 }
+                                @if let Some((at, text)) = &r.note {
+                                    span.detail.public-note {
+                                        span.when { (Text(&c.at(at.to_timestamp()))) } " " (Text(text))
+                                    }
+                                }
                             }
                         }
                     }
@@ -186,7 +198,7 @@ pub(super) async fn page<S: Store + Clone + 'static>(
     };
     ctx.page(
         StatusCode::OK,
-        &title,
+        w.status_title,
         body,
         PageOpts {
             live: Some("poll"),
