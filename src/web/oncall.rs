@@ -269,7 +269,7 @@ fn card<S: Store + Clone + 'static>(
     let token = || st.form_token(ctx);
     let actions = ctx.can_act() && live;
     html! {
-        article.card class={ "sev-" (sev) } id={ "i" (id) } {
+        article class={ "card sev-" (sev) } id={ "i" (id) } {
             p.sevline {
                 span class={ "sev " (sev) } { (icon(sev)) " " (Text(w.severity(r.severity))) }
                 @if s.crisis() {
