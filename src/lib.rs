@@ -24,6 +24,7 @@
 //! - [`metrics`] holds every Prometheus metric;
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
 //! - [`plan`] renders the config as the preparedness plan people read;
+//! - [`report`] writes an incident's report for the archive from the store;
 //! - [`words`] words times, durations and templates for messages, pages and
 //!   the plan; [`html`] is what the HTML pages share;
 //! - [`demo`] stands in for the outside world: an MQTT broker and simulated
@@ -50,6 +51,7 @@ pub mod links;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
+pub mod report;
 pub mod store;
 pub mod tls;
 pub mod web;

@@ -61,6 +61,23 @@ enum Command {
         #[arg(long, value_enum, default_value = "markdown")]
         format: PlanFormat,
     },
+    /// Write an incident's report for the archive, from the store (the
+    /// daemon may be running; nothing is written).
+    Report {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The incident's number.
+        #[arg(long)]
+        incident: u64,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Markdown,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,7 +247,73 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", beredskab::plan::render(&loaded.config, format));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report {
+            config,
+            incident,
+            format,
+        } => {
+            let loaded = match load_config(&config) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            let format = match format {
+                ReportFormat::Markdown => beredskab::report::Format::Markdown,
+                ReportFormat::Json => beredskab::report::Format::Json,
+            };
+            report(&loaded, incident, format)
+        }
     }
+}
+
+/// `beredskab report`: reads the store named by the config, read-only,
+/// and prints the report. Invalid usage of the store (a postgres url) is a
+/// config error (2); a store or incident that is not there is 1.
+fn report(
+    loaded: &config::Loaded,
+    incident: u64,
+    format: beredskab::report::Format,
+) -> anyhow::Result<ExitCode> {
+    let db = match beredskab::daemon::sqlite_path(&loaded.path, &loaded.config.store.url) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if !db.is_file() {
+        eprintln!(
+            "error: there is no store at {} ([store] url in {}); has the daemon run?",
+            db.display(),
+            loaded.path.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(async {
+        let store = beredskab::store::SqliteStore::open_read_only(&db).await?;
+        let rows = beredskab::report::load(&store, incident).await;
+        store.close().await;
+        rows
+    });
+    let rows = match rows {
+        Ok(Some(rows)) => rows,
+        Ok(None) => {
+            eprintln!("error: there is no incident {incident} in {}", db.display());
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", db.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let now = beredskab::clock::wall_now();
+    print!(
+        "{}",
+        beredskab::report::render(&loaded.config, &rows, format, now)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -578,6 +578,61 @@ async fn reopening_keeps_everything() {
     ));
 }
 
+/// A read-only opening (for `beredskab report`) reads what the writer
+/// committed while the writer is still open, takes no write, creates no
+/// missing file, and refuses a file of another schema version.
+#[tokio::test]
+async fn a_read_only_store_reads_beside_the_writer_and_writes_nothing() {
+    let path = temp_db("read-only");
+    let missing = path.with_file_name("missing.db");
+    assert!(SqliteStore::open_read_only(&missing).await.is_err());
+    assert!(!missing.exists(), "a read-only open created the file");
+
+    let writer = SqliteStore::open(&path).await.expect("open");
+    let mut batch = Batch::new();
+    batch.incident(incident_row(1, IncidentState::Open, at(0)));
+    batch.timeline(1, 0, vec![entry(0, "opened", "srv-1 down", None)]);
+    batch.notification(at(0), notification("n1", 1));
+    writer.commit(batch).await.expect("commit");
+
+    let reader = SqliteStore::open_read_only(&path)
+        .await
+        .expect("open read-only");
+    let detail = reader.incident(1).await.expect("read").expect("incident 1");
+    assert_eq!(detail.timeline.len(), 1);
+    assert_eq!(reader.notifications(1).await.expect("outbox").len(), 1);
+    assert!(reader.deliveries(1).await.expect("deliveries").is_empty());
+    let mut batch = Batch::new();
+    batch.incident(incident_row(2, IncidentState::Open, at(5)));
+    assert!(
+        reader.commit(batch).await.is_err(),
+        "a read-only store wrote"
+    );
+
+    // The writer goes on beside the reader, and the reader sees it.
+    let mut batch = Batch::new();
+    batch.incident(incident_row(1, IncidentState::Resolved, at(0)));
+    writer.commit(batch).await.expect("commit beside a reader");
+    let detail = reader.incident(1).await.expect("read").expect("incident 1");
+    assert_eq!(detail.incident.state, IncidentState::Resolved);
+    reader.close().await;
+    writer.close().await;
+
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("raw connection");
+    sqlx::query("PRAGMA user_version = 1")
+        .execute(&mut conn)
+        .await
+        .expect("set version");
+    conn.close().await.expect("close");
+    assert!(matches!(
+        SqliteStore::open_read_only(&path).await,
+        Err(StoreError::OlderSchema { found: 1, .. })
+    ));
+}
+
 /// Runs the engine over `events`, ticking at each wakeup first, and calls
 /// `effects` with each instant's effects.
 fn drive(

@@ -14,7 +14,7 @@
 
 pub mod actions;
 pub mod auth;
-mod incidents;
+pub mod incidents;
 pub mod ingest;
 pub mod links;
 pub mod openapi;
@@ -76,6 +76,8 @@ pub struct ApiConfig {
     pub auth: Auth,
     pub metrics_public: bool,
     pub links: Arc<LinkSettings>,
+    /// Whether the listener serves HTTPS (`[server] tls_cert` and `tls_key`).
+    pub tls: bool,
 }
 
 impl ApiConfig {
@@ -85,6 +87,7 @@ impl ApiConfig {
             auth: Auth::new(&config.tokens),
             metrics_public: config.server.metrics_public,
             links,
+            tls: config.server.tls_cert.is_some() && config.server.tls_key.is_some(),
         }
     }
 }

@@ -90,14 +90,21 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         path: path.to_owned(),
         source,
     })?;
-    let mut loaded = load_str(&path.display().to_string(), &text)?;
+    let mut loaded = load_text(&path.display().to_string(), &text, Some(path))?;
     loaded.path = path.to_owned();
     Ok(loaded)
 }
 
 /// Parses and validates config text; `name` is the file name used in
-/// diagnostics.
+/// diagnostics. Files the config names (`[server] tls_cert`, `tls_key`)
+/// are read only by [`load`], which knows where the config lives.
 pub fn load_str(name: &str, text: &str) -> Result<Loaded, LoadError> {
+    load_text(name, text, None)
+}
+
+/// [`load_str`], and with `file` (the config's own path) the checks of the
+/// files it names, relative to its folder.
+fn load_text(name: &str, text: &str, file: Option<&Path>) -> Result<Loaded, LoadError> {
     let lines = Lines::new(name, text);
     // The common case, a file that fits the schema, costs one parse; only
     // a file with problems is parsed again into a tree with spans, to find
@@ -110,7 +117,10 @@ pub fn load_str(name: &str, text: &str) -> Result<Loaded, LoadError> {
         },
     };
 
-    let findings = validate::validate(&config);
+    let mut findings = validate::validate(&config);
+    if let Some(file) = file {
+        findings.extend(validate::files(&config, file));
+    }
     if findings.is_empty() && errors.is_empty() {
         return Ok(Loaded {
             config,

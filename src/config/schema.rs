@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -156,11 +157,24 @@ pub struct ServerConfig {
     /// token; `false`: it needs one with the `read` scope.
     #[serde(default = "default_metrics_public")]
     pub metrics_public: bool,
-    /// Path of a PEM certificate chain to serve HTTPS with, given together
-    /// with `tls_key`. Checked for its pair, but this build serves plain HTTP.
+    /// Path of a PEM certificate chain (the server's certificate first),
+    /// given together with `tls_key`: the listener then serves HTTPS only
+    /// (rustls). Relative to the config file; read again on every reload.
     pub tls_cert: Option<String>,
     /// Path of the PEM private key of `tls_cert`; see there.
     pub tls_key: Option<String>,
+}
+
+impl ServerConfig {
+    /// The certificate and key files when both are set, relative paths
+    /// taken from the folder of `config_file`.
+    pub fn tls_files(&self, config_file: &Path) -> Option<(PathBuf, PathBuf)> {
+        let dir = config_file.parent().unwrap_or_else(|| Path::new("."));
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((dir.join(cert), dir.join(key))),
+            _ => None,
+        }
+    }
 }
 
 impl Default for ServerConfig {

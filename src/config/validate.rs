@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use super::duration_in_bounds;
@@ -17,6 +18,7 @@ use super::load::Level;
 use super::schema::{AlarmKind, ChannelKind, Config, RoleConfig};
 use super::step::{RecipientRef, StepOn};
 use super::template::Template;
+use crate::tls::KeyPairError;
 
 /// One step of a path into the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,28 @@ pub fn validate(config: &Config) -> Vec<Finding> {
     v.dependency_cycles(&graph);
     v.unused(&graph);
     v.out
+}
+
+/// Checks the files the config names, read from the disk: the HTTPS
+/// certificate and key must read, parse and belong together. `file` is the
+/// config's own path; relative paths are taken from its folder.
+pub fn files(config: &Config, file: &Path) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Some((cert, key)) = config.server.tls_files(file) else {
+        return out;
+    };
+    if let Err(e) = crate::tls::load_server_key(&cert, &key) {
+        let (at, message) = match e {
+            KeyPairError::Cert(m) => ("tls_cert", m),
+            KeyPairError::Key(m) | KeyPairError::Mismatch(m) => ("tls_key", m),
+        };
+        out.push(Finding {
+            level: Level::Error,
+            path: path!["server", at],
+            message,
+        });
+    }
+    out
 }
 
 /// Ids of one kind of thing, to the index of its first definition.

@@ -17,7 +17,10 @@
 //! the engine is rebuilt from the snapshot and the log.
 //! SIGHUP reloads the config: an invalid one is logged and refused and the
 //! old one keeps running; a valid one is carried into the core, and the
-//! collectors whose settings changed are restarted.
+//! collectors whose settings changed are restarted, and the HTTPS
+//! certificate and key are read again for the connections that follow (a
+//! pair that does not read or match refuses the reload like an invalid
+//! config).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,6 +43,7 @@ use crate::links::LinkSettings;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::store::SqliteStore;
+use crate::tls::{self, ServerCert};
 
 /// Capacity of each channel into the core.
 const CHANNEL_CAPACITY: usize = 1024;
@@ -106,18 +110,23 @@ struct Settings {
     catalogue: watch::Sender<Arc<Catalogue>>,
     links: watch::Sender<Arc<LinkSettings>>,
     api: watch::Sender<Arc<ApiConfig>>,
+    /// Whether the listener serves HTTPS: fixed at start, whatever a
+    /// reloaded config says, since the listener is not replaced.
+    tls: bool,
 }
 
 impl Settings {
-    fn new(config: &Config, catalogue: Arc<Catalogue>) -> Settings {
+    fn new(config: &Config, catalogue: Arc<Catalogue>, tls: bool) -> Settings {
         let links = Arc::new(LinkSettings::from_config(config, |var| {
             std::env::var(var).ok()
         }));
-        let api = Arc::new(ApiConfig::new(config, catalogue.clone(), links.clone()));
+        let mut api = ApiConfig::new(config, catalogue.clone(), links.clone());
+        api.tls = tls;
         Settings {
             catalogue: watch::channel(catalogue).0,
             links: watch::channel(links).0,
-            api: watch::channel(api).0,
+            api: watch::channel(Arc::new(api)).0,
+            tls,
         }
     }
 
@@ -129,7 +138,8 @@ impl Settings {
             links.key = self.links.borrow().key.clone();
         }
         let links = Arc::new(links);
-        let api = ApiConfig::new(config, catalogue.clone(), links.clone());
+        let mut api = ApiConfig::new(config, catalogue.clone(), links.clone());
+        api.tls = self.tls;
         self.catalogue.send_replace(catalogue);
         self.links.send_replace(links);
         self.api.send_replace(Arc::new(api));
@@ -174,7 +184,7 @@ fn load(path: &Path) -> Result<Loaded, DaemonError> {
 }
 
 /// The SQLite file a `[store] url` names, relative to the config's folder.
-fn sqlite_path(config_path: &Path, url: &str) -> Result<PathBuf, DaemonError> {
+pub fn sqlite_path(config_path: &Path, url: &str) -> Result<PathBuf, DaemonError> {
     let Some(file) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -280,7 +290,23 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
     )
     .await?;
     let clock = core.clock();
-    let settings = Settings::new(&config, catalogue.clone());
+    // Read again after the check in `load`: the files may have changed.
+    let server_cert = match config.server.tls_files(&opts.config) {
+        None => None,
+        Some((cert, key)) => {
+            let pair = tls::load_server_key(&cert, &key)
+                .map_err(|e| DaemonError::Config(format!("[server] cannot serve HTTPS: {e}")))?;
+            Some(ServerCert::new(pair))
+        }
+    };
+    let tls_config = match &server_cert {
+        None => None,
+        Some(c) => Some(
+            c.server_config()
+                .map_err(|e| DaemonError::Config(format!("[server] cannot serve HTTPS: {e}")))?,
+        ),
+    };
+    let settings = Settings::new(&config, catalogue.clone(), server_cert.is_some());
 
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -334,8 +360,13 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
         status: status.clone(),
         config: settings.api.subscribe(),
     });
-    let mut http_task = tokio::spawn(api::server::serve(listener, app, intake.clone()));
-    info!(listen = %local, "beredskab running");
+    let mut http_task = tokio::spawn(api::server::serve(
+        listener,
+        app,
+        tls_config,
+        intake.clone(),
+    ));
+    info!(listen = %local, https = server_cert.is_some(), "beredskab running");
     if let Some(tx) = opts.on_listening {
         let _ = tx.send(local);
     }
@@ -390,10 +421,31 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
                 {
                     warn!("[server] listen and [store] url take effect only after a restart");
                 }
+                let next_pair = match (&server_cert, next.config.server.tls_files(&opts.config)) {
+                    (Some(_), Some((cert, key))) => match tls::load_server_key(&cert, &key) {
+                        Ok(pair) => Some(pair),
+                        Err(e) => {
+                            error!("reload refused, the running config and certificate stay:\n{e}");
+                            continue;
+                        }
+                    },
+                    (None, None) => None,
+                    (Some(_), None) | (None, Some(_)) => {
+                        warn!(
+                            "turning HTTPS on or off ([server] tls_cert, tls_key) takes effect \
+                             only after a restart"
+                        );
+                        None
+                    }
+                };
                 if core_handle.reload(next.catalogue.clone()).await.is_err() {
                     break;
                 }
                 settings.replace(&next.config, next.catalogue.clone());
+                if let (Some(cert), Some(pair)) = (&server_cert, next_pair) {
+                    cert.replace(pair);
+                    info!("TLS certificate and key read again; new connections use them");
+                }
                 let mqtt_settings = next.config.mqtt.as_ref().map(|m| format!("{m:?}"));
                 if mqtt.as_ref().map(|r| r.settings.clone()) != mqtt_settings {
                     if let Some(old) = mqtt.take() {

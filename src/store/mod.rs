@@ -58,6 +58,12 @@ pub enum StoreError {
     OutOfRange { what: &'static str, value: u64 },
     #[error("the database has schema version {found}, newer than this build's {known}")]
     NewerSchema { found: i64, known: i64 },
+    /// Only a read-only opening meets it: the daemon migrates on start.
+    #[error(
+        "the database has schema version {found}, older than this build's {known}; \
+         start the daemon once to bring it up to date"
+    )]
+    OlderSchema { found: i64, known: i64 },
     #[error("no notification with key {0:?} in the outbox")]
     UnknownNotification(String),
     #[error("the integrity check failed: {0}")]

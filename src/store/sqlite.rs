@@ -88,6 +88,36 @@ impl SqliteStore {
         Ok(SqliteStore { writer, readers })
     }
 
+    /// Opens an existing database for reading only, beside a running
+    /// daemon or without one (WAL lets readers run beside the writer): no
+    /// file is created, nothing is migrated, and every write fails. For
+    /// `beredskab report`.
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let readers = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(path.as_ref())
+                    .busy_timeout(BUSY_TIMEOUT)
+                    .create_if_missing(false)
+                    .read_only(true),
+            )
+            .await?;
+        let store = SqliteStore {
+            writer: readers.clone(),
+            readers,
+        };
+        let found = store.schema_version().await?;
+        let known = SqliteStore::latest_schema_version();
+        if found > known {
+            return Err(StoreError::NewerSchema { found, known });
+        }
+        if found < known {
+            return Err(StoreError::OlderSchema { found, known });
+        }
+        Ok(store)
+    }
+
     /// The schema version the file is at.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let v: i64 = sqlx::query_scalar("PRAGMA user_version")

@@ -363,6 +363,18 @@ pub fn config_with(mqtt_port: u16, client_id: &str, extra: &str) -> String {
         + extra
 }
 
+/// The test configuration without `[mqtt]` and its subscriptions, for a
+/// daemon that needs no broker (alarms come by HTTP). `{http}` is the
+/// HTTP port.
+pub fn config_without_mqtt() -> String {
+    let full = config(1, "unused");
+    let start = full.find("[mqtt]\n").expect("the test config has [mqtt]");
+    let end = full
+        .find("[[component]]")
+        .expect("the test config has components");
+    format!("{}{}", &full[..start], &full[end..])
+}
+
 const TEST_CONFIG: &str = r#"
 [site]
 name = "Testkommune IT"

@@ -140,3 +140,28 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&out.stderr),
     );
 }
+
+/// An HTTPS client that trusts only the CA in `ca` (no system roots) and
+/// keeps what it learnt of each connection's TLS (`TlsInfo`), with a fresh
+/// connection pool: every client makes its own handshakes.
+pub fn https_client(ca: &Path) -> reqwest::Client {
+    beredskab::tls::install_provider();
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
+    let cert = reqwest::Certificate::from_pem(&pem).expect("the CA is PEM");
+    reqwest::Client::builder()
+        .tls_certs_only([cert])
+        .tls_info(true)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("https client")
+}
+
+/// The DER of the first certificate in a PEM file: what a client sees as
+/// the peer's certificate.
+pub fn der(pem: &Path) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(pem)
+        .unwrap_or_else(|e| panic!("read {}: {e}", pem.display()))
+        .to_vec()
+}
