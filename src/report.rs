@@ -721,6 +721,7 @@ via = ["sms"]
             kind: kind.to_owned(),
             text: text.to_owned(),
             by: by.map(str::to_owned),
+            public: false,
         }
     }
 
@@ -746,6 +747,7 @@ via = ["sms"]
                 resolved_at: resolved.then(|| at(5400)),
                 resolved_by: None,
                 fuel_out: None,
+                meeting_place: None,
             },
             timeline: vec![
                 entry(0, "opened", "opened: srv-mail", None),

@@ -166,7 +166,7 @@ impl<S: Store + Clone + 'static> WebState<S> {
             },
             cat,
             user,
-            tls: settings.links.public_url.starts_with("https://"),
+            tls: settings.tls || settings.links.public_url.starts_with("https://"),
             public_url: settings.links.public_url.clone(),
         }
     }
