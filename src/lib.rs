@@ -16,6 +16,8 @@
 //!   [`core::CoreHandle`] is how the others ask it things;
 //! - [`api`] takes pushed alarms and reports, shows incidents, and serves
 //!   the pages of the acknowledgement [`links`] that messages carry;
+//! - [`web`] is the on-call web UI and the public status page, beside the
+//!   API on the same server;
 //! - [`store`] keeps inputs, incidents and the outbox durably;
 //! - [`notify`] delivers the outbox;
 //! - [`daemon`] runs all of it, on the monotonic [`clock`], and reloads;
@@ -52,6 +54,7 @@ pub mod plan;
 pub mod report;
 pub mod store;
 pub mod tls;
+pub mod web;
 pub mod words;
 
 /// Sent with every HTTP request beredskab makes (probes, gateways,

@@ -184,6 +184,18 @@ impl Auth {
         }
     }
 
+    /// For a web session, which keeps the hash of the token it logged in
+    /// with: the caller, when that token is still in the config and holds
+    /// `scope`. Not counted as a failed attempt (the session was let in).
+    pub(crate) fn check_hash(&self, hash: &[u8; 32], scope: Scope) -> Result<Caller, AuthError> {
+        let t = self.by_hash.get(hash).ok_or(AuthError::Unknown)?;
+        if t.scopes.contains(&scope) || t.scopes.contains(&Scope::Admin) {
+            Ok(t.caller.clone())
+        } else {
+            Err(AuthError::Forbidden(scope_name(scope)))
+        }
+    }
+
     fn blocked(&self, ip: IpAddr) -> bool {
         self.failures().blocked(ip, Instant::now())
     }

@@ -139,7 +139,8 @@ pub fn router<S: Store + Clone + 'static>(state: ApiState<S>) -> Router {
         .route("/readyz", get(readyz::<S>))
         .route("/metrics", get(metrics::<S>))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::web::router(state))
 }
 
 /// An error answer: `{"error": message}`.
@@ -155,6 +156,11 @@ impl ApiError {
             status,
             message: message.into(),
         }
+    }
+
+    /// The answer's status (the web UI words its own pages).
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
     }
 
     fn bad(message: impl Into<String>) -> ApiError {
@@ -226,7 +232,7 @@ impl From<NoAnswer> for ApiError {
 
 /// Why a body could not be read.
 #[derive(Debug)]
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     TimedOut,
     Read(axum::Error),
@@ -234,7 +240,11 @@ enum BodyError {
 
 /// Reads a body of at most `limit` bytes within `within`. A declared
 /// length over the limit is refused before anything is read.
-async fn read_limited(body: Body, limit: usize, within: Duration) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_limited(
+    body: Body,
+    limit: usize,
+    within: Duration,
+) -> Result<Bytes, BodyError> {
     let limit_u64 = u64::try_from(limit).unwrap_or(u64::MAX);
     if body.size_hint().lower() > limit_u64 {
         return Err(BodyError::TooLarge);

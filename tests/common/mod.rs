@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod broker;
+pub mod browser;
 pub mod daemon;
 pub mod drill_lint;
 pub mod gateway;
