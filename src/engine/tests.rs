@@ -1484,3 +1484,62 @@ fn a_report_counts_its_expected_duration_from_the_report() {
         secs(crate::config::MAX_DURATION)
     );
 }
+
+#[test]
+fn what_is_due_next_names_the_deputy_until_someone_acknowledges() {
+    let mut e = engine();
+    fire(&mut e, 0, "srv-a", AlarmKind::Server);
+    run_to(&mut e, 60);
+    let up = e.upcoming(IncidentId(1)).expect("something is due");
+    assert_eq!(up.at, at(600), "{up:?}");
+    let Next::Deputy { person, role, via } = &up.what else {
+        panic!("the deputy is due first: {up:?}");
+    };
+    assert_eq!(person, "Deputy one");
+    assert_eq!(role, &e.cat.role(e.cat.role_id("lead").unwrap()).name);
+    assert_eq!(via, &["sms".to_owned()]);
+
+    // Once the first deputy is told, the second is next.
+    run_to(&mut e, 700);
+    let up = e.upcoming(IncidentId(1)).expect("something is due");
+    assert!(
+        matches!(&up.what, Next::Deputy { person, .. } if person == "Deputy two")
+            && up.at == at(1200),
+        "{up:?}"
+    );
+
+    e.handle(
+        at(800),
+        Event::Ack {
+            incident: IncidentId(1),
+            by: "p-lead".into(),
+            note: None,
+        },
+    )
+    .unwrap();
+    let up = e.upcoming(IncidentId(1));
+    assert!(
+        !matches!(
+            up,
+            Some(Upcoming {
+                what: Next::Deputy { .. },
+                ..
+            })
+        ),
+        "no deputy after an acknowledgement: {up:?}"
+    );
+    e.handle(
+        at(900),
+        Event::Resolve {
+            incident: IncidentId(1),
+            by: "p-lead".into(),
+            note: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        e.upcoming(IncidentId(1)),
+        None,
+        "nothing is due once it is over"
+    );
+}

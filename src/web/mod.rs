@@ -144,6 +144,8 @@ pub(crate) struct User {
 /// What every page needs: names, words, the clock, who is looking.
 pub(crate) struct Ctx {
     cat: Arc<Catalogue>,
+    /// The core's board as the request found it.
+    board: Arc<crate::core::Board>,
     w: &'static Words,
     clock: Clock,
     user: Option<User>,
@@ -165,6 +167,7 @@ impl<S: Store + Clone + 'static> WebState<S> {
                 now: wall_now().to_timestamp(),
             },
             cat,
+            board: self.api.status.board.borrow().clone(),
             user,
             tls: settings.tls || settings.links.public_url.starts_with("https://"),
             public_url: settings.links.public_url.clone(),

@@ -19,7 +19,7 @@ use super::{
     Ctx, Form, PageOpts, WebState, checked_post, local_path, no_incident, see_other, text_field,
 };
 use crate::api::actions::{Action, Eta};
-use crate::engine::{Basis, IncidentState, Level, TimelineEntry};
+use crate::engine::{Basis, IncidentState, Level, Next, TimelineEntry};
 use crate::html::Text;
 use crate::store::{IncidentFilter, IncidentRow, OutboxRow, OutboxState, Store, StoreError};
 use crate::words::{duration_words, fill};
@@ -306,6 +306,9 @@ fn card<S: Store + Clone + 'static>(
             @for n in s.failed() {
                 p.box.bad role="alert" { (Text(&failed_text(ctx, n))) }
             }
+            @if live && let Some(next) = next_text(ctx, r.id) {
+                p.next { (Text(&next)) }
+            }
             @if actions {
                 nav.secondary {
                     a.button.secondary href={ "/i/" (id) "#eta" } { (Text(w.set_eta)) }
@@ -527,6 +530,34 @@ fn note_form<S: Store + Clone + 'static>(
 }
 
 /// Who was told: person × channel, the latest message's state.
+/// What is due next for incident `id` if nobody acts, in words.
+fn next_text(ctx: &Ctx, id: u64) -> Option<String> {
+    let up = ctx.board.next.get(&crate::engine::IncidentId(id))?;
+    let w = ctx.w;
+    let time = ctx.clock.at(up.at.to_timestamp());
+    Some(match &up.what {
+        Next::FirstNotice => fill(w.next_first, &[("time", &time)]),
+        Next::Step { to, via, .. } => fill(
+            w.next_step,
+            &[
+                ("via", &via.join(", ")),
+                ("to", &to.join(", ")),
+                ("time", &time),
+            ],
+        ),
+        Next::Deputy { person, role, via } => fill(
+            w.next_deputy,
+            &[
+                ("via", &via.join(", ")),
+                ("person", person),
+                ("role", role),
+                ("time", &time),
+            ],
+        ),
+        Next::Status => fill(w.next_status, &[("time", &time)]),
+    })
+}
+
 fn escalation(ctx: &Ctx, s: &Shown) -> Markup {
     let w = ctx.w;
     let c = &ctx.clock;
@@ -539,6 +570,9 @@ fn escalation(ctx: &Ctx, s: &Shown) -> Markup {
     html! {
         section #escalation data-live {
             h2 { (Text(w.escalation)) }
+            @if let Some(next) = next_text(ctx, s.row.id) {
+                p.next { (Text(&next)) }
+            }
             @for n in s.failed() {
                 p.box.bad role="alert" { (Text(&failed_text(ctx, n))) }
             }
