@@ -165,6 +165,11 @@ async fn the_person_on_call_handles_a_fire_in_a_real_browser() {
     .await;
     assert_eq!(b.path().await, "/i/1");
     b.screenshot("phone-05-crisis-pinned").await;
+    // Who was told, by which channel, and whether it went out.
+    let text = b.text().await;
+    assert!(text.contains("Hvem er underrettet"), "{text}");
+    b.scroll_to("#escalation").await;
+    b.screenshot("phone-05b-escalation").await;
 
     // A note written elsewhere (the JSON API) shows up in the open page's
     // timeline without a reload.
@@ -183,6 +188,7 @@ async fn the_person_on_call_handles_a_fire_in_a_real_browser() {
     )
     .await;
     assert!(b.same_document().await, "the page was reloaded");
+    b.scroll_to("#timeline").await;
     b.screenshot("phone-06-timeline-live").await;
 
     // The filter is a plain link.

@@ -214,6 +214,21 @@ impl Browser {
             .unwrap_or(false)
     }
 
+    /// Scrolls the element `css` to the top of the viewport (for a
+    /// screenshot of what is below the fold).
+    pub async fn scroll_to(&self, css: &str) {
+        let found = self
+            .client
+            .execute(
+                "const e = document.querySelector(arguments[0]); \
+                 if (!e) { return false; } e.scrollIntoView(); return true;",
+                vec![serde_json::Value::String(css.to_owned())],
+            )
+            .await
+            .expect("scroll");
+        assert_eq!(found, serde_json::Value::Bool(true), "no {css} on the page");
+    }
+
     /// Saves a screenshot as `target/screenshots/NAME.png`; returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("take a screenshot");
