@@ -69,14 +69,13 @@ async fn probe(ports: &[u16], n: usize, every: Duration, secs: Duration) -> anyh
         .map(|i| ProbeConfig {
             id: format!("p{i}"),
             component: "c".into(),
-            url: format!("http://127.0.0.1:{}/health", ports[i % ports.len()]),
+            url: Some(format!(
+                "http://127.0.0.1:{}/health",
+                ports[i % ports.len()]
+            )),
             every,
             timeout: Duration::from_secs(2),
-            fail_after: 3,
-            recover_after: 2,
-            expect_status: Vec::new(),
-            generator: None,
-            checks: Vec::new(),
+            ..ProbeConfig::default()
         })
         .collect();
     let collector = ProbeCollector::new(&probes)?;

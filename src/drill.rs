@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::catalogue::{Catalogue, Staffing};
-use crate::config::{AlarmKind, Config};
+use crate::config::{AlarmKind, Config, ProbeKind};
 use crate::engine::{
     AlarmInput, AlarmSeverity, AlarmState, Effect, Engine, EngineError, Event, IncidentId, Level,
     ProbeResult, RejectReason, Source, Ts,
@@ -84,6 +84,11 @@ pub struct ProbeEvent {
     pub status: Option<u16>,
     pub ok: Option<bool>,
     pub body: Option<String>,
+    /// tcp and icmp: the round trip in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// tls: how long the certificate has left.
+    #[serde(default, with = "humantime_serde")]
+    pub expires_in: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +399,53 @@ fn alarm_step(a: &AlarmEvent) -> Step {
     }))
 }
 
+/// The result a probe event gives its probe: `status` alone, `body` alone
+/// (with status 200) or `ok` for http; `ok`, and `rtt_ms` for tcp and icmp
+/// or `expires_in` for tls, for the network kinds.
+fn probe_result(kind: ProbeKind, p: &ProbeEvent) -> Result<ProbeResult, String> {
+    let only = |key: &str, present: bool, kinds: &[ProbeKind]| {
+        if present && !kinds.contains(&kind) {
+            let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            Err(format!("{key} is for {} probes", names.join(" and ")))
+        } else {
+            Ok(())
+        }
+    };
+    only("status", p.status.is_some(), &[ProbeKind::Http])?;
+    only("body", p.body.is_some(), &[ProbeKind::Http])?;
+    only(
+        "rtt_ms",
+        p.rtt_ms.is_some(),
+        &[ProbeKind::Tcp, ProbeKind::Icmp],
+    )?;
+    only("expires_in", p.expires_in.is_some(), &[ProbeKind::Tls])?;
+    if p.rtt_ms.is_some_and(|ms| !ms.is_finite() || ms < 0.0) {
+        return Err("rtt_ms must be a number of milliseconds, 0 or more".into());
+    }
+    if let Some(d) = p.expires_in
+        && !crate::config::duration_in_bounds(d)
+    {
+        return Err("expires_in is longer than 100 years".into());
+    }
+    let failed = p.ok == Some(false);
+    Ok(match kind {
+        ProbeKind::Http if failed => ProbeResult::failed("probe failed"),
+        ProbeKind::Http => ProbeResult {
+            status: Some(p.status.unwrap_or(200)),
+            body: p.body.as_ref().map(|b| b.clone().into_bytes()),
+            ..ProbeResult::default()
+        },
+        _ => ProbeResult {
+            error: failed.then(|| "probe failed".to_owned()),
+            rtt_ms: p.rtt_ms,
+            expires_in_s: p
+                .expires_in
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            ..ProbeResult::default()
+        },
+    })
+}
+
 fn compile_events(cat: &Catalogue, scenario: &Scenario) -> Result<Vec<(Ts, Step)>, DrillError> {
     let start = Ts::from_timestamp(start_time(cat, scenario)?);
     let bad = |m: String| DrillError::Scenario(m);
@@ -409,17 +461,14 @@ fn compile_events(cat: &Catalogue, scenario: &Scenario) -> Result<Vec<(Ts, Step)
             let i = cat
                 .probe_id(&p.id)
                 .ok_or_else(|| bad(format!("probe event names unknown probe {:?}", p.id)))?;
-            let result = match (p.ok, p.status, &p.body) {
-                (Some(false), _, _) => ProbeResult {
-                    error: Some("probe failed".into()),
-                    ..ProbeResult::default()
-                },
-                (_, status, body) => ProbeResult {
-                    status: Some(status.unwrap_or(200)),
-                    body: body.as_ref().map(|b| b.clone().into_bytes()),
-                    error: None,
-                },
-            };
+            let kind = cat.probe(i).config.kind;
+            let result = probe_result(kind, p).map_err(|why| {
+                bad(format!(
+                    "probe event at {} for {kind} probe {:?}: {why}",
+                    humantime::format_duration(e.at),
+                    p.id
+                ))
+            })?;
             Step::Probe(i.0 as usize, result)
         } else if let Some(a) = &e.alarm {
             alarm_step(a)

@@ -17,8 +17,8 @@ use maud::{Markup, PreEscaped, html};
 
 use crate::config::{
     AlarmKind, ChannelConfig, ChannelKind, CheckOutcome, ComponentKind, Config, Criticality,
-    Language, PersonConfig, PolicyConfig, ProbeConfig, RecipientRef, RoleConfig, ServiceConfig,
-    StepOn, WebhookFormat,
+    Language, PersonConfig, PolicyConfig, ProbeConfig, ProbeKind, RecipientRef, RoleConfig,
+    ServiceConfig, StepOn, WebhookFormat,
 };
 use crate::html::{DOCTYPE, Text};
 use crate::words::{Piece, duration_words, fill_with};
@@ -97,6 +97,12 @@ struct Words {
     probe: &'static str,
     status_any: &'static str,
     status_some: &'static str,
+    /// What each kind of probe checks: `{target}` (and `{count}` echoes).
+    probe_kind: fn(ProbeKind) -> &'static str,
+    /// When a network probe fails, by kind; `{warn}` for tls.
+    probe_fails: fn(ProbeKind) -> &'static str,
+    /// `{max}`: a slower answer is degraded.
+    probe_slow: &'static str,
     generator: &'static str,
     check: &'static str,
     below: &'static str,
@@ -242,13 +248,31 @@ const DA: Words = Words {
         AlarmKind::Security => "sikkerhed",
         AlarmKind::Generic => "generel",
     },
-    h_probes: "Sundhedstjek (HTTP)",
+    h_probes: "Sundhedstjek",
     probes_intro: "En komponent er nede efter det angivne antal fejl i træk og oppe igen \
                    efter det angivne antal svar i orden.",
-    probe: "{url} med interval {every}, timeout {timeout}; nede efter {fail} fejl i træk, \
+    probe: "{kind} med interval {every}, timeout {timeout}; nede efter {fail} fejl i træk, \
             oppe igen efter {recover} svar i orden; {status}.",
     status_any: "enhver 2xx-statuskode er i orden",
     status_some: "statuskode {codes} er i orden",
+    probe_kind: |k| match k {
+        ProbeKind::Http => "HTTP {target}",
+        ProbeKind::Icmp => "ping (ICMP, {count} ekkoer) af {target}",
+        ProbeKind::Tcp => "TCP-forbindelse til {target}",
+        ProbeKind::Dns => "DNS-opslag {target}",
+        ProbeKind::Tls => "TLS-certifikatet på {target}",
+    },
+    probe_fails: |k| match k {
+        ProbeKind::Http => "",
+        ProbeKind::Icmp => "fejl når alle ekkoer går tabt",
+        ProbeKind::Tcp => "fejl uden forbindelse",
+        ProbeKind::Dns => "fejl uden svar, ved SERVFAIL eller NXDOMAIN",
+        ProbeKind::Tls => {
+            "nedsat når certifikatet udløber inden for {warn}, fejl når det er \
+                           udløbet eller ugyldigt"
+        }
+    },
+    probe_slow: "langsommere end {max} er nedsat",
     generator: "Generator: kører ifølge {running}, brændstof i procent ifølge {fuel}; \
                 driftstid på fuld tank {runtime}.",
     check: "Tjek: er {pointer} {cond}, er komponenten {then}.",
@@ -430,13 +454,31 @@ const EN: Words = Words {
         AlarmKind::Security => "security",
         AlarmKind::Generic => "generic",
     },
-    h_probes: "Health checks (HTTP)",
+    h_probes: "Health checks",
     probes_intro: "A component is down after the given number of failures in a row and up \
                    again after the given number of successes.",
-    probe: "{url} every {every}, timeout {timeout}; down after {fail} failures in a row, \
+    probe: "{kind} every {every}, timeout {timeout}; down after {fail} failures in a row, \
             up again after {recover} successes; {status}.",
     status_any: "any 2xx status is fine",
     status_some: "status {codes} is fine",
+    probe_kind: |k| match k {
+        ProbeKind::Http => "HTTP {target}",
+        ProbeKind::Icmp => "ping (ICMP, {count} echoes) of {target}",
+        ProbeKind::Tcp => "TCP connection to {target}",
+        ProbeKind::Dns => "DNS query {target}",
+        ProbeKind::Tls => "the TLS certificate of {target}",
+    },
+    probe_fails: |k| match k {
+        ProbeKind::Http => "",
+        ProbeKind::Icmp => "failed when all echoes are lost",
+        ProbeKind::Tcp => "failed without a connection",
+        ProbeKind::Dns => "failed without an answer, on SERVFAIL or NXDOMAIN",
+        ProbeKind::Tls => {
+            "degraded when the certificate expires within {warn}, failed when \
+                           expired or invalid"
+        }
+    },
+    probe_slow: "slower than {max} is degraded",
     generator: "Generator: running according to {running}, fuel percent according to \
                 {fuel}; runtime on a full tank {runtime}.",
     check: "Check: if {pointer} is {cond}, the component is {then}.",
@@ -1196,9 +1238,33 @@ impl Plan<'_> {
         )));
     }
 
+    /// What a probe checks: its kind and target.
+    fn probe_target(&self, p: &ProbeConfig) -> Line {
+        let target = match p.kind {
+            ProbeKind::Http => without_userinfo(p.url()),
+            _ => p.target(),
+        };
+        fill(
+            (self.w.probe_kind)(p.kind),
+            &[
+                ("target", Line::code(target)),
+                ("count", Line::text(p.echo_count().to_string())),
+            ],
+        )
+    }
+
     fn probe(&self, p: &ProbeConfig) -> Item {
         let w = self.w;
-        let status = if p.expect_status.is_empty() {
+        let status = if p.kind != ProbeKind::Http {
+            let mut parts = vec![fill(
+                (w.probe_fails)(p.kind),
+                &[("warn", self.dur(p.warn_before()))],
+            )];
+            if let Some(max) = p.max_rtt {
+                parts.push(fill(w.probe_slow, &[("max", self.dur(max))]));
+            }
+            join_with("; ", parts)
+        } else if p.expect_status.is_empty() {
             Line::text(w.status_any)
         } else {
             let codes = p
@@ -1216,7 +1282,7 @@ impl Plan<'_> {
             .l(fill(
                 w.probe,
                 &[
-                    ("url", Line::code(without_userinfo(&p.url))),
+                    ("kind", self.probe_target(p)),
                     ("every", self.dur(p.every)),
                     ("timeout", self.dur(p.timeout)),
                     ("fail", Line::text(p.fail_after.to_string())),

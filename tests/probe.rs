@@ -202,14 +202,10 @@ fn probe(id: &str, url: &str, every: Duration, timeout: Duration) -> ProbeConfig
     ProbeConfig {
         id: id.into(),
         component: "c".into(),
-        url: url.into(),
+        url: Some(url.into()),
         every,
         timeout,
-        fail_after: 3,
-        recover_after: 2,
-        expect_status: Vec::new(),
-        generator: None,
-        checks: Vec::new(),
+        ..ProbeConfig::default()
     }
 }
 

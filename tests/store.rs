@@ -78,6 +78,7 @@ fn every_kind_of_event() -> Vec<Event> {
                 status: Some(200),
                 body: Some(br#"{"running":true,"fuel_percent":41.5}"#.to_vec()),
                 error: None,
+                ..ProbeResult::default()
             },
         },
         Event::Probe {
@@ -86,6 +87,7 @@ fn every_kind_of_event() -> Vec<Event> {
                 status: None,
                 body: None,
                 error: Some("timed out".to_owned()),
+                ..ProbeResult::default()
             },
         },
         Event::Ack {

@@ -1,4 +1,6 @@
-//! The ways alarms come in: MQTT subscriptions and HTTP probes.
+//! The ways alarms come in: MQTT subscriptions and probes (HTTP, and
+//! ICMP, TCP, DNS and TLS for network gear).
 
 pub mod mqtt;
+pub mod net;
 pub mod probe;

@@ -1,10 +1,13 @@
-//! The HTTP probe collector: every `[[probe]]` GETs its URL on a fixed
-//! timetable and hands each outcome to the daemon as a [`ProbeReport`].
+//! The probe collector: every `[[probe]]` checks its target on a fixed
+//! timetable (an HTTP GET of its URL, or for network gear an ICMP echo, a
+//! TCP connection, a DNS query or a TLS handshake, see [`super::net`]) and
+//! hands each outcome to the daemon as a [`ProbeReport`].
 //!
 //! Talks to the probed endpoints (reqwest over HTTP/1.1, or TLS with rustls
 //! and ring) and to the daemon (a bounded channel). It only fetches: status
-//! codes, JSON checks and generator readings are judged by the engine
-//! (`engine::intake::classify`), so `drill` and the daemon agree.
+//! codes, JSON checks, generator readings, round trips and certificate
+//! expiry are judged by the engine (`engine::intake::classify`), so `drill`
+//! and the daemon agree.
 //!
 //! Why it is built this way:
 //! - one task per probe, each sleeping on tokio's timer until its next
@@ -21,6 +24,8 @@
 use std::error::Error as _;
 use std::fmt;
 use std::io;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Client, Url};
@@ -30,8 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
+use super::net::{self, DnsQuestion, Icmp};
 use crate::USER_AGENT;
-use crate::config::ProbeConfig;
+use crate::config::{ProbeConfig, ProbeKind};
 use crate::engine::ProbeResult;
 
 /// The most of a response body a probe reads; a longer body is an error.
@@ -48,6 +54,14 @@ pub enum ProbeError {
     },
     #[error("probe {id:?}: {what} must be more than zero")]
     Zero { id: String, what: &'static str },
+    #[error("probe {id:?}: {detail}")]
+    Target { id: String, detail: String },
+    /// No ICMP socket may be opened: the message names both remedies.
+    #[error("{0}")]
+    Icmp(String),
+    /// No root certificate for tls probes.
+    #[error("{0}")]
+    Roots(String),
     #[error("http client: {0}")]
     Client(String),
 }
@@ -67,18 +81,43 @@ pub struct ProbeReport {
 #[derive(Debug)]
 struct Probe {
     id: String,
-    url: Url,
+    target: Target,
     every: Duration,
     timeout: Duration,
-    /// Whether the engine reads the body (a check or a generator section):
-    /// only then is a body over [`MAX_BODY`] a failure.
-    needs_body: bool,
+}
+
+/// What a probe checks, by kind.
+#[derive(Debug)]
+enum Target {
+    Http {
+        url: Url,
+        /// Whether the engine reads the body (a check or a generator
+        /// section): only then is a body over [`MAX_BODY`] a failure.
+        needs_body: bool,
+    },
+    /// `count` echoes, each waiting up to `wait` (9/10 of the timeout
+    /// shared out, so that a lost echo is told from a timed-out check).
+    Icmp {
+        host: String,
+        count: u32,
+        wait: Duration,
+    },
+    Tcp {
+        address: String,
+    },
+    Dns(DnsQuestion),
+    Tls {
+        address: String,
+        server_name: rustls::pki_types::ServerName<'static>,
+    },
 }
 
 /// The collector, configured and not yet running.
 pub struct ProbeCollector {
     client: Client,
     probes: Vec<Probe>,
+    /// The roots tls probes trust, when there are tls probes.
+    roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl fmt::Debug for ProbeCollector {
@@ -91,13 +130,53 @@ impl fmt::Debug for ProbeCollector {
 
 impl ProbeCollector {
     /// Builds the collector from the `[[probe]]` sections: refuses a URL
-    /// that is not http(s) with a host, and a zero `every` or `timeout`.
+    /// that is not http(s) with a host, a target that is not one of its
+    /// kind, and a zero `every` or `timeout`. With icmp probes, fails when
+    /// the process may open no ICMP socket (the error names both
+    /// remedies); with tls probes, loads the roots they trust
+    /// (`SSL_CERT_FILE`, `SSL_CERT_DIR` or the system's).
     pub fn new(probes: &[ProbeConfig]) -> Result<ProbeCollector, ProbeError> {
+        ProbeCollector::build(probes, None)
+    }
+
+    /// [`ProbeCollector::new`] with tls probes trusting the certificates in
+    /// `roots` instead of `SSL_CERT_FILE` or the system's: for a test's own
+    /// CA (the environment is process-wide).
+    pub fn with_root_certificates(
+        probes: &[ProbeConfig],
+        roots: &Path,
+    ) -> Result<ProbeCollector, ProbeError> {
+        ProbeCollector::build(probes, Some(roots))
+    }
+
+    fn build(probes: &[ProbeConfig], roots: Option<&Path>) -> Result<ProbeCollector, ProbeError> {
         let probes = probes
             .iter()
             .map(Probe::new)
             .collect::<Result<Vec<_>, _>>()?;
         crate::tls::install_provider();
+        for v6 in [false, true] {
+            let needed = probes.iter().any(|p| match &p.target {
+                Target::Icmp { host, .. } => match host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ip.is_ipv6() == v6,
+                    // A host name's family is known only once resolved.
+                    Err(_) => !v6,
+                },
+                _ => false,
+            });
+            if needed {
+                let kind = net::icmp_socket(v6).map_err(ProbeError::Icmp)?;
+                debug!(?kind, v6, "icmp probes have a socket");
+            }
+        }
+        let roots = if probes
+            .iter()
+            .any(|p| matches!(p.target, Target::Tls { .. }))
+        {
+            Some(net::load_roots(roots).map_err(ProbeError::Roots)?)
+        } else {
+            None
+        };
         let client = Client::builder()
             .user_agent(USER_AGENT)
             // Probes watch the local infrastructure, which must be checked
@@ -105,7 +184,11 @@ impl ProbeCollector {
             .no_proxy()
             .build()
             .map_err(|e| ProbeError::Client(error_chain(&e)))?;
-        Ok(ProbeCollector { client, probes })
+        Ok(ProbeCollector {
+            client,
+            probes,
+            roots,
+        })
     }
 
     /// Runs every probe until `shutdown` is cancelled or the receiver is
@@ -117,24 +200,46 @@ impl ProbeCollector {
     /// bounded by one report per probe, the same bound as one request in
     /// flight per probe.
     pub async fn run(self, tx: mpsc::Sender<ProbeReport>, shutdown: CancellationToken) {
-        run_all(self.probes, Http(self.client), tx, shutdown).await;
+        let net = Net {
+            http: self.client,
+            icmp: Arc::new(Icmp::default()),
+            roots: self.roots,
+        };
+        run_all(self.probes, net, tx, shutdown).await;
     }
 }
 
-/// How a probe's request is made: over HTTP, or a test's stand-in (so the
-/// timetable can be tested on tokio's paused clock).
+/// How a probe's check is made: over the network, or a test's stand-in
+/// (so the timetable can be tested on tokio's paused clock).
 trait Fetch: Clone + Send + Sync + 'static {
-    /// The request without its timeout: [`run_probe`] bounds it.
+    /// The check without its timeout: [`run_probe`] bounds it.
     fn fetch(&self, probe: &Probe) -> impl Future<Output = ProbeResult> + Send;
 }
 
-/// The real requests, through one shared client.
+/// The real checks: HTTP through one shared client, ICMP through one shared
+/// socket per address family, and the rest a connection each.
 #[derive(Clone)]
-struct Http(Client);
+struct Net {
+    http: Client,
+    icmp: Arc<Icmp>,
+    roots: Option<Arc<rustls::RootCertStore>>,
+}
 
-impl Fetch for Http {
-    fn fetch(&self, probe: &Probe) -> impl Future<Output = ProbeResult> + Send {
-        fetch_unbounded(&self.0, &probe.url, probe.needs_body)
+impl Fetch for Net {
+    async fn fetch(&self, probe: &Probe) -> ProbeResult {
+        match &probe.target {
+            Target::Http { url, needs_body } => fetch_unbounded(&self.http, url, *needs_body).await,
+            Target::Icmp { host, count, wait } => self.icmp.ping(host, *count, *wait).await,
+            Target::Tcp { address } => net::connect(address).await,
+            Target::Dns(question) => question.ask().await,
+            Target::Tls {
+                address,
+                server_name,
+            } => match &self.roots {
+                Some(roots) => net::handshake(address, server_name, roots).await,
+                None => ProbeResult::failed("no root certificates loaded"),
+            },
+        }
     }
 }
 
@@ -173,15 +278,6 @@ async fn run_all<F: Fetch>(
 
 impl Probe {
     fn new(config: &ProbeConfig) -> Result<Probe, ProbeError> {
-        let bad = |detail: String| ProbeError::Url {
-            id: config.id.clone(),
-            url: config.url.clone(),
-            detail,
-        };
-        let url = Url::parse(&config.url).map_err(|e| bad(format!(": {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-            return Err(bad(String::new()));
-        }
         let zero = |what| ProbeError::Zero {
             id: config.id.clone(),
             what,
@@ -194,10 +290,85 @@ impl Probe {
         }
         Ok(Probe {
             id: config.id.clone(),
-            url,
+            target: Target::new(config)?,
             every: config.every,
             timeout: config.timeout,
-            needs_body: config.generator.is_some() || !config.checks.is_empty(),
+        })
+    }
+}
+
+impl Target {
+    fn new(config: &ProbeConfig) -> Result<Target, ProbeError> {
+        let bad = |detail: String| ProbeError::Target {
+            id: config.id.clone(),
+            detail,
+        };
+        let needs = |key: &str, value: &Option<String>| {
+            value
+                .clone()
+                .ok_or_else(|| bad(format!("a {} probe needs {key}", config.kind)))
+        };
+        Ok(match config.kind {
+            ProbeKind::Http => {
+                let bad = |detail: String| ProbeError::Url {
+                    id: config.id.clone(),
+                    url: config.url().to_owned(),
+                    detail,
+                };
+                let url = Url::parse(config.url()).map_err(|e| bad(format!(": {e}")))?;
+                if !matches!(url.scheme(), "http" | "https")
+                    || url.host_str().is_none_or(str::is_empty)
+                {
+                    return Err(bad(String::new()));
+                }
+                Target::Http {
+                    url,
+                    needs_body: config.generator.is_some() || !config.checks.is_empty(),
+                }
+            }
+            ProbeKind::Icmp => {
+                let host = needs("host", &config.host)?;
+                if host.parse::<std::net::IpAddr>().is_err() && !crate::config::is_host_name(&host)
+                {
+                    return Err(bad(format!(
+                        "host {host:?} is not an IP address or a host name"
+                    )));
+                }
+                let count = config.echo_count();
+                if !(1..=crate::config::MAX_ICMP_COUNT).contains(&count) {
+                    return Err(bad(format!(
+                        "count must be 1 to {} echoes",
+                        crate::config::MAX_ICMP_COUNT
+                    )));
+                }
+                Target::Icmp {
+                    host,
+                    count,
+                    wait: (config.timeout * 9 / 10 / count).max(Duration::from_millis(1)),
+                }
+            }
+            ProbeKind::Tcp => {
+                let address = needs("address", &config.address)?;
+                crate::config::host_port(&address)
+                    .map_err(|why| bad(format!("address {address:?} {why}")))?;
+                Target::Tcp { address }
+            }
+            ProbeKind::Dns => {
+                let server = needs("server", &config.server)?;
+                let name = needs("name", &config.name)?;
+                Target::Dns(DnsQuestion::new(&server, &name, &config.record_type()).map_err(bad)?)
+            }
+            ProbeKind::Tls => {
+                let address = needs("address", &config.address)?;
+                let (host, _) = crate::config::host_port(&address)
+                    .map_err(|why| bad(format!("address {address:?} {why}")))?;
+                let server_name = rustls::pki_types::ServerName::try_from(host)
+                    .map_err(|e| bad(format!("address {address:?}: {e}")))?;
+                Target::Tls {
+                    address,
+                    server_name,
+                }
+            }
         })
     }
 }
@@ -266,7 +437,7 @@ async fn run_probe<F: Fetch>(
                 debug!(probe = %probe.id, error = %error, elapsed_ms = elapsed.as_millis(), "probe failed")
             }
             (None, status) => {
-                debug!(probe = %probe.id, status = ?status, elapsed_ms = elapsed.as_millis(), "probe answered")
+                debug!(probe = %probe.id, status = ?status, rtt_ms = ?result.rtt_ms, expires_in_s = ?result.expires_in_s, elapsed_ms = elapsed.as_millis(), "probe answered")
             }
         }
         let report = ProbeReport {
@@ -318,8 +489,7 @@ async fn fetch_unbounded(client: &Client, url: &Url, needs_body: bool) -> ProbeR
         } else {
             ProbeResult {
                 status,
-                body: None,
-                error: None,
+                ..ProbeResult::default()
             }
         }
     };
@@ -345,15 +515,14 @@ async fn fetch_unbounded(client: &Client, url: &Url, needs_body: bool) -> ProbeR
     ProbeResult {
         status,
         body: Some(body),
-        error: None,
+        ..ProbeResult::default()
     }
 }
 
 fn failed(status: Option<u16>, error: String) -> ProbeResult {
     ProbeResult {
         status,
-        body: None,
-        error: Some(error),
+        ..ProbeResult::failed(error)
     }
 }
 
@@ -448,14 +617,10 @@ mod tests {
         ProbeConfig {
             id: "p".into(),
             component: "c".into(),
-            url: url.into(),
+            url: Some(url.into()),
             every: Duration::from_secs(10),
             timeout: Duration::from_secs(2),
-            fail_after: 3,
-            recover_after: 2,
-            expect_status: Vec::new(),
-            generator: None,
-            checks: Vec::new(),
+            ..ProbeConfig::default()
         }
     }
 

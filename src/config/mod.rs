@@ -12,6 +12,7 @@ mod validate;
 pub use load::{Diagnostic, Level, LoadError, Loaded, load, load_str};
 pub use schema::*;
 pub use step::{RecipientRef, StepOn};
+pub use validate::{MAX_ICMP_COUNT, dns_server, host_port, is_host_name, is_record_type};
 
 /// The longest duration anything accepts, from a config file, an API body
 /// or an MQTT payload: 100 years. Humantime takes `18446744073709551615s`;

@@ -39,6 +39,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_secs(30);
 /// How long a probe request may take before it counts as failed.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// ICMP echoes per check of an icmp probe.
+pub const DEFAULT_ICMP_COUNT: u32 = 3;
+/// How long before its certificate expires a tls probe is degraded.
+pub const DEFAULT_WARN_BEFORE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// MQTT payloads larger than this are rejected as `oversized`.
 pub const DEFAULT_MAX_PAYLOAD: ByteSize = ByteSize(64 * 1024);
 /// The MQTT client's packet limit.
@@ -69,7 +73,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[mqtt]`, optional: without it no broker is contacted.
     pub mqtt: Option<MqttConfig>,
-    /// `[[probe]]`, any number: health endpoints polled over HTTP.
+    /// `[[probe]]`, any number: health endpoints polled over HTTP, and
+    /// network gear checked by ICMP, TCP, DNS or TLS.
     #[serde(default, rename = "probe")]
     pub probes: Vec<ProbeConfig>,
     /// `[[component]]`, any number: the things that fail.
@@ -370,7 +375,10 @@ impl fmt::Display for AlarmKind {
     }
 }
 
-/// `[[probe]]`: an HTTP health endpoint polled for a component.
+/// `[[probe]]`: a component's health checked on a timetable: an HTTP
+/// health endpoint (the default), or network gear by ICMP echo, a TCP
+/// connection, a DNS query or a TLS handshake (`kind`). Each kind has keys
+/// of its own; a key of another kind is an error (`validate.rs`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
@@ -378,13 +386,39 @@ pub struct ProbeConfig {
     pub id: String,
     /// The id of the component the probe watches.
     pub component: String,
-    /// The `http://` or `https://` URL requested (GET, no proxy).
-    pub url: String,
+    /// `http` (the default), `icmp`, `tcp`, `dns` or `tls`.
+    #[serde(default)]
+    pub kind: ProbeKind,
+    /// http, required: the `http://` or `https://` URL requested (GET, no
+    /// proxy).
+    pub url: Option<String>,
+    /// icmp, required: the IPv4 or IPv6 address (or host name) pinged.
+    pub host: Option<String>,
+    /// icmp: echoes per check (default [`DEFAULT_ICMP_COUNT`]); the check
+    /// fails when all are lost.
+    pub count: Option<u32>,
+    /// icmp and tcp, optional duration: a slower round trip (or connect)
+    /// makes the component degraded.
+    #[serde(default, with = "humantime_serde")]
+    pub max_rtt: Option<Duration>,
+    /// tcp and tls, required: `HOST:PORT` connected to.
+    pub address: Option<String>,
+    /// dns, required: the server asked, `IP` or `IP:PORT` (port 53 by default).
+    pub server: Option<String>,
+    /// dns, required: the name asked for.
+    pub name: Option<String>,
+    /// dns: the record type asked for (default `A`); no answer of that type
+    /// fails the check.
+    pub record: Option<String>,
+    /// tls, duration: a certificate expiring sooner makes the component
+    /// degraded (default [`DEFAULT_WARN_BEFORE`]).
+    #[serde(default, with = "humantime_serde")]
+    pub warn_before: Option<Duration>,
     /// Duration: how often the probe is checked (default [`DEFAULT_PROBE_EVERY`]).
     #[serde(default = "default_probe_every", with = "humantime_serde")]
     pub every: Duration,
-    /// Duration: a request slower than this fails (default
-    /// [`DEFAULT_PROBE_TIMEOUT`]).
+    /// Duration: a check slower than this fails (default
+    /// [`DEFAULT_PROBE_TIMEOUT`]); for icmp it bounds all `count` echoes.
     #[serde(default = "default_probe_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Consecutive failures before the component is down, at least 1
@@ -395,15 +429,126 @@ pub struct ProbeConfig {
     /// [`DEFAULT_RECOVER_AFTER`]).
     #[serde(default = "default_recover_after")]
     pub recover_after: u32,
-    /// Accepted status codes (100–599); empty, the default, means any 2xx.
+    /// http: accepted status codes (100–599); empty, the default, means any 2xx.
     #[serde(default)]
     pub expect_status: Vec<u16>,
-    /// `[probe.generator]` (optional): the body reports a generator's
+    /// http, `[probe.generator]` (optional): the body reports a generator's
     /// running state and fuel.
     pub generator: Option<GeneratorProbeConfig>,
-    /// `[[probe.check]]`, any number: conditions on the JSON body.
+    /// http, `[[probe.check]]`, any number: conditions on the JSON body.
     #[serde(default, rename = "check")]
     pub checks: Vec<ProbeCheckConfig>,
+}
+
+impl Default for ProbeConfig {
+    /// An http probe with no id, component or URL and every default.
+    fn default() -> Self {
+        ProbeConfig {
+            id: String::new(),
+            component: String::new(),
+            kind: ProbeKind::Http,
+            url: None,
+            host: None,
+            count: None,
+            max_rtt: None,
+            address: None,
+            server: None,
+            name: None,
+            record: None,
+            warn_before: None,
+            every: DEFAULT_PROBE_EVERY,
+            timeout: DEFAULT_PROBE_TIMEOUT,
+            fail_after: DEFAULT_FAIL_AFTER,
+            recover_after: DEFAULT_RECOVER_AFTER,
+            expect_status: Vec::new(),
+            generator: None,
+            checks: Vec::new(),
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// The URL of an http probe (empty for the other kinds).
+    pub fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or("")
+    }
+
+    /// icmp: echoes per check.
+    pub fn echo_count(&self) -> u32 {
+        self.count.unwrap_or(DEFAULT_ICMP_COUNT)
+    }
+
+    /// dns: the record type asked for, as written (upper-cased).
+    pub fn record_type(&self) -> String {
+        self.record.as_deref().unwrap_or("A").to_ascii_uppercase()
+    }
+
+    /// tls: how long before expiry the certificate makes it degraded.
+    pub fn warn_before(&self) -> Duration {
+        self.warn_before.unwrap_or(DEFAULT_WARN_BEFORE)
+    }
+
+    /// What is checked, for the plan and logs: the URL, host, address or
+    /// `name RECORD @ server`.
+    pub fn target(&self) -> String {
+        match self.kind {
+            ProbeKind::Http => self.url().to_owned(),
+            ProbeKind::Icmp => self.host.clone().unwrap_or_default(),
+            ProbeKind::Tcp | ProbeKind::Tls => self.address.clone().unwrap_or_default(),
+            ProbeKind::Dns => format!(
+                "{} {} @ {}",
+                self.name.as_deref().unwrap_or(""),
+                self.record_type(),
+                self.server.as_deref().unwrap_or("")
+            ),
+        }
+    }
+}
+
+/// How a probe checks its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    /// A GET of `url`.
+    #[default]
+    Http,
+    /// `count` ICMP echoes to `host`.
+    Icmp,
+    /// A TCP connection to `address`.
+    Tcp,
+    /// A query for `name` and `record` to `server`.
+    Dns,
+    /// A TLS handshake with `address`, and its certificate's expiry.
+    Tls,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Http => "http",
+            ProbeKind::Icmp => "icmp",
+            ProbeKind::Tcp => "tcp",
+            ProbeKind::Dns => "dns",
+            ProbeKind::Tls => "tls",
+        }
+    }
+
+    /// The keys only this kind takes (beside those every probe has).
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            ProbeKind::Http => &["url", "expect_status", "generator", "check"],
+            ProbeKind::Icmp => &["host", "count", "max_rtt"],
+            ProbeKind::Tcp => &["address", "max_rtt"],
+            ProbeKind::Dns => &["server", "name", "record"],
+            ProbeKind::Tls => &["address", "warn_before"],
+        }
+    }
+}
+
+impl fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn default_probe_every() -> Duration {

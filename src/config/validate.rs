@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::duration_in_bounds;
 use super::load::Level;
-use super::schema::{AlarmKind, ChannelKind, Config, RoleConfig};
+use super::schema::{AlarmKind, ChannelKind, Config, ProbeConfig, ProbeKind, RoleConfig};
 use super::step::{RecipientRef, StepOn};
 use super::template::Template;
 use crate::tls::KeyPairError;
@@ -402,12 +402,7 @@ impl<'a> Validator<'a> {
                     format!("{whose} names unknown component {:?}", p.component),
                 );
             }
-            if !is_http(&p.url) {
-                self.error(
-                    at("url"),
-                    format!("{whose}: url {:?} is not an http:// or https:// url", p.url),
-                );
-            }
+            self.probe_kind(i, p);
             self.positive(at("every"), &format!("{whose}: every"), p.every);
             self.positive(at("timeout"), &format!("{whose}: timeout"), p.timeout);
             if p.fail_after == 0 {
@@ -473,6 +468,145 @@ impl<'a> Validator<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// The keys of a probe's kind: those it needs are there and right,
+    /// those of another kind are not there.
+    fn probe_kind(&mut self, i: usize, p: &ProbeConfig) {
+        let whose = format!("probe {:?}", p.id);
+        let kind = p.kind;
+        let at = |key: &str| path!["probe", i, key];
+        let set: [(&str, bool); 12] = [
+            ("url", p.url.is_some()),
+            ("host", p.host.is_some()),
+            ("count", p.count.is_some()),
+            ("max_rtt", p.max_rtt.is_some()),
+            ("address", p.address.is_some()),
+            ("server", p.server.is_some()),
+            ("name", p.name.is_some()),
+            ("record", p.record.is_some()),
+            ("warn_before", p.warn_before.is_some()),
+            ("expect_status", !p.expect_status.is_empty()),
+            ("generator", p.generator.is_some()),
+            ("check", !p.checks.is_empty()),
+        ];
+        for (key, present) in set {
+            if present && !kind.keys().contains(&key) {
+                let owners: Vec<&str> = [
+                    ProbeKind::Http,
+                    ProbeKind::Icmp,
+                    ProbeKind::Tcp,
+                    ProbeKind::Dns,
+                    ProbeKind::Tls,
+                ]
+                .into_iter()
+                .filter(|k| k.keys().contains(&key))
+                .map(ProbeKind::as_str)
+                .collect();
+                self.error(
+                    path!["probe", i, Seg::Name(key.to_owned())],
+                    format!(
+                        "{whose}: {key} is a key of {} probes, not of a {kind} probe",
+                        owners.join(" and ")
+                    ),
+                );
+            }
+        }
+        let needs = |v: &mut Self, key: &str, value: Option<&String>| -> Option<String> {
+            if value.is_none() {
+                v.error(
+                    path!["probe", i],
+                    format!("{whose}: a {kind} probe needs {key}"),
+                );
+            }
+            value.cloned()
+        };
+        match kind {
+            ProbeKind::Http => {
+                if let Some(url) = needs(self, "url", p.url.as_ref())
+                    && !is_http(&url)
+                {
+                    self.error(
+                        at("url"),
+                        format!("{whose}: url {url:?} is not an http:// or https:// url"),
+                    );
+                }
+            }
+            ProbeKind::Icmp => {
+                if let Some(host) = needs(self, "host", p.host.as_ref())
+                    && host.parse::<std::net::IpAddr>().is_err()
+                    && !is_host_name(&host)
+                {
+                    self.error(
+                        at("host"),
+                        format!("{whose}: host {host:?} is not an IP address or a host name"),
+                    );
+                }
+                if let Some(count) = p.count
+                    && !(1..=MAX_ICMP_COUNT).contains(&count)
+                {
+                    self.error(
+                        at("count"),
+                        format!("{whose}: count must be 1 to {MAX_ICMP_COUNT} echoes, not {count}"),
+                    );
+                }
+            }
+            ProbeKind::Tcp | ProbeKind::Tls => {
+                if let Some(address) = needs(self, "address", p.address.as_ref())
+                    && let Err(why) = host_port(&address)
+                {
+                    self.error(at("address"), format!("{whose}: address {address:?} {why}"));
+                }
+            }
+            ProbeKind::Dns => {
+                if let Some(server) = needs(self, "server", p.server.as_ref())
+                    && dns_server(&server).is_none()
+                {
+                    self.error(
+                        at("server"),
+                        format!(
+                            "{whose}: server {server:?} is not an IP address, with or without a port \
+                             (10.0.0.53, 10.0.0.53:53, [fd00::53]:53)"
+                        ),
+                    );
+                }
+                if let Some(name) = needs(self, "name", p.name.as_ref())
+                    && !is_host_name(name.trim_end_matches('.'))
+                {
+                    self.error(
+                        at("name"),
+                        format!("{whose}: name {name:?} is not a DNS name"),
+                    );
+                }
+                if let Some(record) = &p.record
+                    && !is_record_type(record)
+                {
+                    self.error(
+                        at("record"),
+                        format!(
+                            "{whose}: record {record:?} is not a DNS record type a probe can ask for \
+                             (A, AAAA, MX, TXT, CNAME, NS, SRV, PTR, SOA, …)"
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(max_rtt) = p.max_rtt {
+            self.positive(at("max_rtt"), &format!("{whose}: max_rtt"), max_rtt);
+            if max_rtt >= p.timeout && kind.keys().contains(&"max_rtt") {
+                self.warning(
+                    at("max_rtt"),
+                    format!(
+                        "{whose}: max_rtt {} is not below timeout {}: a check that slow fails",
+                        humantime::format_duration(max_rtt),
+                        humantime::format_duration(p.timeout)
+                    ),
+                );
+            }
+        }
+        if let Some(warn) = p.warn_before {
+            self.positive(at("warn_before"), &format!("{whose}: warn_before"), warn);
         }
     }
 
@@ -1223,6 +1357,68 @@ fn template_wildcards(template: &str) -> Result<Vec<usize>, &'static str> {
         return Err("has a } without {");
     }
     Ok(refs)
+}
+
+/// The most ICMP echoes one check sends.
+pub const MAX_ICMP_COUNT: u32 = 100;
+
+/// A host name: dot-separated labels of letters, digits, `-` and `_`, each
+/// 1–63 characters, not starting or ending with `-`; 253 characters at most.
+pub fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `HOST:PORT`, `IP:PORT` or `[IPv6]:PORT` split into host and port; the
+/// error says what is wrong ("has no port", …).
+pub fn host_port(address: &str) -> Result<(String, u16), String> {
+    if let Ok(sock) = address.parse::<SocketAddr>() {
+        if sock.port() == 0 {
+            return Err("has port 0".into());
+        }
+        return Ok((sock.ip().to_string(), sock.port()));
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err("has no port (HOST:PORT)".into());
+    };
+    if host.contains(':') {
+        return Err("is not HOST:PORT (an IPv6 address goes in brackets: [::1]:443)".into());
+    }
+    let port: u16 = match port.parse() {
+        Ok(0) | Err(_) => return Err(format!("has no valid port ({port:?} is not 1–65535)")),
+        Ok(p) => p,
+    };
+    if !is_host_name(host) {
+        return Err(format!("has no valid host ({host:?})"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// A DNS server's address: an IP address, with or without a port (53).
+pub fn dns_server(server: &str) -> Option<SocketAddr> {
+    if let Ok(ip) = server.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, 53));
+    }
+    server.parse::<SocketAddr>().ok().filter(|s| s.port() != 0)
+}
+
+/// A record type a probe may ask for: a known type, case-insensitively,
+/// other than the zone transfers and meta types (AXFR, IXFR, ANY, OPT, …).
+pub fn is_record_type(record: &str) -> bool {
+    let upper = record.to_ascii_uppercase();
+    !["AXFR", "IXFR", "ANY", "OPT", "TSIG", "ZERO", "NULL"].contains(&upper.as_str())
+        && upper
+            .parse::<hickory_proto::rr::RecordType>()
+            .is_ok_and(|t| !matches!(t, hickory_proto::rr::RecordType::Unknown(_)))
 }
 
 fn is_http(url: &str) -> bool {

@@ -139,8 +139,21 @@ pub struct DemoConfig {
     pub tokens: Vec<DemoToken>,
 }
 
+/// The keys of the probe kinds other than http, and `kind` itself.
+const NETWORK_PROBE_KEYS: [&str; 9] = [
+    "kind",
+    "host",
+    "count",
+    "max_rtt",
+    "address",
+    "server",
+    "name",
+    "record",
+    "warn_before",
+];
+
 /// Rewrites the example config for the demo: MQTT to the demo broker, every
-/// probe to the simulated sensors (polled at most [`DEMO_PROBE_EVERY`]
+/// probe (of any kind) an HTTP probe of the simulated sensors (polled at most [`DEMO_PROBE_EVERY`]
 /// apart), every channel a `log` channel with the same id, the store in the
 /// demo folder, the server on `at.listen` with links to it, no secret from
 /// the environment, and fresh random tokens in place of the example's.
@@ -178,6 +191,10 @@ pub fn demo_config(example: &str, at: &DemoAddrs) -> Result<DemoConfig, DemoErro
             .and_then(Value::as_str)
             .ok_or_else(|| bad("a [[probe]] without an id"))?
             .to_owned();
+        // Network gear is simulated like the rest: its ping, TCP, DNS or
+        // TLS probe becomes an HTTP probe of the simulated sensors (the
+        // demo must never send traffic to the example's addresses).
+        probe.retain(|key, _| !NETWORK_PROBE_KEYS.contains(&key));
         probe.insert(
             "url".into(),
             Value::String(sensors::probe_url(at.sensors, &id)),

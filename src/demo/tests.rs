@@ -73,7 +73,11 @@ fn the_demo_config_validates_and_points_only_at_the_demo() {
     assert_eq!(mqtt.password_env, None);
     assert!(!c.probes.is_empty());
     for p in &c.probes {
-        assert_eq!(p.url, format!("http://127.0.0.1:49200/probe/{}", p.id));
+        assert_eq!(p.kind, crate::config::ProbeKind::Http, "{}", p.id);
+        assert_eq!(
+            p.url.as_deref(),
+            Some(format!("http://127.0.0.1:49200/probe/{}", p.id).as_str())
+        );
         assert!(
             p.every <= DEMO_PROBE_EVERY && p.timeout < p.every,
             "{}",

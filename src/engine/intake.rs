@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{AlarmSeverity, AlarmState, RejectReason};
 use crate::catalogue::{Catalogue, Subscription};
-use crate::config::{CheckOutcome, ProbeConfig};
+use crate::config::{CheckOutcome, ProbeConfig, ProbeKind};
 
 /// What a payload says, before it is tied to a component.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +213,29 @@ pub struct ProbeResult {
     pub body: Option<Vec<u8>>,
     /// Why no usable response came (timeout, refused, …).
     pub error: Option<String>,
+    /// icmp and tcp: the round trip (the mean of the echoes answered, or
+    /// the connect), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// tls: seconds until the certificate expires, negative once expired;
+    /// set also when the handshake failed over the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_s: Option<i64>,
+}
+
+impl ProbeResult {
+    /// A check of a non-HTTP kind that answered.
+    pub fn answered() -> ProbeResult {
+        ProbeResult::default()
+    }
+
+    /// A check that got no usable answer, and why.
+    pub fn failed(error: impl Into<String>) -> ProbeResult {
+        ProbeResult {
+            error: Some(error.into()),
+            ..ProbeResult::default()
+        }
+    }
 }
 
 /// How one probe result counts.
@@ -235,6 +258,9 @@ pub struct GeneratorReading {
 pub fn classify(probe: &ProbeConfig, r: &ProbeResult) -> (ProbeClass, Option<GeneratorReading>) {
     if let Some(e) = &r.error {
         return (ProbeClass::Failed(e.clone()), None);
+    }
+    if probe.kind != ProbeKind::Http {
+        return (classify_network(probe, r), None);
     }
     let Some(status) = r.status else {
         return (ProbeClass::Failed("no response".into()), None);
@@ -290,6 +316,65 @@ pub fn classify(probe: &ProbeConfig, r: &ProbeResult) -> (ProbeClass, Option<Gen
     (class, reading)
 }
 
+/// An icmp, tcp, dns or tls check that answered: degraded by a slow round
+/// trip (`max_rtt`) or a certificate expiring within `warn_before`, failed
+/// by an expired one.
+fn classify_network(probe: &ProbeConfig, r: &ProbeResult) -> ProbeClass {
+    if let Some(left) = r.expires_in_s {
+        if left <= 0 {
+            return ProbeClass::Failed(format!(
+                "certificate expired {} ago",
+                human_seconds(left.unsigned_abs())
+            ));
+        }
+        if u64::try_from(left).is_ok_and(|left| left < probe.warn_before().as_secs()) {
+            return ProbeClass::Degraded(format!(
+                "certificate expires in {}",
+                human_seconds(left.unsigned_abs())
+            ));
+        }
+    }
+    if let (Some(rtt), Some(max)) = (r.rtt_ms, probe.max_rtt)
+        && rtt > max.as_secs_f64() * 1000.0
+    {
+        return ProbeClass::Degraded(format!(
+            "round trip {} over max_rtt {}",
+            human_ms(rtt),
+            humantime::format_duration(max)
+        ));
+    }
+    ProbeClass::Ok
+}
+
+/// `3d 4h`, `12m`, `40s`: the two largest units.
+fn human_seconds(s: u64) -> String {
+    let units = [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut rest = s;
+    for (size, unit) in units {
+        if rest >= size && parts.len() < 2 {
+            parts.push(format!("{}{unit}", rest / size));
+            rest %= size;
+        } else if !parts.is_empty() {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// `12.3ms`, `250ms`.
+fn human_ms(ms: f64) -> String {
+    if ms < 100.0 {
+        format!("{ms:.1}ms")
+    } else {
+        format!("{ms:.0}ms")
+    }
+}
+
 fn json_bool(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
@@ -312,6 +397,55 @@ fn json_equals(v: &Value, expected: &toml::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn network(kind: ProbeKind) -> ProbeConfig {
+        ProbeConfig {
+            kind,
+            max_rtt: Some(std::time::Duration::from_millis(200)),
+            warn_before: Some(std::time::Duration::from_secs(14 * 86_400)),
+            ..ProbeConfig::default()
+        }
+    }
+
+    #[test]
+    fn network_checks_are_degraded_by_a_slow_answer_or_a_certificate_near_expiry() {
+        let class = |kind, r: ProbeResult| classify(&network(kind), &r).0;
+        let rtt = |ms| ProbeResult {
+            rtt_ms: Some(ms),
+            ..ProbeResult::default()
+        };
+        let expiry = |s| ProbeResult {
+            expires_in_s: Some(s),
+            ..ProbeResult::default()
+        };
+        // No HTTP status is needed.
+        assert_eq!(
+            class(ProbeKind::Dns, ProbeResult::answered()),
+            ProbeClass::Ok
+        );
+        assert_eq!(class(ProbeKind::Icmp, rtt(12.0)), ProbeClass::Ok);
+        assert_eq!(
+            class(ProbeKind::Tcp, rtt(250.0)),
+            ProbeClass::Degraded("round trip 250ms over max_rtt 200ms".into())
+        );
+        assert_eq!(
+            class(ProbeKind::Icmp, ProbeResult::failed("all 3 echoes lost")),
+            ProbeClass::Failed("all 3 echoes lost".into())
+        );
+        assert_eq!(class(ProbeKind::Tls, expiry(365 * 86_400)), ProbeClass::Ok);
+        assert_eq!(
+            class(ProbeKind::Tls, expiry(3 * 86_400 + 3600)),
+            ProbeClass::Degraded("certificate expires in 3d 1h".into())
+        );
+        assert_eq!(
+            class(ProbeKind::Tls, expiry(-86_400)),
+            ProbeClass::Failed("certificate expired 1d ago".into())
+        );
+        assert_eq!(
+            class(ProbeKind::Tls, expiry(0)),
+            ProbeClass::Failed("certificate expired 0s ago".into())
+        );
+    }
 
     #[test]
     fn long_messages_and_keys_are_clipped_and_long_keys_stay_apart() {

@@ -285,6 +285,7 @@ fn a_carrying_backup_stops_the_down_state_from_passing_on() {
         status: Some(200),
         body: Some(br#"{"running":false,"fuel":50}"#.to_vec()),
         error: None,
+        ..ProbeResult::default()
     };
     let effects = e
         .handle(
@@ -632,6 +633,7 @@ fn a_generator_that_will_run_dry_takes_on_what_the_mains_feeds() {
             status: Some(200),
             body: Some(format!(r#"{{"running":true,"fuel":{fuel}}}"#).into_bytes()),
             error: None,
+            ..ProbeResult::default()
         },
     };
     e.handle(at(0), reading(50)).unwrap();
@@ -861,6 +863,7 @@ fn steady_probe_results_change_nothing_once_the_counts_saturate() {
             status: Some(200),
             body: Some(br#"{"running": true, "fuel": 80}"#.to_vec()),
             error: None,
+            ..ProbeResult::default()
         },
     };
     let failed = || Event::Probe {
@@ -903,6 +906,7 @@ fn steady_probe_results_change_nothing_once_the_counts_saturate() {
             status: Some(200),
             body: Some(br#"{"running": true, "fuel": 70}"#.to_vec()),
             error: None,
+            ..ProbeResult::default()
         },
     };
     assert!(changed(&mut e, 220, lower.clone()));

@@ -59,6 +59,7 @@ fn generator_probe(body: &str) -> Event {
             status: Some(200),
             body: Some(body.as_bytes().to_vec()),
             error: None,
+            ..ProbeResult::default()
         },
     }
 }
