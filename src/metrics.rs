@@ -34,6 +34,7 @@ pub struct Metrics {
     pub ack_seconds: Histogram,
     pub probe_duration: HistogramVec,
     pub probe_up: GaugeVec,
+    pub tls_expiry: GaugeVec,
     pub mqtt_connected: Gauge,
     pub ingest_seconds: HistogramVec,
     pub generator_runtime: GaugeVec,
@@ -100,6 +101,11 @@ impl Metrics {
                 "Whether a probe's last request succeeded",
                 &["probe"],
             ),
+            tls_expiry: gauge_vec(
+                "beredskab_tls_expiry_seconds",
+                "Time until a tls probe's certificate expires (negative once expired)",
+                &["probe"],
+            ),
             mqtt_connected: Gauge::new(
                 "beredskab_mqtt_connected",
                 "Whether the MQTT collector is connected",
@@ -145,7 +151,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
-        let all: [Box<dyn prometheus::core::Collector>; 17] = [
+        let all: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(m.service_up.clone()),
             Box::new(m.component_up.clone()),
             Box::new(m.alarms.clone()),
@@ -156,6 +162,7 @@ impl Metrics {
             Box::new(m.ack_seconds.clone()),
             Box::new(m.probe_duration.clone()),
             Box::new(m.probe_up.clone()),
+            Box::new(m.tls_expiry.clone()),
             Box::new(m.mqtt_connected.clone()),
             Box::new(m.ingest_seconds.clone()),
             Box::new(m.generator_runtime.clone()),
@@ -193,6 +200,7 @@ impl Metrics {
         self.service_up.reset();
         self.component_up.reset();
         self.probe_up.reset();
+        self.tls_expiry.reset();
         self.generator_runtime.reset();
     }
 
@@ -244,6 +252,7 @@ mod tests {
         m.ack_seconds.observe(30.0);
         m.probe_duration.with_label_values(&["p"]).observe(0.01);
         m.probe_up.with_label_values(&["p"]).set(1.0);
+        m.tls_expiry.with_label_values(&["web"]).set(-3600.0);
         m.ingest_seconds.with_label_values(&["mqtt"]).observe(0.002);
         m.generator_runtime.with_label_values(&["gen"]).set(3600.0);
         m.estimate_ratio.with_label_values(&["kind"]).observe(1.2);
@@ -267,6 +276,7 @@ mod tests {
             "beredskab_ack_seconds",
             "beredskab_probe_duration_seconds",
             "beredskab_probe_up",
+            "beredskab_tls_expiry_seconds",
             "beredskab_mqtt_connected",
             "beredskab_ingest_seconds",
             "beredskab_generator_runtime_seconds",

@@ -517,7 +517,7 @@ impl<'a> Validator<'a> {
             if value.is_none() {
                 v.error(
                     path!["probe", i],
-                    format!("{whose}: a {kind} probe needs {key}"),
+                    format!("{whose}: {kind} probes need {key}"),
                 );
             }
             value.cloned()

@@ -105,6 +105,12 @@ impl<S: Store> Core<S> {
             .probe_up
             .with_label_values(&[report.id.as_str()])
             .set(if up { 1.0 } else { 0.0 });
+        if let Some(left) = report.result.expires_in_s {
+            self.metrics
+                .tls_expiry
+                .with_label_values(&[report.id.as_str()])
+                .set(left as f64);
+        }
         let event = Event::Probe {
             id: report.id,
             result: report.result,

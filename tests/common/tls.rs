@@ -40,6 +40,8 @@ pub struct Pki {
     pub dir: PathBuf,
     /// The CA certificate: what clients trust.
     pub ca: PathBuf,
+    /// The CA's key, to sign more server certificates ([`Pki::sign_server`]).
+    pub ca_key: PathBuf,
     /// The server's certificate and its (unencrypted) key.
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -113,10 +115,66 @@ impl Pki {
         Pki {
             dir: dir.to_path_buf(),
             ca,
+            ca_key,
             cert,
             key,
         }
     }
+
+    /// Another server certificate for 127.0.0.1 and localhost signed by
+    /// this CA (`NAME.pem`, `NAME.key`), valid for `days` from now, or from
+    /// `shift` (libfaketime's `FAKETIME`, e.g. `-3d`) when given: openssl
+    /// takes no date in the past, so an expired certificate is made under
+    /// libfaketime. Returns the certificate and its key.
+    pub fn sign_server(&self, name: &str, days: u32, shift: Option<&str>) -> (PathBuf, PathBuf) {
+        let file = |suffix: &str| self.dir.join(format!("{name}.{suffix}"));
+        let (ext, csr, key, cert) = (file("ext"), file("csr"), file("key"), file("pem"));
+        write(&ext, SERVER_EXT);
+        run(openssl()
+            .args(["req", "-new", "-subj", "/CN=127.0.0.1", "-newkey", "ec"])
+            .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr));
+        let mut sign = openssl();
+        if let Some(shift) = shift {
+            sign.env("LD_PRELOAD", libfaketime()).env("FAKETIME", shift);
+        }
+        run(sign
+            .args(["x509", "-req", "-sha256", "-set_serial"])
+            .arg(format!("{}", 100 + days))
+            .arg("-days")
+            .arg(days.to_string())
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&self.ca)
+            .arg("-CAkey")
+            .arg(&self.ca_key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert));
+        (cert, key)
+    }
+}
+
+/// Debian's libfaketime; a missing one fails the test that needs it.
+pub fn libfaketime() -> PathBuf {
+    for dir in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ] {
+        let path = Path::new(dir).join("faketime/libfaketime.so.1");
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!(
+        "libfaketime not found: an expired certificate is made under it. Install Debian's: \
+         apt-get update && apt-get install -y faketime"
+    )
 }
 
 fn write(path: &Path, text: &str) {
