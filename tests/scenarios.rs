@@ -229,6 +229,117 @@ fn a_switch_comes_back_after_recover_after_consecutive_successes() {
     );
 }
 
+/// The core switch watched by ping flaps like the HTTP one: lost echoes two
+/// at a time never reach fail_after; it is down at the third in a row, up
+/// after recover_after answers, and a slow answer (rtt over max_rtt) is a
+/// warning, not a failure.
+#[test]
+fn a_switch_that_flaps_on_ping_is_down_only_when_it_fails_for_good() {
+    let d = drill("switch_flaps_on_ping");
+    let alarms: Vec<_> = d
+        .lines_of_type("alarm")
+        .iter()
+        .map(|a| {
+            assert_eq!(a["component"], "net-core");
+            assert_eq!(a["kind"], "network");
+            assert_eq!(a["source"], "probe");
+            (a["t"].clone(), a["state"].clone(), a["severity"].clone())
+        })
+        .collect();
+    assert_eq!(
+        alarms,
+        [
+            (json!(80), json!("firing"), json!("critical")),
+            (json!(130), json!("cleared"), json!("critical")),
+            (json!(200), json!("firing"), json!("warning")),
+        ],
+        "\n{d}"
+    );
+    let opened = d.lines_of_type("incident_opened");
+    assert_eq!(opened.len(), 2, "\n{d}");
+    assert_eq!(opened[0]["t"], 80);
+    assert_eq!(opened[0]["root"], "net-core");
+    assert_eq!(opened[0]["services"], json!(["mail", "omsorg", "web"]));
+    assert_eq!(opened[0]["severity"], "critical");
+    assert_eq!(opened[1]["t"], 200);
+    assert_eq!(opened[1]["severity"], "major", "degraded, not down");
+    let resolved = d.only("incident_resolved");
+    assert_eq!(
+        (&resolved["t"], &resolved["duration_s"]),
+        (&json!(130), &json!(50))
+    );
+}
+
+/// The website's certificate: a month left is fine, ten days (under
+/// warn_before 14d) is a warning on srv-web, expired is the web down, and
+/// the renewed certificate resolves the incident.
+#[test]
+fn a_certificate_nearing_expiry_warns_then_fails_and_renewal_resolves() {
+    let d = drill("certificate_nearing_expiry");
+    let alarms: Vec<_> = d
+        .lines_of_type("alarm")
+        .iter()
+        .map(|a| {
+            assert_eq!(a["component"], "srv-web");
+            (a["t"].clone(), a["state"].clone(), a["severity"].clone())
+        })
+        .collect();
+    assert_eq!(
+        alarms,
+        [
+            (json!(3600), json!("firing"), json!("warning")),
+            (json!(10800), json!("firing"), json!("critical")),
+            (json!(18000), json!("cleared"), json!("critical")),
+        ],
+        "\n{d}"
+    );
+    let opened = d.only("incident_opened");
+    assert_eq!(opened["t"], 3600);
+    assert_eq!(opened["root"], "srv-web");
+    assert_eq!(opened["services"], json!(["web"]));
+    assert_eq!(opened["severity"], "minor");
+    let updated = d.only("incident_updated");
+    assert_eq!(
+        (&updated["t"], &updated["severity"]),
+        (&json!(10800), &json!("major"))
+    );
+    let resolved = d.only("incident_resolved");
+    assert_eq!(resolved["t"], 18000);
+}
+
+/// A probe event gives a probe only what its kind can report.
+#[test]
+fn a_probe_event_of_the_wrong_kind_is_a_scenario_error() {
+    for (event, why) in [
+        (
+            r#"{ id = "core-switch-ping", status = 503 }"#,
+            r#"for icmp probe "core-switch-ping": status is for http probes"#,
+        ),
+        (
+            r#"{ id = "web-cert", rtt_ms = 5 }"#,
+            r#"for tls probe "web-cert": rtt_ms is for tcp and icmp probes"#,
+        ),
+        (
+            r#"{ id = "core-switch", expires_in = "3d" }"#,
+            r#"for http probe "core-switch": expires_in is for tls probes"#,
+        ),
+    ] {
+        let scenario = common::write_temp(
+            "wrong_kind.toml",
+            &format!("end = \"1m\"\n[[event]]\nat = \"0s\"\nprobe = {event}\n"),
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_beredskab"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["drill", "-c", common::PLAN, "--scenario"])
+            .arg(&scenario)
+            .output()
+            .expect("run drill");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{event}");
+        assert!(stderr.contains(why), "{event}: {stderr}");
+    }
+}
+
 // -------------------------------------------------------- correlation
 
 #[test]
