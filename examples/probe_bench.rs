@@ -2,9 +2,16 @@
 //!
 //! `probe_bench serve N` starts N HTTP servers on 127.0.0.1 (port 0), prints
 //! `ports: P1,P2,…` and serves until its standard input closes.
-//! `probe_bench probe PORTS PROBES EVERY SECS` runs PROBES probes spread over
+//! `probe_bench serve-tls CERT KEY N` does the same with N TLS servers
+//! (rustls) that complete a handshake and close.
+//! `probe_bench probe PORTS PROBES EVERY SECS [KIND [CA]]` runs PROBES
+//! probes of KIND (http, the default; tcp, tls, dns or icmp) spread over
 //! those ports, every EVERY, for SECS, and prints the CPU time the collector
 //! process used and how late probe starts were against their timetable.
+//! tcp connects to the ports, tls handshakes with them trusting CA, dns
+//! asks the server at each port (dnsmasq, started by the script) for
+//! `bench.example.dk`, and icmp pings 127.0.0.1 (3 echoes per check; the
+//! ports are ignored).
 //!
 //! A report carries no deadline, so lateness is estimated per probe: each
 //! start (received − elapsed) is placed on the grid `first + k × every`, and
@@ -15,28 +22,40 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use beredskab::collect::probe::{ProbeCollector, ProbeReport};
-use beredskab::config::ProbeConfig;
+use beredskab::config::{ProbeConfig, ProbeKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage: probe_bench serve N | probe PORTS PROBES EVERY SECS";
+const USAGE: &str = "usage: probe_bench serve N | serve-tls CERT KEY N | \
+                     probe PORTS PROBES EVERY SECS [KIND [CA]]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["serve", n] => serve(n.parse()?).await,
-        ["probe", ports, probes, every, secs] => {
+        ["serve-tls", cert, key, n] => serve_tls(cert, key, n.parse()?).await,
+        ["probe", ports, probes, every, secs, ref rest @ ..] if rest.len() <= 2 => {
             let ports = ports
                 .split(',')
                 .map(str::parse)
                 .collect::<Result<Vec<u16>, _>>()?;
+            let kind = match rest.first().copied().unwrap_or("http") {
+                "http" => ProbeKind::Http,
+                "tcp" => ProbeKind::Tcp,
+                "tls" => ProbeKind::Tls,
+                "dns" => ProbeKind::Dns,
+                "icmp" => ProbeKind::Icmp,
+                other => anyhow::bail!("unknown kind {other:?}\n{USAGE}"),
+            };
             probe(
                 &ports,
                 probes.parse()?,
                 humantime::parse_duration(every)?,
                 Duration::from_secs(secs.parse()?),
+                kind,
+                rest.get(1).copied(),
             )
             .await
         }
@@ -63,22 +82,77 @@ async fn serve(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn probe(ports: &[u16], n: usize, every: Duration, secs: Duration) -> anyhow::Result<()> {
+async fn serve_tls(cert: &str, key: &str, n: usize) -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    beredskab::tls::install_provider();
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        ports.push(listener.local_addr()?.port().to_string());
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(tcp).await {
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                    }
+                });
+            }
+        });
+    }
+    println!("ports: {}", ports.join(","));
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
+    })
+    .await??;
+    Ok(())
+}
+
+async fn probe(
+    ports: &[u16],
+    n: usize,
+    every: Duration,
+    secs: Duration,
+    kind: ProbeKind,
+    ca: Option<&str>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(!ports.is_empty(), "no ports");
     let probes: Vec<ProbeConfig> = (0..n)
-        .map(|i| ProbeConfig {
-            id: format!("p{i}"),
-            component: "c".into(),
-            url: Some(format!(
-                "http://127.0.0.1:{}/health",
-                ports[i % ports.len()]
-            )),
-            every,
-            timeout: Duration::from_secs(2),
-            ..ProbeConfig::default()
+        .map(|i| {
+            let port = ports[i % ports.len()];
+            let mut p = ProbeConfig {
+                id: format!("p{i}"),
+                component: "c".into(),
+                kind,
+                every,
+                timeout: Duration::from_secs(2),
+                ..ProbeConfig::default()
+            };
+            match kind {
+                ProbeKind::Http => p.url = Some(format!("http://127.0.0.1:{port}/health")),
+                ProbeKind::Tcp | ProbeKind::Tls => p.address = Some(format!("127.0.0.1:{port}")),
+                ProbeKind::Dns => {
+                    p.server = Some(format!("127.0.0.1:{port}"));
+                    p.name = Some("bench.example.dk".into());
+                }
+                ProbeKind::Icmp => p.host = Some("127.0.0.1".into()),
+            }
+            p
         })
         .collect();
-    let collector = ProbeCollector::new(&probes)?;
+    let collector = match ca {
+        Some(ca) => ProbeCollector::with_root_certificates(&probes, std::path::Path::new(ca))?,
+        None => ProbeCollector::new(&probes)?,
+    };
     let (tx, mut rx) = mpsc::channel::<ProbeReport>(4096);
     let shutdown = CancellationToken::new();
     let cpu_before = cpu_seconds()?;
@@ -123,13 +197,13 @@ async fn probe(ports: &[u16], n: usize, every: Duration, secs: Duration) -> anyh
     let pct = |p: f64| late_ms[((late_ms.len() as f64 * p).ceil() as usize).saturating_sub(1)];
     anyhow::ensure!(!late_ms.is_empty(), "no reports");
     println!(
-        "probes: {n} every {} over {} servers for {wall:.1} s",
+        "probes: {n} {kind} every {} over {} servers for {wall:.1} s",
         humantime::format_duration(every),
         ports.len()
     );
     println!("reports: {reports} ({errors} errors, {skipped} deadlines skipped)");
     println!(
-        "cpu: {cpu:.2} s ({:.1} % of one core), {:.0} µs per probe request",
+        "cpu: {cpu:.2} s ({:.1} % of one core), {:.0} µs per probe check",
         cpu / wall * 100.0,
         cpu / reports.max(1) as f64 * 1e6
     );
