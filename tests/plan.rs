@@ -442,3 +442,20 @@ fn the_example_plan_names_every_service() {
         assert!(html.contains(&escaped), "{name} missing from the HTML plan");
     }
 }
+
+#[test]
+fn the_alarm_sources_name_each_probe_kind_and_target() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/example/beredskab.toml");
+    let md = plan(&example, None);
+    for line in [
+        "**core-switch** → `net-core`: ping (ICMP, 3 ekkoer) af `10.0.0.1`",
+        "fejl når alle ekkoer går tabt; langsommere end 200 ms er nedsat.",
+        "**firewall** → `firewall`: TCP-forbindelse til `10.0.0.2:22`",
+        "**intern-dns** → `srv-ad`: DNS-opslag `intranet.example.dk A @ 10.0.0.53:53`",
+        "**web-cert** → `srv-web`: TLS-certifikatet på `www.example.dk:443`",
+        "nedsat når certifikatet udløber inden for 2 uger, fejl når det er udløbet eller ugyldigt",
+        "**core-router** → `net-core`: HTTP `http://127.0.0.1:9202/health`",
+    ] {
+        assert!(md.contains(line), "{line:?} missing from the plan:\n{md}");
+    }
+}
