@@ -3,7 +3,8 @@
 //! whose echoes an nftables rule drops (and then no longer does), TCP
 //! listeners that accept, refuse and accept slowly, Debian's dnsmasq on a
 //! free port, and a rustls server with certificates openssl makes at test
-//! time. One test runs a tcp probe through the daemon; another checks the
+//! time. One test runs a tcp probe through the daemon, one a daemon that
+//! may open no ICMP socket (as nobody, by setpriv); another checks the
 //! `check` errors of bad probe settings.
 //!
 //! Nothing here skips: a missing tool (nft, dnsmasq, openssl, libfaketime)
@@ -831,4 +832,80 @@ address = "www.example.dk:443"
 warn_before = "14d"
 "#;
     assert_eq!(check_errors(spec), Vec::<String>::new());
+}
+
+/// Without unprivileged ping for its group and without CAP_NET_RAW, a
+/// daemon with an icmp probe refuses to start and names both remedies. The
+/// daemon runs as nobody with no capabilities (setpriv); where the sysctl
+/// allows ping for nobody's group, it starts instead.
+#[test]
+fn a_daemon_that_may_open_no_icmp_socket_refuses_to_start_naming_both_remedies() {
+    assert_eq!(
+        Command::new("id").arg("-u").output().expect("id").stdout,
+        b"0\n",
+        "this test drops root's privileges with setpriv: run it as root"
+    );
+    let setpriv = find_program("setpriv", "/usr/bin/setpriv")
+        .unwrap_or_else(|| panic!("setpriv not found (Debian's util-linux)"));
+    let dir = common::write_temp("icmp-refused-marker", "")
+        .with_file_name(format!("icmp-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let config = dir.join("beredskab.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{NET_PLAN}[server]\nlisten = \"127.0.0.1:0\"\n[[probe]]\nid = \"ping\"\n\
+             component = \"switch\"\nkind = \"icmp\"\nhost = \"127.0.0.1\"\n"
+        ),
+    )
+    .expect("write config");
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+        .expect("read net.ipv4.ping_group_range");
+    let bounds: Vec<u64> = range
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let nobody_may_ping = bounds.len() == 2 && (bounds[0]..=bounds[1]).contains(&65534);
+    let mut child = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(env!("CARGO_BIN_EXE_beredskab"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .current_dir(&dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon as nobody");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(50 * MS);
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    if nobody_may_ping {
+        assert!(status.is_none(), "the daemon stopped: {stderr}");
+        assert!(stderr.contains("probe collector started"), "{stderr}");
+    } else {
+        let status = status.expect("the daemon refuses to start");
+        assert!(!status.success());
+        assert!(
+            stderr.contains("icmp probes cannot open an IPv4 ICMP socket")
+                && stderr.contains("net.ipv4.ping_group_range")
+                && stderr.contains("AmbientCapabilities=CAP_NET_RAW"),
+            "{stderr}"
+        );
+    }
 }
