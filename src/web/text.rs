@@ -131,6 +131,12 @@ pub struct Words {
     pub tl_department: &'static str,
     pub tl_told: &'static str,
     pub tl_opened: &'static str,
+    pub tl_step: &'static str,
+    pub tl_root: &'static str,
+    pub tl_merged_into: &'static str,
+    pub tl_absorbed: &'static str,
+    pub tl_resolved_by: &'static str,
+    pub tl_resolved_auto: &'static str,
     pub months: [&'static str; 12],
 }
 
@@ -261,6 +267,12 @@ pub const DA: Words = Words {
     tl_department: "Sat til afdelingsniveau",
     tl_told: "Besked til {who} via {channel}",
     tl_opened: "Åbnet: {what}",
+    tl_step: "Eskalering: trin «{on}» i politikken {policy}",
+    tl_root: "Ny grundårsag: {what}",
+    tl_merged_into: "Lagt sammen med hændelse #{id}",
+    tl_absorbed: "Hændelse #{id} er lagt ind i denne",
+    tl_resolved_by: "Afsluttet af {who}",
+    tl_resolved_auto: "Afsluttet: alle komponenter kører igen",
     months: [
         "januar",
         "februar",
@@ -404,6 +416,12 @@ pub const EN: Words = Words {
     tl_department: "Set to department level",
     tl_told: "Message to {who} by {channel}",
     tl_opened: "Opened: {what}",
+    tl_step: "Escalation: step “{on}” of policy {policy}",
+    tl_root: "New root cause: {what}",
+    tl_merged_into: "Merged into incident #{id}",
+    tl_absorbed: "Incident #{id} was merged into this one",
+    tl_resolved_by: "Resolved by {who}",
+    tl_resolved_auto: "Resolved: every component is up again",
     months: [
         "January",
         "February",
