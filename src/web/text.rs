@@ -7,7 +7,7 @@ use jiff::tz::TimeZone;
 
 use crate::config::Language;
 use crate::engine::{Basis, Health, Severity};
-use crate::words::duration_short;
+use crate::words::{duration_short, month_name};
 
 /// Every text of the pages. `{name}` placeholders are filled by
 /// [`crate::words::fill`].
@@ -137,7 +137,6 @@ pub struct Words {
     pub tl_absorbed: &'static str,
     pub tl_resolved_by: &'static str,
     pub tl_resolved_auto: &'static str,
-    pub months: [&'static str; 12],
 }
 
 pub const DA: Words = Words {
@@ -273,20 +272,6 @@ pub const DA: Words = Words {
     tl_absorbed: "Hændelse #{id} er lagt ind i denne",
     tl_resolved_by: "Afsluttet af {who}",
     tl_resolved_auto: "Afsluttet: alle komponenter kører igen",
-    months: [
-        "januar",
-        "februar",
-        "marts",
-        "april",
-        "maj",
-        "juni",
-        "juli",
-        "august",
-        "september",
-        "oktober",
-        "november",
-        "december",
-    ],
 };
 
 pub const EN: Words = Words {
@@ -422,20 +407,6 @@ pub const EN: Words = Words {
     tl_absorbed: "Incident #{id} was merged into this one",
     tl_resolved_by: "Resolved by {who}",
     tl_resolved_auto: "Resolved: every component is up again",
-    months: [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ],
 };
 
 pub fn words(lang: Language) -> &'static Words {
@@ -545,11 +516,6 @@ impl Clock {
             None => crate::words::fill(w.zone_time, &[("zone", "UTC")]),
         }
     }
-}
-
-fn month_name(lang: Language, month: i8) -> &'static str {
-    let i = usize::try_from(month.clamp(1, 12) - 1).unwrap_or(0);
-    words(lang).months[i]
 }
 
 #[cfg(test)]
