@@ -353,7 +353,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
         .run(notifier_stop.clone()),
     );
 
-    let app = api::router(ApiState {
+    let app = crate::web::app(ApiState {
         store: store.clone(),
         core: core_handle.clone(),
         metrics: metrics.clone(),
