@@ -200,6 +200,7 @@ impl<S: Store> Core<S> {
     }
 
     pub(super) fn set_all_gauges(&self) {
+        self.metrics.set_config(self.cat.fingerprint());
         for i in 0..self.cat.nodes.len() {
             let node = crate::catalogue::NodeId(i as u32);
             self.metrics
@@ -215,14 +216,7 @@ impl<S: Store> Core<S> {
                 counts[inc.severity as usize] += 1;
             }
         }
-        for (sev, n) in [
-            crate::engine::Severity::Minor,
-            crate::engine::Severity::Major,
-            crate::engine::Severity::Critical,
-        ]
-        .into_iter()
-        .zip(counts)
-        {
+        for (sev, n) in crate::engine::Severity::ALL.into_iter().zip(counts) {
             self.metrics
                 .incidents_open
                 .with_label_values(&[sev.as_str()])
