@@ -6,7 +6,13 @@
 set -eu
 : "${MQTT_PASSWORD:?set MQTT_PASSWORD}"
 data=/mosquitto/data
-mosquitto_passwd -b -c "$data/passwd" beredskab "$MQTT_PASSWORD"
+# Kept across restarts, so that the sensors' logins added with
+# mosquitto_passwd stay; beredskab's is set again from MQTT_PASSWORD.
+if [ -f "$data/passwd" ]; then
+    mosquitto_passwd -b "$data/passwd" beredskab "$MQTT_PASSWORD"
+else
+    mosquitto_passwd -b -c "$data/passwd" beredskab "$MQTT_PASSWORD"
+fi
 chmod 0600 "$data/passwd"
 sed \
     -e 's|^listener 1883 127\.0\.0\.1$|listener 1883|' \
