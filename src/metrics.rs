@@ -8,8 +8,8 @@
 use prometheus::core::Collector;
 use prometheus::proto::MetricType;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::catalogue::{Catalogue, NodeKind};
@@ -36,7 +36,8 @@ pub struct Metrics {
     pub ack_seconds: Histogram,
     pub probe_duration: HistogramVec,
     pub probe_up: GaugeVec,
-    pub mqtt_connected: Gauge,
+    /// No series without `[mqtt]`: nothing to be connected to, nothing to alert on.
+    mqtt_connected: GaugeVec,
     pub ingest_seconds: HistogramVec,
     pub generator_runtime: GaugeVec,
     pub estimate_ratio: HistogramVec,
@@ -107,11 +108,11 @@ impl Metrics {
                 "Whether a probe's last request succeeded",
                 &["probe"],
             ),
-            mqtt_connected: Gauge::new(
+            mqtt_connected: gauge_vec(
                 "beredskab_mqtt_connected",
                 "Whether the MQTT collector is connected",
-            )
-            .expect("constant metric definition"),
+                &[],
+            ),
             ingest_seconds: histogram_vec(
                 "beredskab_ingest_seconds",
                 "Time from an alarm's arrival to the committed incident decision",
@@ -203,6 +204,14 @@ impl Metrics {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), fingerprint])
             .set(1.0);
+    }
+
+    /// `beredskab_mqtt_connected`: set once the daemon has an MQTT
+    /// collector (disconnected until it connects).
+    pub fn set_mqtt_connected(&self, connected: bool) {
+        self.mqtt_connected
+            .with_label_values::<&str>(&[])
+            .set(if connected { 1.0 } else { 0.0 });
     }
 
     /// Sets the health gauge of a node.

@@ -998,6 +998,15 @@ async fn build_info_names_the_config_and_follows_a_reload() {
     assert_eq!(series.len(), 1, "{series:?}");
     assert_eq!(series[0]["config"], before);
     assert_eq!(series[0]["version"], env!("CARGO_PKG_VERSION"));
+    // Without [mqtt] there is no connection to alert on.
+    let text = metrics().await;
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("beredskab_mqtt_connected")),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE beredskab_mqtt_connected gauge\n"));
 
     let edited = std::fs::read_to_string(&d.config)
         .unwrap()

@@ -39,7 +39,7 @@ impl<S: Store> Core<S> {
             }
             MqttInput::Connected { session_present } => {
                 self.status.mqtt.store(Status::MQTT_UP, Ordering::Relaxed);
-                self.metrics.mqtt_connected.set(1.0);
+                self.metrics.set_mqtt_connected(true);
                 if !session_present && self.mqtt_seen {
                     warn!(
                         "the MQTT broker had no session for us: alarms published while we were \
@@ -72,7 +72,7 @@ impl<S: Store> Core<S> {
             }
             MqttInput::Disconnected { error } => {
                 self.status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
-                self.metrics.mqtt_connected.set(0.0);
+                self.metrics.set_mqtt_connected(false);
                 debug!(error = %error, "mqtt disconnected");
             }
         }
