@@ -966,6 +966,15 @@ full_tank_runtime = "10h"
     }
     let (status, _) = get(&client, &d.url("/api/v1/incidents"), Some(READ_TOKEN)).await;
     assert_eq!(status, 200);
+    // Where a probe's state is counted, its change is logged, once.
+    let ok = d.logged("probe ok");
+    assert_eq!(
+        ok.iter()
+            .filter(|l| l["fields"]["probe"] == "srv-8-health")
+            .count(),
+        1,
+        "{ok:?}"
+    );
 }
 
 /// `beredskab_build_info` names the config it runs on, and a reload that
