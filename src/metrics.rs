@@ -5,6 +5,9 @@
 //! Labels are bounded sets: service, component and probe ids from the
 //! config, kinds, reasons and outcomes — never alarm or incident ids.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use prometheus::core::Collector;
 use prometheus::proto::MetricType;
 use prometheus::{
@@ -48,6 +51,11 @@ pub struct Metrics {
     pub tls_expiry: GaugeVec,
     /// Always 1, labelled with the version and the config's fingerprint.
     build_info: GaugeVec,
+    /// Not in SPEC §7: when each service not up was first expected back,
+    /// for the alert on a critical service down past its estimate.
+    service_expected_back: GaugeVec,
+    /// The (service, criticality) series of `service_expected_back` now.
+    expected_back_series: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl Metrics {
@@ -153,6 +161,13 @@ impl Metrics {
                 "Always 1, labelled with the version and the config's fingerprint",
                 &["version", "config"],
             ),
+            service_expected_back: gauge_vec(
+                "beredskab_service_first_expected_back_timestamp_seconds",
+                "When the open incidents affecting a service were first expected to end \
+                 (Unix time, the latest of them); no series while none is open",
+                &["service", "criticality"],
+            ),
+            expected_back_series: Mutex::new(BTreeSet::new()),
             registry,
         };
         for c in m.collectors() {
@@ -194,6 +209,7 @@ impl Metrics {
             Box::new(self.outbox_oldest.clone()),
             Box::new(self.tls_expiry.clone()),
             Box::new(self.build_info.clone()),
+            Box::new(self.service_expected_back.clone()),
         ]
     }
 
@@ -212,6 +228,30 @@ impl Metrics {
         self.mqtt_connected
             .with_label_values::<&str>(&[])
             .set(if connected { 1.0 } else { 0.0 });
+    }
+
+    /// `beredskab_service_first_expected_back_timestamp_seconds`: exactly
+    /// these (service, criticality, Unix time) series, the others removed.
+    pub fn set_expected_back(&self, now: Vec<(&str, &str, f64)>) {
+        let mut series = self
+            .expected_back_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let next: BTreeSet<(String, String)> = now
+            .iter()
+            .map(|(s, c, _)| ((*s).to_owned(), (*c).to_owned()))
+            .collect();
+        for (s, c) in series.difference(&next) {
+            let _ = self
+                .service_expected_back
+                .remove_label_values(&[s.as_str(), c.as_str()]);
+        }
+        for (s, c, at) in now {
+            self.service_expected_back
+                .with_label_values(&[s, c])
+                .set(at);
+        }
+        *series = next;
     }
 
     /// Sets the health gauge of a node.
@@ -236,6 +276,7 @@ impl Metrics {
         self.component_up.reset();
         self.probe_up.reset();
         self.generator_runtime.reset();
+        self.set_expected_back(Vec::new());
     }
 
     /// The text exposition format.
@@ -317,6 +358,10 @@ mod tests {
             ("beredskab_build_info", "gauge"),
             ("beredskab_outbox_pending", "gauge"),
             ("beredskab_outbox_oldest_seconds", "gauge"),
+            (
+                "beredskab_service_first_expected_back_timestamp_seconds",
+                "gauge",
+            ),
         ] {
             assert_eq!(
                 text.matches(&format!("# TYPE {name} {kind}\n")).count(),
@@ -332,6 +377,24 @@ mod tests {
         // Bounded label sets start at 0, so that increase() sees the first event.
         assert!(text.contains("beredskab_incidents_total{severity=\"critical\"} 0\n"));
         assert!(text.contains("beredskab_estimate_ratio_count{basis=\"manual\"} 0\n"));
+    }
+
+    #[test]
+    fn expected_back_keeps_exactly_the_series_it_is_given() {
+        let m = Metrics::new();
+        m.set_expected_back(vec![("omsorg", "life", 100.0), ("post", "critical", 200.0)]);
+        m.set_expected_back(vec![("post", "critical", 300.0)]);
+        let text = m.render();
+        let name = "beredskab_service_first_expected_back_timestamp_seconds";
+        assert!(!text.contains("omsorg"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "{name}{{criticality=\"critical\",service=\"post\"}} 300\n"
+            )),
+            "{text}"
+        );
+        m.reset_catalogue_series();
+        assert!(!m.render().contains("service=\"post\""));
     }
 
     #[test]

@@ -438,7 +438,7 @@ fn promtool_checks_the_shipped_config_and_unit_tests_every_alert() {
         "BeredskabNotificationsFailing",
         "BeredskabOutboxStuck",
         "BeredskabGeneratorRuntimeLow",
-        "BeredskabCriticalServiceDown",
+        "BeredskabCriticalServicePastEstimate",
         "Watchdog",
     ] {
         assert!(alerts.contains(required), "no alert {required}: {alerts:?}");
@@ -966,6 +966,26 @@ full_tank_runtime = "10h"
     }
     let (status, _) = get(&client, &d.url("/api/v1/incidents"), Some(READ_TOKEN)).await;
     assert_eq!(status, 200);
+    // The fire (expected to last a day, as fires are) took the care alarms
+    // down: they are expected back a day after it opened.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let back: Vec<_> = samples(&text)
+        .into_iter()
+        .filter(|(n, l, _)| {
+            n == "beredskab_service_first_expected_back_timestamp_seconds"
+                && l.get("service").map(String::as_str) == Some("omsorg")
+                && l.get("criticality").map(String::as_str) == Some("life")
+        })
+        .collect();
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert!(
+        (now + 86_400.0 - 300.0..=now + 86_400.0).contains(&back[0].2),
+        "omsorg expected back at {}, now is {now}",
+        back[0].2
+    );
     // Where a probe's state is counted, its change is logged, once.
     let ok = d.logged("probe ok");
     assert_eq!(
