@@ -1,4 +1,7 @@
-//! Every Prometheus metric of SPEC §7, in one registry.
+//! Every Prometheus metric of SPEC §7, in one registry, and one beside it:
+//! `beredskab_service_first_expected_back_timestamp_seconds`, for the alert
+//! on a critical service down past its estimate (deploy/prometheus/rules.yml).
+//! A metric without series still shows its HELP and TYPE lines.
 //!
 //! The daemon's tasks update them (the engine's core after each commit, the
 //! collectors and the notifier as they work); `GET /metrics` renders them.
