@@ -330,6 +330,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
 
     if config.mqtt.is_some() {
         status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
+        metrics.set_mqtt_connected(false);
     }
     let mut core_task = tokio::spawn(core.run(
         Inbox {

@@ -133,6 +133,9 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every severity, least first.
+    pub const ALL: [Severity; 3] = [Severity::Minor, Severity::Major, Severity::Critical];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Minor => "minor",
