@@ -24,7 +24,7 @@ mqtt=$(free_port)
 http=$(free_port)
 gateway=$(free_port)
 
-grep -v -E '^\s*(#|$|listener|allow_anonymous|persistence_location|log_dest|user)' deploy/mosquitto.conf > "$dir/mosquitto.conf"
+grep -v -E '^\s*(#|$|listener|allow_anonymous|persistence_location|log_dest|user|password_file)' deploy/mosquitto/mosquitto.conf > "$dir/mosquitto.conf"
 cat >> "$dir/mosquitto.conf" <<CONF
 listener $mqtt 127.0.0.1
 allow_anonymous true

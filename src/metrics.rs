@@ -1,17 +1,25 @@
-//! Every Prometheus metric of SPEC §7, in one registry.
+//! Every Prometheus metric of SPEC §7, in one registry, and one beside it:
+//! `beredskab_service_first_expected_back_timestamp_seconds`, for the alert
+//! on a critical service down past its estimate (deploy/prometheus/rules.yml).
+//! A metric without series still shows its HELP and TYPE lines.
 //!
 //! The daemon's tasks update them (the engine's core after each commit, the
 //! collectors and the notifier as they work); `GET /metrics` renders them.
 //! Labels are bounded sets: service, component and probe ids from the
 //! config, kinds, reasons and outcomes — never alarm or incident ids.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::catalogue::{Catalogue, NodeKind};
-use crate::engine::Health;
+use crate::engine::{Basis, Health, Severity};
 
 /// Buckets for durations measured in seconds, from a millisecond to a week.
 const SECONDS_BUCKETS: [f64; 16] = [
@@ -34,13 +42,23 @@ pub struct Metrics {
     pub ack_seconds: Histogram,
     pub probe_duration: HistogramVec,
     pub probe_up: GaugeVec,
-    pub tls_expiry: GaugeVec,
-    pub mqtt_connected: Gauge,
+    /// No series without `[mqtt]`: nothing to be connected to, nothing to alert on.
+    mqtt_connected: GaugeVec,
     pub ingest_seconds: HistogramVec,
     pub generator_runtime: GaugeVec,
     pub estimate_ratio: HistogramVec,
     pub outbox_pending: IntGaugeVec,
     pub outbox_oldest: GaugeVec,
+    /// Time until a `tls` probe's certificate expires (negative once
+    /// expired), set from each of its checks that saw a certificate.
+    pub tls_expiry: GaugeVec,
+    /// Always 1, labelled with the version and the config's fingerprint.
+    build_info: GaugeVec,
+    /// Not in SPEC §7: when each service not up was first expected back,
+    /// for the alert on a critical service down past its estimate.
+    service_expected_back: GaugeVec,
+    /// The (service, criticality) series of `service_expected_back` now.
+    expected_back_series: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl Metrics {
@@ -101,16 +119,11 @@ impl Metrics {
                 "Whether a probe's last request succeeded",
                 &["probe"],
             ),
-            tls_expiry: gauge_vec(
-                "beredskab_tls_expiry_seconds",
-                "Time until a tls probe's certificate expires (negative once expired)",
-                &["probe"],
-            ),
-            mqtt_connected: Gauge::new(
+            mqtt_connected: gauge_vec(
                 "beredskab_mqtt_connected",
                 "Whether the MQTT collector is connected",
-            )
-            .expect("constant metric definition"),
+                &[],
+            ),
             ingest_seconds: histogram_vec(
                 "beredskab_ingest_seconds",
                 "Time from an alarm's arrival to the committed incident decision",
@@ -141,42 +154,107 @@ impl Metrics {
                 "Age of the oldest notification not yet sent or given up (0 when none)",
                 &["channel"],
             ),
+            tls_expiry: gauge_vec(
+                "beredskab_tls_expiry_seconds",
+                "Time until a tls probe's certificate expires (negative once expired)",
+                &["probe"],
+            ),
+            build_info: gauge_vec(
+                "beredskab_build_info",
+                "Always 1, labelled with the version and the config's fingerprint",
+                &["version", "config"],
+            ),
+            service_expected_back: gauge_vec(
+                "beredskab_service_first_expected_back_timestamp_seconds",
+                "When the open incidents affecting a service were first expected to end \
+                 (Unix time, the latest of them); no series while none is open",
+                &["service", "criticality"],
+            ),
+            expected_back_series: Mutex::new(BTreeSet::new()),
             registry,
         };
-        let build_info = gauge_vec(
-            "beredskab_build_info",
-            "Always 1, labelled with the version",
-            &["version"],
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1.0);
-        let all: [Box<dyn prometheus::core::Collector>; 18] = [
-            Box::new(m.service_up.clone()),
-            Box::new(m.component_up.clone()),
-            Box::new(m.alarms.clone()),
-            Box::new(m.alarms_rejected.clone()),
-            Box::new(m.incidents_open.clone()),
-            Box::new(m.incidents.clone()),
-            Box::new(m.notifications.clone()),
-            Box::new(m.ack_seconds.clone()),
-            Box::new(m.probe_duration.clone()),
-            Box::new(m.probe_up.clone()),
-            Box::new(m.tls_expiry.clone()),
-            Box::new(m.mqtt_connected.clone()),
-            Box::new(m.ingest_seconds.clone()),
-            Box::new(m.generator_runtime.clone()),
-            Box::new(m.estimate_ratio.clone()),
-            Box::new(m.outbox_pending.clone()),
-            Box::new(m.outbox_oldest.clone()),
-            Box::new(build_info),
-        ];
-        for c in all {
+        for c in m.collectors() {
             m.registry
                 .register(c)
                 .expect("each metric is registered once");
         }
+        // Series of bounded label sets exist from the start, at 0, so that
+        // `increase()` sees their first event.
+        for severity in Severity::ALL {
+            m.incidents.with_label_values(&[severity.as_str()]);
+            m.incidents_open.with_label_values(&[severity.as_str()]);
+        }
+        for basis in Basis::ALL {
+            m.estimate_ratio.with_label_values(&[basis.as_str()]);
+        }
+        m.set_config("");
         m
+    }
+
+    /// Every metric of SPEC §7.
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.service_up.clone()),
+            Box::new(self.component_up.clone()),
+            Box::new(self.alarms.clone()),
+            Box::new(self.alarms_rejected.clone()),
+            Box::new(self.incidents_open.clone()),
+            Box::new(self.incidents.clone()),
+            Box::new(self.notifications.clone()),
+            Box::new(self.ack_seconds.clone()),
+            Box::new(self.probe_duration.clone()),
+            Box::new(self.probe_up.clone()),
+            Box::new(self.mqtt_connected.clone()),
+            Box::new(self.ingest_seconds.clone()),
+            Box::new(self.generator_runtime.clone()),
+            Box::new(self.estimate_ratio.clone()),
+            Box::new(self.outbox_pending.clone()),
+            Box::new(self.outbox_oldest.clone()),
+            Box::new(self.tls_expiry.clone()),
+            Box::new(self.build_info.clone()),
+            Box::new(self.service_expected_back.clone()),
+        ]
+    }
+
+    /// Names the running config in `beredskab_build_info` (its
+    /// [`Catalogue::fingerprint`]); at start and after every reload.
+    pub fn set_config(&self, fingerprint: &str) {
+        self.build_info.reset();
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), fingerprint])
+            .set(1.0);
+    }
+
+    /// `beredskab_mqtt_connected`: set once the daemon has an MQTT
+    /// collector (disconnected until it connects).
+    pub fn set_mqtt_connected(&self, connected: bool) {
+        self.mqtt_connected
+            .with_label_values::<&str>(&[])
+            .set(if connected { 1.0 } else { 0.0 });
+    }
+
+    /// `beredskab_service_first_expected_back_timestamp_seconds`: exactly
+    /// these (service, criticality, Unix time) series, the others removed.
+    pub fn set_expected_back(&self, now: Vec<(&str, &str, f64)>) {
+        let mut series = self
+            .expected_back_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let next: BTreeSet<(String, String)> = now
+            .iter()
+            .map(|(s, c, _)| ((*s).to_owned(), (*c).to_owned()))
+            .collect();
+        for (s, c) in series.difference(&next) {
+            let _ = self
+                .service_expected_back
+                .remove_label_values(&[s.as_str(), c.as_str()]);
+        }
+        for (s, c, at) in now {
+            self.service_expected_back
+                .with_label_values(&[s, c])
+                .set(at);
+        }
+        *series = next;
     }
 
     /// Sets the health gauge of a node.
@@ -202,6 +280,7 @@ impl Metrics {
         self.probe_up.reset();
         self.tls_expiry.reset();
         self.generator_runtime.reset();
+        self.set_expected_back(Vec::new());
     }
 
     /// The text exposition format.
@@ -209,7 +288,26 @@ impl Metrics {
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        // The encoder leaves out a metric without series; its HELP and
+        // TYPE lines still say that it exists.
+        for family in self.collectors().iter().flat_map(|c| c.collect()) {
+            if family.get_metric().is_empty() {
+                let kind = match family.get_field_type() {
+                    MetricType::COUNTER => "counter",
+                    MetricType::GAUGE => "gauge",
+                    MetricType::HISTOGRAM => "histogram",
+                    MetricType::SUMMARY => "summary",
+                    MetricType::UNTYPED => "untyped",
+                };
+                text.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n",
+                    name = family.name(),
+                    help = family.help()
+                ));
+            }
+        }
+        text
     }
 }
 
@@ -239,56 +337,83 @@ fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> Hi
 mod tests {
     use super::*;
 
+    /// Every metric says what it is from the start, even one without
+    /// series yet (tests/prometheus.rs checks the series a running daemon
+    /// makes).
     #[test]
-    fn every_spec_metric_is_exposed() {
-        let m = Metrics::new();
-        m.alarms.with_label_values(&["mqtt", "fire"]).inc();
-        m.alarms_rejected
-            .with_label_values(&["mqtt", "bad_payload"])
-            .inc();
-        m.incidents_open.with_label_values(&["critical"]).set(1);
-        m.incidents.with_label_values(&["critical"]).inc();
-        m.notifications.with_label_values(&["sms", "sent"]).inc();
-        m.ack_seconds.observe(30.0);
-        m.probe_duration.with_label_values(&["p"]).observe(0.01);
-        m.probe_up.with_label_values(&["p"]).set(1.0);
-        m.tls_expiry.with_label_values(&["web"]).set(-3600.0);
-        m.ingest_seconds.with_label_values(&["mqtt"]).observe(0.002);
-        m.generator_runtime.with_label_values(&["gen"]).set(3600.0);
-        m.estimate_ratio.with_label_values(&["kind"]).observe(1.2);
-        m.outbox_pending.with_label_values(&["sms"]).set(2);
-        m.outbox_oldest.with_label_values(&["sms"]).set(12.5);
-        m.service_up
-            .with_label_values(&["mail", "important"])
-            .set(1.0);
-        m.component_up
-            .with_label_values(&["srv", "server"])
-            .set(0.0);
-        let text = m.render();
-        for name in [
-            "beredskab_service_up",
-            "beredskab_component_up",
-            "beredskab_alarms_total",
-            "beredskab_alarms_rejected_total",
-            "beredskab_incidents_open",
-            "beredskab_incidents_total",
-            "beredskab_notifications_total",
-            "beredskab_ack_seconds",
-            "beredskab_probe_duration_seconds",
-            "beredskab_probe_up",
-            "beredskab_tls_expiry_seconds",
-            "beredskab_mqtt_connected",
-            "beredskab_ingest_seconds",
-            "beredskab_generator_runtime_seconds",
-            "beredskab_estimate_ratio",
-            "beredskab_build_info",
-            "beredskab_outbox_pending",
-            "beredskab_outbox_oldest_seconds",
+    fn every_metric_has_help_and_type_lines_before_any_event() {
+        let text = Metrics::new().render();
+        for (name, kind) in [
+            ("beredskab_service_up", "gauge"),
+            ("beredskab_component_up", "gauge"),
+            ("beredskab_alarms_total", "counter"),
+            ("beredskab_alarms_rejected_total", "counter"),
+            ("beredskab_incidents_open", "gauge"),
+            ("beredskab_incidents_total", "counter"),
+            ("beredskab_notifications_total", "counter"),
+            ("beredskab_ack_seconds", "histogram"),
+            ("beredskab_probe_duration_seconds", "histogram"),
+            ("beredskab_probe_up", "gauge"),
+            ("beredskab_tls_expiry_seconds", "gauge"),
+            ("beredskab_mqtt_connected", "gauge"),
+            ("beredskab_ingest_seconds", "histogram"),
+            ("beredskab_generator_runtime_seconds", "gauge"),
+            ("beredskab_estimate_ratio", "histogram"),
+            ("beredskab_build_info", "gauge"),
+            ("beredskab_outbox_pending", "gauge"),
+            ("beredskab_outbox_oldest_seconds", "gauge"),
+            (
+                "beredskab_service_first_expected_back_timestamp_seconds",
+                "gauge",
+            ),
         ] {
-            assert!(
-                text.contains(&format!("# TYPE {name} ")),
-                "{name} missing from:\n{text}"
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} {kind}\n")).count(),
+                1,
+                "{name} {kind}:\n{text}"
+            );
+            assert_eq!(
+                text.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{name}:\n{text}"
             );
         }
+        // Bounded label sets start at 0, so that increase() sees the first event.
+        assert!(text.contains("beredskab_incidents_total{severity=\"critical\"} 0\n"));
+        assert!(text.contains("beredskab_estimate_ratio_count{basis=\"manual\"} 0\n"));
+    }
+
+    #[test]
+    fn expected_back_keeps_exactly_the_series_it_is_given() {
+        let m = Metrics::new();
+        m.set_expected_back(vec![("omsorg", "life", 100.0), ("post", "critical", 200.0)]);
+        m.set_expected_back(vec![("post", "critical", 300.0)]);
+        let text = m.render();
+        let name = "beredskab_service_first_expected_back_timestamp_seconds";
+        assert!(!text.contains("omsorg"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "{name}{{criticality=\"critical\",service=\"post\"}} 300\n"
+            )),
+            "{text}"
+        );
+        m.reset_catalogue_series();
+        assert!(!m.render().contains("service=\"post\""));
+    }
+
+    #[test]
+    fn build_info_names_the_current_config_only() {
+        let m = Metrics::new();
+        m.set_config("abc");
+        m.set_config("def");
+        let text = m.render();
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!(
+                "beredskab_build_info{{config=\"def\",version=\"{version}\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("\"abc\""), "{text}");
     }
 }

@@ -615,21 +615,7 @@ pub fn long_time(lang: Language, tz: &TimeZone, t: Ts) -> String {
     let z = t.to_timestamp().to_zoned(tz.clone());
     match lang {
         Language::Da => {
-            const MONTHS: [&str; 12] = [
-                "januar",
-                "februar",
-                "marts",
-                "april",
-                "maj",
-                "juni",
-                "juli",
-                "august",
-                "september",
-                "oktober",
-                "november",
-                "december",
-            ];
-            let month = MONTHS[(z.month() as usize).clamp(1, 12) - 1];
+            let month = crate::words::month_name(lang, z.month());
             format!(
                 "kl. {}, den {}. {month} {}",
                 z.strftime("%H.%M"),

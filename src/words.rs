@@ -101,6 +101,44 @@ pub fn local_time(
     format!("{date} {at} {clock}")
 }
 
+/// A month's name as written inside a date: Danish "november" (lower
+/// case), English "November"; `month` is 1 to 12 (clamped).
+pub fn month_name(lang: Language, month: i8) -> &'static str {
+    const DA: [&str; 12] = [
+        "januar",
+        "februar",
+        "marts",
+        "april",
+        "maj",
+        "juni",
+        "juli",
+        "august",
+        "september",
+        "oktober",
+        "november",
+        "december",
+    ];
+    const EN: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let i = usize::try_from(month.clamp(1, 12) - 1).unwrap_or(0);
+    match lang {
+        Language::Da => DA[i],
+        Language::En => EN[i],
+    }
+}
+
 /// Singular and plural of week, day, hour, minute, second.
 fn units(lang: Language) -> [(&'static str, &'static str); 5] {
     match lang {

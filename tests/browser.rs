@@ -190,6 +190,12 @@ async fn the_person_on_call_handles_a_fire_in_a_real_browser() {
     assert!(b.same_document().await, "the page was reloaded");
     b.scroll_to("#timeline").await;
     b.screenshot("phone-06-timeline-live").await;
+    // The engine's own entries read in the page's language.
+    let text = b.text().await;
+    assert!(
+        text.contains("Eskalering: trin «open» i politikken standard"),
+        "{text}"
+    );
 
     // The filter is a plain link.
     b.click("a[href='/i/1?vis=beslutninger#timeline']").await;

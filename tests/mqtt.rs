@@ -1,6 +1,6 @@
 //! The MQTT collector against a real Mosquitto that each test starts on its
 //! own port, with its own persistence directory and the settings of the
-//! shipped deploy/mosquitto.conf. Messages are published with a second
+//! shipped deploy/mosquitto/mosquitto.conf. Messages are published with a second
 //! rumqttc client at QoS 1, counting only what the broker acknowledged.
 //!
 //! Mosquitto is required: a missing broker fails the tests, it never skips

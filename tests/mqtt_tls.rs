@@ -1,7 +1,7 @@
 //! The MQTT collector over TLS with a username and password, against a real
 //! Mosquitto that each test starts with two listeners: a TLS one that wants
 //! a password (for the collector), and a plain anonymous one on loopback
-//! (for the publisher), as the shipped deploy/mosquitto.conf suggests. The
+//! (for the publisher), as the shipped deploy/mosquitto/mosquitto.conf suggests. The
 //! certificates are made at test time with `openssl`, the password file with
 //! `mosquitto_passwd`.
 //!

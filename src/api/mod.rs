@@ -104,7 +104,7 @@ impl<S: Store + Clone> Clone for ApiState<S> {
     }
 }
 
-/// The routes.
+/// The API's routes (the pages' join them in [`crate::web::app`]).
 pub fn router<S: Store + Clone + 'static>(state: ApiState<S>) -> Router {
     Router::new()
         .route("/api/v1/alarms", post(post_alarm::<S>))
@@ -139,8 +139,7 @@ pub fn router<S: Store + Clone + 'static>(state: ApiState<S>) -> Router {
         .route("/readyz", get(readyz::<S>))
         .route("/metrics", get(metrics::<S>))
         .fallback(not_found)
-        .with_state(state.clone())
-        .merge(crate::web::router(state))
+        .with_state(state)
 }
 
 /// An error answer: `{"error": message}`.
@@ -642,4 +641,4 @@ async fn metrics<S: Store + Clone + 'static>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -95,8 +95,8 @@ impl Drop for TempDir {
     }
 }
 
-struct Harness {
-    state: ApiState<SqliteStore>,
+pub(crate) struct Harness {
+    pub(crate) state: ApiState<SqliteStore>,
     stop: CancellationToken,
     core: JoinHandle<Result<(), crate::core::CoreError>>,
     _dir: TempDir,
@@ -104,7 +104,7 @@ struct Harness {
 
 impl Harness {
     /// A running core on a new store, as the daemon starts it.
-    async fn start() -> Harness {
+    pub(crate) async fn start() -> Harness {
         let loaded = load_str("unit.toml", &config()).expect("the test config is valid");
         let cat = Arc::new(Catalogue::build(&loaded.config).expect("resolves"));
         let dir = TempDir::new();
@@ -162,7 +162,7 @@ impl Harness {
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         let _ = self.core.await;
     }
@@ -226,7 +226,15 @@ async fn call(
     req: Request<Body>,
     within: Duration,
 ) -> (StatusCode, Value) {
-    let mut app = router(state.clone());
+    call_app(router(state.clone()), req, within).await
+}
+
+/// The status and the JSON body of a call to `app`.
+pub(crate) async fn call_app(
+    mut app: Router,
+    req: Request<Body>,
+    within: Duration,
+) -> (StatusCode, Value) {
     let resp = tokio::time::timeout(within, app.call(req))
         .await
         .unwrap_or_else(|_| panic!("no answer within {within:?}"))
@@ -472,7 +480,7 @@ async fn readyz_is_503_when_the_core_no_longer_takes_commands() {
     h.stop().await;
 }
 
-fn get(path: &str, token: Option<&str>) -> Request<Body> {
+pub(crate) fn get(path: &str, token: Option<&str>) -> Request<Body> {
     let mut req = Request::get(path);
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -784,76 +792,4 @@ async fn the_incident_actions_refuse_with_the_codes_of_the_contract() {
         "{json}"
     );
     h.stop().await;
-}
-
-/// The OpenAPI document is OpenAPI 3.1 and lists every route the router
-/// serves, with every method it answers: each listed operation reaches a
-/// handler (not the fallback, not 405), each method not listed on a path
-/// is 405, and every path given to `.route(` in the source is listed.
-#[tokio::test]
-async fn the_openapi_document_lists_every_route() {
-    let h = Harness::start().await;
-    let within = Duration::from_secs(20);
-    let (status, doc) = call(&h.state, get("/api/v1/openapi.json", None), within).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(doc["openapi"], "3.1.0");
-    let paths = doc["paths"].as_object().expect("paths");
-    let methods = ["get", "post", "put", "patch", "delete"];
-    let concrete = |p: &str| p.replace("{id}", "1").replace("{link}", "x");
-    for (path, item) in paths {
-        for m in methods {
-            let req = Request::builder()
-                .method(m.to_uppercase().as_str())
-                .uri(concrete(path))
-                .body(Body::empty())
-                .expect("a request");
-            let (status, json) = call(&h.state, req, within).await;
-            if item.get(m).is_some() {
-                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
-                assert_ne!(json["error"], "no such path", "{m} {path} is not routed");
-            } else {
-                assert_eq!(
-                    status,
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "{m} {path} is served but not in the document"
-                );
-            }
-        }
-    }
-    // Every route in the source of the daemon's HTTP server (the demo's
-    // simulated sensors serve their own).
-    let mut routed = Vec::new();
-    for dir in ["src/api", "src/web"] {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-        if dir.exists() {
-            collect_routes(&dir, &mut routed);
-        }
-    }
-    assert!(routed.len() >= 15, "{routed:?}");
-    for p in &routed {
-        assert!(
-            paths.contains_key(p),
-            "{p} is routed but not in the OpenAPI document"
-        );
-    }
-    h.stop().await;
-}
-
-/// The paths given to `.route("…"` in the Rust files under `dir`.
-fn collect_routes(dir: &std::path::Path, out: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).expect("read src") {
-        let path = entry.expect("an entry").path();
-        if path.is_dir() {
-            collect_routes(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
-            let text = std::fs::read_to_string(&path).expect("read a source file");
-            for part in text.split(".route(").skip(1) {
-                if let Some(rest) = part.trim_start().strip_prefix('"')
-                    && let Some(end) = rest.find('"')
-                {
-                    out.push(rest[..end].to_owned());
-                }
-            }
-        }
-    }
 }

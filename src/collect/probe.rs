@@ -404,8 +404,15 @@ impl Schedule {
     }
 }
 
-/// A random duration in `[0, bound)`; `bound` is not zero.
+/// A random duration in `[0, bound)`, in whole milliseconds when `bound`
+/// is at least one: tokio's timers fire on a millisecond grid, so a phase
+/// between two ticks would start every run up to 1 ms late (and a phase
+/// just under `bound` would land on `bound` itself). `bound` is not zero.
 fn random_below(bound: Duration) -> Duration {
+    let millis = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+    if millis >= 1 {
+        return Duration::from_millis(fastrand::u64(0..millis));
+    }
     let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
     Duration::from_nanos(fastrand::u64(0..nanos.max(1)))
 }

@@ -39,7 +39,7 @@ impl<S: Store> Core<S> {
             }
             MqttInput::Connected { session_present } => {
                 self.status.mqtt.store(Status::MQTT_UP, Ordering::Relaxed);
-                self.metrics.mqtt_connected.set(1.0);
+                self.metrics.set_mqtt_connected(true);
                 if !session_present && self.mqtt_seen {
                     warn!(
                         "the MQTT broker had no session for us: alarms published while we were \
@@ -72,7 +72,7 @@ impl<S: Store> Core<S> {
             }
             MqttInput::Disconnected { error } => {
                 self.status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
-                self.metrics.mqtt_connected.set(0.0);
+                self.metrics.set_mqtt_connected(false);
                 debug!(error = %error, "mqtt disconnected");
             }
         }
@@ -110,6 +110,14 @@ impl<S: Store> Core<S> {
                 .tls_expiry
                 .with_label_values(&[report.id.as_str()])
                 .set(left as f64);
+        }
+        // Logged where it is counted: a probe that starts or stops failing.
+        if self.probe_up.insert(report.id.clone(), up) != Some(up) {
+            if up {
+                info!(probe = %report.id, elapsed_ms = report.elapsed.as_millis() as u64, "probe ok");
+            } else {
+                warn!(probe = %report.id, elapsed_ms = report.elapsed.as_millis() as u64, "probe failing");
+            }
         }
         let event = Event::Probe {
             id: report.id,
@@ -259,6 +267,8 @@ impl<S: Store> Core<S> {
                 self.stored.clear();
                 self.reset_board();
                 self.metrics.reset_catalogue_series();
+                self.probe_up
+                    .retain(|id, _| self.cat.probe_id(id).is_some());
                 self.set_all_gauges();
                 // The next commit stores the state under the new config.
                 self.logged_since_snapshot = SNAPSHOT_EVERY_INPUTS;

@@ -194,6 +194,8 @@ pub struct Core<S: Store> {
     since: HashMap<crate::catalogue::NodeId, Ts>,
     /// A service changed health since the board was last published.
     board_changed: bool,
+    /// Whether each probe's last request succeeded, to log a change once.
+    probe_up: HashMap<String, bool>,
 }
 
 /// Sets `Status::running` to false when the core ends, however it ends (a

@@ -200,6 +200,7 @@ impl<S: Store> Core<S> {
     }
 
     pub(super) fn set_all_gauges(&self) {
+        self.metrics.set_config(self.cat.fingerprint());
         for i in 0..self.cat.nodes.len() {
             let node = crate::catalogue::NodeId(i as u32);
             self.metrics
@@ -210,19 +211,39 @@ impl<S: Store> Core<S> {
 
     pub(super) fn set_incident_gauges(&self) {
         let mut counts = [0i64; 3];
+        // When each affected service was first expected back: the latest
+        // first estimate of the incidents affecting it.
+        let mut back: std::collections::BTreeMap<crate::catalogue::NodeId, i64> =
+            std::collections::BTreeMap::new();
         for id in self.engine.live_incidents() {
             if let Some(inc) = self.engine.incident(id) {
                 counts[inc.severity as usize] += 1;
+                if inc.first_expected_s > 0 {
+                    let end_ms = inc
+                        .opened
+                        .0
+                        .saturating_add(inc.first_expected_s.saturating_mul(1000));
+                    for &service in inc.services.keys() {
+                        let e = back.entry(service).or_insert(end_ms);
+                        *e = (*e).max(end_ms);
+                    }
+                }
             }
         }
-        for (sev, n) in [
-            crate::engine::Severity::Minor,
-            crate::engine::Severity::Major,
-            crate::engine::Severity::Critical,
-        ]
-        .into_iter()
-        .zip(counts)
-        {
+        let series = back
+            .into_iter()
+            .filter_map(|(node, end_ms)| {
+                let n = self.cat.node(node);
+                match n.kind {
+                    crate::catalogue::NodeKind::Service(c) => {
+                        Some((n.id.as_str(), c.as_str(), end_ms as f64 / 1000.0))
+                    }
+                    crate::catalogue::NodeKind::Component(_) => None,
+                }
+            })
+            .collect();
+        self.metrics.set_expected_back(series);
+        for (sev, n) in crate::engine::Severity::ALL.into_iter().zip(counts) {
             self.metrics
                 .incidents_open
                 .with_label_values(&[sev.as_str()])

@@ -89,6 +89,7 @@ impl<S: Store> Core<S> {
             mqtt_seen,
             since: HashMap::new(),
             board_changed: true,
+            probe_up: HashMap::new(),
         };
         core.set_all_gauges();
         Ok(core)

@@ -330,6 +330,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
 
     if config.mqtt.is_some() {
         status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
+        metrics.set_mqtt_connected(false);
     }
     let mut core_task = tokio::spawn(core.run(
         Inbox {
@@ -353,7 +354,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
         .run(notifier_stop.clone()),
     );
 
-    let app = api::router(ApiState {
+    let app = crate::web::app(ApiState {
         store: store.clone(),
         core: core_handle.clone(),
         metrics: metrics.clone(),

@@ -140,6 +140,16 @@ pub enum Basis {
 }
 
 impl Basis {
+    /// Every basis an estimate can have.
+    pub const ALL: [Basis; 6] = [
+        Basis::Manual,
+        Basis::History,
+        Basis::Kind,
+        Basis::Default,
+        Basis::Extended,
+        Basis::Generator,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Basis::Manual => "manual",

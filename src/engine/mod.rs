@@ -133,6 +133,9 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every severity, least first.
+    pub const ALL: [Severity; 3] = [Severity::Minor, Severity::Major, Severity::Critical];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Minor => "minor",
@@ -770,8 +773,12 @@ impl Engine {
                 from_now,
             } => {
                 let expected = if from_now {
+                    // In whole seconds since opening, so that "2 h from
+                    // now" reads as 2 h plus the minutes it has been open,
+                    // not one second more.
                     let id = self.live_incident(incident)?;
-                    report_eta(now, self.incidents[id].opened, expected)
+                    let open_s = now.millis_since(self.incidents[id].opened) / 1000;
+                    Duration::from_secs(u64::try_from(open_s).unwrap_or(0)).saturating_add(expected)
                 } else {
                     expected
                 };

@@ -90,8 +90,13 @@ impl<S: Store + Clone> Clone for WebState<S> {
     }
 }
 
-/// The web routes, to merge into the API's router.
-pub fn router<S: Store + Clone + 'static>(api: ApiState<S>) -> Router {
+/// Every route the daemon serves: the API's and the pages'.
+pub fn app<S: Store + Clone + 'static>(api: ApiState<S>) -> Router {
+    crate::api::router(api.clone()).merge(router(api))
+}
+
+/// The pages' routes.
+fn router<S: Store + Clone + 'static>(api: ApiState<S>) -> Router {
     let st = WebState {
         api,
         sessions: Arc::new(Sessions::default()),
@@ -742,7 +747,13 @@ fn no_incident(ctx: &Ctx) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+
     use super::*;
+    use crate::api::tests::{Harness, call_app, get};
 
     #[test]
     fn only_our_own_paths_are_followed_after_login() {
@@ -751,5 +762,81 @@ mod tests {
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
         assert_eq!(local_path(None), "/");
+    }
+
+    /// The OpenAPI document is OpenAPI 3.1 and lists every route the router
+    /// serves, with every method it answers: each listed operation reaches a
+    /// handler (not the fallback, not 405), each method not listed on a path
+    /// is 405, and every path given to `.route(` in the source is listed.
+    #[tokio::test]
+    async fn the_openapi_document_lists_every_route() {
+        let h = Harness::start().await;
+        let within = Duration::from_secs(20);
+        let app = || app(h.state.clone());
+        let (status, doc) = call_app(app(), get("/api/v1/openapi.json", None), within).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().expect("paths");
+        let methods = ["get", "post", "put", "patch", "delete"];
+        let concrete = |p: &str| p.replace("{id}", "1").replace("{link}", "x");
+        for (path, item) in paths {
+            for m in methods {
+                let req = Request::builder()
+                    .method(m.to_uppercase().as_str())
+                    .uri(concrete(path))
+                    .body(Body::empty())
+                    .expect("a request");
+                let (status, json) = call_app(app(), req, within).await;
+                if item.get(m).is_some() {
+                    assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
+                    assert_ne!(json["error"], "no such path", "{m} {path} is not routed");
+                } else {
+                    assert_eq!(
+                        status,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{m} {path} is served but not in the document"
+                    );
+                }
+            }
+        }
+        // Every route in the source of the daemon's HTTP server (the demo's
+        // simulated sensors serve their own).
+        let mut routed = Vec::new();
+        for dir in ["src/api", "src/web"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            if dir.exists() {
+                collect_routes(&dir, &mut routed);
+            }
+        }
+        assert!(routed.len() >= 15, "{routed:?}");
+        for p in &routed {
+            assert!(
+                paths.contains_key(p),
+                "{p} is routed but not in the OpenAPI document"
+            );
+        }
+        h.stop().await;
+    }
+
+    /// The paths given to the `route` calls in the Rust files under `dir`,
+    /// outside their test modules.
+    fn collect_routes(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("read src") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                collect_routes(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
+                let text = std::fs::read_to_string(&path).expect("read a source file");
+                // Routes are made outside the test modules.
+                let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for part in text.split(".route(").skip(1) {
+                    if let Some(rest) = part.trim_start().strip_prefix('"')
+                        && let Some(end) = rest.find('"')
+                    {
+                        out.push(rest[..end].to_owned());
+                    }
+                }
+            }
+        }
     }
 }

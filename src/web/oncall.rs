@@ -727,6 +727,23 @@ fn entry_text(ctx: &Ctx, e: &TimelineEntry) -> String {
         "opened" => t
             .strip_prefix("opened: ")
             .map(|what| fill(w.tl_opened, &[("what", what)])),
+        "step" => t
+            .split_once(": ")
+            .map(|(policy, on)| fill(w.tl_step, &[("on", on), ("policy", policy)])),
+        "root" => t
+            .strip_prefix("new root ")
+            .map(|what| fill(w.tl_root, &[("what", &ctx.node_name(what))])),
+        "merged" => t
+            .strip_prefix("merged into incident ")
+            .map(|id| fill(w.tl_merged_into, &[("id", id)]))
+            .or_else(|| {
+                t.strip_prefix("absorbed incident ")
+                    .map(|id| fill(w.tl_absorbed, &[("id", id)]))
+            }),
+        "resolved" => match t.strip_prefix("resolved by ") {
+            Some(who) => Some(fill(w.tl_resolved_by, &[("who", &ctx.person_name(who))])),
+            None => (t == "resolved: all components up").then(|| w.tl_resolved_auto.to_owned()),
+        },
         _ => None,
     };
     worded.unwrap_or_else(|| e.text.clone())

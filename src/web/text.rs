@@ -7,7 +7,7 @@ use jiff::tz::TimeZone;
 
 use crate::config::Language;
 use crate::engine::{Basis, Health, Severity};
-use crate::words::duration_short;
+use crate::words::{duration_short, month_name};
 
 /// Every text of the pages. `{name}` placeholders are filled by
 /// [`crate::words::fill`].
@@ -131,7 +131,12 @@ pub struct Words {
     pub tl_department: &'static str,
     pub tl_told: &'static str,
     pub tl_opened: &'static str,
-    pub months: [&'static str; 12],
+    pub tl_step: &'static str,
+    pub tl_root: &'static str,
+    pub tl_merged_into: &'static str,
+    pub tl_absorbed: &'static str,
+    pub tl_resolved_by: &'static str,
+    pub tl_resolved_auto: &'static str,
 }
 
 pub const DA: Words = Words {
@@ -261,20 +266,12 @@ pub const DA: Words = Words {
     tl_department: "Sat til afdelingsniveau",
     tl_told: "Besked til {who} via {channel}",
     tl_opened: "Åbnet: {what}",
-    months: [
-        "januar",
-        "februar",
-        "marts",
-        "april",
-        "maj",
-        "juni",
-        "juli",
-        "august",
-        "september",
-        "oktober",
-        "november",
-        "december",
-    ],
+    tl_step: "Eskalering: trin «{on}» i politikken {policy}",
+    tl_root: "Ny grundårsag: {what}",
+    tl_merged_into: "Lagt sammen med hændelse #{id}",
+    tl_absorbed: "Hændelse #{id} er lagt ind i denne",
+    tl_resolved_by: "Afsluttet af {who}",
+    tl_resolved_auto: "Afsluttet: alle komponenter kører igen",
 };
 
 pub const EN: Words = Words {
@@ -404,20 +401,12 @@ pub const EN: Words = Words {
     tl_department: "Set to department level",
     tl_told: "Message to {who} by {channel}",
     tl_opened: "Opened: {what}",
-    months: [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ],
+    tl_step: "Escalation: step “{on}” of policy {policy}",
+    tl_root: "New root cause: {what}",
+    tl_merged_into: "Merged into incident #{id}",
+    tl_absorbed: "Incident #{id} was merged into this one",
+    tl_resolved_by: "Resolved by {who}",
+    tl_resolved_auto: "Resolved: every component is up again",
 };
 
 pub fn words(lang: Language) -> &'static Words {
@@ -527,11 +516,6 @@ impl Clock {
             None => crate::words::fill(w.zone_time, &[("zone", "UTC")]),
         }
     }
-}
-
-fn month_name(lang: Language, month: i8) -> &'static str {
-    let i = usize::try_from(month.clamp(1, 12) - 1).unwrap_or(0);
-    words(lang).months[i]
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A real Mosquitto for tests, started on a free port with its own
 //! persistence directory and the settings of the shipped
-//! deploy/mosquitto.conf, and a QoS 1 publisher that knows which keys the
+//! deploy/mosquitto/mosquitto.conf, and a QoS 1 publisher that knows which keys the
 //! broker acknowledged. Mosquitto is required: a missing broker fails the
 //! tests, it never skips them.
 
@@ -16,7 +16,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::task::JoinHandle;
 
 /// The shipped broker config whose settings every test broker uses.
-pub const SHIPPED_CONF: &str = "deploy/mosquitto.conf";
+pub const SHIPPED_CONF: &str = "deploy/mosquitto/mosquitto.conf";
 /// Keys of the shipped config that each test sets for itself.
 pub const OWN_KEYS: [&str; 12] = [
     "listener",
