@@ -165,6 +165,49 @@ impl<'a> Report<'a> {
         if self.da() { da } else { en }
     }
 
+    /// A code of the incident JSON (a state, severity, level, criticality,
+    /// basis, timeline type or message state) in the site's language: the
+    /// Markdown is read by people, the JSON keeps the codes.
+    fn code(&self, code: &str) -> String {
+        let da = match code {
+            "open" => "åben",
+            "acknowledged" => "kvitteret",
+            "resolved" => "løst",
+            "merged" => "lagt sammen",
+            "minor" => "mindre",
+            "major" => "alvorlig",
+            "critical" => "kritisk",
+            "department" => "afdelingsniveau",
+            "crisis" => "kriseniveau",
+            "life" => "livsvigtig",
+            "important" => "vigtig",
+            "manual" => "skøn fra en person",
+            "history" => "tidligere hændelser",
+            "kind" => "typisk for fejltypen",
+            "default" => "standardskøn",
+            "extended" => "forlænget",
+            "generator" => "generatorens brændstof",
+            "pending" => "venter",
+            "sent" => "sendt",
+            "failed" => "opgivet",
+            "opened" => "åbnet",
+            "notification" => "besked",
+            "step" => "eskaleringstrin",
+            "decision" => "beslutning",
+            "event" => "hændelse",
+            "ack" => "kvittering",
+            "eta" => "forventet varighed",
+            "estimate" => "skøn",
+            "level" => "niveau",
+            "alarm" => "alarm",
+            "note" => "note",
+            "root" => "grundårsag",
+            "severity" => "alvor",
+            _ => code,
+        };
+        if self.da() { da } else { code }.to_owned()
+    }
+
     fn time(&self, t: Ts) -> String {
         long_time(self.lang, &self.tz, t)
     }
@@ -243,12 +286,12 @@ impl<'a> Report<'a> {
         let _ = writeln!(o, "## {}\n", self.w("Summary", "Resumé"));
         let mut rows: Vec<(&str, String)> = vec![
             (self.w("Incident", "Hændelse"), format!("#{}", inc.id)),
-            (self.w("State", "Tilstand"), inc.state.as_str().to_owned()),
+            (self.w("State", "Tilstand"), self.code(inc.state.as_str())),
             (
                 self.w("Severity", "Alvor"),
-                inc.severity.as_str().to_owned(),
+                self.code(inc.severity.as_str()),
             ),
-            (self.w("Level", "Niveau"), inc.level.as_str().to_owned()),
+            (self.w("Level", "Niveau"), self.code(inc.level.as_str())),
             (self.w("Root cause", "Grundårsag"), self.root()),
             (self.w("Opened", "Åbnet"), self.time(inc.opened_at)),
         ];
@@ -313,7 +356,8 @@ impl<'a> Report<'a> {
                             Some(n) => format!("{n} ({})", s.id),
                             None => s.id.clone(),
                         },
-                        s.criticality.unwrap_or(dash).to_owned(),
+                        s.criticality
+                            .map_or_else(|| dash.to_owned(), |c| self.code(c)),
                         down.clone(),
                     ]
                 }),
@@ -347,9 +391,9 @@ impl<'a> Report<'a> {
             ],
             self.timeline().into_iter().map(|e| {
                 let kind = if DECISION_TYPES.contains(&e.kind.as_str()) {
-                    format!("**{decision}** ({})", e.kind)
+                    format!("**{decision}** ({})", self.code(&e.kind))
                 } else {
-                    e.kind.clone()
+                    self.code(&e.kind)
                 };
                 vec![
                     self.time(e.at),
@@ -388,7 +432,7 @@ impl<'a> Report<'a> {
                         n.role.clone().unwrap_or_else(|| dash.to_owned()),
                         n.channel.clone(),
                         n.reason.as_str().to_owned(),
-                        n.state.as_str().to_owned(),
+                        self.code(n.state.as_str()),
                         n.sent_at.map_or_else(|| dash.to_owned(), |t| self.time(t)),
                     ]
                 }),
@@ -445,7 +489,7 @@ impl<'a> Report<'a> {
             self.w("Expected duration", "Forventet varighed"),
             self.duration(inc.expected_s),
             self.w("basis", "grundlag"),
-            inc.expected_basis.as_str(),
+            self.code(inc.expected_basis.as_str()),
             self.w("Actual duration", "Faktisk varighed"),
         );
         let _ = writeln!(o, "### {}\n", self.w("Estimates", "Skøn"));
@@ -887,13 +931,15 @@ via = ["sms"]
             "### Forbedringspotentiale",
             "| Åbnet | kl. 14.32, den 25. november 2026 |",
             "| Løst | stadig åben |",
-            "| Mail (mail) | important | stadig åben (50 minutter) |",
+            "| Mail (mail) | vigtig | stadig åben (50 minutter) |",
             "- Tid til kvittering: 5 minutter",
             "- Faktisk varighed: stadig åben (50 minutter indtil nu)",
         ] {
             assert!(md.lines().any(|l| l == line), "no line {line:?} in:\n{md}");
         }
-        assert!(md.contains("**BESLUTNING** (level)"), "{md}");
+        assert!(md.contains("**BESLUTNING** (niveau)"), "{md}");
+        assert!(md.contains("| Alvor | alvorlig |"), "{md}");
+        assert!(md.contains("| Niveau | kriseniveau |"), "{md}");
         assert!(!md.contains("Experiences"), "{md}");
     }
 
