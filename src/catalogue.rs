@@ -595,6 +595,27 @@ impl Catalogue {
         self.node_index.get(id).copied()
     }
 
+    /// The name of node `id`, or `id` itself when the catalogue no longer
+    /// has it (an incident stored under an older config).
+    pub fn name_of(&self, id: &str) -> String {
+        self.node_id(id)
+            .map_or_else(|| id.to_owned(), |n| self.node(n).name.clone())
+    }
+
+    /// The names of the services `ids`, the most critical first (stable
+    /// within a criticality); ids no longer in the catalogue come last.
+    pub fn services_by_criticality(&self, ids: &[String]) -> Vec<String> {
+        let mut services: Vec<(Option<Criticality>, String)> = ids
+            .iter()
+            .map(|id| {
+                let crit = self.node_id(id).and_then(|n| self.node(n).criticality());
+                (crit, self.name_of(id))
+            })
+            .collect();
+        services.sort_by_key(|(crit, _)| (crit.is_none(), *crit));
+        services.into_iter().map(|(_, name)| name).collect()
+    }
+
     pub fn person(&self, id: PersonId) -> &Person {
         &self.people[id.0 as usize]
     }

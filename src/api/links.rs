@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use super::{ApiState, CORE_TIMEOUT};
 use crate::catalogue::Catalogue;
 use crate::clock::wall_now;
-use crate::config::{Criticality, Language};
+use crate::config::Language;
 use crate::core::{LinkOutcome, NoAnswer};
 use crate::engine::{EngineError, IncidentId, IncidentState, Severity, Ts};
 use crate::html::{DOCTYPE, Text};
@@ -495,38 +495,17 @@ impl View {
     /// incident, the last under `acked_label`.
     fn details(&self, row: &IncidentRow, acked_label: &str) -> Markup {
         let w = self.w;
-        let node_name = |id: &str| {
-            self.cat
-                .node_id(id)
-                .map_or_else(|| id.to_owned(), |n| self.cat.node(n).name.clone())
-        };
-        let mut services: Vec<(Option<Criticality>, String)> = row
-            .services
-            .iter()
-            .map(|s| {
-                let crit = self
-                    .cat
-                    .node_id(s)
-                    .and_then(|n| self.cat.node(n).criticality());
-                (crit, node_name(s))
-            })
-            .collect();
-        // Most critical first; services no longer in the plan last.
-        services.sort_by_key(|(crit, _)| (crit.is_none(), *crit));
+        let services = self.cat.services_by_criticality(&row.services);
         let services = if services.is_empty() {
             w.none_affected.to_owned()
         } else {
-            services
-                .into_iter()
-                .map(|(_, name)| name)
-                .collect::<Vec<_>>()
-                .join(", ")
+            services.join(", ")
         };
         html! {
             p { span class={ "sev " (row.severity.as_str()) } { (Text((w.severity)(row.severity))) } }
             dl {
                 dt { (Text(w.fault_in)) }
-                dd { (Text(&node_name(&row.root))) }
+                dd { (Text(&self.cat.name_of(&row.root))) }
                 dt { (Text(w.affected)) }
                 dd { (Text(&services)) }
                 dt { (Text(w.opened)) }

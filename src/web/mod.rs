@@ -78,6 +78,18 @@ pub struct WebState<S: Store> {
     api: ApiState<S>,
     sessions: Arc<Sessions>,
     streams: Arc<Semaphore>,
+    /// The last fingerprint of the on-call pages, shared by every live
+    /// stream so that the store is read once per change, not once per tab.
+    shown: Arc<tokio::sync::Mutex<Option<LastSeen>>>,
+}
+
+/// A fingerprint of what the on-call pages show, when and at which board
+/// version it was read.
+#[derive(Clone, Copy)]
+struct LastSeen {
+    at: tokio::time::Instant,
+    board: u64,
+    fingerprint: u64,
 }
 
 impl<S: Store + Clone> Clone for WebState<S> {
@@ -86,6 +98,7 @@ impl<S: Store + Clone> Clone for WebState<S> {
             api: self.api.clone(),
             sessions: self.sessions.clone(),
             streams: self.streams.clone(),
+            shown: self.shown.clone(),
         }
     }
 }
@@ -101,6 +114,7 @@ fn router<S: Store + Clone + 'static>(api: ApiState<S>) -> Router {
         api,
         sessions: Arc::new(Sessions::default()),
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+        shown: Arc::default(),
     };
     Router::new()
         .route("/", get(oncall::home::<S>))
@@ -215,9 +229,7 @@ impl Ctx {
 
     /// A component's or service's name, or the id as given.
     fn node_name(&self, id: &str) -> String {
-        self.cat
-            .node_id(id)
-            .map_or_else(|| id.to_owned(), |n| self.cat.node(n).name.clone())
+        self.cat.name_of(id)
     }
 
     fn user_name(&self) -> Option<String> {
@@ -644,6 +656,30 @@ async fn logout<S: Store + Clone + 'static>(
 /// `version` event carries a fingerprint of what the on-call pages show,
 /// at once and whenever it changes; the page fetches itself again when it
 /// differs from the version it was rendered with.
+impl<S: Store + Clone + 'static> WebState<S> {
+    /// What the on-call pages show, as one number: read from the store at
+    /// most once per [`STREAM_EVERY`] for one board version, whatever the
+    /// number of open tabs (a commit changes the board version; deliveries,
+    /// which the notifier records, are seen within `STREAM_EVERY`).
+    async fn fingerprint(&self) -> Result<u64, crate::store::StoreError> {
+        let board = self.api.status.board.borrow().version;
+        let mut shown = self.shown.lock().await;
+        if let Some(s) = *shown
+            && s.board == board
+            && s.at.elapsed() < STREAM_EVERY
+        {
+            return Ok(s.fingerprint);
+        }
+        let fingerprint = oncall::fingerprint(&self.api.store).await?;
+        *shown = Some(LastSeen {
+            at: tokio::time::Instant::now(),
+            board,
+            fingerprint,
+        });
+        Ok(fingerprint)
+    }
+}
+
 async fn events<S: Store + Clone + 'static>(
     State(st): State<WebState<S>>,
     headers: HeaderMap,
@@ -681,7 +717,7 @@ async fn events<S: Store + Clone + 'static>(
             if started.elapsed() >= STREAM_LIFETIME || live.st.sessions.get(&live.id).is_none() {
                 return None;
             }
-            let version = match oncall::fingerprint(&live.st.api.store).await {
+            let version = match live.st.fingerprint().await {
                 Ok(v) => v,
                 Err(e) => {
                     error!(error = %e, "reading incidents for a live page");

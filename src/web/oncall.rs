@@ -218,26 +218,11 @@ fn card<S: Store + Clone + 'static>(
     let sev = r.severity.as_str();
     let opened = r.opened_at.to_timestamp();
     let since = fill(w.since, &[("when", &c.at(opened)), ("age", &c.age(opened))]);
-    let mut services: Vec<(Option<crate::config::Criticality>, String)> = r
-        .services
-        .iter()
-        .map(|sv| {
-            let crit = ctx
-                .cat
-                .node_id(sv)
-                .and_then(|n| ctx.cat.node(n).criticality());
-            (crit, ctx.node_name(sv))
-        })
-        .collect();
-    services.sort_by_key(|(crit, _)| (crit.is_none(), *crit));
+    let services = ctx.cat.services_by_criticality(&r.services);
     let services = if services.is_empty() {
         w.none_affected.to_owned()
     } else {
-        services
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect::<Vec<_>>()
-            .join(", ")
+        services.join(", ")
     };
     let live = r.state.is_live();
     let eta = live.then(|| {
