@@ -22,8 +22,12 @@
 //!   are never dropped), or until the channel's `give_up_after` (24h by
 //!   default) has passed since it was decided (failed: logged at error).
 //!
-//! A send is never repeated because recording it failed: the outcome is
-//! kept and its record retried until the store takes it. A crash between
+//! Attempts are recorded in batches, many in one transaction: while one
+//! is synced to disk the next gather, so a thousand notifications a second
+//! cost a few syncs rather than a thousand, and the core's commits (which
+//! share the one writer) do not queue behind them. A send is never
+//! repeated because recording it failed: the outcome is kept, its key
+//! stays in flight, and its record is retried until the store takes it. A crash between
 //! the gateway's answer and the record of it sends that row again after
 //! the restart: the idempotency key goes with every request (and is the
 //! mail's Message-ID) so the gateway can drop the duplicate. SMTP cannot
@@ -40,7 +44,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -59,6 +63,10 @@ use channel::{Delivery, SendError, Sender};
 const PAGE: u32 = 100;
 /// Deliveries in flight at once.
 const IN_FLIGHT: usize = 16;
+/// Most attempts recorded in one transaction.
+const RECORD_BATCH: usize = 256;
+/// How long shutdown waits for the attempts already made to be recorded.
+const RECORD_AT_SHUTDOWN: Duration = Duration::from_secs(2);
 /// How long to wait after the store failed before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// The longest wait between tries to record an attempt the store refused.
@@ -131,13 +139,20 @@ pub struct Notifier<S: Store> {
 
 impl<S: Store + Clone + 'static> Notifier<S> {
     /// Delivers until `shutdown`; deliveries in flight then are abandoned
-    /// (their rows stay pending and go out after the restart).
+    /// (their rows stay pending and go out after the restart), and what
+    /// was sent is still recorded for up to [`RECORD_AT_SHUTDOWN`].
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let mut senders = Arc::new(Senders::new(this.catalogue.borrow().clone()));
         let mut running: JoinSet<()> = JoinSet::new();
+        // Keys sent or being sent whose attempt is not yet recorded.
         let mut in_flight: HashSet<String> = HashSet::new();
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        let (attempt_tx, attempt_rx) = mpsc::unbounded_channel::<Attempt>();
+        let mut recorder = {
+            let this = this.clone();
+            tokio::spawn(async move { this.record(attempt_rx, done_tx).await })
+        };
         let mut gauges = tokio::time::interval(GAUGE_EVERY);
         gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -157,12 +172,11 @@ impl<S: Store + Clone + 'static> Notifier<S> {
                         if !in_flight.insert(row.key.clone()) {
                             continue;
                         }
-                        let (this, senders, done) =
-                            (this.clone(), senders.clone(), done_tx.clone());
+                        let (this, senders, attempts) =
+                            (this.clone(), senders.clone(), attempt_tx.clone());
                         running.spawn(async move {
-                            let key = row.key.clone();
-                            this.deliver(&senders, row).await;
-                            let _ = done.send(key);
+                            let attempt = this.deliver(&senders, row).await;
+                            let _ = attempts.send(attempt);
                         });
                     }
                     match this.store.next_due().await {
@@ -183,22 +197,33 @@ impl<S: Store + Clone + 'static> Notifier<S> {
                     STORE_RETRY
                 }
             };
-            // Rows in flight are due too: wait for them, not on them.
-            let sleep = if sleep.is_zero() && !running.is_empty() {
+            // Rows in flight are due too: wait for them, not on them (a
+            // finished send or a recorded attempt wakes the loop).
+            let sleep = if sleep.is_zero() && !in_flight.is_empty() {
                 MAX_SLEEP
             } else {
                 sleep
             };
             tokio::select! {
-                () = shutdown.cancelled() => {
-                    running.abort_all();
-                    return;
-                }
+                () = shutdown.cancelled() => break,
                 () = this.wake.notified() => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(key) = done_rx.recv() => {
+                    in_flight.remove(&key);
+                }
                 () = tokio::time::sleep(sleep) => {}
                 _ = gauges.tick() => this.set_gauges(&senders.catalogue).await,
             }
+        }
+        running.abort_all();
+        drop(attempt_tx);
+        while running.join_next().await.is_some() {}
+        if tokio::time::timeout(RECORD_AT_SHUTDOWN, &mut recorder)
+            .await
+            .is_err()
+        {
+            warn!("outbox: attempts not recorded at shutdown are sent again after the restart");
+            recorder.abort();
         }
     }
 
@@ -230,8 +255,8 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         }
     }
 
-    /// One attempt at one row, recorded.
-    async fn deliver(&self, senders: &Senders, row: OutboxRow) {
+    /// One attempt at one row: its outcome, to be recorded.
+    async fn deliver(&self, senders: &Senders, row: OutboxRow) -> Attempt {
         let cat = &senders.catalogue;
         let now = crate::clock::wall_now();
         let channel = cat.channels.iter().find(|c| c.id == row.channel);
@@ -320,20 +345,57 @@ impl<S: Store + Clone + 'static> Notifier<S> {
             AttemptOutcome::Failed => error!(key = %row.key, channel = %row.channel,
                 error = %attempt.detail, "notification given up"),
         }
-        let fallback = attempt.fallback.is_some();
-        // What happened at the gateway happened: it is recorded, however
-        // long the store takes, and never sent again for want of a record.
-        // The key stays in flight meanwhile, so no other task takes it.
-        let mut tries = 0u32;
-        while let Err(e) = self.store.record_attempt(&attempt).await {
-            tries = tries.saturating_add(1);
-            let wait = RECORD_RETRY.delay(tries);
-            error!(key = %row.key, error = %e, retry_ms = wait.as_millis() as u64,
-                "cannot record a delivery attempt; keeping its outcome and trying again");
-            tokio::time::sleep(wait).await;
+        attempt
+    }
+
+    /// Records the attempts that `attempts` brings, many in one
+    /// transaction, and then lets their keys go (on `done`). What happened
+    /// at a gateway happened: it is recorded however long the store takes,
+    /// and never sent again for want of a record; the key stays in flight
+    /// meanwhile, so no other task takes its row. Ends when every sender of
+    /// `attempts` is gone and all they sent is recorded.
+    async fn record(
+        &self,
+        mut attempts: mpsc::UnboundedReceiver<Attempt>,
+        done: mpsc::UnboundedSender<String>,
+    ) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        while attempts.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            self.record_all(&batch).await;
+            let fallback = batch.iter().any(|a| a.fallback.is_some());
+            for a in batch.drain(..) {
+                let _ = done.send(a.key);
+            }
+            if fallback {
+                self.wake.notify_one();
+            }
         }
-        if fallback {
-            self.wake.notify_one();
+    }
+
+    /// Records `batch` in one transaction; should the store refuse it,
+    /// each attempt on its own (one it can never take must not hold the
+    /// others back), each retried until the store takes it.
+    async fn record_all(&self, batch: &[Attempt]) {
+        if batch.len() > 1 {
+            match self.store.record_attempts(batch).await {
+                Ok(()) => return,
+                Err(e) => warn!(error = %e, attempts = batch.len(),
+                    "cannot record delivery attempts together; recording them one by one"),
+            }
+        }
+        for attempt in batch {
+            let mut tries = 0u32;
+            while let Err(e) = self
+                .store
+                .record_attempts(std::slice::from_ref(attempt))
+                .await
+            {
+                tries = tries.saturating_add(1);
+                let wait = RECORD_RETRY.delay(tries);
+                error!(key = %attempt.key, error = %e, retry_ms = wait.as_millis() as u64,
+                    "cannot record a delivery attempt; keeping its outcome and trying again");
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 }
