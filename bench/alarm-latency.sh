@@ -50,9 +50,9 @@ pids+=($!)
 
 token="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
-python3 - "$dir/beredskab.toml" "$api" "$mqtt" "$receiver" "$sha" "$components" <<'PY'
+python3 - "$dir/beredskab.toml" "$api" "$mqtt" "$receiver" "$sha" "$components" "${PER_SERVICE:-1}" <<'PY'
 import sys
-path, api, mqtt, receiver, sha, n = sys.argv[1:7]
+path, api, mqtt, receiver, sha, n, per = sys.argv[1:8]
 out = [f'''[site]
 name = "Bench"
 language = "en"
@@ -88,10 +88,13 @@ on = "open"
 notify = ["role:r"]
 via = ["hook"]
 ''']
-for i in range(int(n)):
-    out.append(f'[[component]]\nid = "kmp{i}"\nkind = "room"\n'
-               f'[[service]]\nid = "svc{i}"\ncriticality = "life"\n'
-               f'depends_on = ["kmp{i}"]\npolicy = "p"\n')
+n, per = int(n), int(per)
+for i in range(n):
+    out.append(f'[[component]]\nid = "kmp{i}"\nkind = "room"\n')
+for s in range(0, n, per):
+    deps = ", ".join(f'"kmp{i}"' for i in range(s, min(n, s + per)))
+    out.append(f'[[service]]\nid = "svc{s // per}"\ncriticality = "life"\n'
+               f'depends_on = [{deps}]\npolicy = "p"\n')
 open(path, "w").write("".join(out))
 PY
 RUST_LOG=warn "$bin/beredskab" run -c "$dir/beredskab.toml" 2> "$dir/daemon.log" &

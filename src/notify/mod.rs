@@ -40,7 +40,7 @@ pub mod channel;
 mod http;
 mod smtp;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,9 +60,9 @@ use crate::store::{Attempt, AttemptOutcome, OutboxRow, Store};
 use channel::{Delivery, SendError, Sender};
 
 /// Rows read per round trip.
-const PAGE: u32 = 100;
+const PAGE: u32 = 256;
 /// Deliveries in flight at once.
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = 64;
 /// Most attempts recorded in one transaction.
 const RECORD_BATCH: usize = 256;
 /// How long shutdown waits for the attempts already made to be recorded.
@@ -141,13 +141,20 @@ impl<S: Store + Clone + 'static> Notifier<S> {
     /// Delivers until `shutdown`; deliveries in flight then are abandoned
     /// (their rows stay pending and go out after the restart), and what
     /// was sent is still recorded for up to [`RECORD_AT_SHUTDOWN`].
+    ///
+    /// The outbox is read a page at a time, soonest first, when something
+    /// may have changed in it (the core woke us, a page was not enough, a
+    /// retry came due); the page's due rows wait in memory until a
+    /// delivery slot is free, and its first row not yet due sets the
+    /// sleep. One read serves many deliveries, so the reads do not grow
+    /// with the rate.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let mut senders = Arc::new(Senders::new(this.catalogue.borrow().clone()));
         let mut running: JoinSet<()> = JoinSet::new();
         // Keys sent or being sent whose attempt is not yet recorded.
         let mut in_flight: HashSet<String> = HashSet::new();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Recorded>();
         let (attempt_tx, attempt_rx) = mpsc::unbounded_channel::<Attempt>();
         let mut recorder = {
             let this = this.clone();
@@ -155,63 +162,101 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         };
         let mut gauges = tokio::time::interval(GAUGE_EVERY);
         gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Due rows read but not yet handed to a delivery, soonest first.
+        let mut queue: VecDeque<OutboxRow> = VecDeque::new();
+        // The outbox may hold due rows that `queue` lacks.
+        let mut read = true;
+        // The last page was full: more rows may wait behind it.
+        let mut more = false;
+        // The earliest time a row not in `queue` comes due, when known.
+        let mut next_at: Option<Ts> = None;
+        let mut store_failed = false;
         loop {
-            while let Ok(key) = done_rx.try_recv() {
-                in_flight.remove(&key);
+            while let Ok(r) = done_rx.try_recv() {
+                in_flight.remove(&r.key);
+                next_at = earliest(next_at, r.next_attempt);
+                read |= more;
             }
             let current = this.catalogue.borrow().clone();
             if !Arc::ptr_eq(&current, &senders.catalogue) {
                 senders = Arc::new(Senders::new(current));
             }
-            let sleep = match this.store.due_notifications(this.clock.now(), PAGE).await {
-                Ok(due) => {
-                    for row in due {
-                        if running.len() >= IN_FLIGHT {
-                            break;
-                        }
-                        if !in_flight.insert(row.key.clone()) {
-                            continue;
-                        }
-                        let (this, senders, attempts) =
-                            (this.clone(), senders.clone(), attempt_tx.clone());
-                        running.spawn(async move {
-                            let attempt = this.deliver(&senders, row).await;
-                            let _ = attempts.send(attempt);
-                        });
-                    }
-                    match this.store.next_due().await {
-                        Ok(Some(at)) => this
-                            .clock
-                            .instant(at)
-                            .saturating_duration_since(tokio::time::Instant::now())
-                            .min(MAX_SLEEP),
-                        Ok(None) => MAX_SLEEP,
-                        Err(e) => {
-                            error!(error = %e, "outbox: cannot read the next due time");
-                            STORE_RETRY
+            let now = this.clock.now();
+            if next_at.is_some_and(|at| at <= now) {
+                read = true;
+            }
+            if read && running.len() < IN_FLIGHT {
+                // Every pending row, soonest first: the due ones to send,
+                // the first one after them for the sleep.
+                match this.store.due_notifications(Ts(i64::MAX), PAGE).await {
+                    Ok(page) => {
+                        store_failed = false;
+                        read = false;
+                        more = page.len() >= PAGE as usize;
+                        queue.clear();
+                        next_at = None;
+                        for row in page {
+                            if row.next_attempt > now {
+                                next_at = Some(row.next_attempt);
+                                more = false;
+                                break;
+                            }
+                            if !in_flight.contains(&row.key) {
+                                queue.push_back(row);
+                            }
                         }
                     }
+                    Err(e) => {
+                        error!(error = %e, "outbox: cannot read due notifications");
+                        store_failed = true;
+                    }
                 }
-                Err(e) => {
-                    error!(error = %e, "outbox: cannot read due notifications");
-                    STORE_RETRY
+            }
+            let mut started = false;
+            while running.len() < IN_FLIGHT
+                && let Some(row) = queue.pop_front()
+            {
+                if !in_flight.insert(row.key.clone()) {
+                    continue;
                 }
-            };
-            // Rows in flight are due too: wait for them, not on them (a
-            // finished send or a recorded attempt wakes the loop).
-            let sleep = if sleep.is_zero() && !in_flight.is_empty() {
-                MAX_SLEEP
+                started = true;
+                let (this, senders, attempts) = (this.clone(), senders.clone(), attempt_tx.clone());
+                running.spawn(async move {
+                    let attempt = this.deliver(&senders, row).await;
+                    let _ = attempts.send(attempt);
+                });
+            }
+            // A page used up may have more behind it; one that gave
+            // nothing new waits for a recorded attempt instead of asking
+            // again at once.
+            if queue.is_empty() && more && started {
+                read = true;
+            }
+            let sleep = if store_failed {
+                STORE_RETRY
+            } else if read && running.len() < IN_FLIGHT {
+                Duration::ZERO
             } else {
-                sleep
+                next_at.map_or(MAX_SLEEP, |at| {
+                    this.clock
+                        .instant(at)
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .min(MAX_SLEEP)
+                })
             };
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => break,
-                () = this.wake.notified() => {}
-                Some(_) = running.join_next(), if !running.is_empty() => {}
-                Some(key) = done_rx.recv() => {
-                    in_flight.remove(&key);
+                () = this.wake.notified() => read = true,
+                Some(_) = running.join_next(), if !running.is_empty() => {
+                    while running.try_join_next().is_some() {}
                 }
-                () = tokio::time::sleep(sleep) => {}
+                Some(r) = done_rx.recv() => {
+                    in_flight.remove(&r.key);
+                    next_at = earliest(next_at, r.next_attempt);
+                    read |= more;
+                }
+                () = tokio::time::sleep(sleep) => read = true,
                 _ = gauges.tick() => this.set_gauges(&senders.catalogue).await,
             }
         }
@@ -357,14 +402,19 @@ impl<S: Store + Clone + 'static> Notifier<S> {
     async fn record(
         &self,
         mut attempts: mpsc::UnboundedReceiver<Attempt>,
-        done: mpsc::UnboundedSender<String>,
+        done: mpsc::UnboundedSender<Recorded>,
     ) {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
         while attempts.recv_many(&mut batch, RECORD_BATCH).await > 0 {
             self.record_all(&batch).await;
             let fallback = batch.iter().any(|a| a.fallback.is_some());
             for a in batch.drain(..) {
-                let _ = done.send(a.key);
+                let next_attempt =
+                    (a.outcome == AttemptOutcome::Retried).then(|| a.next_attempt.unwrap_or(a.at));
+                let _ = done.send(Recorded {
+                    key: a.key,
+                    next_attempt,
+                });
             }
             if fallback {
                 self.wake.notify_one();
@@ -397,6 +447,21 @@ impl<S: Store + Clone + 'static> Notifier<S> {
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// An attempt on record: its key may be taken again, at `next_attempt`
+/// when it is to be retried.
+struct Recorded {
+    key: String,
+    next_attempt: Option<Ts>,
+}
+
+/// The earlier of two times, either of which may be unknown.
+fn earliest(a: Option<Ts>, b: Option<Ts>) -> Option<Ts> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
