@@ -22,14 +22,15 @@
 //!   are never dropped), or until the channel's `give_up_after` (24h by
 //!   default) has passed since it was decided (failed: logged at error).
 //!
-//! Attempts are recorded in batches, many in one transaction: while one
-//! is synced to disk the next gather, so a thousand notifications a second
-//! cost a few syncs rather than a thousand, and the core's commits (which
-//! share the one writer) do not queue behind them. A send is never
-//! repeated because recording it failed: the outcome is kept, its key
-//! stays in flight, and its record is retried until the store takes it. A crash between
-//! the gateway's answer and the record of it sends that row again after
-//! the restart: the idempotency key goes with every request (and is the
+//! Attempts are recorded in batches, many in one transaction, without a
+//! sync to disk of their own (the core's next commit syncs them): so a
+//! thousand notifications a second cost a few cheap writes, and the core's
+//! commits, which share the one writer, do not queue behind them. A send
+//! is never repeated because recording it failed: the outcome is kept, its
+//! key stays in flight, and its record is retried until the store takes
+//! it. A crash between the gateway's answer and the record of it (or a
+//! power loss before the record's sync) sends that row again after the
+//! restart: the idempotency key goes with every request (and is the
 //! mail's Message-ID) so the gateway can drop the duplicate. SMTP cannot
 //! promise that; such a duplicate is rare and never a loss.
 //!

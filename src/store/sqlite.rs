@@ -6,6 +6,14 @@
 //! survive power loss, and the caller's batching pays for the fsync. Reads
 //! go through a small pool of read-only connections, which WAL lets run
 //! beside the writer. The schema is migrated on open by `user_version`.
+//!
+//! Delivery attempts are recorded with `synchronous=NORMAL`: their
+//! transaction is atomic but not synced by itself, and reaches the disk
+//! with the next commit's sync (the WAL is synced as a whole). Power lost
+//! before that loses only the record, and the notification goes out again
+//! with its idempotency key (see `notify`); a notification is never lost.
+//! Every commit sets `synchronous=FULL` again first, so the relaxed setting
+//! never reaches an input or a decision.
 
 use std::path::Path;
 use std::time::Duration;
@@ -183,6 +191,11 @@ impl Store for SqliteStore {
             return Ok(CommitOutcome::default());
         }
         let mut conn = self.writer.acquire().await?;
+        // Set for every commit: the writer also records delivery attempts,
+        // which relax it.
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let outcome = write_batch(&mut tx, batch).await?;
         tx.commit().await?;
@@ -471,6 +484,10 @@ impl Store for SqliteStore {
 
     async fn record_attempts(&self, attempts: &[Attempt]) -> Result<(), StoreError> {
         let mut conn = self.writer.acquire().await?;
+        // No sync of its own: the next commit's sync carries it to disk.
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         for a in attempts {
             write_attempt(&mut tx, a).await?;
