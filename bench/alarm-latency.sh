@@ -10,6 +10,12 @@
 # examples/alarm_latency.rs sends and receives, and fails when any
 # notification is missing or comes twice.
 #
+# Every alarm is a fire alarm on a component of its own (10,000 of them),
+# so each opens its own incident and yields one notification; the
+# components feed services of COMPONENTS_PER_SERVICE (default 100) each.
+# The core rebuilds the board of every service at each commit, so
+# COMPONENTS_PER_SERVICE=1 (10,000 services) measures that cost too.
+#
 #   bench/alarm-latency.sh [--quick] [REPETITIONS]   (default 3)
 # --quick: 200 alarms at 100/s and a burst of 200 on each path, once.
 source "$(dirname "$0")/lib.sh"
@@ -50,7 +56,7 @@ pids+=($!)
 
 token="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
-python3 - "$dir/beredskab.toml" "$api" "$mqtt" "$receiver" "$sha" "$components" "${PER_SERVICE:-1}" <<'PY'
+python3 - "$dir/beredskab.toml" "$api" "$mqtt" "$receiver" "$sha" "$components" "${COMPONENTS_PER_SERVICE:-100}" <<'PY'
 import sys
 path, api, mqtt, receiver, sha, n, per = sys.argv[1:8]
 out = [f'''[site]
@@ -102,6 +108,20 @@ pids+=($!)
 daemon_pid=$!
 wait_http "http://127.0.0.1:$api/readyz" || { cat "$dir/daemon.log" >&2; exit 1; }
 wait_http "http://127.0.0.1:$am/-/ready" || { cat "$dir/alertmanager/log" >&2; exit 1; }
+
+# The floor under every commit: how long this disk takes to sync a write.
+python3 - "$dir" <<'PY' >&2
+import os, sys, time
+f = os.open(os.path.join(sys.argv[1], "fsync-probe"), os.O_WRONLY | os.O_CREAT)
+took = []
+for _ in range(100):
+    os.write(f, b"x" * 4096)
+    t = time.perf_counter()
+    os.fsync(f)
+    took.append((time.perf_counter() - t) * 1000)
+took.sort()
+print(f"fsync of 4 KiB on this disk: p50 {took[49]:.2f} ms, p99 {took[98]:.2f} ms")
+PY
 
 quick_flag=$(pick --quick "")
 cpu_before=$(cpu_seconds "$daemon_pid")

@@ -6,9 +6,9 @@
 //! Each phase sends N distinct alarms, open loop: at a fixed rate (each
 //! alarm's time is when it was due to be sent, so a sender that falls
 //! behind is not hidden) or all at once (a burst: every alarm's time is
-//! the burst's start). Alarm `i` fires on component `kmp{i}`, which feeds
-//! a service of its own, so it opens an incident of its own and yields
-//! exactly one webhook request; at Alertmanager the alert carries the
+//! the burst's start). Alarm `i` fires on component `kmp{i}`, a root of
+//! its own (it depends on nothing), so it opens an incident of its own and
+//! yields exactly one webhook request; at Alertmanager the alert carries the
 //! component and the phase as labels and is its own group. A phase fails
 //! (exit 1) when a notification is missing, comes twice, or names an alarm
 //! that was not sent. Between phases the daemon's alarms are cleared
