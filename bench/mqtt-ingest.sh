@@ -14,8 +14,9 @@
 #               daemon started, until all are committed (start-up included);
 # - peer drain: a backlog of N queued for the plain subscriber while it is
 #               away, from its reconnect until it has them all.
-# Rows: the medians, live against peer and drain against peer drain. Fails
-# if any alarm is missing from the store (or stored twice).
+# Rows: the medians, live against peer (the goal) and drain against peer
+# drain (no goal: for scale). Fails if any alarm is missing from the store
+# (or stored twice).
 #
 # bench/mqtt-ingest.sh [--quick] [N (20000)] [REPS (5)]
 source "$(dirname "$0")/lib.sh"
@@ -151,6 +152,9 @@ for settings in off shipped; do
     rd=$(ratio "$d" "$q")
     row "MQTT ingest, $name, live" "$(thousands "$l") alarms/s" "$(thousands "$p") msgs/s" \
         "$rl" "$goal" "$(met "$rl" "$l")"
+    # The broker hands a queued backlog to a plain subscriber several times
+    # faster than a live stream arrives: shown for scale, the goal is the
+    # live row's.
     row "MQTT ingest, $name, backlog drain" "$(thousands "$d") alarms/s" "$(thousands "$q") msgs/s" \
-        "$rd" "$goal" "$(met "$rd" "$d")"
+        "$rd" "" ""
 done
