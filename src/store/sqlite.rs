@@ -26,10 +26,10 @@ use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 
 use super::{
     ALARM_SEVERITIES, ALARM_STATES, AlarmRow, Attempt, AttemptOutcome, BASES, Batch, CommitOutcome,
-    DeliveryRow, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow, InputOutcome, LEVELS,
-    OUTBOX_STATES, OutboxRow, OutboxState, PendingSummary, REASONS, RejectedRow, SEVERITIES,
-    SOURCES, SnapshotRow, Store, StoreError, StoredInput, SystemEvent, decode, decode_state,
-    truncate_raw,
+    DeliveryRow, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow, Input, InputOutcome,
+    LEVELS, OUTBOX_STATES, OutboxRow, OutboxState, PendingSummary, REASONS, RejectedRow,
+    SEVERITIES, SOURCES, SnapshotRow, Store, StoreError, StoredInput, SystemEvent, decode,
+    decode_state, truncate_raw,
 };
 use crate::engine::{
     AlarmSeverity, AlarmState, Basis, Event, IncidentState, Level, Reason, RejectReason, Severity,
@@ -612,33 +612,22 @@ async fn write_batch(
         inputs: Vec::with_capacity(batch.inputs.len()),
         queued: 0,
     };
-    for input in &batch.inputs {
-        let event = encode("event", &input.event)?;
-        let seq: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO inputs (at_ms, source, dedup_key, event) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (dedup_key) DO NOTHING RETURNING seq",
-        )
-        .bind(input.at.0)
-        .bind(input.source.as_str())
-        .bind(input.dedup_key.as_deref())
-        .bind(event)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let result = match seq {
-            Some(seq) => InputOutcome::New {
-                seq: to_u64("inputs", "seq", seq)?,
-            },
-            None => {
-                let seq: i64 = sqlx::query_scalar("SELECT seq FROM inputs WHERE dedup_key = ?")
-                    .bind(input.dedup_key.as_deref())
-                    .fetch_one(&mut *conn)
-                    .await?;
-                InputOutcome::Duplicate {
-                    seq: to_u64("inputs", "seq", seq)?,
-                }
+    // Runs of inputs without a dedup key go in one statement each; an
+    // input with a key goes alone, so that the log keeps the batch's order.
+    let mut rest = batch.inputs.as_slice();
+    while !rest.is_empty() {
+        let run = rest.iter().take_while(|i| i.dedup_key.is_none()).count();
+        if run > 0 {
+            let (keyless, after) = rest.split_at(run);
+            for seq in insert_keyless(conn, keyless).await? {
+                outcome.inputs.push(InputOutcome::New { seq });
             }
-        };
-        outcome.inputs.push(result);
+            rest = after;
+        } else {
+            let (keyed, after) = rest.split_at(1);
+            outcome.inputs.push(insert_keyed(conn, &keyed[0]).await?);
+            rest = after;
+        }
     }
 
     for r in &batch.rejected {
@@ -739,22 +728,7 @@ async fn write_batch(
         outcome.queued += usize::from(new);
     }
 
-    for a in &batch.alarms {
-        sqlx::query(
-            "INSERT INTO alarms (at_ms, source, component, kind, state, severity, \"key\", \
-             message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(a.at.0)
-        .bind(a.source.as_str())
-        .bind(&a.component)
-        .bind(&a.kind)
-        .bind(a.state.as_str())
-        .bind(a.severity.as_str())
-        .bind(&a.key)
-        .bind(a.message.as_deref())
-        .execute(&mut *conn)
-        .await?;
-    }
+    insert_alarms(conn, &batch.alarms).await?;
 
     for e in &batch.events {
         sqlx::query("INSERT INTO system_events (at_ms, kind, detail) VALUES (?, ?, ?)")
@@ -805,6 +779,101 @@ async fn write_batch(
             .await?;
     }
     Ok(outcome)
+}
+
+/// Inputs without a dedup key, in order, in one statement (rows as one
+/// JSON array: one round trip to SQLite however many there are). None can
+/// conflict and this connection is the only writer, so they take the seqs
+/// after the newest in order, up to the last one inserted (no RETURNING,
+/// which would hand each row back separately).
+async fn insert_keyless(
+    conn: &mut SqliteConnection,
+    inputs: &[Input],
+) -> Result<Vec<u64>, StoreError> {
+    let rows = inputs
+        .iter()
+        .map(|i| Ok((i.at.0, i.source.as_str(), encode("event", &i.event)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let done = sqlx::query(
+        "INSERT INTO inputs (at_ms, source, dedup_key, event) \
+         SELECT value ->> 0, value ->> 1, NULL, value ->> 2 FROM json_each(?) ORDER BY key",
+    )
+    .bind(encode("inputs", &rows)?)
+    .execute(&mut *conn)
+    .await?;
+    let n = inputs.len() as u64;
+    let last = to_u64("inputs", "seq", done.last_insert_rowid())?;
+    if done.rows_affected() != n || last < n {
+        return Err(StoreError::Corrupt {
+            table: "inputs",
+            column: "seq",
+            detail: format!("{} of {n} inputs inserted", done.rows_affected()),
+        });
+    }
+    Ok((last + 1 - n..=last).collect())
+}
+
+/// An input with a dedup key: new, or the seq of the one stored before.
+async fn insert_keyed(
+    conn: &mut SqliteConnection,
+    input: &Input,
+) -> Result<InputOutcome, StoreError> {
+    let event = encode("event", &input.event)?;
+    let seq: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO inputs (at_ms, source, dedup_key, event) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (dedup_key) DO NOTHING RETURNING seq",
+    )
+    .bind(input.at.0)
+    .bind(input.source.as_str())
+    .bind(input.dedup_key.as_deref())
+    .bind(event)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match seq {
+        Some(seq) => InputOutcome::New {
+            seq: to_u64("inputs", "seq", seq)?,
+        },
+        None => {
+            let seq: i64 = sqlx::query_scalar("SELECT seq FROM inputs WHERE dedup_key = ?")
+                .bind(input.dedup_key.as_deref())
+                .fetch_one(&mut *conn)
+                .await?;
+            InputOutcome::Duplicate {
+                seq: to_u64("inputs", "seq", seq)?,
+            }
+        }
+    })
+}
+
+/// Alarm rows, in order, in one statement.
+async fn insert_alarms(conn: &mut SqliteConnection, alarms: &[AlarmRow]) -> Result<(), StoreError> {
+    if alarms.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = alarms
+        .iter()
+        .map(|a| {
+            (
+                a.at.0,
+                a.source.as_str(),
+                &a.component,
+                &a.kind,
+                a.state.as_str(),
+                a.severity.as_str(),
+                &a.key,
+                a.message.as_deref(),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO alarms (at_ms, source, component, kind, state, severity, \"key\", message) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+         value ->> 6, value ->> 7 FROM json_each(?) ORDER BY key",
+    )
+    .bind(encode("alarms", &rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// A row for the outbox.
