@@ -910,8 +910,7 @@ impl Engine {
                     nodes.iter().any(|n| {
                         self.member_of.contains_key(n)
                             && self.firing.get(n).is_some_and(|l| {
-                                l.iter()
-                                    .any(|f| matches!(f.kind, AlarmKind::Fire | AlarmKind::Power))
+                                l.has_kind(AlarmKind::Fire) || l.has_kind(AlarmKind::Power)
                             })
                     })
                 })

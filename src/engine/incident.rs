@@ -501,21 +501,17 @@ impl Engine {
     /// The kind of the alarm that makes `node` a root: its first critical
     /// firing alarm, else its first firing alarm.
     pub(super) fn root_kind(&self, node: NodeId) -> AlarmKind {
-        let list = self.firing.get(&node).map(|v| &v[..]).unwrap_or(&[]);
-        list.iter()
-            .find(|f| f.severity == super::AlarmSeverity::Critical)
-            .or(list.first())
-            .map(|f| f.kind)
+        self.firing
+            .get(&node)
+            .and_then(super::alarms::FiringAlarms::root_kind)
             .unwrap_or_else(|| self.cat.node(node).probe_alarm_kind())
     }
 
     /// Whether any member has a firing alarm of this kind.
     pub(super) fn has_firing(&self, inc: &Incident, kind: AlarmKind) -> bool {
-        inc.members.iter().any(|m| {
-            self.firing
-                .get(m)
-                .is_some_and(|l| l.iter().any(|f| f.kind == kind))
-        })
+        inc.members
+            .iter()
+            .any(|m| self.firing.get(m).is_some_and(|l| l.has_kind(kind)))
     }
 
     /// Resolves an incident: by a person (`by`), or because all its

@@ -10,6 +10,7 @@
 //! [`Engine::snapshot`] and [`Engine::restore`] (module `snapshot`) carry
 //! the state across a restart or a config reload.
 
+mod alarms;
 mod escalation;
 mod health;
 mod incident;
@@ -542,7 +543,7 @@ struct Heartbeat {
 pub struct Engine {
     cat: Arc<Catalogue>,
     /// Firing alarms per node.
-    firing: HashMap<NodeId, Vec<Firing>>,
+    firing: HashMap<NodeId, alarms::FiringAlarms>,
     /// Health: each node's own, effective and passed-on health.
     graph: health::HealthGraph,
     probes: Vec<ProbeState>,
@@ -1086,13 +1087,16 @@ impl Engine {
         out: &mut Out,
     ) -> bool {
         let list = self.firing.entry(node).or_default();
-        let pos = list
-            .iter()
-            .position(|f| f.source == alarm.source && f.kind == alarm.kind && f.key == alarm.key);
-        match (state, pos) {
-            (AlarmState::Firing, Some(i)) if list[i].severity == alarm.severity => return false,
-            (AlarmState::Firing, Some(i)) => list[i].severity = alarm.severity,
-            (AlarmState::Firing, None) if list.len() >= MAX_FIRING_PER_NODE => {
+        let change = match state {
+            AlarmState::Firing => list.fire(&alarm, MAX_FIRING_PER_NODE),
+            AlarmState::Cleared => list.clear(&alarm),
+        };
+        if list.is_empty() {
+            self.firing.remove(&node);
+        }
+        match change {
+            alarms::Change::Same => return false,
+            alarms::Change::Full => {
                 // The component is down many times over; a sensor that
                 // makes up a new key per message must not grow memory.
                 reject(
@@ -1106,11 +1110,7 @@ impl Engine {
                 );
                 return false;
             }
-            (AlarmState::Firing, None) => list.push(alarm.clone()),
-            (AlarmState::Cleared, None) => return false,
-            (AlarmState::Cleared, Some(i)) => {
-                list.remove(i);
-            }
+            alarms::Change::Began | alarms::Change::Severity | alarms::Change::Cleared => {}
         }
         out.cause.push(Effect::Alarm {
             component: self.cat.node(node).id.clone(),
@@ -1139,14 +1139,9 @@ impl Engine {
     }
 
     fn own_health(&self, node: NodeId) -> Health {
-        let list = self.firing.get(&node).map(|v| &v[..]).unwrap_or(&[]);
-        if list.iter().any(|f| f.severity == AlarmSeverity::Critical) {
-            Health::Down
-        } else if list.is_empty() {
-            Health::Up
-        } else {
-            Health::Degraded
-        }
+        self.firing
+            .get(&node)
+            .map_or(Health::Up, alarms::FiringAlarms::health)
     }
 
     /// The open (or acknowledged) incident `id` stands for: a merged

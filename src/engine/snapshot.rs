@@ -248,7 +248,7 @@ impl Engine {
                     .map(|f| AlarmSnap {
                         source: f.source,
                         kind: f.kind,
-                        key: f.key.clone(),
+                        key: f.key,
                         severity: f.severity,
                     })
                     .collect(),
@@ -699,7 +699,7 @@ impl Restore {
             }) else {
                 continue;
             };
-            let mut list: Vec<Firing> = Vec::new();
+            let mut list = super::alarms::FiringAlarms::default();
             for a in &na.firing {
                 let probe_gone = a.source == Source::Probe
                     && was_probe.contains(a.key.as_str())
@@ -720,14 +720,15 @@ impl Restore {
                     ));
                     continue;
                 }
-                let same = |f: &Firing| f.source == a.source && f.kind == a.kind && f.key == a.key;
-                if !list.iter().any(same) {
-                    list.push(Firing {
-                        source: a.source,
-                        kind: a.kind,
-                        key: a.key.clone(),
-                        severity: a.severity,
-                    });
+                // A repeated alarm keeps its first place and severity.
+                let alarm = Firing {
+                    source: a.source,
+                    kind: a.kind,
+                    key: a.key.clone(),
+                    severity: a.severity,
+                };
+                if !list.contains(&alarm) {
+                    list.fire(&alarm, usize::MAX);
                 }
             }
             if !list.is_empty() {

@@ -251,6 +251,49 @@ fn a_repeated_alarm_state_changes_nothing() {
 }
 
 #[test]
+fn each_key_is_its_own_alarm_up_to_the_bound_per_component() {
+    let mut e = engine();
+    let keyed = |key: usize, state| {
+        let mut ev = alarm("srv-b", AlarmKind::Server, state);
+        if let Event::Alarm(a) = &mut ev {
+            a.key = Some(format!("k{key}"));
+        }
+        ev
+    };
+    for k in 0..MAX_FIRING_PER_NODE {
+        let applied = e.apply(at(0), keyed(k, AlarmState::Firing)).unwrap();
+        assert!(applied.changed, "key {k} is a new alarm");
+    }
+    let full = e.handle(at(1), keyed(MAX_FIRING_PER_NODE, AlarmState::Firing));
+    assert!(matches!(
+        &full.unwrap()[..],
+        [Effect::Rejected {
+            reason: RejectReason::Oversized,
+            ..
+        }]
+    ));
+    // A known key is still found, and a cleared one makes room.
+    assert!(
+        e.handle(at(2), keyed(7, AlarmState::Firing))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !e.handle(at(3), keyed(7, AlarmState::Cleared))
+            .unwrap()
+            .is_empty()
+    );
+    let again = e.apply(at(4), keyed(MAX_FIRING_PER_NODE, AlarmState::Firing));
+    assert!(again.unwrap().changed);
+    let srv_b = e.catalogue().node_id("srv-b").unwrap();
+    for k in (0..=MAX_FIRING_PER_NODE).filter(|&k| k != 7) {
+        e.handle(at(5), keyed(k, AlarmState::Cleared)).unwrap();
+    }
+    assert_eq!(e.graph.own[srv_b.0 as usize], Health::Up);
+    assert!(!e.firing.contains_key(&srv_b), "no empty list is kept");
+}
+
+#[test]
 fn a_warning_degrades_and_a_critical_alarm_takes_down() {
     let mut e = engine();
     let web = e.catalogue().node_id("web").unwrap();
