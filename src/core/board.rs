@@ -94,11 +94,14 @@ impl<S: Store> Core<S> {
         self.board_changed = false;
         let mut open: HashMap<NodeId, IncidentId> = HashMap::new();
         let mut opened: HashMap<NodeId, Ts> = HashMap::new();
-        let mut next = BTreeMap::new();
+        // The next escalation changes only with its incident.
+        for id in std::mem::take(&mut self.upcoming_stale) {
+            match self.engine.upcoming(id) {
+                Some(up) => self.upcoming.insert(id, up),
+                None => self.upcoming.remove(&id),
+            };
+        }
         for id in self.engine.live_incidents() {
-            if let Some(up) = self.engine.upcoming(id) {
-                next.insert(id, up);
-            }
             let Some(inc) = self.engine.incident(id) else {
                 continue;
             };
@@ -145,7 +148,7 @@ impl<S: Store> Core<S> {
             at: self.last_at,
             services,
             meeting_place: self.engine.meeting_place(),
-            next,
+            next: self.upcoming.clone(),
         };
         self.status.board.send_replace(Arc::new(board));
     }

@@ -16,7 +16,7 @@
 //! are known to be stored and are not written again, and timers after it
 //! (a deputy due while the daemon was down) fire once, late but not lost.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -199,6 +199,10 @@ pub struct Core<S: Store> {
     since: HashMap<crate::catalogue::NodeId, Ts>,
     /// A service changed health since the board was last published.
     board_changed: bool,
+    /// The next escalation of each live incident, as on the board…
+    upcoming: BTreeMap<IncidentId, crate::engine::Upcoming>,
+    /// …and the incidents changed since, whose next one is worked out anew.
+    upcoming_stale: BTreeSet<IncidentId>,
     /// Whether each probe's last request succeeded, to log a change once.
     probe_up: HashMap<String, bool>,
 }

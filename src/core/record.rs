@@ -12,8 +12,11 @@ impl<S: Store> Core<S> {
         touched: &BTreeSet<IncidentId>,
         snapshot: bool,
     ) {
-        let mut ids: BTreeSet<IncidentId> = touched.clone();
-        ids.extend(self.engine.live_incidents());
+        // Only what the batch changed: an incident the engine did not
+        // touch has the row and timeline it had.
+        let mut ids = self.engine.take_changed_incidents();
+        ids.extend(touched.iter().copied());
+        self.upcoming_stale.extend(ids.iter().copied());
         for id in ids {
             let Some(inc) = self.engine.incident(id) else {
                 continue;

@@ -90,6 +90,8 @@ impl<S: Store> Core<S> {
             mqtt_seen,
             since: HashMap::new(),
             board_changed: true,
+            upcoming: BTreeMap::new(),
+            upcoming_stale: BTreeSet::new(),
             probe_up: HashMap::new(),
         };
         core.set_all_gauges();

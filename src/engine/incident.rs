@@ -1,7 +1,7 @@
 //! Incidents: one per real cause. Opening, joining, re-rooting, merging
 //! and resolving (SPEC §3 "Incidents").
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,10 @@ pub struct Incidents {
     by_id: BTreeMap<IncidentId, Incident>,
     /// The id the next incident gets.
     next: u64,
+    /// Every incident inserted or borrowed mutably since the last
+    /// [`Incidents::take_changed`]: what the daemon must look at after a
+    /// batch, instead of every open incident.
+    changed: BTreeSet<IncidentId>,
 }
 
 impl Incidents {
@@ -69,7 +73,12 @@ impl Incidents {
     }
     pub(super) fn insert(&mut self, inc: Incident) {
         self.next = self.next.max(1).max(inc.id.0.saturating_add(1));
+        self.changed.insert(inc.id);
         self.by_id.insert(inc.id, inc);
+    }
+    /// The incidents that may have changed since the last call, each once.
+    pub(super) fn take_changed(&mut self) -> BTreeSet<IncidentId> {
+        std::mem::take(&mut self.changed)
     }
     pub(super) fn set_next(&mut self, next: IncidentId) {
         self.next = self.next.max(1).max(next.0);
@@ -98,6 +107,7 @@ impl std::ops::Index<IncidentId> for Incidents {
 
 impl std::ops::IndexMut<IncidentId> for Incidents {
     fn index_mut(&mut self, id: IncidentId) -> &mut Incident {
+        self.changed.insert(id);
         self.by_id
             .get_mut(&id)
             .expect("the engine holds every incident it works on")

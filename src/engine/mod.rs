@@ -688,6 +688,14 @@ impl Engine {
         self.member_of.get(&node).copied()
     }
 
+    /// Every incident opened, changed or restored since the last call,
+    /// each once (it may no longer be held): what the daemon stores and
+    /// shows anew after a batch, so that a batch costs what it changed,
+    /// not what is open.
+    pub fn take_changed_incidents(&mut self) -> BTreeSet<IncidentId> {
+        self.incidents.take_changed()
+    }
+
     /// Ids of the open and acknowledged incidents, ascending.
     pub fn live_incidents(&self) -> Vec<IncidentId> {
         // What the engine holds is bounded by what is open.
