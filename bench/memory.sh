@@ -1,37 +1,112 @@
 #!/usr/bin/env bash
-# Memory against history: the daemon (release build) takes N incidents
-# (default 100,000) opened and resolved through Alertmanager bodies of
-# 1,000 alerts each (one component per alert, each its own root), with
-# 1,000 left open at the end. Prints the daemon's resident set size (VmRSS
-# from /proc) and the incidents its engine holds after every tenth of the
-# run, and the snapshot's size at the end. Memory should follow what is
-# open, not how many incidents there have been.
-# Not run in CI; run it by hand: bench/memory.sh [N] [debug]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-n=${1:-100000}
-profile=${2:-release}
-width=1000
-rounds=$(( n / width ))
-dir=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-
-if [ "$profile" = release ]; then
-    cargo build --release -q --bin beredskab
-    bin=target/release/beredskab
-else
-    cargo build -q --bin beredskab
-    bin=target/debug/beredskab
-fi
-http=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Memory: the daemon's resident set size (VmRSS from /proc)
+# - idle with the example catalogue: deploy/example/beredskab.toml with
+#   every target rewritten to a local one (its HTTP probes and the tcp probe
+#   to the HTTP servers of examples/probe_bench.rs, the icmp probe to
+#   127.0.0.1, the DNS probe to a closed local port, MQTT to a broker of our
+#   own), after its probes have run a while; beside it Alertmanager idle;
+# - idle with a 10,000-service catalogue (each service on a component of
+#   its own), no peer;
+# - after N alarms (1,000,000) pushed as Alertmanager bodies of 1,000
+#   alerts each to /api/v1/alertmanager, opened and resolved, 1,000 left
+#   open at the end: memory should follow what is open, not how many
+#   alarms there have been. Fails if the daemon does not hold exactly the
+#   1,000 open incidents at the end or answers a push with anything but 202.
+#
+# bench/memory.sh [--quick]: --quick is 10,000 alarms, each measurement
+# once, on the debug build.
+source "$(dirname "$0")/lib.sh"
+need prometheus-alertmanager prometheus-alertmanager
+alarms=$(pick 10000 1000000)
+reps=$(pick 1 3)
+settle=$(pick 3 15)
+services=$(pick 1000 10000)
+build --bin beredskab --example probe_bench
 token=bench-token
 sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
+export BEREDSKAB_SECRET=bench-secret-bench-secret-bench-secret SMS_TOKEN=bench
 
-python3 - "$dir/beredskab.toml" "$http" "$sha" "$width" <<'PY'
+"$bin/examples/probe_bench" serve 1 > "$dir/ports" &
+pids+=($!)
+for _ in $(seq 100); do
+    grep -q '^ports:' "$dir/ports" 2>/dev/null && break
+    sleep 0.1
+done
+endpoint=$(sed -n 's/^ports: //p' "$dir/ports")
+[ -n "$endpoint" ] || { echo "bench: the endpoints did not start" >&2; exit 1; }
+start_mosquitto off
+
+# start_daemon CONFIG: starts the daemon, sets $pid and $http (read from
+# the config's listen line) and waits until it answers.
+start_daemon() {
+    http=$(sed -n 's/^listen = "127.0.0.1:\([0-9]*\)".*/\1/p' "$1" | head -1)
+    RUST_LOG=warn "$bin/beredskab" run -c "$1" 2> "$(dirname "$1")/daemon.log" &
+    pid=$!
+    pids+=($pid)
+    wait_http "http://127.0.0.1:$http/healthz"
+}
+
+stop() {
+    kill "$@"
+    wait "$@" 2>/dev/null || true
+}
+
+# The example catalogue, every target local.
+example_round() {
+    local folder=$dir/example-$1 closed
+    mkdir -p "$folder"
+    closed=$(free_port)
+    sed -E \
+        -e "s|^listen = \"127.0.0.1:[0-9]+\"|listen = \"127.0.0.1:$(free_port)\"|" \
+        -e "s|^url = \"mqtt://127.0.0.1:[0-9]+\"|url = \"mqtt://127.0.0.1:$mqtt\"|" \
+        -e "s|^url = \"http://127.0.0.1:92[0-9][0-9]/|url = \"http://127.0.0.1:$endpoint/|" \
+        -e "s|^host = \"10\.[0-9.]+\"|host = \"127.0.0.1\"|" \
+        -e "s|^address = \"10\.[0-9.]+:[0-9]+\"|address = \"127.0.0.1:$endpoint\"|" \
+        -e "s|^server = \"10\.[0-9.]+:[0-9]+\"|server = \"127.0.0.1:$closed\"|" \
+        deploy/example/beredskab.toml > "$folder/beredskab.toml"
+    if grep -nE '10\.[0-9]+\.[0-9]+\.[0-9]+' "$folder/beredskab.toml" | grep -v '^\s*[0-9]*:\s*#'; then
+        echo "bench: the example still names a 10.x target" >&2
+        exit 1
+    fi
+    start_daemon "$folder/beredskab.toml"
+    sleep "$settle"
+    rss_kb "$pid" >> "$dir/example-rss"
+    echo "  example catalogue: $(($(rss_kb "$pid") / 1024)) MiB idle" >&2
+    stop "$pid"
+}
+
+alertmanager_round() {
+    local folder=$dir/am-$1 port am
+    mkdir -p "$folder"
+    port=$(free_port)
+    cat > "$folder/alertmanager.yml" <<YML
+route:
+  receiver: hook
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: http://127.0.0.1:$endpoint/hook
+YML
+    "$(command -v prometheus-alertmanager || echo /usr/bin/prometheus-alertmanager)" \
+        --config.file="$folder/alertmanager.yml" --storage.path="$folder/am" \
+        --web.listen-address="127.0.0.1:$port" --cluster.listen-address="" \
+        2> "$folder/alertmanager.log" &
+    am=$!
+    pids+=($am)
+    wait_http "http://127.0.0.1:$port/-/ready"
+    sleep "$settle"
+    rss_kb "$am" >> "$dir/am-rss"
+    echo "  Alertmanager: $(($(rss_kb "$am") / 1024)) MiB idle" >&2
+    stop "$am"
+}
+
+# catalogue FILE SERVICES WIDTH: a config of SERVICES services, each on a
+# component of its own, plus one service on WIDTH components c-0 … (for
+# the alarms), listening on a free port.
+catalogue() {
+    python3 - "$1" "$(free_port)" "$sha" "$2" "$3" <<'PY'
 import sys
-path, http, sha, width = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-ids = [f"c-{i}" for i in range(width)]
+path, http, sha, services, width = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 with open(path, "w") as f:
     f.write(f'''[site]
 name = "Bench"
@@ -62,23 +137,43 @@ deputy_after = "1h"
 on = "open 1d"
 notify = ["role:r"]
 via = ["log"]
-[[service]]
+''')
+    if width:
+        f.write(f'''[[service]]
 id = "bulk"
 name = "Bulk"
 criticality = "important"
 policy = "quiet"
-depends_on = [{", ".join(f'"{i}"' for i in ids)}]
+depends_on = [{", ".join(f'"c-{i}"' for i in range(width))}]
 ''')
-    for i in ids:
-        f.write(f'[[component]]\nid = "{i}"\nkind = "server"\n')
+        for i in range(width):
+            f.write(f'[[component]]\nid = "c-{i}"\nkind = "server"\n')
+    for i in range(services):
+        f.write(f'[[service]]\nid = "s-{i}"\nname = "Service {i}"\ncriticality = "important"\n'
+                f'policy = "quiet"\ndepends_on = ["h-{i}"]\n'
+                f'[[component]]\nid = "h-{i}"\nkind = "server"\n')
 PY
+}
 
-RUST_LOG=warn "$bin" run -c "$dir/beredskab.toml" 2> "$dir/daemon.log" & pid=$!; pids+=($pid)
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$http/healthz" > /dev/null 2>&1 && break || sleep 0.1
-done
+services_round() {
+    local folder=$dir/services-$1
+    mkdir -p "$folder"
+    catalogue "$folder/beredskab.toml" "$services" 0
+    start_daemon "$folder/beredskab.toml"
+    sleep "$settle"
+    rss_kb "$pid" >> "$dir/services-rss"
+    echo "  $services services: $(($(rss_kb "$pid") / 1024)) MiB idle" >&2
+    stop "$pid"
+}
 
-python3 - "$http" "$token" "$width" "$rounds" "$pid" <<'PY'
+# Alarms through the HTTP API: 1,000 alerts a body, opened then resolved,
+# the last round left open.
+alarms_round() {
+    local folder=$dir/alarms-$1 width=1000
+    mkdir -p "$folder"
+    catalogue "$folder/beredskab.toml" 0 "$width"
+    start_daemon "$folder/beredskab.toml"
+    python3 - "$http" "$token" "$width" "$((alarms / width))" "$pid" <<'PY' >&2
 import json, sys, time, urllib.request
 http, token, width, rounds, pid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 def rss_kib():
@@ -88,30 +183,49 @@ def rss_kib():
 def held():
     with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz") as r:
         return json.load(r).get("incidents_in_memory")
+def body(status):
+    return json.dumps({"alerts": [{"status": status, "labels": {"component": f"c-{i}", "kind": "server"},
+                                   "fingerprint": f"f{i}"} for i in range(width)]}).encode()
+bodies = {s: body(s) for s in ("firing", "resolved")}
 def push(status):
-    alerts = [{"status": status, "labels": {"component": f"c-{i}", "kind": "server"},
-               "fingerprint": f"f{i}"} for i in range(width)]
-    req = urllib.request.Request(f"http://127.0.0.1:{http}/api/v1/alertmanager",
-        data=json.dumps({"alerts": alerts}).encode(),
+    req = urllib.request.Request(f"http://127.0.0.1:{http}/api/v1/alertmanager", data=bodies[status],
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
         assert r.status == 202, r.status
-print(f"{'incidents':>10} {'held':>6} {'VmRSS MiB':>10} {'s':>6}")
+print(f"  {'alarms':>10} {'held':>6} {'VmRSS MiB':>10} {'s':>6}")
 start = time.time()
-print(f"{0:>10} {held():>6} {rss_kib()/1024:>10.1f} {0:>6.1f}")
-step = max(rounds // 10, 1)
+step = max(rounds // 5, 1)
 for k in range(1, rounds + 1):
     push("firing")
     if k < rounds:
         push("resolved")
     if k % step == 0 or k == rounds:
-        print(f"{k*width:>10} {held():>6} {rss_kib()/1024:>10.1f} {time.time()-start:>6.1f}", flush=True)
+        print(f"  {k*width:>10} {held():>6} {rss_kib()/1024:>10.1f} {time.time()-start:>6.1f}", flush=True)
+n = held()
+if n != width:
+    sys.exit(f"bench: the daemon holds {n} incidents, not the {width} left open")
 PY
-kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-python3 - "$dir/bench.db" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-n, = db.execute("SELECT count(*) FROM incidents").fetchone()
-size, = db.execute("SELECT length(body) FROM snapshots ORDER BY rowid DESC LIMIT 1").fetchone()
-print(f"store: {n} incidents; the last snapshot is {size/1024:.1f} KiB")
-PY
+    rss_kb "$pid" >> "$dir/alarms-rss"
+    echo "  after $alarms alarms: $(($(rss_kb "$pid") / 1024)) MiB, peak $(($(hwm_kb "$pid") / 1024)) MiB" >&2
+    stop "$pid"
+}
+
+for r in $(seq "$reps"); do
+    echo "round $r" >&2
+    example_round "$r"
+    alertmanager_round "$r"
+    services_round "$r"
+done
+alarms_round 1
+
+mib() { python3 -c "print(f'{$1 / 1024:.1f}')"; }
+ours=$(median < "$dir/example-rss")
+am=$(median < "$dir/am-rss")
+row "memory: idle, example catalogue" "$(mib "$ours") MiB" "$(mib "$am") MiB Alertmanager idle" \
+    "$(python3 -c "print(f'{$am / $ours:.2f}')")" "< 12 MB" \
+    "$(python3 -c "print(str($ours * 1024 < 12e6).lower())")"
+ours=$(median < "$dir/services-rss")
+row "memory: idle, $services services" "$(mib "$ours") MiB" "" "" "" ""
+ours=$(median < "$dir/alarms-rss")
+row "memory: after $alarms alarms" "$(mib "$ours") MiB" "" "" "< 64 MB" \
+    "$(python3 -c "print(str($ours * 1024 < 64e6).lower())")"

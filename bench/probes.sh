@@ -1,98 +1,241 @@
 #!/usr/bin/env bash
-# Load check of the probe collector: N probes (default 2,000) of KIND
-# (http, the default; tcp, tls, dns, icmp, or `all` for each in turn)
-# against local peers, every 1 s for 20 s. Prints the collector process's
-# CPU time (from /proc/self/stat) and so the CPU cost per probe check, its
-# peak RSS, and the median and p99 lateness of probe starts against their
-# timetable (see examples/probe_bench.rs for how lateness is estimated).
-# The peers: 4 axum servers (http, tcp), 4 rustls servers with a
-# certificate openssl makes here (tls), one dnsmasq (dns), 127.0.0.1 (icmp:
-# run as root or with net.ipv4.ping_group_range allowing ping).
-# Not run in CI; run it by hand: bench/probes.sh [N] [EVERY] [SECS] [KIND]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-n=${1:-2000}
-every=${2:-1s}
-secs=${3:-20}
-kind=${4:-http}
-cargo build --release -q --example probe_bench
-bin=$PWD/target/release/examples/probe_bench
-dir=$(mktemp -d)
-pids=()
-fds=()
-cleanup() {
-  for fd in "${fds[@]}"; do eval "exec $fd>&-"; done
-  [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-# The probes open many connections at once: raise the descriptor limit.
+# Probing, side by side: the daemon running N HTTP probes every EVERY
+# seconds (10,000 every 10 s) against local endpoints, against
+# blackbox_exporter probing the same N URLs for Prometheus, which scrapes
+# its /probe for each target at the same interval.
+#
+# The endpoints: 4 HTTP servers of examples/probe_bench.rs on 127.0.0.1,
+# every target a URL of its own. Each side runs alone (the other stopped)
+# and settles (the daemon 4 intervals: each probe's first results change
+# what the engine knows of it and are committed, later ones are not, which
+# is the steady state; Prometheus one interval after taking in its
+# targets), then 3 intervals are measured: CPU seconds of
+# the process from /proc (the daemon; blackbox_exporter, with Prometheus'
+# own CPU reported beside it) over the probes made in that window (the
+# daemon's beredskab_probe_duration_seconds counts; Prometheus' count of
+# scrapes), and the peak RSS (VmHWM) of the whole run. Every probe must
+# succeed on both sides, and the window must hold at least 95 % of the
+# probes due in it, or the script fails.
+#
+# bench/probes.sh [--quick]: --quick is 100 targets every 2 s for 3
+# intervals, once, on the debug build.
+source "$(dirname "$0")/lib.sh"
+need prometheus-blackbox-exporter prometheus-blackbox-exporter
+need prometheus prometheus
+n=$(pick 100 10000)
+every=$(pick 2 10)
+intervals=$(pick 3 3)
+reps=$(pick 1 3)
+window=$((every * intervals))
+build --bin beredskab --example probe_bench
+# Thousands of connections at once: raise the descriptor limit.
 ulimit -n 65536 2>/dev/null || true
 
-wait_ports() {
-  for _ in $(seq 50); do
-    grep -q '^ports:' "$1" 2>/dev/null && break
+echo "probes: $n HTTP probes every ${every}s, $intervals intervals measured, $reps rounds" >&2
+"$bin/examples/probe_bench" serve 4 > "$dir/ports" &
+pids+=($!)
+for _ in $(seq 100); do
+    grep -q '^ports:' "$dir/ports" 2>/dev/null && break
     sleep 0.1
-  done
-  local p
-  p=$(sed -n 's/^ports: //p' "$1")
-  [ -n "$p" ] || { echo "the servers did not start" >&2; exit 1; }
-  echo "$p"
+done
+IFS=, read -r -a ports <<< "$(sed -n 's/^ports: //p' "$dir/ports")"
+[ ${#ports[@]} -gt 0 ] || { echo "bench: the endpoints did not start" >&2; exit 1; }
+# Target i: http://127.0.0.1:PORT/t/i on one of the servers.
+targets() {
+    local i
+    for ((i = 0; i < n; i++)); do
+        echo "http://127.0.0.1:${ports[i % ${#ports[@]}]}/t/$i"
+    done
+}
+targets > "$dir/targets"
+
+# The daemon: one component per target, each with its probe.
+daemon_round() {
+    local http folder=$dir/daemon-$1
+    http=$(free_port)
+    mkdir -p "$folder"
+    python3 - "$folder/beredskab.toml" "$http" "$every" "$dir/targets" <<'PY'
+import sys
+path, http, every, targets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+urls = open(targets).read().split()
+with open(path, "w") as f:
+    f.write(f'''[site]
+name = "Bench"
+language = "en"
+timezone = "Europe/Copenhagen"
+[server]
+listen = "127.0.0.1:{http}"
+metrics_public = true
+[store]
+url = "sqlite://bench.db"
+[[person]]
+id = "p"
+name = "P"
+phone = "+4500000000"
+[[role]]
+id = "r"
+primary = "p"
+[[channel]]
+id = "log"
+kind = "log"
+[[policy]]
+id = "quiet"
+deputy_after = "1h"
+[[policy.step]]
+on = "open 1d"
+notify = ["role:r"]
+via = ["log"]
+[[service]]
+id = "bulk"
+name = "Bulk"
+criticality = "important"
+policy = "quiet"
+depends_on = [{", ".join(f'"c-{i}"' for i in range(len(urls)))}]
+''')
+    for i, url in enumerate(urls):
+        f.write(f'[[component]]\nid = "c-{i}"\nkind = "server"\n'
+                f'[[probe]]\nid = "p-{i}"\ncomponent = "c-{i}"\nurl = "{url}"\n'
+                f'every = "{every}s"\ntimeout = "2s"\n')
+PY
+    RUST_LOG=warn "$bin/beredskab" run -c "$folder/beredskab.toml" 2> "$folder/daemon.log" &
+    local pid=$!
+    pids+=($pid)
+    wait_http "http://127.0.0.1:$http/healthz"
+    # The steady state: a probe's first results each change what the
+    # engine knows of it (and so are committed), the later ones do not.
+    sleep "$((every * 4))"
+    local probes0 cpu0 probes1 cpu1 failing
+    probes0=$(probes_made "$http")
+    cpu0=$(cpu_seconds "$pid")
+    sleep "$window"
+    cpu1=$(cpu_seconds "$pid")
+    probes1=$(probes_made "$http")
+    failing=$(curl -sf "http://127.0.0.1:$http/metrics" | awk '/^beredskab_probe_up\{/ && $2 != 1' | wc -l)
+    local hwm
+    hwm=$(hwm_kb "$pid")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    check_round daemon "$((probes1 - probes0))" "$failing"
+    python3 -c "print(($cpu1 - $cpu0) / $((probes1 - probes0)) * 1e6)" >> "$dir/ours-us"
+    echo "$hwm" >> "$dir/ours-hwm"
+    echo "  daemon: $((probes1 - probes0)) probes, $(python3 -c "print(round($cpu1 - $cpu0, 2))") CPU s, peak RSS $((hwm / 1024)) MiB" >&2
 }
 
-http_ports=""
-tls_ports=""
-dns_port=""
-
-run_kind() {
-  local k=$1 ports extra=()
-  case "$k" in
-    http|tcp)
-      if [ -z "$http_ports" ]; then
-        exec 3> >("$bin" serve 4 >"$dir/http-ports"); fds+=(3)
-        http_ports=$(wait_ports "$dir/http-ports")
-      fi
-      ports=$http_ports ;;
-    tls)
-      if [ -z "$tls_ports" ]; then
-        cat > "$dir/ext" <<EXT
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1
-EXT
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-          -subj /CN=bench-ca -keyout "$dir/ca.key" -out "$dir/ca.pem" \
-          -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-          -subj /CN=127.0.0.1 -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
-        openssl x509 -req -days 2 -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-          -set_serial 2 -extfile "$dir/ext" -out "$dir/server.pem" 2>/dev/null
-        exec 4> >("$bin" serve-tls "$dir/server.pem" "$dir/server.key" 4 >"$dir/tls-ports"); fds+=(4)
-        tls_ports=$(wait_ports "$dir/tls-ports")
-      fi
-      ports=$tls_ports
-      extra=("$dir/ca.pem") ;;
-    dns)
-      if [ -z "$dns_port" ]; then
-        dns_port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-        echo "127.0.0.1 bench.example.dk" > "$dir/hosts"
-        dnsmasq=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
-        "$dnsmasq" --no-daemon --port="$dns_port" --listen-address=127.0.0.1 --bind-interfaces \
-          --no-resolv --no-hosts --addn-hosts="$dir/hosts" --conf-file=/dev/null \
-          --user=root --pid-file= --dns-forward-max=10000 --cache-size=1000 2>/dev/null &
-        pids+=($!)
-        sleep 0.5
-      fi
-      ports=$dns_port ;;
-    icmp) ports=1 ;;
-    *) echo "unknown kind $k" >&2; exit 2 ;;
-  esac
-  CLK_TCK=$(getconf CLK_TCK) "$bin" probe "$ports" "$n" "$every" "$secs" "$k" "${extra[@]}"
+# probes_made PORT: how many probes the daemon has reported so far.
+probes_made() {
+    curl -sf "http://127.0.0.1:$1/metrics" \
+        | awk '/^beredskab_probe_duration_seconds_count\{/ {s += $2} END {print s + 0}'
 }
 
-if [ "$kind" = all ]; then
-  for k in http tcp tls dns icmp; do run_kind "$k"; echo; done
-else
-  run_kind "$kind"
-fi
+# check_round SIDE PROBES FAILING: fails unless the window held at least
+# 95 % of the probes due and none failed.
+check_round() {
+    local due=$((n * intervals))
+    if [ "$2" -lt $((due * 95 / 100)) ] || [ "$3" -ne 0 ]; then
+        echo "bench: $1 made $2 probes of $due due, $3 failing" >&2
+        exit 1
+    fi
+}
+
+peer_round() {
+    local bb prom folder=$dir/peer-$1
+    bb=$(free_port)
+    prom=$(free_port)
+    mkdir -p "$folder"
+    cat > "$folder/blackbox.yml" <<YML
+modules:
+  http_2xx:
+    prober: http
+    timeout: 2s
+    http:
+      preferred_ip_protocol: ip4
+YML
+    python3 - "$folder/prometheus.yml" "$bb" "$every" "$dir/targets" <<'PY'
+import json, sys
+path, bb, every, targets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+urls = open(targets).read().split()
+with open(path, "w") as f:
+    f.write(f'''global:
+  scrape_interval: {every}s
+  scrape_timeout: 2s
+scrape_configs:
+  - job_name: blackbox
+    metrics_path: /probe
+    params:
+      module: [http_2xx]
+    static_configs:
+      - targets: {json.dumps(urls)}
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: 127.0.0.1:{bb}
+''')
+PY
+    "$(command -v prometheus-blackbox-exporter || echo /usr/bin/prometheus-blackbox-exporter)" \
+        --config.file="$folder/blackbox.yml" --web.listen-address="127.0.0.1:$bb" \
+        2> "$folder/blackbox.log" &
+    local bb_pid=$!
+    pids+=($bb_pid)
+    wait_http "http://127.0.0.1:$bb/metrics"
+    "$(command -v prometheus || echo /usr/bin/prometheus)" --config.file="$folder/prometheus.yml" \
+        --storage.tsdb.path="$folder/tsdb" --web.listen-address="127.0.0.1:$prom" \
+        2> "$folder/prometheus.log" &
+    local prom_pid=$!
+    pids+=($prom_pid)
+    wait_http "http://127.0.0.1:$prom/-/ready"
+    # Prometheus takes in new targets at most every 5 s, then spreads
+    # their scrapes over one interval.
+    sleep "$((every + 6))"
+    local cpu0 pcpu0 cpu1 pcpu1
+    cpu0=$(cpu_seconds "$bb_pid")
+    pcpu0=$(cpu_seconds "$prom_pid")
+    sleep "$window"
+    cpu1=$(cpu_seconds "$bb_pid")
+    pcpu1=$(cpu_seconds "$prom_pid")
+    local hwm scrapes failing
+    hwm=$(hwm_kb "$bb_pid")
+    # Scrapes in the window, and samples of a failed probe or scrape.
+    scrapes=$(prom_query "$prom" "sum(count_over_time(up{job=\"blackbox\"}[${window}s]))")
+    failing=$(prom_query "$prom" "sum(count_over_time(probe_success[${window}s])) \
+        - sum(sum_over_time(probe_success[${window}s]))")
+    failing=$((failing + $(prom_query "$prom" "count(up{job=\"blackbox\"} == 0) or vector(0)")))
+    kill "$prom_pid" "$bb_pid"
+    wait "$prom_pid" "$bb_pid" 2>/dev/null || true
+    check_round blackbox_exporter "$scrapes" "$failing"
+    python3 -c "print(($cpu1 - $cpu0) / $scrapes * 1e6)" >> "$dir/peer-us"
+    python3 -c "print(($pcpu1 - $pcpu0) / $scrapes * 1e6)" >> "$dir/prom-us"
+    echo "$hwm" >> "$dir/peer-hwm"
+    echo "  blackbox_exporter: $scrapes probes, $(python3 -c "print(round($cpu1 - $cpu0, 2))") CPU s, peak RSS $((hwm / 1024)) MiB; Prometheus $(python3 -c "print(round($pcpu1 - $pcpu0, 2))") CPU s" >&2
+}
+
+# prom_query PORT EXPR: the value of an instant query, as an integer.
+prom_query() {
+    curl -sfG "http://127.0.0.1:$1/api/v1/query" --data-urlencode "query=$2" \
+        | python3 -c 'import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+print(int(float(r[0]["value"][1])) if r else 0)'
+}
+
+for r in $(seq "$reps"); do
+    echo "round $r" >&2
+    daemon_round "$r"
+    peer_round "$r"
+done
+
+ours=$(median < "$dir/ours-us")
+peer=$(median < "$dir/peer-us")
+prom=$(median < "$dir/prom-us")
+ours_mib=$(( $(median < "$dir/ours-hwm") / 1024 ))
+peer_mib=$(( $(median < "$dir/peer-hwm") / 1024 ))
+ratio=$(python3 -c "print(f'{$peer / $ours:.2f}')")
+met=$(python3 -c "print(str($ours <= 30 and $peer / $ours >= 25).lower())")
+row "probing: CPU per HTTP probe ($n every ${every}s)" \
+    "$(printf '%.0f' "$ours") µs" \
+    "$(printf '%.0f' "$peer") µs blackbox_exporter (+$(printf '%.0f' "$prom") µs Prometheus scraping it)" \
+    "$ratio" "≤ 30 µs, ≥ 25× cheaper" "$met"
+row "probing: peak RSS ($n probes)" "$ours_mib MiB" "$peer_mib MiB blackbox_exporter" \
+    "$(python3 -c "print(f'{$peer_mib / max($ours_mib, 1):.2f}')")" "≤ 64 MB" \
+    "$([ "$(median < "$dir/ours-hwm")" -le 62500 ] && echo true || echo false)"

@@ -1,7 +1,11 @@
 //! Load check of the probe collector, driven by `bench/probes.sh`.
 //!
 //! `probe_bench serve N` starts N HTTP servers on 127.0.0.1 (port 0), prints
-//! `ports: P1,P2,…` and serves until its standard input closes.
+//! `ports: P1,P2,…` and serves until killed: every path answers 200 with a
+//! small JSON body (a running generator with 80 % fuel, for the example
+//! configuration's generator probe), so thousands of probes can each have a
+//! URL of their own (`bench/probes.sh` points both the daemon and
+//! blackbox_exporter at them, `bench/memory.sh` the example's probes).
 //! `probe_bench serve-tls CERT KEY N` does the same with N TLS servers
 //! (rustls) that complete a handshake and close.
 //! `probe_bench probe PORTS PROBES EVERY SECS [KIND [CA]]` runs PROBES
@@ -64,8 +68,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(n: usize) -> anyhow::Result<()> {
-    let app =
-        axum::Router::new().route("/health", axum::routing::get(|| async { r#"{"ok":true}"# }));
+    let app = axum::Router::new().fallback(axum::routing::get(|| async {
+        r#"{"ok":true,"running":true,"fuel_percent":80}"#
+    }));
     let mut ports = Vec::new();
     for _ in 0..n {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -73,13 +78,7 @@ async fn serve(n: usize) -> anyhow::Result<()> {
         tokio::spawn(axum::serve(listener, app.clone()).into_future());
     }
     println!("ports: {}", ports.join(","));
-    // Until the script closes our standard input.
-    tokio::task::spawn_blocking(|| {
-        let mut sink = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
-    })
-    .await??;
-    Ok(())
+    std::future::pending().await
 }
 
 async fn serve_tls(cert: &str, key: &str, n: usize) -> anyhow::Result<()> {
@@ -109,12 +108,7 @@ async fn serve_tls(cert: &str, key: &str, n: usize) -> anyhow::Result<()> {
         });
     }
     println!("ports: {}", ports.join(","));
-    tokio::task::spawn_blocking(|| {
-        let mut sink = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
-    })
-    .await??;
-    Ok(())
+    std::future::pending().await
 }
 
 async fn probe(

@@ -56,6 +56,9 @@ const MAX_BATCH: usize = 1024;
 const SNAPSHOT_EVERY_INPUTS: usize = 10_000;
 /// …or this long after the last one, whichever comes first.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(3600);
+/// The longest the stored watermark lags the engine's time when nothing
+/// else is committed.
+const WATERMARK_EVERY_MS: i64 = 1000;
 /// Inputs read per round trip while replaying the log.
 const REPLAY_PAGE: u32 = 10_000;
 /// The first and the longest wait before retrying a failed commit.
@@ -184,6 +187,8 @@ pub struct Core<S: Store> {
     clock: Clock,
     /// The engine's time: the latest time it was given.
     last_at: Ts,
+    /// The watermark last put in a batch.
+    watermark_stored: Ts,
     /// The wall clock's distance from `clock` when it was last logged.
     wall_offset_logged: Duration,
     logged_since_snapshot: usize,

@@ -41,9 +41,20 @@ impl<S: Store> Core<S> {
         self.status
             .incidents_held
             .store(self.engine.incidents().len(), Ordering::Relaxed);
-        batch
-            .meta
-            .push((META_WATERMARK.to_owned(), self.last_at.0.to_string()));
+        // The watermark alone is not worth a durable commit (a probe
+        // answering as before changes nothing): timers that ran with no
+        // effect run again, with no effect, after a crash. It goes with
+        // anything else the batch holds, and at least every
+        // WATERMARK_EVERY.
+        if !batch.is_empty()
+            || snapshot
+            || self.last_at.millis_since(self.watermark_stored) >= WATERMARK_EVERY_MS
+        {
+            batch
+                .meta
+                .push((META_WATERMARK.to_owned(), self.last_at.0.to_string()));
+            self.watermark_stored = self.last_at;
+        }
         if snapshot {
             match serde_json::to_string(&self.engine.snapshot()) {
                 Ok(body) => {

@@ -83,6 +83,7 @@ impl<S: Store> Core<S> {
             stored: HashMap::new(),
             clock,
             last_at,
+            watermark_stored: last_at,
             wall_offset_logged: Duration::ZERO,
             logged_since_snapshot: replayed,
             last_snapshot: Instant::now(),

@@ -6,6 +6,14 @@
 //! survive power loss, and the caller's batching pays for the fsync. Reads
 //! go through a small pool of read-only connections, which WAL lets run
 //! beside the writer. The schema is migrated on open by `user_version`.
+//!
+//! Delivery attempts are recorded with `synchronous=NORMAL`: their
+//! transaction is atomic but not synced by itself, and reaches the disk
+//! with the next commit's sync (the WAL is synced as a whole). Power lost
+//! before that loses only the record, and the notification goes out again
+//! with its idempotency key (see `notify`); a notification is never lost.
+//! Every commit sets `synchronous=FULL` again first, so the relaxed setting
+//! never reaches an input or a decision.
 
 use std::path::Path;
 use std::time::Duration;
@@ -183,6 +191,11 @@ impl Store for SqliteStore {
             return Ok(CommitOutcome::default());
         }
         let mut conn = self.writer.acquire().await?;
+        // Set for every commit: the writer also records delivery attempts,
+        // which relax it.
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let outcome = write_batch(&mut tx, batch).await?;
         tx.commit().await?;
@@ -466,74 +479,18 @@ impl Store for SqliteStore {
     }
 
     async fn record_attempt(&self, a: &Attempt) -> Result<(), StoreError> {
+        self.record_attempts(std::slice::from_ref(a)).await
+    }
+
+    async fn record_attempts(&self, attempts: &[Attempt]) -> Result<(), StoreError> {
         let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let incident = to_i64("incident", a.incident)?;
-        // A row already sent stays sent: a late failure report (a retry
-        // racing a success) must not send it again.
-        let updated = match a.outcome {
-            AttemptOutcome::Sent => sqlx::query(
-                "UPDATE outbox SET state = 'sent', sent_at_ms = coalesce(sent_at_ms, ?), \
-                 attempts = attempts + (state <> 'sent') WHERE key = ?",
-            )
-            .bind(a.at.0)
-            .bind(&a.key),
-            AttemptOutcome::Retried => sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, \
-                 next_attempt_ms = ? WHERE key = ? AND state <> 'sent'",
-            )
-            .bind(&a.detail)
-            .bind(a.next_attempt.unwrap_or(a.at).0)
-            .bind(&a.key),
-            AttemptOutcome::Failed | AttemptOutcome::Fallback | AttemptOutcome::Dropped => {
-                sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = 'failed' \
-                     WHERE key = ? AND state <> 'sent'",
-                )
-                .bind(&a.detail)
-                .bind(&a.key)
-            }
-        }
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE key = ?")
-                .bind(&a.key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                return Err(StoreError::UnknownNotification(a.key.clone()));
-            }
-        }
-        sqlx::query(
-            "INSERT INTO deliveries (key, incident, at_ms, channel, person, outcome, detail) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&a.key)
-        .bind(incident)
-        .bind(a.at.0)
-        .bind(&a.channel)
-        .bind(&a.person)
-        .bind(a.outcome.as_str())
-        .bind(&a.detail)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(f) = &a.fallback {
-            queue(
-                &mut tx,
-                Queue {
-                    key: &f.key,
-                    incident: f.incident,
-                    person: &f.person,
-                    role: f.role.as_deref(),
-                    channel: &f.channel,
-                    reason: f.reason.as_str(),
-                    text: &f.text,
-                    created: f.created_at,
-                    due: f.next_attempt,
-                },
-            )
+        // No sync of its own: the next commit's sync carries it to disk.
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
             .await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        for a in attempts {
+            write_attempt(&mut tx, a).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -934,6 +891,77 @@ struct Queue<'a> {
 
 /// Puts a row into the outbox unless its key is there already; true when
 /// it is new.
+/// One delivery attempt inside the caller's transaction: the outbox row's
+/// new state, the attempt, and a fallback row when there is one.
+async fn write_attempt(tx: &mut SqliteConnection, a: &Attempt) -> Result<(), StoreError> {
+    let incident = to_i64("incident", a.incident)?;
+    // A row already sent stays sent: a late failure report (a retry
+    // racing a success) must not send it again.
+    let updated = match a.outcome {
+        AttemptOutcome::Sent => sqlx::query(
+            "UPDATE outbox SET state = 'sent', sent_at_ms = coalesce(sent_at_ms, ?), \
+             attempts = attempts + (state <> 'sent') WHERE key = ?",
+        )
+        .bind(a.at.0)
+        .bind(&a.key),
+        AttemptOutcome::Retried => sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, \
+             next_attempt_ms = ? WHERE key = ? AND state <> 'sent'",
+        )
+        .bind(&a.detail)
+        .bind(a.next_attempt.unwrap_or(a.at).0)
+        .bind(&a.key),
+        AttemptOutcome::Failed | AttemptOutcome::Fallback | AttemptOutcome::Dropped => sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = 'failed' \
+                 WHERE key = ? AND state <> 'sent'",
+        )
+        .bind(&a.detail)
+        .bind(&a.key),
+    }
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE key = ?")
+            .bind(&a.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::UnknownNotification(a.key.clone()));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO deliveries (key, incident, at_ms, channel, person, outcome, detail) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.key)
+    .bind(incident)
+    .bind(a.at.0)
+    .bind(&a.channel)
+    .bind(&a.person)
+    .bind(a.outcome.as_str())
+    .bind(&a.detail)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(f) = &a.fallback {
+        queue(
+            tx,
+            Queue {
+                key: &f.key,
+                incident: f.incident,
+                person: &f.person,
+                role: f.role.as_deref(),
+                channel: &f.channel,
+                reason: f.reason.as_str(),
+                text: &f.text,
+                created: f.created_at,
+                due: f.next_attempt,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn queue(conn: &mut SqliteConnection, q: Queue<'_>) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
