@@ -1017,7 +1017,7 @@ async fn attempts_recorded_together_are_all_or_nothing() {
     for key in ["1/open/0/p-drift/sms", "1/open/0/p-support/sms"] {
         batch.notification(at(10), notification(key, 1));
     }
-    store.commit(batch).await.expect("commit");
+    store.commit(&batch).await.expect("commit");
     let sent = |key: &str| Attempt {
         key: key.into(),
         incident: 1,
@@ -1058,6 +1058,6 @@ async fn attempts_recorded_together_are_all_or_nothing() {
     // The writer goes on committing after them.
     let mut batch = Batch::new();
     batch.notification(at(30), notification("2/open/0/p-drift/sms", 2));
-    store.commit(batch).await.expect("commit");
+    store.commit(&batch).await.expect("commit");
     assert_eq!(store.next_due().await.expect("next"), Some(at(30)));
 }
