@@ -27,11 +27,12 @@ build --bin beredskab --example mqtt_ingest
 load="$bin/examples/mqtt_ingest"
 
 # daemon_config FOLDER: the daemon on broker $mqtt, HTTP on $http, its
-# store in FOLDER; ten servers behind one service, alarms on
+# store in FOLDER; 100 servers behind one service (each holds at most
+# 10,000 firing alarms, and every alarm of the run stays firing), alarms on
 # burst/SERVER/alarm.
 daemon_config() {
     local servers="" ids=""
-    for i in $(seq 0 9); do
+    for i in $(seq 0 99); do
         servers+="[[component]]
 id = \"srv-$i\"
 kind = \"server\"

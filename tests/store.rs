@@ -212,7 +212,7 @@ async fn a_batch_round_trips() {
             entry(260, "ack", "acknowledged", Some("p-drift")),
         ],
     );
-    let outcome = store.commit(batch).await.expect("commit");
+    let outcome = store.commit(&batch).await.expect("commit");
     assert_eq!(outcome.inputs.len(), events.len());
     assert!(outcome.inputs.iter().all(|o| o.is_new()));
 
@@ -283,7 +283,7 @@ async fn a_batch_round_trips() {
         ],
     );
     batch.incident(incident_row(2, IncidentState::Acknowledged, at(200)));
-    store.commit(batch).await.expect("commit timeline");
+    store.commit(&batch).await.expect("commit timeline");
     let detail = store.incident(2).await.expect("read").expect("incident 2");
     assert_eq!(detail.incident.state, IncidentState::Acknowledged);
     assert_eq!(
@@ -315,7 +315,7 @@ async fn a_batch_round_trips() {
         alarm("x", AlarmState::Firing),
     );
     batch.timeline(42, 0, vec![entry(1, "note", "orphan", None)]);
-    assert!(matches!(store.commit(batch).await, Err(StoreError::Db(_))));
+    assert!(matches!(store.commit(&batch).await, Err(StoreError::Db(_))));
     assert_eq!(
         store.inputs().await.expect("inputs").len(),
         events.len(),
@@ -331,7 +331,7 @@ async fn a_batch_round_trips() {
     );
     assert!(
         store
-            .commit(batch)
+            .commit(&batch)
             .await
             .expect("commit after failure")
             .inputs[0]
@@ -360,9 +360,9 @@ async fn rejected_input_is_kept_truncated() {
         raw: b"{nope".to_vec(),
         dedup_key: None,
     });
-    store.commit(batch.clone()).await.expect("commit");
+    store.commit(&batch).await.expect("commit");
     // Redelivered: the keyed one is not kept twice, the unkeyed one is.
-    store.commit(batch).await.expect("commit again");
+    store.commit(&batch).await.expect("commit again");
     let rows = store.rejected(10, None).await.expect("rejected");
     assert_eq!(rows.len(), 3);
     let oversized: Vec<_> = rows
@@ -390,7 +390,7 @@ async fn a_dedup_key_is_stored_once() {
     batch.input(at(0), Source::Probe, None, alarm("a", AlarmState::Firing));
     batch.input(at(1), Source::Mqtt, key(), fire.clone());
     batch.input(at(1), Source::Probe, None, alarm("a", AlarmState::Firing));
-    let outcome = store.commit(batch).await.expect("commit");
+    let outcome = store.commit(&batch).await.expect("commit");
     let InputOutcome::New { seq } = outcome.inputs[0] else {
         panic!("first is new: {outcome:?}");
     };
@@ -404,7 +404,7 @@ async fn a_dedup_key_is_stored_once() {
     // Again in a later batch.
     let mut batch = Batch::new();
     batch.input(at(5), Source::Mqtt, key(), fire.clone());
-    let outcome = store.commit(batch).await.expect("commit");
+    let outcome = store.commit(&batch).await.expect("commit");
     assert_eq!(outcome.inputs, [InputOutcome::Duplicate { seq }]);
 
     let stored = store.inputs().await.expect("inputs");
@@ -420,11 +420,11 @@ async fn the_outbox_queues_once_and_tracks_delivery() {
     batch.notification(at(10), notification("1/open/0/p-drift/sms", 1));
     batch.notification(at(10), notification("1/open/0/p-drift/sms", 1));
     batch.notification(at(10), notification("1/open/0/p-support/sms", 1));
-    assert_eq!(store.commit(batch).await.expect("commit").queued, 2);
+    assert_eq!(store.commit(&batch).await.expect("commit").queued, 2);
     // A replay after a crash queues the same notification again: ignored.
     let mut batch = Batch::new();
     batch.notification(at(99), notification("1/open/0/p-drift/sms", 1));
-    assert_eq!(store.commit(batch).await.expect("commit").queued, 0);
+    assert_eq!(store.commit(&batch).await.expect("commit").queued, 0);
 
     assert!(
         store
@@ -529,7 +529,7 @@ async fn reopening_keeps_everything() {
     batch.incident(incident_row(1, IncidentState::Open, at(0)));
     batch.timeline(1, 0, vec![entry(0, "opened", "srv-1 down", None)]);
     batch.notification(at(0), notification("n1", 1));
-    store.commit(batch).await.expect("commit");
+    store.commit(&batch).await.expect("commit");
     let inputs = store.inputs().await.expect("inputs");
     let incident = store.incident(1).await.expect("read");
     store.close().await;
@@ -556,7 +556,7 @@ async fn reopening_keeps_everything() {
             Some("k0".to_owned()),
             alarm("x", AlarmState::Cleared),
         );
-        let outcome = store.commit(batch).await.expect("commit");
+        let outcome = store.commit(&batch).await.expect("commit");
         assert_eq!(
             outcome.inputs,
             [InputOutcome::Duplicate { seq: inputs[0].seq }]
@@ -595,7 +595,7 @@ async fn a_read_only_store_reads_beside_the_writer_and_writes_nothing() {
     batch.incident(incident_row(1, IncidentState::Open, at(0)));
     batch.timeline(1, 0, vec![entry(0, "opened", "srv-1 down", None)]);
     batch.notification(at(0), notification("n1", 1));
-    writer.commit(batch).await.expect("commit");
+    writer.commit(&batch).await.expect("commit");
 
     let reader = SqliteStore::open_read_only(&path)
         .await
@@ -607,14 +607,14 @@ async fn a_read_only_store_reads_beside_the_writer_and_writes_nothing() {
     let mut batch = Batch::new();
     batch.incident(incident_row(2, IncidentState::Open, at(5)));
     assert!(
-        reader.commit(batch).await.is_err(),
+        reader.commit(&batch).await.is_err(),
         "a read-only store wrote"
     );
 
     // The writer goes on beside the reader, and the reader sees it.
     let mut batch = Batch::new();
     batch.incident(incident_row(1, IncidentState::Resolved, at(0)));
-    writer.commit(batch).await.expect("commit beside a reader");
+    writer.commit(&batch).await.expect("commit beside a reader");
     let detail = reader.incident(1).await.expect("read").expect("incident 1");
     assert_eq!(detail.incident.state, IncidentState::Resolved);
     reader.close().await;
@@ -735,7 +735,7 @@ async fn the_log_replays_to_the_same_incidents() {
         batches.push(batch);
     });
     for b in batches {
-        store.commit(b).await.expect("commit");
+        store.commit(&b).await.expect("commit");
     }
     let outbox: usize = store.notifications(1).await.expect("outbox").len();
     assert!(outbox > 0, "incident 1 notified someone");
@@ -823,7 +823,7 @@ fn crash_child() {
             batch.incident(incident_row(id, IncidentState::Open, at(n as i64)));
             batch.timeline(id, 0, vec![entry(n as i64, "opened", &keys[0], None)]);
             batch.notification(at(n as i64), notification(&format!("n{id}"), id));
-            let outcome = store.commit(batch).await.expect("child commit");
+            let outcome = store.commit(&batch).await.expect("child commit");
             assert!(
                 outcome.inputs.iter().all(|o| o.is_new()),
                 "fresh keys are new"
@@ -940,7 +940,7 @@ async fn a_writer_killed_mid_stream_loses_no_reported_commit() {
                 alarm(k, AlarmState::Firing),
             );
         }
-        let outcome = store.commit(batch).await.expect("redelivery");
+        let outcome = store.commit(&batch).await.expect("redelivery");
         assert!(outcome.inputs.iter().all(|o| !o.is_new()));
         store.close().await;
         // The next child resumes after what is stored, unreported keys too.
@@ -973,7 +973,7 @@ async fn throughput_of_batched_commits() {
                 );
                 n += 1;
             }
-            store.commit(batch).await.expect("commit");
+            store.commit(&batch).await.expect("commit");
         }
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
@@ -1000,7 +1000,7 @@ async fn a_used_link_is_found_by_its_id() {
             person: "p-drift".to_owned(),
         });
     }
-    store.commit(batch).await.expect("commit");
+    store.commit(&batch).await.expect("commit");
     assert!(store.link_used("abc").await.expect("ask"));
     assert!(store.link_used("def").await.expect("ask"));
     assert!(!store.link_used("ab").await.expect("ask"));
@@ -1017,7 +1017,7 @@ async fn attempts_recorded_together_are_all_or_nothing() {
     for key in ["1/open/0/p-drift/sms", "1/open/0/p-support/sms"] {
         batch.notification(at(10), notification(key, 1));
     }
-    store.commit(batch).await.expect("commit");
+    store.commit(&batch).await.expect("commit");
     let sent = |key: &str| Attempt {
         key: key.into(),
         incident: 1,
@@ -1058,6 +1058,6 @@ async fn attempts_recorded_together_are_all_or_nothing() {
     // The writer goes on committing after them.
     let mut batch = Batch::new();
     batch.notification(at(30), notification("2/open/0/p-drift/sms", 2));
-    store.commit(batch).await.expect("commit");
+    store.commit(&batch).await.expect("commit");
     assert_eq!(store.next_due().await.expect("next"), Some(at(30)));
 }

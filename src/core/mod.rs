@@ -381,7 +381,7 @@ impl<S: Store> Core<S> {
         let mut delay = retry.next_delay();
         let failing_since = Instant::now();
         let outcome = loop {
-            match self.store.commit(batch.clone()).await {
+            match self.store.commit(&batch).await {
                 Ok(outcome) => {
                     self.status.store_ok.store(true, Ordering::Relaxed);
                     break Some(outcome);

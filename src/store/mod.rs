@@ -78,10 +78,11 @@ pub trait Store: Send + Sync {
     /// Writes a batch in one transaction: all of it is durable when this
     /// returns `Ok`, none of it when it returns `Err`. Do not cancel the
     /// future: a commit cut off after the database committed reports
-    /// nothing, and the caller would not know.
+    /// nothing, and the caller would not know. Takes the batch by reference
+    /// so that a failed commit can be retried without a copy.
     fn commit(
         &self,
-        batch: Batch,
+        batch: &Batch,
     ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
 
     /// Up to `limit` logged inputs with `seq > after`, in `seq` order.

@@ -186,7 +186,7 @@ async fn migrate(writer: &SqlitePool) -> Result<(), StoreError> {
 }
 
 impl Store for SqliteStore {
-    async fn commit(&self, batch: Batch) -> Result<CommitOutcome, StoreError> {
+    async fn commit(&self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
         if batch.is_empty() {
             return Ok(CommitOutcome::default());
         }
@@ -606,7 +606,7 @@ impl Store for SqliteStore {
 /// so the order of incidents and timeline entries does not matter.
 async fn write_batch(
     conn: &mut SqliteConnection,
-    batch: Batch,
+    batch: &Batch,
 ) -> Result<CommitOutcome, StoreError> {
     let mut outcome = CommitOutcome {
         inputs: Vec::with_capacity(batch.inputs.len()),
