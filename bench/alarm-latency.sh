@@ -1,86 +1,160 @@
 #!/usr/bin/env bash
-# Time from an MQTT fire alarm to the SMS gateway's request, through a real
-# Mosquitto (the shipped settings), the daemon (release build) and a
-# stand-in gateway on loopback: N (default 300) alarms one after another,
-# each opening a new incident. Prints the median, p99 and max.
-# Not run in CI; run it by hand: bench/alarm-latency.sh [N] [debug]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-n=${1:-300}
-profile=${2:-release}
-dir=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+# Alarm → notification latency, side by side with Alertmanager: from an
+# alarm's arrival (pushed to the daemon's HTTP API, published to a
+# Mosquitto with the shipped settings, or posted to Alertmanager's
+# /api/v2/alerts) to the request at a local webhook receiver, at 100,
+# 1,000 and 10,000 alarms/s and for a burst of 5,000. The daemon runs with
+# its durable store (synchronous=FULL: a decision is on disk before it is
+# notified); Alertmanager (Debian's prometheus-alertmanager, 0.25) routes
+# every alert to its own group (group_by ['...']) with group_wait 0s.
+# examples/alarm_latency.rs sends and receives, and fails when any
+# notification is missing or comes twice.
+#
+# Every alarm is a fire alarm on a component of its own (10,000 of them),
+# so each opens its own incident and yields one notification; the
+# components feed services of COMPONENTS_PER_SERVICE (default 100) each.
+# The core rebuilds the board of every service at each commit, so
+# COMPONENTS_PER_SERVICE=1 (10,000 services) measures that cost too.
+#
+#   bench/alarm-latency.sh [--quick] [REPETITIONS]   (default 3)
+# --quick: 200 alarms at 100/s and a burst of 200 on each path, once.
+source "$(dirname "$0")/lib.sh"
 
-if [ "$profile" = release ]; then
-    cargo build --release -q --bin beredskab --example alarm_latency
-    bin=target/release
-else
-    cargo build -q --bin beredskab --example alarm_latency
-    bin=target/debug
-fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-mqtt=$(free_port)
-http=$(free_port)
-gateway=$(free_port)
+reps=$(pick 1 "${1:-3}")
+# The most alarms one phase raises at once: one component each.
+components=$(pick 200 10000)
+need prometheus-alertmanager prometheus-alertmanager
+build --bin beredskab --example alarm_latency
 
-grep -v -E '^\s*(#|$|listener|allow_anonymous|persistence_location|log_dest|user|password_file)' deploy/mosquitto/mosquitto.conf > "$dir/mosquitto.conf"
-cat >> "$dir/mosquitto.conf" <<CONF
-listener $mqtt 127.0.0.1
-allow_anonymous true
-persistence_location $dir/
-log_dest file $dir/mosquitto.log
-user root
+start_mosquitto shipped
+api=$(free_port)
+receiver=$(free_port)
+am=$(free_port)
+
+# Alertmanager: one group per alert, sent at once, never repeated.
+mkdir -p "$dir/alertmanager"
+cat > "$dir/alertmanager/alertmanager.yml" <<CONF
+route:
+  receiver: hook
+  group_by: ['...']
+  group_wait: 0s
+  group_interval: 1h
+  repeat_interval: 24h
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: http://127.0.0.1:$receiver/alertmanager
+        send_resolved: false
 CONF
-mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-"$mosquitto" -c "$dir/mosquitto.conf" & pids+=($!)
+"$(command -v prometheus-alertmanager || echo /usr/bin/prometheus-alertmanager)" \
+    --config.file="$dir/alertmanager/alertmanager.yml" \
+    --storage.path="$dir/alertmanager" \
+    --web.listen-address="127.0.0.1:$am" \
+    --cluster.listen-address= \
+    --log.level=warn 2> "$dir/alertmanager/log" &
+pids+=($!)
 
-cat > "$dir/beredskab.toml" <<CONF
-[site]
+token="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
+python3 - "$dir/beredskab.toml" "$api" "$mqtt" "$receiver" "$sha" "$components" "${COMPONENTS_PER_SERVICE:-100}" <<'PY'
+import sys
+path, api, mqtt, receiver, sha, n, per = sys.argv[1:8]
+out = [f'''[site]
 name = "Bench"
+language = "en"
 [server]
-listen = "127.0.0.1:$http"
+listen = "127.0.0.1:{api}"
+[[token]]
+name = "bench"
+sha256 = "{sha}"
+scopes = ["ingest", "read"]
 [store]
 url = "sqlite://beredskab.db"
 [mqtt]
-url = "mqtt://127.0.0.1:$mqtt"
+url = "mqtt://127.0.0.1:{mqtt}"
 client_id = "beredskab-latency"
 [[mqtt.subscription]]
 topic = "site/+/fire"
 kind = "fire"
-component = "{1}"
-[[component]]
-id = "serverrum"
-kind = "room"
-[[service]]
-id = "omsorg"
-criticality = "life"
-depends_on = ["serverrum"]
-policy = "p"
+component = "{{1}}"
 [[person]]
 id = "p1"
-name = "Vagt"
-phone = "+4511111111"
+name = "On call"
 [[role]]
 id = "r"
 primary = "p1"
 [[channel]]
-id = "sms"
-kind = "sms-http"
-url = "http://127.0.0.1:$gateway/sms"
-body = '{"incident":"{{incident}}","to":"{{phone}}","text":"{{text}}"}'
+id = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:{receiver}/beredskab"
 [[policy]]
 id = "p"
 [[policy.step]]
 on = "open"
 notify = ["role:r"]
-via = ["sms"]
-CONF
-RUST_LOG=warn "$bin/beredskab" run -c "$dir/beredskab.toml" 2> "$dir/daemon.log" & pids+=($!)
-for _ in $(seq 200); do
-    curl -sf "http://127.0.0.1:$http/readyz" >/dev/null && break
-    sleep 0.05
-done
-curl -sf "http://127.0.0.1:$http/readyz" >/dev/null || { cat "$dir/daemon.log"; exit 1; }
-"$bin/examples/alarm_latency" "$mqtt" "$gateway" "$n" || { cat "$dir/daemon.log"; exit 1; }
-echo "profile: $profile on $(nproc) cores"
+via = ["hook"]
+''']
+n, per = int(n), int(per)
+for i in range(n):
+    out.append(f'[[component]]\nid = "kmp{i}"\nkind = "room"\n')
+for s in range(0, n, per):
+    deps = ", ".join(f'"kmp{i}"' for i in range(s, min(n, s + per)))
+    out.append(f'[[service]]\nid = "svc{s // per}"\ncriticality = "life"\n'
+               f'depends_on = [{deps}]\npolicy = "p"\n')
+open(path, "w").write("".join(out))
+PY
+RUST_LOG=warn "$bin/beredskab" run -c "$dir/beredskab.toml" 2> "$dir/daemon.log" &
+pids+=($!)
+daemon_pid=$!
+wait_http "http://127.0.0.1:$api/readyz" || { cat "$dir/daemon.log" >&2; exit 1; }
+wait_http "http://127.0.0.1:$am/-/ready" || { cat "$dir/alertmanager/log" >&2; exit 1; }
+
+# The floor under every commit: how long this disk takes to sync a write.
+python3 - "$dir" <<'PY' >&2
+import os, sys, time
+f = os.open(os.path.join(sys.argv[1], "fsync-probe"), os.O_WRONLY | os.O_CREAT)
+took = []
+for _ in range(100):
+    os.write(f, b"x" * 4096)
+    t = time.perf_counter()
+    os.fsync(f)
+    took.append((time.perf_counter() - t) * 1000)
+took.sort()
+print(f"fsync of 4 KiB on this disk: p50 {took[49]:.2f} ms, p99 {took[98]:.2f} ms")
+PY
+
+quick_flag=$(pick --quick "")
+cpu_before=$(cpu_seconds "$daemon_pid")
+# shellcheck disable=SC2086
+"$bin/examples/alarm_latency" --api "$api" --token "$token" --mqtt "$mqtt" \
+    --alertmanager "$am" --listen "$receiver" --reps "$reps" $quick_flag > "$dir/results" \
+    || { echo "bench: the latency run failed; the daemon's log:" >&2; tail -50 "$dir/daemon.log" >&2; exit 1; }
+echo "daemon CPU over the run: $(python3 -c "print(round($(cpu_seconds "$daemon_pid") - $cpu_before, 2))") s" >&2
+
+# One row per phase and arrival path; Alertmanager's p99 is the peer.
+python3 - "$dir/results" <<'PY' | while IFS=$'\t' read -r measure ours peer ratio goal met; do row "$measure" "$ours" "$peer" "$ratio" "$goal" "$met"; done
+import json, sys
+res = [json.loads(l.split(" ", 1)[1]) for l in open(sys.argv[1]) if l.startswith("RESULT ")]
+peer = {r["phase"]: r for r in res if r["path"] == "alertmanager"}
+names = {"http": "HTTP push", "mqtt": "MQTT (shipped Mosquitto)"}
+for r in res:
+    if r["path"] == "alertmanager":
+        continue
+    am = peer[r["phase"]]
+    if r["rate"]:
+        at = f'{r["rate"]:,}/s'
+    else:
+        at = f'burst of {r["alarms"]:,}'
+    ms = lambda v: f"{v:.2f} ms" if v < 10 else f"{v:.0f} ms"
+    ours = f'{ms(r["p99_ms"])} (p50 {ms(r["p50_ms"])}, max {ms(r["max_ms"])})'
+    theirs = f'{ms(am["p99_ms"])} (p50 {ms(am["p50_ms"])}, max {ms(am["max_ms"])})'
+    ratio = f'{am["p99_ms"] / max(r["p99_ms"], 1e-9):.2f}'
+    below = r["p99_ms"] < am["p99_ms"]
+    goal = "below Alertmanager"
+    met = below
+    if r["rate"] == 1000:
+        goal += ", < 5 ms"
+        met = below and r["p99_ms"] < 5
+    print("\t".join([f"Alarm → webhook p99, {names[r['path']]}, {at}", ours, theirs, ratio, goal,
+                     "true" if met else "false"]))
+PY

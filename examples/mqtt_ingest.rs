@@ -1,111 +1,149 @@
-//! The load side of bench/mqtt-ingest.sh: publishes a burst of QoS 1 alarms
-//! with unique keys to a broker and measures how fast they arrive, either
-//! committed into a running daemon's store (`store DB`) or at a plain
-//! subscriber that acknowledges on receipt (`peer`, the broker's own pace:
-//! what the daemon is compared with).
+//! The load side of bench/mqtt-ingest.sh: publishes bursts of QoS 1 alarms
+//! with unique keys (`RUN-I`) to a broker and measures how fast they arrive,
+//! either committed into the daemon's store or at a plain subscriber (the
+//! broker's own pace, what the daemon is compared with).
 //!
-//! - `mqtt_ingest PORT N store DB`: publish to `burst/…`, time until committed;
-//! - `mqtt_ingest PORT N peer`: publish to `peer/…` (which the daemon does
-//!   not subscribe to), time until the plain subscriber has them;
-//! - `mqtt_ingest PORT N publish`: only publish to `burst/…` (a backlog for
-//!   a stopped daemon);
-//! - `mqtt_ingest PORT N drain DB BASE`: publish nothing, time until the
-//!   store holds BASE + N alarms (a restarted daemon draining the backlog);
-//! - `mqtt_ingest PORT 0 count DB`: print how many alarms the store holds.
+//! - `mqtt_ingest PORT N store RUN DB`: publish to `burst/…` while the daemon
+//!   runs; time until every alarm is committed;
+//! - `mqtt_ingest PORT N publish RUN`: only publish to `burst/…` (a backlog
+//!   for a stopped daemon);
+//! - `mqtt_ingest PORT N drain RUN DB BASE`: publish nothing; time until the
+//!   alarms of RUN are committed after alarm id BASE (a restarted daemon
+//!   draining the backlog);
+//! - `mqtt_ingest PORT 0 base DB`: print the newest alarm id in the store;
+//! - `mqtt_ingest PORT N peer RUN`: the same burst on `peer/…` (which the
+//!   daemon does not subscribe to) to a plain subscriber with a persistent
+//!   session and manual acks, which acks each message on receipt and stores
+//!   nothing; time until it has them all;
+//! - `mqtt_ingest PORT N peer-drain RUN`: the plain subscriber's backlog:
+//!   published while it is away, timed from its reconnect.
+//!
+//! The store modes fail (exit 1) unless the store ends up holding exactly
+//! one alarm row for each of the N keys of RUN. Waits at most
+//! `BENCH_PATIENCE_S` seconds (default 300) for a burst.
 
+use std::collections::VecDeque;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 
 /// Components the alarms are spread over (`burst/srv-K/alarm`).
 const COMPONENTS: usize = 10;
-/// How long to wait for the whole burst before giving up.
-const PATIENCE: Duration = Duration::from_secs(300);
+/// The publisher's window of unacknowledged QoS 1 messages.
+const PUBLISH_WINDOW: u16 = 1000;
+
+const USAGE: &str = "usage: mqtt_ingest PORT N (store RUN DB | publish RUN | drain RUN DB BASE \
+                     | base DB | peer RUN | peer-drain RUN)";
 
 #[tokio::main]
-async fn main() {
+async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: mqtt_ingest PORT N (store DB | peer | publish | drain DB BASE | count DB)";
-    let port: u16 = args.get(1).and_then(|p| p.parse().ok()).expect(usage);
-    let n: usize = args.get(2).and_then(|p| p.parse().ok()).expect(usage);
-    let mode = args.get(3).map(String::as_str).expect(usage);
-    let run = fastrand::u32(..);
-
-    match mode {
-        "count" => {
-            let store = Store::open(args.get(4).expect(usage)).await;
-            println!("{}", store.base);
-            return;
+    let arg = |i: usize| args.get(i).map(String::as_str).expect(USAGE);
+    let port: u16 = arg(1).parse().expect(USAGE);
+    let n: usize = arg(2).parse().expect(USAGE);
+    let mode = arg(3);
+    let patience = Duration::from_secs(
+        std::env::var("BENCH_PATIENCE_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(300),
+    );
+    let result = match mode {
+        "base" => {
+            let mut store = Store::open(arg(4)).await;
+            println!("{}", store.newest().await);
+            return ExitCode::SUCCESS;
         }
         "publish" => {
             let started = Instant::now();
-            publish(port, n, run, "burst").await;
+            publish(port, n, arg(4), "burst").await;
             println!(
                 "publish: {n} QoS 1 alarms published in {:.3} s",
                 started.elapsed().as_secs_f64()
             );
-            return;
+            return ExitCode::SUCCESS;
+        }
+        "store" => {
+            let mut store = Store::open(arg(5)).await;
+            let base = store.newest().await;
+            let started = Instant::now();
+            publish(port, n, arg(4), "burst").await;
+            let published = started.elapsed();
+            store
+                .wait(arg(4), base, n, patience)
+                .await
+                .map(|done| report("live", n, started, done, Some(published)))
         }
         "drain" => {
-            let mut store = Store::open(args.get(4).expect(usage)).await;
-            store.base = args.get(5).and_then(|b| b.parse().ok()).expect(usage);
+            let mut store = Store::open(arg(5)).await;
+            let base: i64 = arg(6).parse().expect(USAGE);
             let started = Instant::now();
-            let done = store.wait(n).await;
-            let total = done.duration_since(started);
-            println!(
-                "drain: a backlog of {n} QoS 1 alarms committed in {:.3} s = {:.0} alarms/s",
-                total.as_secs_f64(),
-                n as f64 / total.as_secs_f64()
-            );
-            return;
+            store
+                .wait(arg(4), base, n, patience)
+                .await
+                .map(|done| report("drain", n, started, done, None))
         }
-        "store" | "peer" => {}
-        _ => panic!("{usage}"),
+        "peer" => {
+            let mut peer = Peer::connect(port, true).await;
+            let started = Instant::now();
+            let published = async {
+                publish(port, n, arg(4), "peer").await;
+                started.elapsed()
+            };
+            let (published, received) = tokio::join!(published, peer.receive(n, patience));
+            peer.leave().await;
+            received.map(|done| report("peer", n, started, done, Some(published)))
+        }
+        "peer-drain" => {
+            Peer::connect(port, true).await.leave().await;
+            publish(port, n, arg(4), "peer").await;
+            let started = Instant::now();
+            let mut peer = Peer::connect(port, false).await;
+            let received = peer.receive(n, patience).await;
+            peer.leave().await;
+            received.map(|done| report("peer-drain", n, started, done, None))
+        }
+        _ => panic!("{USAGE}"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mqtt_ingest {mode}: {e}");
+            ExitCode::FAILURE
+        }
     }
-    let peer = if mode == "peer" {
-        Some(subscribe(port, run).await)
-    } else {
-        None
-    };
-    let store = match mode {
-        "store" => Some(Store::open(args.get(4).expect(usage)).await),
-        _ => None,
-    };
-    let started = Instant::now();
-    publish(port, n, run, if mode == "peer" { "peer" } else { "burst" }).await;
-    let published = started.elapsed();
-    let done = match (peer, store) {
-        (Some(rx), _) => wait_peer(rx, n).await,
-        (None, Some(store)) => store.wait(n).await,
-        (None, None) => unreachable!("one of the modes"),
-    };
-    let total = done.duration_since(started);
+}
+
+/// Prints one measurement; the last field is the rate, for the script.
+fn report(what: &str, n: usize, started: Instant, done: Instant, published: Option<Duration>) {
+    let total = done.duration_since(started).as_secs_f64();
+    let published = published
+        .map(|p| format!(", published in {:.3} s", p.as_secs_f64()))
+        .unwrap_or_default();
     println!(
-        "{mode}: {n} QoS 1 alarms published in {:.3} s, all {} in {:.3} s = {:.0} alarms/s",
-        published.as_secs_f64(),
-        if mode == "peer" {
-            "received"
-        } else {
-            "committed"
-        },
-        total.as_secs_f64(),
-        n as f64 / total.as_secs_f64()
+        "{what}: {n} QoS 1 alarms{published}, all in {total:.3} s = {:.0} alarms/s",
+        n as f64 / total
     );
 }
 
-/// Publishes `n` alarms and waits for every PUBACK.
-async fn publish(port: u16, n: usize, run: u32, prefix: &'static str) {
-    let mut options = MqttOptions::new(format!("bench-pub-{run}"), "127.0.0.1", port);
+/// Publishes `n` alarms of run `run` under `prefix` and waits for every
+/// PUBACK.
+async fn publish(port: u16, n: usize, run: &str, prefix: &str) {
+    let mut options = MqttOptions::new(format!("bench-pub-{run}-{prefix}"), "127.0.0.1", port);
     options
-        .set_inflight(100)
+        .set_inflight(PUBLISH_WINDOW)
         .set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let (client, mut eventloop) = AsyncClient::new(options, usize::from(PUBLISH_WINDOW));
+    let topics: Vec<String> = (0..COMPONENTS)
+        .map(|k| format!("{prefix}/srv-{k}/alarm"))
+        .collect();
+    let run = run.to_owned();
     let sender = tokio::spawn(async move {
         for i in 0..n {
-            let topic = format!("{prefix}/srv-{}/alarm", i % COMPONENTS);
             let payload = format!(r#"{{"state":"alarm","key":"{run}-{i}"}}"#);
             client
-                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .publish(&topics[i % COMPONENTS], QoS::AtLeastOnce, false, payload)
                 .await
                 .expect("publish");
         }
@@ -119,88 +157,166 @@ async fn publish(port: u16, n: usize, run: u32, prefix: &'static str) {
             Err(e) => panic!("publisher: {e}"),
         }
     }
-    let _ = sender.await;
+    let client = sender.await.expect("the publisher's sender");
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
 }
 
-/// A subscriber that acknowledges each message on receipt.
-async fn subscribe(port: u16, run: u32) -> tokio::sync::mpsc::Receiver<()> {
-    let mut options = MqttOptions::new(format!("bench-peer-{run}"), "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(options, 100);
-    client
-        .subscribe("peer/+/alarm", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    let (tx, rx) = tokio::sync::mpsc::channel(100_000);
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _client = client;
-        let mut subscribed_tx = Some(subscribed_tx);
+/// The plain subscriber: a persistent session like the daemon's, QoS 1,
+/// manual acks, each message acked as soon as it is read.
+struct Peer {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    /// Acks that found the request channel full.
+    unsent: VecDeque<Publish>,
+}
+
+impl Peer {
+    /// Connects the one session of the peer (one client id per broker, so
+    /// that no forgotten session keeps collecting messages) and subscribes,
+    /// or, with `subscribe` false, resumes the session as it is: messages
+    /// queued for it may come before any SUBACK.
+    async fn connect(port: u16, subscribe: bool) -> Peer {
+        let mut options = MqttOptions::new("bench-peer", "127.0.0.1", port);
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(false)
+            .set_manual_acks(true);
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        if subscribe {
+            client
+                .try_subscribe("peer/+/alarm", QoS::AtLeastOnce)
+                .expect("subscribe");
+        }
         loop {
             match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(t) = subscribed_tx.take() {
-                        let _ = t.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(_))) => {
-                    if tx.send(()).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(Event::Incoming(Packet::SubAck(_))) if subscribe => break,
+                Ok(Event::Incoming(Packet::ConnAck(_))) if !subscribe => break,
                 Ok(_) => {}
                 Err(e) => panic!("peer: {e}"),
             }
         }
-    });
-    let _ = subscribed.await;
-    rx
-}
-
-async fn wait_peer(mut rx: tokio::sync::mpsc::Receiver<()>, n: usize) -> Instant {
-    for _ in 0..n {
-        tokio::time::timeout(PATIENCE, rx.recv())
-            .await
-            .expect("the whole burst within the patience")
-            .expect("peer running");
+        Peer {
+            client,
+            eventloop,
+            unsent: VecDeque::new(),
+        }
     }
-    Instant::now()
+
+    /// Disconnects after the acks already given, keeping the session (and
+    /// what is queued for it).
+    async fn leave(mut self) {
+        let mut asked = false;
+        loop {
+            while let Some(p) = self.unsent.front() {
+                if self.client.try_ack(p).is_err() {
+                    break;
+                }
+                self.unsent.pop_front();
+            }
+            if self.unsent.is_empty() && !asked {
+                asked = self.client.try_disconnect().is_ok();
+            }
+            if self.eventloop.poll().await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Receives and acks `n` messages; the time the last one came.
+    async fn receive(&mut self, n: usize, patience: Duration) -> Result<Instant, String> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut got = 0;
+        // The request channel is drained by this very loop: acks that find
+        // it full go in after the next poll.
+        let mut unsent = std::mem::take(&mut self.unsent);
+        while got < n {
+            while let Some(p) = unsent.front() {
+                if self.client.try_ack(p).is_err() {
+                    break;
+                }
+                unsent.pop_front();
+            }
+            let polled = tokio::time::timeout_at(deadline, self.eventloop.poll())
+                .await
+                .map_err(|_| format!("only {got} of {n} received within {patience:?}"))?;
+            match polled {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    got += 1;
+                    if !unsent.is_empty() || self.client.try_ack(&p).is_err() {
+                        unsent.push_back(p);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("peer: {e}")),
+            }
+        }
+        self.unsent = unsent;
+        Ok(Instant::now())
+    }
 }
 
-/// The daemon's store, read-only, and how many alarms it held at the start.
+/// The daemon's store, read-only.
 struct Store {
     conn: sqlx::SqliteConnection,
-    base: i64,
 }
 
 impl Store {
     async fn open(db: &str) -> Store {
         use sqlx::Connection;
         let url = format!("sqlite://{db}?mode=ro");
-        let mut conn = sqlx::SqliteConnection::connect(&url)
+        let conn = sqlx::SqliteConnection::connect(&url)
             .await
             .expect("open the daemon's store");
-        let base = count(&mut conn).await;
-        Store { conn, base }
+        Store { conn }
     }
 
-    /// Polls until the store holds `n` alarms more than at the start.
-    async fn wait(mut self, n: usize) -> Instant {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let got = count(&mut self.conn).await - self.base;
-            if got as usize >= n {
-                return Instant::now();
+    /// The newest alarm id (0 in an empty store).
+    async fn newest(&mut self) -> i64 {
+        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM alarms")
+            .fetch_one(&mut self.conn)
+            .await
+            .expect("read the newest alarm id")
+    }
+
+    /// Polls until `n` alarm rows follow `base`, then checks that they are
+    /// exactly one per key of `run`; returns when they were all there.
+    async fn wait(
+        &mut self,
+        run: &str,
+        base: i64,
+        n: usize,
+        patience: Duration,
+    ) -> Result<Instant, String> {
+        let deadline = Instant::now() + patience;
+        let n = n as i64;
+        let done = loop {
+            let got = self.newest().await - base;
+            if got >= n {
+                break Instant::now();
             }
-            assert!(Instant::now() < deadline, "only {got} of {n} committed");
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "only {got} of {n} alarms committed within {patience:?}"
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-}
-
-async fn count(conn: &mut sqlx::SqliteConnection) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM alarms")
-        .fetch_one(conn)
+        };
+        let (rows, keys): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT \"key\") FROM alarms \
+             WHERE id > ? AND \"key\" LIKE ? || '-%'",
+        )
+        .bind(base)
+        .bind(run)
+        .fetch_one(&mut self.conn)
         .await
-        .expect("count the stored alarms")
+        .map_err(|e| format!("count the stored alarms: {e}"))?;
+        if rows != n || keys != n {
+            return Err(format!(
+                "the store holds {rows} alarm rows with {keys} distinct keys of run {run}, \
+                 not {n}"
+            ));
+        }
+        Ok(done)
+    }
 }

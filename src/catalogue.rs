@@ -5,7 +5,7 @@
 //! resolved to indices once, here, so the engine never looks up strings
 //! on its hot path and never scans the whole catalogue per alarm.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -656,13 +656,17 @@ impl Catalogue {
     /// one), following dependents and, for a component with backups, what
     /// the components it backs feed. Sorted by id.
     pub fn fed_services(&self, start: NodeId) -> Vec<NodeId> {
-        let mut seen = HashSet::new();
+        // One bit per node: on a large catalogue the walk from a mains
+        // reaches most nodes, and a bit is cheaper than a hashed entry.
+        let mut seen = vec![0u64; self.nodes.len().div_ceil(64)];
         let mut stack = vec![start];
         let mut out = Vec::new();
         while let Some(n) = stack.pop() {
-            if !seen.insert(n) {
+            let (word, bit) = (n.0 as usize / 64, 1u64 << (n.0 % 64));
+            if seen[word] & bit != 0 {
                 continue;
             }
+            seen[word] |= bit;
             let node = self.node(n);
             if node.is_service() {
                 out.push(n);

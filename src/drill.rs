@@ -277,7 +277,7 @@ pub fn drive(
         })?;
         engine.add_history(node, h.duration);
     }
-    let events = compile_events(&cat, scenario)?;
+    let mut events = compile_events(&cat, scenario)?.into_iter().peekable();
     let end = start.plus(scenario.end);
 
     let healthy = ProbeResult {
@@ -292,10 +292,9 @@ pub fn drive(
         .map(|p| p.config.every.max(Duration::from_millis(1)))
         .collect();
 
-    let mut next_event = 0;
     loop {
         let candidates = [
-            events.get(next_event).map(|e| e.0),
+            events.peek().map(|e| e.0),
             next_probe.iter().min().copied(),
             engine.next_wakeup(),
         ];
@@ -305,20 +304,19 @@ pub fn drive(
         if now > end {
             break;
         }
-        while let Some((at, event)) = events.get(next_event).filter(|e| e.0 == now) {
-            next_event += 1;
+        while let Some((at, event)) = events.next_if(|e| e.0 == now) {
             match event {
-                Step::Probe(i, result) => results[*i] = result.clone(),
+                Step::Probe(i, result) => results[i] = result,
                 Step::Reject(source, reason) => sink(
                     now,
                     &[Effect::Rejected {
-                        source: *source,
-                        reason: *reason,
+                        source,
+                        reason,
                         detail: String::new(),
                     }],
                 )?,
                 Step::Engine(ev) => {
-                    let changed = match engine.apply(*at, ev.clone()) {
+                    let changed = match engine.apply(at, ev) {
                         Ok(applied) => {
                             sink(now, &applied.effects)?;
                             applied.changed

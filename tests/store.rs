@@ -21,8 +21,8 @@ use beredskab::engine::{
     Level, Notification, ProbeResult, Reason, RejectReason, Severity, Source, TimelineEntry, Ts,
 };
 use beredskab::store::{
-    Batch, IncidentFilter, IncidentRow, InputOutcome, OutboxState, RAW_LIMIT, Rejection,
-    SqliteStore, Store, StoreError, UsedLink,
+    Attempt, AttemptOutcome, Batch, IncidentFilter, IncidentRow, InputOutcome, OutboxState,
+    RAW_LIMIT, Rejection, SqliteStore, Store, StoreError, UsedLink,
 };
 use sqlx::Connection;
 
@@ -1008,4 +1008,56 @@ async fn a_used_link_is_found_by_its_id() {
     let mut all = store.used_links().await.expect("all");
     all.sort();
     assert_eq!(all, ["abc", "def"]);
+}
+
+#[tokio::test]
+async fn attempts_recorded_together_are_all_or_nothing() {
+    let store = SqliteStore::open(temp_db("attempts")).await.expect("open");
+    let mut batch = Batch::new();
+    for key in ["1/open/0/p-drift/sms", "1/open/0/p-support/sms"] {
+        batch.notification(at(10), notification(key, 1));
+    }
+    store.commit(batch).await.expect("commit");
+    let sent = |key: &str| Attempt {
+        key: key.into(),
+        incident: 1,
+        at: at(11),
+        channel: "sms".into(),
+        person: "p-drift".into(),
+        outcome: AttemptOutcome::Sent,
+        detail: "sent".into(),
+        next_attempt: None,
+        fallback: None,
+    };
+    // One attempt the store cannot take fails the whole batch.
+    let bad = [sent("1/open/0/p-drift/sms"), sent("nope")];
+    assert!(matches!(
+        store.record_attempts(&bad).await,
+        Err(StoreError::UnknownNotification(k)) if k == "nope"
+    ));
+    assert_eq!(
+        store
+            .due_notifications(at(20), 10)
+            .await
+            .expect("due")
+            .len(),
+        2
+    );
+    assert!(store.deliveries(1).await.expect("deliveries").is_empty());
+
+    let good = [sent("1/open/0/p-drift/sms"), sent("1/open/0/p-support/sms")];
+    store.record_attempts(&good).await.expect("record");
+    assert!(
+        store
+            .due_notifications(at(20), 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(store.deliveries(1).await.expect("deliveries").len(), 2);
+    // The writer goes on committing after them.
+    let mut batch = Batch::new();
+    batch.notification(at(30), notification("2/open/0/p-drift/sms", 2));
+    store.commit(batch).await.expect("commit");
+    assert_eq!(store.next_due().await.expect("next"), Some(at(30)));
 }

@@ -12,8 +12,14 @@
 //! - manual acks, clean session off, a fixed client id: whatever the daemon
 //!   has not stored is redelivered by the broker after any crash;
 //! - one task polls the event loop all the time and never awaits the client:
-//!   subscribe, ack and disconnect requests go in with `try_` calls, and one
-//!   that finds the request channel full is retried after the next poll;
+//!   subscribe and disconnect requests go in with `try_` calls, and one that
+//!   finds the request channel full is retried after the next poll;
+//! - acks do not go through rumqttc's request channel, which would cost a
+//!   poll, a wake-up and a write to the socket each: the daemon marks them
+//!   ready and wakes the task, which writes every ready ack into the
+//!   connection's buffer and sends them with one write between two polls
+//!   (so the buffer is empty whenever a poll starts, which keeps a poll
+//!   that the wake-up cuts short from losing anything);
 //! - subscribe on every ConnAck: a broker that lost the session lost the
 //!   subscriptions with it;
 //! - acks leave in arrival order; an ack for a message of an earlier
@@ -29,10 +35,10 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, Publish, QoS, StateError, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
-    Transport,
+    Packet, PubAck, Publish, QoS, StateError, SubscribeFilter, SubscribeReasonCode,
+    TlsConfiguration, Transport,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -47,8 +53,8 @@ const DEFAULT_PORT: u16 = 1883;
 const DEFAULT_TLS_PORT: u16 = 8883;
 /// How often an idle connection pings the broker.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// Capacity of rumqttc's request channel (acks, subscribes, disconnect).
-const REQUEST_CAPACITY: usize = 1024;
+/// Capacity of rumqttc's request channel (subscribes, disconnect).
+const REQUEST_CAPACITY: usize = 16;
 /// The first wait after a failed connection.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between connection attempts.
@@ -141,9 +147,14 @@ impl Acker {
     /// broker redelivers it) and after the collector stopped.
     pub fn ack(mut self) {
         if let Some(slot) = self.slot.take() {
-            let mut queue = slot.shared.lock();
-            queue.complete(slot.connection, slot.seq);
-            queue.flush(&slot.shared.client);
+            let ready = {
+                let mut queue = slot.shared.lock();
+                queue.complete(slot.connection, slot.seq);
+                !queue.ready.is_empty() && !queue.stopped
+            };
+            if ready {
+                slot.shared.acks_ready.notify_one();
+            }
         }
     }
 
@@ -179,6 +190,8 @@ impl fmt::Debug for Acker {
 struct Shared {
     client: AsyncClient,
     queue: Mutex<AckQueue>,
+    /// Wakes the poll loop when acks are ready to leave.
+    acks_ready: Notify,
 }
 
 impl Shared {
@@ -199,8 +212,8 @@ struct AckQueue {
     first: u64,
     /// Packet id, and whether the daemon has acked it.
     waiting: VecDeque<(u16, bool)>,
-    /// Acked in order, not yet accepted by rumqttc's (full) request channel.
-    ready: VecDeque<u16>,
+    /// Acked in order, not yet written to the connection.
+    ready: Vec<u16>,
     /// The collector has stopped: acks go nowhere.
     stopped: bool,
 }
@@ -226,23 +239,17 @@ impl AckQueue {
         while let Some(&(pkid, true)) = self.waiting.front() {
             self.waiting.pop_front();
             self.first += 1;
-            self.ready.push_back(pkid);
+            self.ready.push(pkid);
         }
     }
 
-    /// Hands ready acks to rumqttc, in order, until its channel is full.
-    fn flush(&mut self, client: &AsyncClient) {
+    /// Takes the acks ready to leave, in order, into `out` (emptied first).
+    fn take_ready(&mut self, out: &mut Vec<u16>) {
+        out.clear();
         if self.stopped {
             self.ready.clear();
-            return;
-        }
-        while let Some(&pkid) = self.ready.front() {
-            let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::new());
-            publish.pkid = pkid;
-            if client.try_ack(&publish).is_err() {
-                break;
-            }
-            self.ready.pop_front();
+        } else {
+            std::mem::swap(&mut self.ready, out);
         }
     }
 
@@ -346,7 +353,9 @@ impl MqttCollector {
         let shared = Arc::new(Shared {
             client: client.clone(),
             queue: Mutex::new(AckQueue::default()),
+            acks_ready: Notify::new(),
         });
+        let mut acks = Vec::new();
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut connected_at: Option<Instant> = None;
         let mut subscribe_due = false;
@@ -356,12 +365,20 @@ impl MqttCollector {
             if subscribe_due {
                 subscribe_due = !try_subscribe(&client, &self.topics);
             }
-            shared.lock().flush(&client);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = send_acks(&shared, &mut eventloop, &mut acks) => {}
+            }
 
+            // The poll may be cut short by acks becoming ready: rumqttc keeps
+            // what it has read for the next poll, and with the connection's
+            // write buffer empty (above) it has nothing half written.
             let polled = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 polled = eventloop.poll() => polled,
+                () = shared.acks_ready.notified() => continue,
             };
             let mut inputs = Vec::with_capacity(1);
             let mut retry_after = None;
@@ -448,6 +465,28 @@ async fn deliver(
     }
 }
 
+/// Writes the acks that are ready, in order, to the connection and sends
+/// them. Acks that cannot be sent are dropped: the connection is broken, the
+/// next poll says so, and the broker redelivers the messages.
+async fn send_acks(shared: &Shared, eventloop: &mut EventLoop, acks: &mut Vec<u16>) {
+    shared.lock().take_ready(acks);
+    if acks.is_empty() {
+        return;
+    }
+    let Some(network) = eventloop.network.as_mut() else {
+        return;
+    };
+    for &pkid in acks.iter() {
+        if let Err(e) = network.write(Packet::PubAck(PubAck::new(pkid))).await {
+            debug!(error = %e, "mqtt acks not sent");
+            return;
+        }
+    }
+    if let Err(e) = network.flush().await {
+        debug!(error = %e, "mqtt acks not sent");
+    }
+}
+
 /// A message of the current connection, with its place in the ack order.
 fn received(shared: &Arc<Shared>, publish: Publish) -> Received {
     let slot = (publish.qos != QoS::AtMostOnce).then(|| {
@@ -501,8 +540,9 @@ async fn disconnect(shared: &Shared, eventloop: &mut EventLoop) {
     let finish = async {
         let mut asked = false;
         let mut sent = false;
+        let mut acks = Vec::new();
         loop {
-            shared.lock().flush(&shared.client);
+            send_acks(shared, eventloop, &mut acks).await;
             if !asked {
                 asked = shared.client.try_disconnect().is_ok();
             }

@@ -6,14 +6,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::incident::{Chain, severity_of};
+use super::incident::{Chain, Derived};
 use super::text::{self, Facts, TextKind};
 use super::{
     Basis, Effect, Engine, EngineError, Health, IncidentId, IncidentState, Level, Notification,
     Out, Reason, Severity, Ts, ids, millis, secs,
 };
 use crate::catalogue::{ChannelId, NodeId, PersonId, PolicyId, RoleId};
-use crate::config::{AlarmKind, Criticality, RecipientRef, StepOn};
+use crate::config::{AlarmKind, RecipientRef, StepOn};
 
 /// Whole seconds, rounding up, of a span in milliseconds.
 fn ceil_secs(ms: i64) -> i64 {
@@ -63,22 +63,27 @@ impl Engine {
         self.check_generator(now, id, out);
         self.adopt_policies(id);
 
+        let fresh = self.incidents[idx].derived.is_none();
+        let derived = self.derived(idx);
         let inc = &self.incidents[idx];
         let prev = inc.reported.as_ref().map(|r| r.2);
-        let severity = severity_of(&inc.services, |s| {
-            cat.node(s).criticality().unwrap_or(Criticality::Important)
-        })
-        .max(inc.severity);
+        let severity = derived.severity.max(inc.severity);
         let root_name = cat.node(inc.root).id.clone();
-        let mut names: Vec<String> = inc
-            .services
-            .keys()
-            .map(|s| cat.node(*s).id.clone())
-            .collect();
-        names.sort();
+        // Unless the services changed since the last report, only the root
+        // and severity can have: the names are not compared again.
+        if !new
+            && !fresh
+            && inc
+                .reported
+                .as_ref()
+                .is_some_and(|r| r.0 == root_name && r.2 == severity)
+        {
+            self.escalate(now, id, prev, severity, &derived, out);
+            return;
+        }
         // Reported by id, not index, so that a snapshot restored against
         // an edited config still sees what changed since the last report.
-        let reported = (root_name.clone(), names, severity);
+        let reported = (root_name.clone(), derived.names.clone(), severity);
         if new {
             out.incidents.push(Effect::IncidentOpened {
                 incident: id,
@@ -100,20 +105,33 @@ impl Engine {
             let text = format!("opened: {root_name}");
             inc.log(now, "opened", text, None);
         }
-        inc.severity = severity;
         inc.reported = Some(reported);
+        self.escalate(now, id, prev, severity, &derived, out);
+    }
+
+    /// The rest of a flush once the incident's line is reported: its
+    /// severity, notifying (fire and life services do not wait for
+    /// related alarms), steps, status reminders and next wake-up.
+    fn escalate(
+        &mut self,
+        now: Ts,
+        id: IncidentId,
+        prev: Option<Severity>,
+        severity: Severity,
+        derived: &Derived,
+        out: &mut Out,
+    ) {
+        let inc = &mut self.incidents[id];
+        inc.severity = severity;
         if severity >= Severity::Major && prev.is_none_or(|p| p < Severity::Major) {
             inc.major_since = Some(now);
         }
-
-        // Fire and life services do not wait for related alarms.
-        let urgent = self.has_firing(&self.incidents[idx], AlarmKind::Fire)
-            || self.incidents[idx].services.iter().any(|(s, h)| {
-                *h == Health::Down && cat.node(*s).criticality() == Some(Criticality::Life)
-            });
-        if self.incidents[idx].notify_from.is_none() && urgent {
-            self.start_notifying(now, id, out);
-        } else if self.incidents[idx].notify_from.is_some() {
+        if self.incidents[id].notify_from.is_none() {
+            let urgent = derived.life_down || self.has_firing(&self.incidents[id], AlarmKind::Fire);
+            if urgent {
+                self.start_notifying(now, id, out);
+            }
+        } else {
             if prev.is_some_and(|p| severity > p) {
                 self.retell_severity(now, id, out);
             }
@@ -123,6 +141,20 @@ impl Engine {
         self.update_wake(id);
     }
 
+    /// What follows from the incident's services, worked out again only
+    /// when they changed.
+    fn derived(&mut self, id: IncidentId) -> Arc<Derived> {
+        let inc = &mut self.incidents[id];
+        match &inc.derived {
+            Some(d) => d.clone(),
+            None => {
+                let d = Arc::new(Derived::of(&self.cat, &inc.services));
+                inc.derived = Some(d.clone());
+                d
+            }
+        }
+    }
+
     /// The policies an incident follows: its services', or, while it
     /// affects none, those of the services its root feeds. Once followed,
     /// a policy stays.
@@ -130,6 +162,15 @@ impl Engine {
         let idx = id;
         let services = self.context_services(id);
         let inc = &mut self.incidents[idx];
+        // The same services as last time: their policies are followed.
+        if inc
+            .adopted
+            .as_ref()
+            .is_some_and(|(root, s)| *root == inc.root && Arc::ptr_eq(s, &services))
+        {
+            return;
+        }
+        inc.adopted = Some((inc.root, services.clone()));
         let before = inc.policies.len();
         for s in services.iter() {
             if let Some(p) = self.cat.node(*s).policy
@@ -145,12 +186,10 @@ impl Engine {
 
     /// The services whose owners, contacts and policies an incident uses.
     fn context_services(&mut self, id: IncidentId) -> Arc<Vec<NodeId>> {
-        let inc = &self.incidents[id];
-        if !inc.services.is_empty() {
-            let mut v: Vec<NodeId> = inc.services.keys().copied().collect();
-            v.sort_by(|a, b| self.cat.node(*a).id.cmp(&self.cat.node(*b).id));
-            return Arc::new(v);
+        if !self.incidents[id].services.is_empty() {
+            return self.derived(id).sorted.clone();
         }
+        let inc = &self.incidents[id];
         let root = inc.root;
         if let Some(v) = self.fed_cache.get(&root) {
             return v.clone();
@@ -216,21 +255,27 @@ impl Engine {
         }
         let cat = self.cat.clone();
         let remaining_ms = self.incidents[idx].expected_end().millis_since(now);
-        let mut hit = None;
-        for &m in &self.incidents[idx].members {
+        // A down member carried by a generator that runs dry first.
+        let runs_dry = |m: NodeId| {
             if self.graph.own[m.0 as usize] != Health::Down || !self.carried(m) {
-                continue;
+                return None;
             }
-            let Some(b) = cat.node(m).backup else {
-                continue;
-            };
-            if let Some(runtime) = self.generator_runtime(b)
-                && remaining_ms > millis(runtime)
-            {
-                hit = Some((m, runtime));
-                break;
-            }
+            let runtime = self.generator_runtime(cat.node(m).backup?)?;
+            (remaining_ms > millis(runtime)).then_some((m, runtime))
+        };
+        let members = &self.incidents[idx].members;
+        // Only components with a backup can be carried: when they are
+        // fewer than the members (a storm of alarms on one incident), ask
+        // them first, and walk the members in order only on a hit.
+        if self.backed.len() < members.len()
+            && !self
+                .backed
+                .iter()
+                .any(|&m| self.member_of.get(&m) == Some(&id) && runs_dry(m).is_some())
+        {
+            return;
         }
+        let hit = members.iter().find_map(|&m| runs_dry(m));
         let Some((mains, runtime)) = hit else { return };
         let fed = cat.fed_services(mains);
         let inc = &mut self.incidents[idx];
@@ -239,6 +284,7 @@ impl Engine {
         for s in fed {
             inc.services.insert(s, Health::Down);
         }
+        inc.derived = None;
         let expected_s = inc.expected_s;
         inc.basis = Basis::Generator;
         inc.log(

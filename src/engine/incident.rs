@@ -2,10 +2,11 @@
 //! and resolving (SPEC §3 "Incidents").
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Effect, Engine, Health, IncidentId, Out, Severity, Ts};
-use crate::catalogue::{ChannelId, NodeId, PersonId, PolicyId, RoleId};
+use crate::catalogue::{Catalogue, ChannelId, NodeId, PersonId, PolicyId, RoleId};
 use crate::config::{AlarmKind, Criticality};
 
 /// Where an incident stands.
@@ -244,6 +245,12 @@ pub struct Incident {
     /// (root id, sorted service ids, severity) as last reported; `None`
     /// before opening is reported.
     pub(super) reported: Option<(String, Vec<String>, Severity)>,
+    /// What follows from `services`, worked out once per change of them
+    /// (a storm of alarms on an incident with many services does not sort
+    /// them again for each alarm); `None` when `services` changed since.
+    pub(super) derived: Option<Arc<Derived>>,
+    /// The root and context services `policies` were last adopted from.
+    pub(super) adopted: Option<(NodeId, Arc<Vec<NodeId>>)>,
     pub(super) wake: Option<Ts>,
     /// Counts notification batches, for idempotency keys.
     pub(super) batches: u32,
@@ -276,6 +283,35 @@ impl Incident {
             .opened
             .0
             .saturating_add(self.expected_s.saturating_mul(1000)))
+    }
+}
+
+/// What follows from an incident's services.
+#[derive(Debug)]
+pub(super) struct Derived {
+    /// The services, sorted by id.
+    pub(super) sorted: Arc<Vec<NodeId>>,
+    /// Their ids, sorted: what an incident line reports.
+    pub(super) names: Vec<String>,
+    /// The severity they make.
+    pub(super) severity: Severity,
+    /// Whether a life service is down: it does not wait for `settle`.
+    pub(super) life_down: bool,
+}
+
+impl Derived {
+    pub(super) fn of(cat: &Catalogue, services: &BTreeMap<NodeId, Health>) -> Derived {
+        let crit = |s: NodeId| cat.node(s).criticality().unwrap_or(Criticality::Important);
+        let mut sorted: Vec<NodeId> = services.keys().copied().collect();
+        sorted.sort_by(|a, b| cat.node(*a).id.cmp(&cat.node(*b).id));
+        Derived {
+            names: sorted.iter().map(|s| cat.node(*s).id.clone()).collect(),
+            sorted: Arc::new(sorted),
+            severity: severity_of(services, crit),
+            life_down: services
+                .iter()
+                .any(|(s, h)| *h == Health::Down && crit(*s) == Criticality::Life),
+        }
     }
 }
 
@@ -329,8 +365,11 @@ impl Engine {
             };
             if let Some(&id) = self.member_of.get(&root) {
                 let inc = &mut self.incidents[id];
-                let e = inc.services.entry(s).or_insert(h);
-                *e = (*e).max(h);
+                let e = inc.services.entry(s).or_insert(Health::Up);
+                if *e < h {
+                    *e = h;
+                    inc.derived = None;
+                }
                 self.dirty.insert(id);
             }
         }
@@ -398,6 +437,8 @@ impl Engine {
             major_since: None,
             generator_alerted: false,
             reported: None,
+            derived: None,
+            adopted: None,
             wake: None,
             batches: 0,
             step_sent: HashSet::new(),
@@ -473,15 +514,16 @@ impl Engine {
         self.dirty.remove(&gone);
         let k = &mut self.incidents[keep];
         for m in absorbed {
-            if !k.members.contains(&m) {
+            // Whether `keep` holds it already, without a walk of its list.
+            if self.member_of.insert(m, keep) != Some(keep) {
                 k.members.push(m);
             }
-            self.member_of.insert(m, keep);
         }
         for (s, h) in services {
             let e = k.services.entry(s).or_insert(h);
             *e = (*e).max(h);
         }
+        k.derived = None;
         for p in policies {
             if !k.policies.contains(&p) {
                 k.policies.push(p);
@@ -509,9 +551,13 @@ impl Engine {
 
     /// Whether any member has a firing alarm of this kind.
     pub(super) fn has_firing(&self, inc: &Incident, kind: AlarmKind) -> bool {
-        inc.members
-            .iter()
-            .any(|m| self.firing.get(m).is_some_and(|l| l.has_kind(kind)))
+        let nodes = &self.firing_kinds[kind as usize];
+        if inc.state.is_live() && nodes.len() < inc.members.len() {
+            // A live incident's members are those `member_of` names it for.
+            nodes.iter().any(|n| self.member_of.get(n) == Some(&inc.id))
+        } else {
+            inc.members.iter().any(|m| nodes.contains(m))
+        }
     }
 
     /// Resolves an incident: by a person (`by`), or because all its

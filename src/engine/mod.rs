@@ -544,6 +544,11 @@ pub struct Engine {
     cat: Arc<Catalogue>,
     /// Firing alarms per node.
     firing: HashMap<NodeId, alarms::FiringAlarms>,
+    /// The nodes with a firing alarm of each kind, by [`AlarmKind`]
+    /// discriminant: is a fire alarm among an incident's members?
+    firing_kinds: [BTreeSet<NodeId>; AlarmKind::ALL.len()],
+    /// The components with a backup: the only ones a generator carries.
+    backed: Vec<NodeId>,
     /// Health: each node's own, effective and passed-on health.
     graph: health::HealthGraph,
     probes: Vec<ProbeState>,
@@ -578,10 +583,16 @@ pub struct Engine {
 impl Engine {
     pub fn new(cat: Arc<Catalogue>) -> Engine {
         let n = cat.nodes.len();
+        let backed = (0..n)
+            .map(|i| NodeId(i as u32))
+            .filter(|&i| cat.node(i).backup.is_some())
+            .collect();
         Engine {
             probes: vec![ProbeState::default(); cat.probes.len()],
             cat,
             firing: HashMap::new(),
+            firing_kinds: Default::default(),
+            backed,
             graph: health::HealthGraph::new(n),
             heartbeats: HashMap::new(),
             heartbeat_timers: BTreeSet::new(),
@@ -1086,14 +1097,23 @@ impl Engine {
         message: Option<String>,
         out: &mut Out,
     ) -> bool {
-        let list = self.firing.entry(node).or_default();
         let change = match state {
-            AlarmState::Firing => list.fire(&alarm, MAX_FIRING_PER_NODE),
-            AlarmState::Cleared => list.clear(&alarm),
+            AlarmState::Firing => self
+                .firing
+                .entry(node)
+                .or_default()
+                .fire(&alarm, MAX_FIRING_PER_NODE),
+            AlarmState::Cleared => match self.firing.get_mut(&node) {
+                None => alarms::Change::Same,
+                Some(list) => {
+                    let change = list.clear(&alarm);
+                    if list.is_empty() {
+                        self.firing.remove(&node);
+                    }
+                    change
+                }
+            },
         };
-        if list.is_empty() {
-            self.firing.remove(&node);
-        }
         match change {
             alarms::Change::Same => return false,
             alarms::Change::Full => {
@@ -1112,6 +1132,7 @@ impl Engine {
             }
             alarms::Change::Began | alarms::Change::Severity | alarms::Change::Cleared => {}
         }
+        self.index_kind(node, alarm.kind);
         out.cause.push(Effect::Alarm {
             component: self.cat.node(node).id.clone(),
             kind: alarm.kind,
@@ -1136,6 +1157,16 @@ impl Engine {
         // with no open incident (say after a manual resolve) opens one.
         self.health_changed(now, &[node], out);
         true
+    }
+
+    /// Brings [`Engine::firing_kinds`] in line with `node`'s alarms of `kind`.
+    fn index_kind(&mut self, node: NodeId, kind: AlarmKind) {
+        let nodes = &mut self.firing_kinds[kind as usize];
+        if self.firing.get(&node).is_some_and(|l| l.has_kind(kind)) {
+            nodes.insert(node);
+        } else {
+            nodes.remove(&node);
+        }
     }
 
     fn own_health(&self, node: NodeId) -> Health {

@@ -733,6 +733,9 @@ impl Restore {
             }
             if !list.is_empty() {
                 e.firing.insert(n, list);
+                for kind in AlarmKind::ALL {
+                    e.index_kind(n, kind);
+                }
             }
         }
 
@@ -998,6 +1001,8 @@ impl Restore {
                 .reported
                 .as_ref()
                 .map(|r| (r.root.clone(), r.services.clone(), r.severity)),
+            derived: None,
+            adopted: None,
             wake: None,
             batches: s.batches,
             step_sent,

@@ -22,10 +22,15 @@
 //!   are never dropped), or until the channel's `give_up_after` (24h by
 //!   default) has passed since it was decided (failed: logged at error).
 //!
-//! A send is never repeated because recording it failed: the outcome is
-//! kept and its record retried until the store takes it. A crash between
-//! the gateway's answer and the record of it sends that row again after
-//! the restart: the idempotency key goes with every request (and is the
+//! Attempts are recorded in batches, many in one transaction, without a
+//! sync to disk of their own (the core's next commit syncs them): so a
+//! thousand notifications a second cost a few cheap writes, and the core's
+//! commits, which share the one writer, do not queue behind them. A send
+//! is never repeated because recording it failed: the outcome is kept, its
+//! key stays in flight, and its record is retried until the store takes
+//! it. A crash between the gateway's answer and the record of it (or a
+//! power loss before the record's sync) sends that row again after the
+//! restart: the idempotency key goes with every request (and is the
 //! mail's Message-ID) so the gateway can drop the duplicate. SMTP cannot
 //! promise that; such a duplicate is rare and never a loss.
 //!
@@ -36,11 +41,11 @@ pub mod channel;
 mod http;
 mod smtp;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -56,9 +61,13 @@ use crate::store::{Attempt, AttemptOutcome, OutboxRow, Store};
 use channel::{Delivery, SendError, Sender};
 
 /// Rows read per round trip.
-const PAGE: u32 = 100;
+const PAGE: u32 = 256;
 /// Deliveries in flight at once.
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = 64;
+/// Most attempts recorded in one transaction.
+const RECORD_BATCH: usize = 256;
+/// How long shutdown waits for the attempts already made to be recorded.
+const RECORD_AT_SHUTDOWN: Duration = Duration::from_secs(2);
 /// How long to wait after the store failed before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// The longest wait between tries to record an attempt the store refused.
@@ -131,74 +140,136 @@ pub struct Notifier<S: Store> {
 
 impl<S: Store + Clone + 'static> Notifier<S> {
     /// Delivers until `shutdown`; deliveries in flight then are abandoned
-    /// (their rows stay pending and go out after the restart).
+    /// (their rows stay pending and go out after the restart), and what
+    /// was sent is still recorded for up to [`RECORD_AT_SHUTDOWN`].
+    ///
+    /// The outbox is read a page at a time, soonest first, when something
+    /// may have changed in it (the core woke us, a page was not enough, a
+    /// retry came due); the page's due rows wait in memory until a
+    /// delivery slot is free, and its first row not yet due sets the
+    /// sleep. One read serves many deliveries, so the reads do not grow
+    /// with the rate.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let mut senders = Arc::new(Senders::new(this.catalogue.borrow().clone()));
         let mut running: JoinSet<()> = JoinSet::new();
+        // Keys sent or being sent whose attempt is not yet recorded.
         let mut in_flight: HashSet<String> = HashSet::new();
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Recorded>();
+        let (attempt_tx, attempt_rx) = mpsc::unbounded_channel::<Attempt>();
+        let mut recorder = {
+            let this = this.clone();
+            tokio::spawn(async move { this.record(attempt_rx, done_tx).await })
+        };
         let mut gauges = tokio::time::interval(GAUGE_EVERY);
         gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Due rows read but not yet handed to a delivery, soonest first.
+        let mut queue: VecDeque<OutboxRow> = VecDeque::new();
+        // The outbox may hold due rows that `queue` lacks.
+        let mut read = true;
+        // The last page was full: more rows may wait behind it.
+        let mut more = false;
+        // The earliest time a row not in `queue` comes due, when known.
+        let mut next_at: Option<Ts> = None;
+        let mut store_failed = false;
         loop {
-            while let Ok(key) = done_rx.try_recv() {
-                in_flight.remove(&key);
+            while let Ok(r) = done_rx.try_recv() {
+                in_flight.remove(&r.key);
+                next_at = earliest(next_at, r.next_attempt);
+                read |= more;
             }
             let current = this.catalogue.borrow().clone();
             if !Arc::ptr_eq(&current, &senders.catalogue) {
                 senders = Arc::new(Senders::new(current));
             }
-            let sleep = match this.store.due_notifications(this.clock.now(), PAGE).await {
-                Ok(due) => {
-                    for row in due {
-                        if running.len() >= IN_FLIGHT {
-                            break;
-                        }
-                        if !in_flight.insert(row.key.clone()) {
-                            continue;
-                        }
-                        let (this, senders, done) =
-                            (this.clone(), senders.clone(), done_tx.clone());
-                        running.spawn(async move {
-                            let key = row.key.clone();
-                            this.deliver(&senders, row).await;
-                            let _ = done.send(key);
-                        });
-                    }
-                    match this.store.next_due().await {
-                        Ok(Some(at)) => this
-                            .clock
-                            .instant(at)
-                            .saturating_duration_since(tokio::time::Instant::now())
-                            .min(MAX_SLEEP),
-                        Ok(None) => MAX_SLEEP,
-                        Err(e) => {
-                            error!(error = %e, "outbox: cannot read the next due time");
-                            STORE_RETRY
+            let now = this.clock.now();
+            if next_at.is_some_and(|at| at <= now) {
+                read = true;
+            }
+            if read && running.len() < IN_FLIGHT {
+                // Every pending row, soonest first: the due ones to send,
+                // the first one after them for the sleep.
+                match this.store.due_notifications(Ts(i64::MAX), PAGE).await {
+                    Ok(page) => {
+                        store_failed = false;
+                        read = false;
+                        more = page.len() >= PAGE as usize;
+                        queue.clear();
+                        next_at = None;
+                        for row in page {
+                            if row.next_attempt > now {
+                                next_at = Some(row.next_attempt);
+                                more = false;
+                                break;
+                            }
+                            if !in_flight.contains(&row.key) {
+                                queue.push_back(row);
+                            }
                         }
                     }
+                    Err(e) => {
+                        error!(error = %e, "outbox: cannot read due notifications");
+                        store_failed = true;
+                    }
                 }
-                Err(e) => {
-                    error!(error = %e, "outbox: cannot read due notifications");
-                    STORE_RETRY
+            }
+            let mut started = false;
+            while running.len() < IN_FLIGHT
+                && let Some(row) = queue.pop_front()
+            {
+                if !in_flight.insert(row.key.clone()) {
+                    continue;
                 }
-            };
-            // Rows in flight are due too: wait for them, not on them.
-            let sleep = if sleep.is_zero() && !running.is_empty() {
-                MAX_SLEEP
+                started = true;
+                let (this, senders, attempts) = (this.clone(), senders.clone(), attempt_tx.clone());
+                running.spawn(async move {
+                    let attempt = this.deliver(&senders, row).await;
+                    let _ = attempts.send(attempt);
+                });
+            }
+            // A page used up may have more behind it; one that gave
+            // nothing new waits for a recorded attempt instead of asking
+            // again at once.
+            if queue.is_empty() && more && started {
+                read = true;
+            }
+            let sleep = if store_failed {
+                STORE_RETRY
+            } else if read && running.len() < IN_FLIGHT {
+                Duration::ZERO
             } else {
-                sleep
+                next_at.map_or(MAX_SLEEP, |at| {
+                    this.clock
+                        .instant(at)
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .min(MAX_SLEEP)
+                })
             };
             tokio::select! {
-                () = shutdown.cancelled() => {
-                    running.abort_all();
-                    return;
+                biased;
+                () = shutdown.cancelled() => break,
+                () = this.wake.notified() => read = true,
+                Some(_) = running.join_next(), if !running.is_empty() => {
+                    while running.try_join_next().is_some() {}
                 }
-                () = this.wake.notified() => {}
-                Some(_) = running.join_next(), if !running.is_empty() => {}
-                () = tokio::time::sleep(sleep) => {}
+                Some(r) = done_rx.recv() => {
+                    in_flight.remove(&r.key);
+                    next_at = earliest(next_at, r.next_attempt);
+                    read |= more;
+                }
+                () = tokio::time::sleep(sleep) => read = true,
                 _ = gauges.tick() => this.set_gauges(&senders.catalogue).await,
             }
+        }
+        running.abort_all();
+        drop(attempt_tx);
+        while running.join_next().await.is_some() {}
+        if tokio::time::timeout(RECORD_AT_SHUTDOWN, &mut recorder)
+            .await
+            .is_err()
+        {
+            warn!("outbox: attempts not recorded at shutdown are sent again after the restart");
+            recorder.abort();
         }
     }
 
@@ -230,8 +301,8 @@ impl<S: Store + Clone + 'static> Notifier<S> {
         }
     }
 
-    /// One attempt at one row, recorded.
-    async fn deliver(&self, senders: &Senders, row: OutboxRow) {
+    /// One attempt at one row: its outcome, to be recorded.
+    async fn deliver(&self, senders: &Senders, row: OutboxRow) -> Attempt {
         let cat = &senders.catalogue;
         let now = crate::clock::wall_now();
         let channel = cat.channels.iter().find(|c| c.id == row.channel);
@@ -320,21 +391,78 @@ impl<S: Store + Clone + 'static> Notifier<S> {
             AttemptOutcome::Failed => error!(key = %row.key, channel = %row.channel,
                 error = %attempt.detail, "notification given up"),
         }
-        let fallback = attempt.fallback.is_some();
-        // What happened at the gateway happened: it is recorded, however
-        // long the store takes, and never sent again for want of a record.
-        // The key stays in flight meanwhile, so no other task takes it.
-        let mut tries = 0u32;
-        while let Err(e) = self.store.record_attempt(&attempt).await {
-            tries = tries.saturating_add(1);
-            let wait = RECORD_RETRY.delay(tries);
-            error!(key = %row.key, error = %e, retry_ms = wait.as_millis() as u64,
-                "cannot record a delivery attempt; keeping its outcome and trying again");
-            tokio::time::sleep(wait).await;
+        attempt
+    }
+
+    /// Records the attempts that `attempts` brings, many in one
+    /// transaction, and then lets their keys go (on `done`). What happened
+    /// at a gateway happened: it is recorded however long the store takes,
+    /// and never sent again for want of a record; the key stays in flight
+    /// meanwhile, so no other task takes its row. Ends when every sender of
+    /// `attempts` is gone and all they sent is recorded.
+    async fn record(
+        &self,
+        mut attempts: mpsc::UnboundedReceiver<Attempt>,
+        done: mpsc::UnboundedSender<Recorded>,
+    ) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        while attempts.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            self.record_all(&batch).await;
+            let fallback = batch.iter().any(|a| a.fallback.is_some());
+            for a in batch.drain(..) {
+                let next_attempt =
+                    (a.outcome == AttemptOutcome::Retried).then(|| a.next_attempt.unwrap_or(a.at));
+                let _ = done.send(Recorded {
+                    key: a.key,
+                    next_attempt,
+                });
+            }
+            if fallback {
+                self.wake.notify_one();
+            }
         }
-        if fallback {
-            self.wake.notify_one();
+    }
+
+    /// Records `batch` in one transaction; should the store refuse it,
+    /// each attempt on its own (one it can never take must not hold the
+    /// others back), each retried until the store takes it.
+    async fn record_all(&self, batch: &[Attempt]) {
+        if batch.len() > 1 {
+            match self.store.record_attempts(batch).await {
+                Ok(()) => return,
+                Err(e) => warn!(error = %e, attempts = batch.len(),
+                    "cannot record delivery attempts together; recording them one by one"),
+            }
         }
+        for attempt in batch {
+            let mut tries = 0u32;
+            while let Err(e) = self
+                .store
+                .record_attempts(std::slice::from_ref(attempt))
+                .await
+            {
+                tries = tries.saturating_add(1);
+                let wait = RECORD_RETRY.delay(tries);
+                error!(key = %attempt.key, error = %e, retry_ms = wait.as_millis() as u64,
+                    "cannot record a delivery attempt; keeping its outcome and trying again");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// An attempt on record: its key may be taken again, at `next_attempt`
+/// when it is to be retried.
+struct Recorded {
+    key: String,
+    next_attempt: Option<Ts>,
+}
+
+/// The earlier of two times, either of which may be unknown.
+fn earliest(a: Option<Ts>, b: Option<Ts>) -> Option<Ts> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -173,6 +173,14 @@ pub trait Store: Send + Sync {
         attempt: &Attempt,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Records several delivery attempts in one transaction (one sync to
+    /// disk for all): all of them when this returns `Ok`, none when it
+    /// returns `Err`.
+    fn record_attempts(
+        &self,
+        attempts: &[Attempt],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Every delivery attempt for an incident, in order.
     fn deliveries(
         &self,

@@ -6,6 +6,14 @@
 //! survive power loss, and the caller's batching pays for the fsync. Reads
 //! go through a small pool of read-only connections, which WAL lets run
 //! beside the writer. The schema is migrated on open by `user_version`.
+//!
+//! Delivery attempts are recorded with `synchronous=NORMAL`: their
+//! transaction is atomic but not synced by itself, and reaches the disk
+//! with the next commit's sync (the WAL is synced as a whole). Power lost
+//! before that loses only the record, and the notification goes out again
+//! with its idempotency key (see `notify`); a notification is never lost.
+//! Every commit sets `synchronous=FULL` again first, so the relaxed setting
+//! never reaches an input or a decision.
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,10 +26,10 @@ use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 
 use super::{
     ALARM_SEVERITIES, ALARM_STATES, AlarmRow, Attempt, AttemptOutcome, BASES, Batch, CommitOutcome,
-    DeliveryRow, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow, InputOutcome, LEVELS,
-    OUTBOX_STATES, OutboxRow, OutboxState, PendingSummary, REASONS, RejectedRow, SEVERITIES,
-    SOURCES, SnapshotRow, Store, StoreError, StoredInput, SystemEvent, decode, decode_state,
-    truncate_raw,
+    DeliveryRow, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow, Input, InputOutcome,
+    LEVELS, OUTBOX_STATES, OutboxRow, OutboxState, PendingSummary, REASONS, RejectedRow,
+    SEVERITIES, SOURCES, SnapshotRow, Store, StoreError, StoredInput, SystemEvent, decode,
+    decode_state, truncate_raw,
 };
 use crate::engine::{
     AlarmSeverity, AlarmState, Basis, Event, IncidentState, Level, Reason, RejectReason, Severity,
@@ -183,6 +191,11 @@ impl Store for SqliteStore {
             return Ok(CommitOutcome::default());
         }
         let mut conn = self.writer.acquire().await?;
+        // Set for every commit: the writer also records delivery attempts,
+        // which relax it.
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let outcome = write_batch(&mut tx, batch).await?;
         tx.commit().await?;
@@ -466,74 +479,18 @@ impl Store for SqliteStore {
     }
 
     async fn record_attempt(&self, a: &Attempt) -> Result<(), StoreError> {
+        self.record_attempts(std::slice::from_ref(a)).await
+    }
+
+    async fn record_attempts(&self, attempts: &[Attempt]) -> Result<(), StoreError> {
         let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let incident = to_i64("incident", a.incident)?;
-        // A row already sent stays sent: a late failure report (a retry
-        // racing a success) must not send it again.
-        let updated = match a.outcome {
-            AttemptOutcome::Sent => sqlx::query(
-                "UPDATE outbox SET state = 'sent', sent_at_ms = coalesce(sent_at_ms, ?), \
-                 attempts = attempts + (state <> 'sent') WHERE key = ?",
-            )
-            .bind(a.at.0)
-            .bind(&a.key),
-            AttemptOutcome::Retried => sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, \
-                 next_attempt_ms = ? WHERE key = ? AND state <> 'sent'",
-            )
-            .bind(&a.detail)
-            .bind(a.next_attempt.unwrap_or(a.at).0)
-            .bind(&a.key),
-            AttemptOutcome::Failed | AttemptOutcome::Fallback | AttemptOutcome::Dropped => {
-                sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = 'failed' \
-                     WHERE key = ? AND state <> 'sent'",
-                )
-                .bind(&a.detail)
-                .bind(&a.key)
-            }
-        }
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE key = ?")
-                .bind(&a.key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                return Err(StoreError::UnknownNotification(a.key.clone()));
-            }
-        }
-        sqlx::query(
-            "INSERT INTO deliveries (key, incident, at_ms, channel, person, outcome, detail) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&a.key)
-        .bind(incident)
-        .bind(a.at.0)
-        .bind(&a.channel)
-        .bind(&a.person)
-        .bind(a.outcome.as_str())
-        .bind(&a.detail)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(f) = &a.fallback {
-            queue(
-                &mut tx,
-                Queue {
-                    key: &f.key,
-                    incident: f.incident,
-                    person: &f.person,
-                    role: f.role.as_deref(),
-                    channel: &f.channel,
-                    reason: f.reason.as_str(),
-                    text: &f.text,
-                    created: f.created_at,
-                    due: f.next_attempt,
-                },
-            )
+        // No sync of its own: the next commit's sync carries it to disk.
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
             .await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        for a in attempts {
+            write_attempt(&mut tx, a).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -655,33 +612,22 @@ async fn write_batch(
         inputs: Vec::with_capacity(batch.inputs.len()),
         queued: 0,
     };
-    for input in &batch.inputs {
-        let event = encode("event", &input.event)?;
-        let seq: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO inputs (at_ms, source, dedup_key, event) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (dedup_key) DO NOTHING RETURNING seq",
-        )
-        .bind(input.at.0)
-        .bind(input.source.as_str())
-        .bind(input.dedup_key.as_deref())
-        .bind(event)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let result = match seq {
-            Some(seq) => InputOutcome::New {
-                seq: to_u64("inputs", "seq", seq)?,
-            },
-            None => {
-                let seq: i64 = sqlx::query_scalar("SELECT seq FROM inputs WHERE dedup_key = ?")
-                    .bind(input.dedup_key.as_deref())
-                    .fetch_one(&mut *conn)
-                    .await?;
-                InputOutcome::Duplicate {
-                    seq: to_u64("inputs", "seq", seq)?,
-                }
+    // Runs of inputs without a dedup key go in one statement each; an
+    // input with a key goes alone, so that the log keeps the batch's order.
+    let mut rest = batch.inputs.as_slice();
+    while !rest.is_empty() {
+        let run = rest.iter().take_while(|i| i.dedup_key.is_none()).count();
+        if run > 0 {
+            let (keyless, after) = rest.split_at(run);
+            for seq in insert_keyless(conn, keyless).await? {
+                outcome.inputs.push(InputOutcome::New { seq });
             }
-        };
-        outcome.inputs.push(result);
+            rest = after;
+        } else {
+            let (keyed, after) = rest.split_at(1);
+            outcome.inputs.push(insert_keyed(conn, &keyed[0]).await?);
+            rest = after;
+        }
     }
 
     for r in &batch.rejected {
@@ -782,22 +728,7 @@ async fn write_batch(
         outcome.queued += usize::from(new);
     }
 
-    for a in &batch.alarms {
-        sqlx::query(
-            "INSERT INTO alarms (at_ms, source, component, kind, state, severity, \"key\", \
-             message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(a.at.0)
-        .bind(a.source.as_str())
-        .bind(&a.component)
-        .bind(&a.kind)
-        .bind(a.state.as_str())
-        .bind(a.severity.as_str())
-        .bind(&a.key)
-        .bind(a.message.as_deref())
-        .execute(&mut *conn)
-        .await?;
-    }
+    insert_alarms(conn, &batch.alarms).await?;
 
     for e in &batch.events {
         sqlx::query("INSERT INTO system_events (at_ms, kind, detail) VALUES (?, ?, ?)")
@@ -850,6 +781,101 @@ async fn write_batch(
     Ok(outcome)
 }
 
+/// Inputs without a dedup key, in order, in one statement (rows as one
+/// JSON array: one round trip to SQLite however many there are). None can
+/// conflict and this connection is the only writer, so they take the seqs
+/// after the newest in order, up to the last one inserted (no RETURNING,
+/// which would hand each row back separately).
+async fn insert_keyless(
+    conn: &mut SqliteConnection,
+    inputs: &[Input],
+) -> Result<Vec<u64>, StoreError> {
+    let rows = inputs
+        .iter()
+        .map(|i| Ok((i.at.0, i.source.as_str(), encode("event", &i.event)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let done = sqlx::query(
+        "INSERT INTO inputs (at_ms, source, dedup_key, event) \
+         SELECT value ->> 0, value ->> 1, NULL, value ->> 2 FROM json_each(?) ORDER BY key",
+    )
+    .bind(encode("inputs", &rows)?)
+    .execute(&mut *conn)
+    .await?;
+    let n = inputs.len() as u64;
+    let last = to_u64("inputs", "seq", done.last_insert_rowid())?;
+    if done.rows_affected() != n || last < n {
+        return Err(StoreError::Corrupt {
+            table: "inputs",
+            column: "seq",
+            detail: format!("{} of {n} inputs inserted", done.rows_affected()),
+        });
+    }
+    Ok((last + 1 - n..=last).collect())
+}
+
+/// An input with a dedup key: new, or the seq of the one stored before.
+async fn insert_keyed(
+    conn: &mut SqliteConnection,
+    input: &Input,
+) -> Result<InputOutcome, StoreError> {
+    let event = encode("event", &input.event)?;
+    let seq: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO inputs (at_ms, source, dedup_key, event) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (dedup_key) DO NOTHING RETURNING seq",
+    )
+    .bind(input.at.0)
+    .bind(input.source.as_str())
+    .bind(input.dedup_key.as_deref())
+    .bind(event)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match seq {
+        Some(seq) => InputOutcome::New {
+            seq: to_u64("inputs", "seq", seq)?,
+        },
+        None => {
+            let seq: i64 = sqlx::query_scalar("SELECT seq FROM inputs WHERE dedup_key = ?")
+                .bind(input.dedup_key.as_deref())
+                .fetch_one(&mut *conn)
+                .await?;
+            InputOutcome::Duplicate {
+                seq: to_u64("inputs", "seq", seq)?,
+            }
+        }
+    })
+}
+
+/// Alarm rows, in order, in one statement.
+async fn insert_alarms(conn: &mut SqliteConnection, alarms: &[AlarmRow]) -> Result<(), StoreError> {
+    if alarms.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = alarms
+        .iter()
+        .map(|a| {
+            (
+                a.at.0,
+                a.source.as_str(),
+                &a.component,
+                &a.kind,
+                a.state.as_str(),
+                a.severity.as_str(),
+                &a.key,
+                a.message.as_deref(),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO alarms (at_ms, source, component, kind, state, severity, \"key\", message) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+         value ->> 6, value ->> 7 FROM json_each(?) ORDER BY key",
+    )
+    .bind(encode("alarms", &rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// A row for the outbox.
 struct Queue<'a> {
     key: &'a str,
@@ -865,6 +891,77 @@ struct Queue<'a> {
 
 /// Puts a row into the outbox unless its key is there already; true when
 /// it is new.
+/// One delivery attempt inside the caller's transaction: the outbox row's
+/// new state, the attempt, and a fallback row when there is one.
+async fn write_attempt(tx: &mut SqliteConnection, a: &Attempt) -> Result<(), StoreError> {
+    let incident = to_i64("incident", a.incident)?;
+    // A row already sent stays sent: a late failure report (a retry
+    // racing a success) must not send it again.
+    let updated = match a.outcome {
+        AttemptOutcome::Sent => sqlx::query(
+            "UPDATE outbox SET state = 'sent', sent_at_ms = coalesce(sent_at_ms, ?), \
+             attempts = attempts + (state <> 'sent') WHERE key = ?",
+        )
+        .bind(a.at.0)
+        .bind(&a.key),
+        AttemptOutcome::Retried => sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, \
+             next_attempt_ms = ? WHERE key = ? AND state <> 'sent'",
+        )
+        .bind(&a.detail)
+        .bind(a.next_attempt.unwrap_or(a.at).0)
+        .bind(&a.key),
+        AttemptOutcome::Failed | AttemptOutcome::Fallback | AttemptOutcome::Dropped => sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = 'failed' \
+                 WHERE key = ? AND state <> 'sent'",
+        )
+        .bind(&a.detail)
+        .bind(&a.key),
+    }
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE key = ?")
+            .bind(&a.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::UnknownNotification(a.key.clone()));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO deliveries (key, incident, at_ms, channel, person, outcome, detail) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.key)
+    .bind(incident)
+    .bind(a.at.0)
+    .bind(&a.channel)
+    .bind(&a.person)
+    .bind(a.outcome.as_str())
+    .bind(&a.detail)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(f) = &a.fallback {
+        queue(
+            tx,
+            Queue {
+                key: &f.key,
+                incident: f.incident,
+                person: &f.person,
+                role: f.role.as_deref(),
+                channel: &f.channel,
+                reason: f.reason.as_str(),
+                text: &f.text,
+                created: f.created_at,
+                due: f.next_attempt,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn queue(conn: &mut SqliteConnection, q: Queue<'_>) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
