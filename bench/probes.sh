@@ -12,10 +12,13 @@
 # targets), then 3 intervals are measured: CPU seconds of
 # the process from /proc (the daemon; blackbox_exporter, with Prometheus'
 # own CPU reported beside it) over the probes made in that window (the
-# daemon's beredskab_probe_duration_seconds counts; Prometheus' count of
-# scrapes), and the peak RSS (VmHWM) of the whole run. Every probe must
-# succeed on both sides, and the window must hold at least 95 % of the
-# probes due in it, or the script fails.
+# requests the endpoints answered; for the peer, Prometheus' count of
+# scrapes), and the peak RSS (VmHWM) of the run up to then (the daemon's
+# /metrics, read after it to see that no probe failed, makes text of tens of
+# MB for 10,000 probes). Every probe must
+# succeed on the daemon's side (at most a tenth may fail, timed out, on
+# the peer's), and the window must hold at least 90 % of the probes due in
+# it, or the script fails.
 #
 # bench/probes.sh [--quick]: --quick is 100 targets every 2 s for 3
 # intervals, once, on the debug build.
@@ -104,15 +107,15 @@ PY
     # The steady state: a probe's first results each change what the
     # engine knows of it (and so are committed), the later ones do not.
     sleep "$((every * 4))"
-    local probes0 cpu0 probes1 cpu1 failing
-    probes0=$(probes_made "$http")
+    local probes0 cpu0 probes1 cpu1 failing hwm
+    probes0=$(answered)
     cpu0=$(cpu_seconds "$pid")
     sleep "$window"
     cpu1=$(cpu_seconds "$pid")
-    probes1=$(probes_made "$http")
-    failing=$(curl -sf "http://127.0.0.1:$http/metrics" | awk '/^beredskab_probe_up\{/ && $2 != 1' | wc -l)
-    local hwm
+    probes1=$(answered)
+    # Before /metrics, whose text for 10,000 probes costs tens of MB.
     hwm=$(hwm_kb "$pid")
+    failing=$(curl -sf "http://127.0.0.1:$http/metrics" | awk '/^beredskab_probe_up\{/ && $2 != 1' | wc -l)
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     check_round daemon "$((probes1 - probes0))" "$failing"
@@ -121,19 +124,22 @@ PY
     echo "  daemon: $((probes1 - probes0)) probes, $(python3 -c "print(round($cpu1 - $cpu0, 2))") CPU s, peak RSS $((hwm / 1024)) MiB" >&2
 }
 
-# probes_made PORT: how many probes the daemon has reported so far.
-probes_made() {
-    curl -sf "http://127.0.0.1:$1/metrics" \
-        | awk '/^beredskab_probe_duration_seconds_count\{/ {s += $2} END {print s + 0}'
-}
+# answered: how many requests the endpoints have answered so far (one
+# count for all of them).
+answered() { curl -sf "http://127.0.0.1:${ports[0]}/answered"; }
 
-# check_round SIDE PROBES FAILING: fails unless the window held at least
-# 95 % of the probes due and none failed.
+# check_round SIDE PROBES FAILING [ALLOWED]: fails unless the window held
+# at least 90 % of the probes due and at most ALLOWED (default none)
+# failed. The peer may fail some on a busy machine (its probes time out):
+# they are counted and said, not fatal.
 check_round() {
     local due=$((n * intervals))
-    if [ "$2" -lt $((due * 95 / 100)) ] || [ "$3" -ne 0 ]; then
+    if [ "$2" -lt $((due * 90 / 100)) ] || [ "$3" -gt "${4:-0}" ]; then
         echo "bench: $1 made $2 probes of $due due, $3 failing" >&2
         exit 1
+    fi
+    if [ "$3" -gt 0 ]; then
+        echo "  $1: $3 of $2 probes failed" >&2
     fi
 }
 
@@ -204,7 +210,7 @@ PY
     failing=$((failing + $(prom_query "$prom" "count(up{job=\"blackbox\"} == 0) or vector(0)")))
     kill "$prom_pid" "$bb_pid"
     wait "$prom_pid" "$bb_pid" 2>/dev/null || true
-    check_round blackbox_exporter "$scrapes" "$failing"
+    check_round blackbox_exporter "$scrapes" "$failing" "$((scrapes / 10))"
     python3 -c "print(($cpu1 - $cpu0) / $scrapes * 1e6)" >> "$dir/peer-us"
     python3 -c "print(($pcpu1 - $pcpu0) / $scrapes * 1e6)" >> "$dir/prom-us"
     echo "$hwm" >> "$dir/peer-hwm"

@@ -5,7 +5,8 @@
 //! small JSON body (a running generator with 80 % fuel, for the example
 //! configuration's generator probe), so thousands of probes can each have a
 //! URL of their own (`bench/probes.sh` points both the daemon and
-//! blackbox_exporter at them, `bench/memory.sh` the example's probes).
+//! blackbox_exporter at them, `bench/memory.sh` the example's probes);
+//! `/answered` says how many requests the servers have answered so far.
 //! `probe_bench serve-tls CERT KEY N` does the same with N TLS servers
 //! (rustls) that complete a handshake and close.
 //! `probe_bench probe PORTS PROBES EVERY SECS [KIND [CA]]` runs PROBES
@@ -23,6 +24,7 @@
 //! offset. It is a lower bound where every start of a probe was late.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use beredskab::collect::probe::{ProbeCollector, ProbeReport};
@@ -68,9 +70,16 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(n: usize) -> anyhow::Result<()> {
-    let app = axum::Router::new().fallback(axum::routing::get(|| async {
-        r#"{"ok":true,"running":true,"fuel_percent":80}"#
-    }));
+    static ANSWERED: AtomicU64 = AtomicU64::new(0);
+    let app = axum::Router::new()
+        .route(
+            "/answered",
+            axum::routing::get(|| async { ANSWERED.load(Ordering::Relaxed).to_string() }),
+        )
+        .fallback(axum::routing::get(|| async {
+            ANSWERED.fetch_add(1, Ordering::Relaxed);
+            r#"{"ok":true,"running":true,"fuel_percent":80}"#
+        }));
     let mut ports = Vec::new();
     for _ in 0..n {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
