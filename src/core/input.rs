@@ -97,14 +97,20 @@ impl<S: Store> Core<S> {
             intake::classify(&probe.config, &report.result).0,
             intake::ProbeClass::Failed(_)
         );
-        self.metrics
-            .probe_duration
-            .with_label_values(&[report.id.as_str()])
-            .observe(report.elapsed.as_secs_f64());
-        self.metrics
-            .probe_up
-            .with_label_values(&[report.id.as_str()])
-            .set(if up { 1.0 } else { 0.0 });
+        // The series are looked up once per probe, not once per check.
+        let i = pid.0 as usize;
+        if self.probe_series.len() <= i {
+            self.probe_series.resize_with(i + 1, || None);
+        }
+        let (duration, gauge) = self.probe_series[i].get_or_insert_with(|| {
+            let label = [report.id.as_str()];
+            (
+                self.metrics.probe_duration.with_label_values(&label),
+                self.metrics.probe_up.with_label_values(&label),
+            )
+        });
+        duration.observe(report.elapsed.as_secs_f64());
+        gauge.set(if up { 1.0 } else { 0.0 });
         if let Some(left) = report.result.expires_in_s {
             self.metrics
                 .tls_expiry
@@ -112,7 +118,11 @@ impl<S: Store> Core<S> {
                 .set(left as f64);
         }
         // Logged where it is counted: a probe that starts or stops failing.
-        if self.probe_up.insert(report.id.clone(), up) != Some(up) {
+        let was = match self.probe_up.get_mut(&report.id) {
+            Some(was) => Some(std::mem::replace(was, up)),
+            None => self.probe_up.insert(report.id.clone(), up),
+        };
+        if was != Some(up) {
             if up {
                 info!(probe = %report.id, elapsed_ms = report.elapsed.as_millis() as u64, "probe ok");
             } else {
@@ -267,6 +277,7 @@ impl<S: Store> Core<S> {
                 self.stored.clear();
                 self.reset_board();
                 self.metrics.reset_catalogue_series();
+                self.probe_series.clear();
                 self.probe_up
                     .retain(|id, _| self.cat.probe_id(id).is_some());
                 self.set_all_gauges();

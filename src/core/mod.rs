@@ -205,6 +205,9 @@ pub struct Core<S: Store> {
     upcoming_stale: BTreeSet<IncidentId>,
     /// Whether each probe's last request succeeded, to log a change once.
     probe_up: HashMap<String, bool>,
+    /// Each probe's duration histogram and up gauge, by its index in the
+    /// catalogue (emptied with the series when the catalogue changes).
+    probe_series: Vec<Option<(prometheus::Histogram, prometheus::Gauge)>>,
 }
 
 /// Sets `Status::running` to false when the core ends, however it ends (a

@@ -93,6 +93,7 @@ impl<S: Store> Core<S> {
             upcoming: BTreeMap::new(),
             upcoming_stale: BTreeSet::new(),
             probe_up: HashMap::new(),
+            probe_series: Vec::new(),
         };
         core.set_all_gauges();
         Ok(core)
