@@ -282,7 +282,7 @@ impl<S: Store> Core<S> {
                     .retain(|id, _| self.cat.probe_id(id).is_some());
                 self.set_all_gauges();
                 // The next commit stores the state under the new config.
-                self.logged_since_snapshot = SNAPSHOT_EVERY_INPUTS;
+                self.snapshot_every = 0;
                 info!(warnings = warnings.len(), "config reloaded");
                 batch.events.push(SystemEvent {
                     id: 0,

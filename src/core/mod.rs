@@ -52,8 +52,16 @@ pub use handle::{ANSWER_WITHIN, Command, CoreHandle, NoAnswer, Refused};
 
 /// Most inputs taken into one commit.
 const MAX_BATCH: usize = 1024;
-/// A snapshot is written after this many logged inputs…
+/// A snapshot is written after at least this many logged inputs…
 const SNAPSHOT_EVERY_INPUTS: usize = 10_000;
+/// …and at least one input for every this many bytes of the last
+/// snapshot, so that writing the state costs a bounded share of each
+/// input however much is firing (a snapshot of 100,000 firing alarms
+/// every 10,000 inputs cost more than the inputs themselves)…
+const SNAPSHOT_BYTES_PER_INPUT: usize = 100;
+/// …but never more than this many, which bounds the replay after a crash
+/// (about a second)…
+const SNAPSHOT_MOST_INPUTS: usize = 200_000;
 /// …or this long after the last one, whichever comes first.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(3600);
 /// The longest the stored watermark lags the engine's time when nothing
@@ -192,6 +200,9 @@ pub struct Core<S: Store> {
     /// The wall clock's distance from `clock` when it was last logged.
     wall_offset_logged: Duration,
     logged_since_snapshot: usize,
+    /// Logged inputs after which the next snapshot is due (0: the next
+    /// commit writes one).
+    snapshot_every: usize,
     last_snapshot: Instant,
     /// The broker has had our session before (a lost one is a possible loss).
     mqtt_seen: bool,
@@ -363,7 +374,7 @@ impl<S: Store> Core<S> {
         let now = self.now();
         touched.extend(self.advance(now, &mut batch));
         let due_snapshot = snapshot
-            || self.logged_since_snapshot >= SNAPSHOT_EVERY_INPUTS
+            || self.logged_since_snapshot >= self.snapshot_every
             || (self.logged_since_snapshot > 0 && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY);
         self.finish(&mut batch, &touched, due_snapshot);
         self.commit(batch, &mut done, deadline).await

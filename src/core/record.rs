@@ -61,6 +61,8 @@ impl<S: Store> Core<S> {
         if snapshot {
             match serde_json::to_string(&self.engine.snapshot()) {
                 Ok(body) => {
+                    self.snapshot_every = (body.len() / SNAPSHOT_BYTES_PER_INPUT)
+                        .clamp(SNAPSHOT_EVERY_INPUTS, SNAPSHOT_MOST_INPUTS);
                     batch.snapshot = Some((self.last_at, body));
                     self.logged_since_snapshot = 0;
                     self.last_snapshot = Instant::now();

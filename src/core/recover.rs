@@ -86,6 +86,7 @@ impl<S: Store> Core<S> {
             watermark_stored: last_at,
             wall_offset_logged: Duration::ZERO,
             logged_since_snapshot: replayed,
+            snapshot_every: SNAPSHOT_EVERY_INPUTS,
             last_snapshot: Instant::now(),
             mqtt_seen,
             since: HashMap::new(),
