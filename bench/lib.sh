@@ -94,13 +94,16 @@ start_mosquitto() {
     exit 1
 }
 
-# wait_http URL: waits until URL answers 2xx (10 s).
+# wait_http URL [LOG]: waits until URL answers 2xx (10 s); on failure
+# prints the end of LOG.
 wait_http() {
     for _ in $(seq 200); do
         curl -sf "$1" >/dev/null && return 0
         sleep 0.05
     done
     echo "bench: $1 did not answer" >&2
+    # The log of whatever should have answered, where a script keeps it.
+    if [ -n "${2:-}" ] && [ -f "$2" ]; then tail -20 "$2" >&2; fi
     return 1
 }
 
@@ -124,4 +127,43 @@ row() {
 m, ours, peer, ratio, goal, met = sys.argv[1:7]
 print("ROW " + json.dumps({"measure": m, "ours": ours, "peer": peer, "ratio": ratio,
       "goal": goal, "met": {"true": True, "false": False}.get(met)}, ensure_ascii=False))' "$@"
+}
+
+# quiet_crew: the TOML of one person in one role, a log channel and a
+# policy "quiet" that tells nobody for a day: for catalogues that measure
+# the daemon, not its notifications.
+quiet_crew() {
+    cat <<'TOML'
+[[person]]
+id = "p"
+name = "P"
+phone = "+4500000000"
+[[role]]
+id = "r"
+primary = "p"
+[[channel]]
+id = "log"
+kind = "log"
+[[policy]]
+id = "quiet"
+deputy_after = "1h"
+[[policy.step]]
+on = "open 1d"
+notify = ["role:r"]
+via = ["log"]
+TOML
+}
+
+# start_responders COUNT: starts COUNT HTTP servers of
+# examples/probe_bench.rs on 127.0.0.1 (built by the script) and sets
+# $responders to their ports, comma-separated.
+start_responders() {
+    "$bin/examples/probe_bench" serve "$1" > "$dir/responders" &
+    pids+=($!)
+    for _ in $(seq 100); do
+        grep -q '^ports:' "$dir/responders" 2>/dev/null && break
+        sleep 0.1
+    done
+    responders=$(sed -n 's/^ports: //p' "$dir/responders")
+    [ -n "$responders" ] || { echo "bench: the endpoints did not start" >&2; exit 1; }
 }

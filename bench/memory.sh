@@ -26,14 +26,10 @@ token=bench-token
 sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
 export BEREDSKAB_SECRET=bench-secret-bench-secret-bench-secret SMS_TOKEN=bench
 
-"$bin/examples/probe_bench" serve 1 > "$dir/ports" &
-pids+=($!)
-for _ in $(seq 100); do
-    grep -q '^ports:' "$dir/ports" 2>/dev/null && break
-    sleep 0.1
-done
-endpoint=$(sed -n 's/^ports: //p' "$dir/ports")
-[ -n "$endpoint" ] || { echo "bench: the endpoints did not start" >&2; exit 1; }
+QUIET_CREW=$(quiet_crew)
+export QUIET_CREW
+start_responders 1
+endpoint=$responders
 start_mosquitto off
 
 # start_daemon CONFIG: starts the daemon, sets $pid and $http (read from
@@ -105,7 +101,8 @@ YML
 # the alarms), listening on a free port.
 catalogue() {
     python3 - "$1" "$(free_port)" "$sha" "$2" "$3" <<'PY'
-import sys
+import os, sys
+crew = os.environ["QUIET_CREW"]
 path, http, sha, services, width = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 with open(path, "w") as f:
     f.write(f'''[site]
@@ -120,23 +117,7 @@ sha256 = "{sha}"
 scopes = ["ingest"]
 [store]
 url = "sqlite://bench.db"
-[[person]]
-id = "p"
-name = "P"
-phone = "+4500000000"
-[[role]]
-id = "r"
-primary = "p"
-[[channel]]
-id = "log"
-kind = "log"
-[[policy]]
-id = "quiet"
-deputy_after = "1h"
-[[policy.step]]
-on = "open 1d"
-notify = ["role:r"]
-via = ["log"]
+{crew}
 ''')
     if width:
         f.write(f'''[[service]]

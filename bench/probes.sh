@@ -35,14 +35,10 @@ build --bin beredskab --example probe_bench
 ulimit -n 65536 2>/dev/null || true
 
 echo "probes: $n HTTP probes every ${every}s, $intervals intervals measured, $reps rounds" >&2
-"$bin/examples/probe_bench" serve 4 > "$dir/ports" &
-pids+=($!)
-for _ in $(seq 100); do
-    grep -q '^ports:' "$dir/ports" 2>/dev/null && break
-    sleep 0.1
-done
-IFS=, read -r -a ports <<< "$(sed -n 's/^ports: //p' "$dir/ports")"
-[ ${#ports[@]} -gt 0 ] || { echo "bench: the endpoints did not start" >&2; exit 1; }
+QUIET_CREW=$(quiet_crew)
+export QUIET_CREW
+start_responders 4
+IFS=, read -r -a ports <<< "$responders"
 # Target i: http://127.0.0.1:PORT/t/i on one of the servers.
 targets() {
     local i
@@ -58,7 +54,8 @@ daemon_round() {
     http=$(free_port)
     mkdir -p "$folder"
     python3 - "$folder/beredskab.toml" "$http" "$every" "$dir/targets" <<'PY'
-import sys
+import os, sys
+crew = os.environ["QUIET_CREW"]
 path, http, every, targets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 urls = open(targets).read().split()
 with open(path, "w") as f:
@@ -71,23 +68,7 @@ listen = "127.0.0.1:{http}"
 metrics_public = true
 [store]
 url = "sqlite://bench.db"
-[[person]]
-id = "p"
-name = "P"
-phone = "+4500000000"
-[[role]]
-id = "r"
-primary = "p"
-[[channel]]
-id = "log"
-kind = "log"
-[[policy]]
-id = "quiet"
-deputy_after = "1h"
-[[policy.step]]
-on = "open 1d"
-notify = ["role:r"]
-via = ["log"]
+{crew}
 [[service]]
 id = "bulk"
 name = "Bulk"
@@ -103,7 +84,7 @@ PY
     RUST_LOG=warn "$bin/beredskab" run -c "$folder/beredskab.toml" 2> "$folder/daemon.log" &
     local pid=$!
     pids+=($pid)
-    wait_http "http://127.0.0.1:$http/healthz"
+    wait_http "http://127.0.0.1:$http/healthz" "$folder/daemon.log"
     # The steady state: a probe's first results each change what the
     # engine knows of it (and so are committed), the later ones do not.
     sleep "$((every * 4))"

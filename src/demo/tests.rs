@@ -268,6 +268,12 @@ async fn a_fast_script_reaches_a_real_subscriber() {
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let received = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let seen = Arc::clone(&received);
+    // The script starts once every subscription is in place, or a loaded
+    // machine lets its first messages pass before anyone listens.
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    let mut acked = 0;
+    let wanted = filters.len();
     let subscriber = tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
@@ -276,6 +282,14 @@ async fn a_fast_script_reaches_a_real_subscriber() {
                         client
                             .try_subscribe(f.clone(), QoS::AtLeastOnce)
                             .expect("subscribe");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    acked += 1;
+                    if acked >= wanted
+                        && let Some(tx) = subscribed_tx.take()
+                    {
+                        let _ = tx.send(());
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -287,6 +301,11 @@ async fn a_fast_script_reaches_a_real_subscriber() {
             }
         }
     });
+
+    tokio::time::timeout(STEP, subscribed)
+        .await
+        .expect("subscribed in time")
+        .expect("the subscriber runs");
 
     let shutdown = CancellationToken::new();
     let mut lines = Vec::new();

@@ -260,12 +260,44 @@ pub struct AlarmInput {
     pub key: Option<String>,
 }
 
+/// How an MQTT payload is written in the input log: as text when it is
+/// UTF-8 (every JSON payload), a third of the size of the same bytes as a
+/// JSON array of numbers; as that array otherwise. Both forms are read, so
+/// a log written either way replays.
+mod payload_form {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(payload: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(payload) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.collect_seq(payload),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Bytes(Vec<u8>),
+        }
+        Ok(match Form::deserialize(d)? {
+            Form::Text(text) => text.into_bytes(),
+            Form::Bytes(bytes) => bytes,
+        })
+    }
+}
+
 /// Something that happened, handed to the engine with its time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A message received on a subscribed topic.
-    Mqtt { topic: String, payload: Vec<u8> },
+    Mqtt {
+        topic: String,
+        #[serde(with = "payload_form")]
+        payload: Vec<u8>,
+    },
     /// An alarm pushed over HTTP or entered by a person.
     Alarm(AlarmInput),
     /// One result of a probe, by probe id.

@@ -1590,3 +1590,35 @@ fn what_is_due_next_names_the_deputy_until_someone_acknowledges() {
         "nothing is due once it is over"
     );
 }
+
+#[test]
+fn an_mqtt_payload_is_logged_as_text_when_it_is_utf8_and_read_back_in_either_form() {
+    let text = Event::Mqtt {
+        topic: "site/room/fire".into(),
+        payload: br#"{"state":"firing","key":"\u00e6"}"#.to_vec(),
+    };
+    let json = serde_json::to_string(&text).unwrap();
+    assert!(
+        json.contains(r#""payload":"{\"state\":\"firing\""#),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), text);
+
+    let binary = Event::Mqtt {
+        topic: "t".into(),
+        payload: vec![0xff, 0x00, 0x41],
+    };
+    let json = serde_json::to_string(&binary).unwrap();
+    assert!(json.contains(r#""payload":[255,0,65]"#), "{json}");
+    assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), binary);
+
+    // A log written before payloads were text still replays.
+    let old = r#"{"mqtt":{"topic":"t","payload":[123,125]}}"#;
+    assert_eq!(
+        serde_json::from_str::<Event>(old).unwrap(),
+        Event::Mqtt {
+            topic: "t".into(),
+            payload: b"{}".to_vec(),
+        }
+    );
+}
