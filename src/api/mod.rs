@@ -603,9 +603,11 @@ async fn readyz<S: Store + Clone + 'static>(State(st): State<ApiState<S>>) -> Re
     let mqtt = match st.status.mqtt.load(Ordering::Relaxed) {
         Status::MQTT_NONE => "not configured",
         Status::MQTT_UP => "connected",
+        Status::MQTT_SUBSCRIBING => "subscribing",
         _ => "disconnected",
     };
-    let ready = store == "ok" && engine == "running" && mqtt != "disconnected";
+    let ready =
+        store == "ok" && engine == "running" && matches!(mqtt, "connected" | "not configured");
     let code = if ready {
         StatusCode::OK
     } else {

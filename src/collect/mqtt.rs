@@ -92,7 +92,8 @@ pub enum MqttInput {
     Connected { session_present: bool },
     /// The SubAck of the subscriptions sent after a ConnAck; `refused` lists
     /// the filters the broker turned down (an ACL, a malformed filter). May
-    /// come more than once per connection.
+    /// come more than once per connection; comes right after `Connected`
+    /// when there is nothing to subscribe to.
     Subscribed { refused: Vec<String> },
     /// A connection attempt failed or a connection was lost; the collector
     /// retries by itself.
@@ -394,6 +395,12 @@ impl MqttCollector {
                     inputs.push(MqttInput::Connected {
                         session_present: ack.session_present,
                     });
+                    if !subscribe_due {
+                        // Nothing to wait for: ready as it stands.
+                        inputs.push(MqttInput::Subscribed {
+                            refused: Vec::new(),
+                        });
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     inputs.push(MqttInput::Message(received(&shared, publish)));

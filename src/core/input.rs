@@ -38,7 +38,11 @@ impl<S: Store> Core<S> {
                 done.push(Done::Ingested(Source::Mqtt, received));
             }
             MqttInput::Connected { session_present } => {
-                self.status.mqtt.store(Status::MQTT_UP, Ordering::Relaxed);
+                // Ready once the subscriptions are acknowledged (the
+                // collector reports `Subscribed` even when it has none).
+                self.status
+                    .mqtt
+                    .store(Status::MQTT_SUBSCRIBING, Ordering::Relaxed);
                 self.metrics.set_mqtt_connected(true);
                 if !session_present && self.mqtt_seen {
                     warn!(
@@ -60,6 +64,7 @@ impl<S: Store> Core<S> {
                 }
             }
             MqttInput::Subscribed { refused } => {
+                self.status.mqtt.store(Status::MQTT_UP, Ordering::Relaxed);
                 if !refused.is_empty() {
                     error!(refused = ?refused, "the MQTT broker refused subscriptions");
                     batch.events.push(SystemEvent {
@@ -283,7 +288,10 @@ impl<S: Store> Core<S> {
                 self.set_all_gauges();
                 // The next commit stores the state under the new config.
                 self.snapshot_every = 0;
-                info!(warnings = warnings.len(), "config reloaded");
+                info!(
+                    warnings = warnings.len(),
+                    "engine took the reloaded catalogue"
+                );
                 batch.events.push(SystemEvent {
                     id: 0,
                     at: now,

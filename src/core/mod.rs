@@ -143,6 +143,9 @@ impl Status {
     pub const MQTT_NONE: u8 = 0;
     pub const MQTT_UP: u8 = 1;
     pub const MQTT_DOWN: u8 = 2;
+    /// Connected, subscriptions not yet acknowledged: a message published
+    /// now could reach no subscription of ours.
+    pub const MQTT_SUBSCRIBING: u8 = 3;
 }
 
 /// The receiving ends the core reads.
