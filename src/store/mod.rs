@@ -12,8 +12,9 @@
 //! write them again.
 //!
 //! [`Store`] is the contract each backend implements; [`SqliteStore`] is
-//! the embedded one.
+//! the embedded one, [`PgStore`] the one several daemons can share.
 
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
@@ -24,6 +25,7 @@ use crate::engine::{
     Notification, Reason, RejectReason, Severity, Source, TimelineEntry, Ts,
 };
 
+pub use postgres::{PG_MIGRATIONS, PgStore};
 pub use sqlite::SqliteStore;
 
 /// The `meta` name of the engine time up to which every decision is
@@ -70,7 +72,7 @@ pub enum StoreError {
     Integrity(String),
 }
 
-/// The storage contract. Backends: [`SqliteStore`]; PostgreSQL later.
+/// The storage contract. Backends: [`SqliteStore`] and [`PgStore`].
 ///
 /// Methods take `&self` and may be called from many tasks; a backend keeps
 /// one writer and serialises commits itself.
@@ -214,6 +216,19 @@ pub trait Store: Send + Sync {
         &self,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<SystemEvent>, StoreError>> + Send;
+
+    /// Claims these pending notifications for this process until `until`:
+    /// returns the keys it won. Another process sharing the store does not
+    /// get them until the claim runs out or the attempt is recorded. A
+    /// store with one process wins them all.
+    fn claim(
+        &self,
+        keys: &[String],
+        until: Ts,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        let _ = until;
+        async move { Ok(keys.to_vec()) }
+    }
 
     /// Every logged input in `seq` order, for replay.
     fn inputs(&self) -> impl Future<Output = Result<Vec<StoredInput>, StoreError>> + Send {
