@@ -21,6 +21,7 @@
 //! - [`store`] keeps inputs, incidents and the outbox durably;
 //! - [`notify`] delivers the outbox;
 //! - [`daemon`] runs all of it, on the monotonic [`clock`], and reloads;
+//!   with PostgreSQL, as one of several instances of a [`cluster`];
 //! - [`metrics`] holds every Prometheus metric;
 //! - [`drill`] replays a scenario through the engine on a simulated clock;
 //! - [`plan`] renders the config as the preparedness plan people read;
@@ -38,6 +39,7 @@ pub mod api;
 pub mod backoff;
 pub mod catalogue;
 pub mod clock;
+pub mod cluster;
 pub mod collect;
 pub mod config;
 pub mod core;

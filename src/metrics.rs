@@ -52,8 +52,14 @@ pub struct Metrics {
     /// Time until a `tls` probe's certificate expires (negative once
     /// expired), set from each of its checks that saw a certificate.
     pub tls_expiry: GaugeVec,
-    /// Always 1, labelled with the version and the config's fingerprint.
+    /// Always 1, labelled with the version, the config's fingerprint and
+    /// whether this instance leads (`true` when it runs alone).
     build_info: GaugeVec,
+    /// The labels of `build_info` besides the version: fingerprint, leader.
+    build_labels: Mutex<(String, bool)>,
+    /// Not in SPEC §7: how often this instance took or lost the lead of a
+    /// cluster.
+    pub leader_changes: prometheus::IntCounter,
     /// Not in SPEC §7: when each service not up was first expected back,
     /// for the alert on a critical service down past its estimate.
     service_expected_back: GaugeVec,
@@ -161,9 +167,16 @@ impl Metrics {
             ),
             build_info: gauge_vec(
                 "beredskab_build_info",
-                "Always 1, labelled with the version and the config's fingerprint",
-                &["version", "config"],
+                "Always 1, labelled with the version, the config's fingerprint and whether \
+                 this instance leads",
+                &["version", "config", "leader"],
             ),
+            build_labels: Mutex::new((String::new(), true)),
+            leader_changes: prometheus::IntCounter::new(
+                "beredskab_leader_changes_total",
+                "How often this instance took or lost the lead of a cluster of instances",
+            )
+            .expect("a valid metric"),
             service_expected_back: gauge_vec(
                 "beredskab_service_first_expected_back_timestamp_seconds",
                 "When the open incidents affecting a service were first expected to end \
@@ -212,6 +225,7 @@ impl Metrics {
             Box::new(self.outbox_oldest.clone()),
             Box::new(self.tls_expiry.clone()),
             Box::new(self.build_info.clone()),
+            Box::new(self.leader_changes.clone()),
             Box::new(self.service_expected_back.clone()),
         ]
     }
@@ -219,9 +233,30 @@ impl Metrics {
     /// Names the running config in `beredskab_build_info` (its
     /// [`Catalogue::fingerprint`]); at start and after every reload.
     pub fn set_config(&self, fingerprint: &str) {
+        let mut labels = self.build_labels.lock().unwrap_or_else(|e| e.into_inner());
+        labels.0 = fingerprint.to_owned();
+        self.set_build_info(&labels);
+    }
+
+    /// Says in `beredskab_build_info` whether this instance leads; a
+    /// change counts in `beredskab_leader_changes_total`.
+    pub fn set_leader(&self, leads: bool) {
+        let mut labels = self.build_labels.lock().unwrap_or_else(|e| e.into_inner());
+        if labels.1 != leads {
+            labels.1 = leads;
+            self.leader_changes.inc();
+        }
+        self.set_build_info(&labels);
+    }
+
+    fn set_build_info(&self, (fingerprint, leads): &(String, bool)) {
         self.build_info.reset();
         self.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), fingerprint])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                fingerprint,
+                if *leads { "true" } else { "false" },
+            ])
             .set(1.0);
     }
 

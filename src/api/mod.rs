@@ -620,6 +620,12 @@ async fn readyz<S: Store + Clone + 'static>(State(st): State<ApiState<S>>) -> Re
             "store": store,
             "engine": engine,
             "mqtt": mqtt,
+            "role": match st.status.role.load(Ordering::Relaxed) {
+                Status::LEADER => "leader",
+                Status::FOLLOWER => "follower",
+                _ => "alone",
+            },
+            "leader": st.status.leads(),
             // Bounded by what is open: resolved incidents live in the store.
             "incidents_in_memory": st.status.incidents_held.load(Ordering::Relaxed),
         })),

@@ -127,11 +127,12 @@ impl Harness {
         let (_, probes) = mpsc::channel(1);
         let stop = CancellationToken::new();
         let core = tokio::spawn(core.run(
-            Inbox {
+            Box::new(Inbox {
                 commands,
                 mqtt,
                 probes,
-            },
+                forwarded: tokio::sync::mpsc::channel(1).1,
+            }),
             stop.clone(),
         ));
         let state = ApiState {

@@ -159,6 +159,12 @@ impl Acker {
         }
     }
 
+    /// An acker that acks nothing: for a message another instance took in
+    /// and acknowledged (forwarded through the shared store).
+    pub fn detached() -> Acker {
+        Acker::none()
+    }
+
     fn none() -> Acker {
         Acker { slot: None }
     }

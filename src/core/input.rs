@@ -38,12 +38,11 @@ impl<S: Store> Core<S> {
                 done.push(Done::Ingested(Source::Mqtt, received));
             }
             MqttInput::Connected { session_present } => {
-                // Ready once the subscriptions are acknowledged (the
-                // collector reports `Subscribed` even when it has none).
-                self.status
-                    .mqtt
-                    .store(Status::MQTT_SUBSCRIBING, Ordering::Relaxed);
-                self.metrics.set_mqtt_connected(true);
+                note_mqtt_state(
+                    &self.status,
+                    &self.metrics,
+                    &MqttInput::Connected { session_present },
+                );
                 if !session_present && self.mqtt_seen {
                     warn!(
                         "the MQTT broker had no session for us: alarms published while we were \
@@ -335,6 +334,27 @@ impl<S: Store> Core<S> {
                 (Ok(receipt), input)
             }
             Err(e) => (Err(e), None),
+        }
+    }
+}
+
+/// What the MQTT collector's news about its connection means for
+/// `/readyz` and `beredskab_mqtt_connected`: ready once the subscriptions
+/// are acknowledged (the collector reports `Subscribed` even when it has
+/// none). Messages change nothing here.
+pub fn note_mqtt_state(status: &Status, metrics: &Metrics, input: &MqttInput) {
+    match input {
+        MqttInput::Message(_) => {}
+        MqttInput::Connected { .. } => {
+            status
+                .mqtt
+                .store(Status::MQTT_SUBSCRIBING, Ordering::Relaxed);
+            metrics.set_mqtt_connected(true);
+        }
+        MqttInput::Subscribed { .. } => status.mqtt.store(Status::MQTT_UP, Ordering::Relaxed),
+        MqttInput::Disconnected { .. } => {
+            status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
+            metrics.set_mqtt_connected(false);
         }
     }
 }

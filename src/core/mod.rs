@@ -49,6 +49,7 @@ mod recover;
 
 pub use board::{Board, ServiceState};
 pub use handle::{ANSWER_WITHIN, Command, CoreHandle, NoAnswer, Refused};
+pub use input::note_mqtt_state;
 
 /// Most inputs taken into one commit.
 const MAX_BATCH: usize = 1024;
@@ -102,7 +103,7 @@ pub struct Receipt {
 }
 
 /// What following an acknowledgement link did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LinkOutcome {
     Acknowledged,
     /// The link was used before; nothing changed.
@@ -125,6 +126,9 @@ pub struct Status {
     /// The state of every service as of the last commit; subscribe to
     /// hear of the next.
     pub board: watch::Sender<Arc<Board>>,
+    /// This instance's part: [`Status::ALONE`], [`Status::LEADER`] or
+    /// [`Status::FOLLOWER`].
+    pub role: AtomicU8,
 }
 
 impl Default for Status {
@@ -135,6 +139,7 @@ impl Default for Status {
             mqtt: AtomicU8::new(Status::MQTT_NONE),
             incidents_held: AtomicUsize::new(0),
             board: watch::Sender::new(Arc::new(Board::default())),
+            role: AtomicU8::new(Status::ALONE),
         }
     }
 }
@@ -146,6 +151,17 @@ impl Status {
     /// Connected, subscriptions not yet acknowledged: a message published
     /// now could reach no subscription of ours.
     pub const MQTT_SUBSCRIBING: u8 = 3;
+    /// One instance on its own store (SQLite).
+    pub const ALONE: u8 = 0;
+    /// Leading a cluster: this instance's engine decides.
+    pub const LEADER: u8 = 1;
+    /// In a cluster, not leading: takes in and forwards to the leader.
+    pub const FOLLOWER: u8 = 2;
+
+    /// Whether this instance's engine decides (alone, or leading).
+    pub fn leads(&self) -> bool {
+        self.role.load(Ordering::Relaxed) != Status::FOLLOWER
+    }
 }
 
 /// The receiving ends the core reads.
@@ -153,6 +169,39 @@ pub struct Inbox {
     pub commands: mpsc::Receiver<Command>,
     pub mqtt: mpsc::Receiver<MqttInput>,
     pub probes: mpsc::Receiver<ProbeReport>,
+    /// What other instances took in, from the cluster's shared inbox (a
+    /// closed channel without a cluster).
+    pub forwarded: mpsc::Receiver<Forwarded>,
+}
+
+/// An input another instance took in and stored in the cluster's shared
+/// inbox, for the leader's engine. The commit that takes it in marks its
+/// row done.
+pub struct Forwarded {
+    /// Its row in the shared inbox.
+    pub id: i64,
+    /// The instance that received it.
+    pub instance: String,
+    /// When that instance received it (its wall clock).
+    pub at: Ts,
+    pub item: ForwardedItem,
+}
+
+pub enum ForwardedItem {
+    Mqtt {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    Probe(ProbeReport),
+    /// A request to the API of another instance, which waits for the answer.
+    Command(Command),
+}
+
+/// What the core of a cluster's leader adds: its name among the
+/// instances and the copies of MQTT messages it has seen.
+struct Clustered {
+    instance: String,
+    dedup: crate::cluster::Dedup,
 }
 
 /// Something to do once the batch is committed.
@@ -222,6 +271,8 @@ pub struct Core<S: Store> {
     /// Each probe's duration histogram and up gauge, by its index in the
     /// catalogue (emptied with the series when the catalogue changes).
     probe_series: Vec<Option<(prometheus::Histogram, prometheus::Gauge)>>,
+    /// Set when this core leads a cluster of instances.
+    cluster: Option<Clustered>,
 }
 
 /// Sets `Status::running` to false when the core ends, however it ends (a
@@ -246,13 +297,35 @@ impl<S: Store> Core<S> {
         self.clock
     }
 
+    /// Makes this core the leader of a cluster, as `instance`: MQTT
+    /// messages that other instances also received are taken in once.
+    pub fn leading(mut self, instance: String) -> Core<S> {
+        self.cluster = Some(Clustered {
+            instance,
+            dedup: crate::cluster::Dedup::new(),
+        });
+        self
+    }
+
+    /// Whether an MQTT message is the first copy of it (always, without a
+    /// cluster).
+    fn first_copy(&mut self, instance: Option<&str>, topic: &str, payload: &[u8], at: Ts) -> bool {
+        match &mut self.cluster {
+            None => true,
+            Some(c) => {
+                let from = instance.unwrap_or(&c.instance);
+                c.dedup.first(from, topic, payload, at)
+            }
+        }
+    }
+
     /// Runs until `shutdown`, then takes what is already queued, commits it
     /// with a snapshot, and returns. An error means the core could not go
     /// on (the store refused every commit for [`COMMIT_GIVE_UP`]): the
     /// daemon then exits, and the next start rebuilds from the store.
     pub async fn run(
         mut self,
-        mut inbox: Inbox,
+        mut inbox: impl std::ops::DerefMut<Target = Inbox> + Send,
         shutdown: CancellationToken,
     ) -> Result<(), CoreError> {
         self.status.running.store(true, Ordering::Relaxed);
@@ -276,7 +349,10 @@ impl<S: Store> Core<S> {
         let mut commands = Vec::with_capacity(MAX_BATCH);
         let mut mqtt = Vec::with_capacity(MAX_BATCH);
         let mut probes = Vec::with_capacity(MAX_BATCH);
+        let mut forwarded = Vec::new();
+        let inbox: &mut Inbox = &mut inbox;
         let (mut commands_open, mut mqtt_open, mut probes_open) = (true, true, true);
+        let mut forwarded_open = true;
         loop {
             let wake = self.engine.next_wakeup();
             let sleep = wake.map(|at| self.clock.instant(at));
@@ -292,23 +368,42 @@ impl<S: Store> Core<S> {
                 n = inbox.probes.recv_many(&mut probes, MAX_BATCH), if probes_open => {
                     probes_open = n > 0;
                 }
+                n = inbox.forwarded.recv_many(&mut forwarded, MAX_BATCH), if forwarded_open => {
+                    forwarded_open = n > 0;
+                }
                 () = sleep_opt(sleep) => {}
             }
             // Whatever else is waiting joins this batch.
             drain(&mut inbox.mqtt, &mut mqtt);
             drain(&mut inbox.commands, &mut commands);
             drain(&mut inbox.probes, &mut probes);
-            self.batch(&mut mqtt, &mut commands, &mut probes, false, None)
-                .await?;
+            drain(&mut inbox.forwarded, &mut forwarded);
+            self.batch(
+                &mut mqtt,
+                &mut commands,
+                &mut probes,
+                &mut forwarded,
+                false,
+                None,
+            )
+            .await?;
         }
 
         // Shutdown: what is already queued is taken in, then a snapshot.
         drain(&mut inbox.mqtt, &mut mqtt);
         drain(&mut inbox.commands, &mut commands);
         drain(&mut inbox.probes, &mut probes);
+        drain(&mut inbox.forwarded, &mut forwarded);
         let deadline = Instant::now() + SHUTDOWN_RETRY;
-        self.batch(&mut mqtt, &mut commands, &mut probes, true, Some(deadline))
-            .await?;
+        self.batch(
+            &mut mqtt,
+            &mut commands,
+            &mut probes,
+            &mut forwarded,
+            true,
+            Some(deadline),
+        )
+        .await?;
         info!("core stopped; state saved");
         Ok(())
     }
@@ -349,6 +444,7 @@ impl<S: Store> Core<S> {
         mqtt: &mut Vec<MqttInput>,
         commands: &mut Vec<Command>,
         probes: &mut Vec<ProbeReport>,
+        forwarded: &mut Vec<Forwarded>,
         snapshot: bool,
         deadline: Option<Instant>,
     ) -> Result<(), CoreError> {
@@ -359,7 +455,49 @@ impl<S: Store> Core<S> {
         for input in mqtt.drain(..) {
             let now = self.now();
             touched.extend(self.advance(now, &mut batch));
+            if let MqttInput::Message(m) = &input
+                && !self.first_copy(None, &m.topic, &m.payload, now)
+            {
+                // Another instance's copy came first: acknowledged, and
+                // counted as taken in, but not given to the engine again.
+                if let MqttInput::Message(m) = input {
+                    done.push(Done::Ack(m.acker));
+                }
+                continue;
+            }
             self.on_mqtt(now, input, &mut batch, &mut done, &mut touched);
+        }
+        for f in forwarded.drain(..) {
+            let now = self.now();
+            touched.extend(self.advance(now, &mut batch));
+            batch.forwarded.push(f.id);
+            match f.item {
+                ForwardedItem::Mqtt { topic, payload } => {
+                    if self.first_copy(Some(&f.instance), &topic, &payload, f.at) {
+                        let m = crate::collect::mqtt::Received {
+                            topic,
+                            payload,
+                            qos: 1,
+                            retain: false,
+                            received: Instant::now(),
+                            acker: Acker::detached(),
+                        };
+                        self.on_mqtt(
+                            now,
+                            MqttInput::Message(m),
+                            &mut batch,
+                            &mut done,
+                            &mut touched,
+                        );
+                    }
+                }
+                ForwardedItem::Probe(report) => {
+                    self.on_probe(now, report, &mut batch, &mut done, &mut touched);
+                }
+                ForwardedItem::Command(command) => {
+                    self.on_command(now, command, &mut batch, &mut done, &mut touched);
+                }
+            }
         }
         for report in probes.drain(..) {
             let now = self.now();

@@ -95,6 +95,7 @@ impl<S: Store> Core<S> {
             upcoming_stale: BTreeSet::new(),
             probe_up: HashMap::new(),
             probe_series: Vec::new(),
+            cluster: None,
         };
         core.set_all_gauges();
         Ok(core)

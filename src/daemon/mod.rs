@@ -35,6 +35,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{self, ApiConfig, ApiState};
 use crate::catalogue::Catalogue;
+use crate::cluster::{self, Cluster};
 use crate::collect::mqtt::{MqttCollector, MqttInput};
 use crate::collect::probe::{ProbeCollector, ProbeReport};
 use crate::config::{self, Config, LoadError};
@@ -42,7 +43,7 @@ use crate::core::{self, Core, CoreHandle, Inbox, Status};
 use crate::links::LinkSettings;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::store::SqliteStore;
+use crate::store::{PgStore, SqliteStore, Store};
 use crate::tls::{self, ServerCert};
 
 /// Capacity of each channel into the core.
@@ -190,7 +191,7 @@ pub fn sqlite_path(config_path: &Path, url: &str) -> Result<PathBuf, DaemonError
         .or_else(|| url.strip_prefix("sqlite:"))
     else {
         return Err(DaemonError::Config(format!(
-            "[store] url {url:?}: only sqlite:// is supported by this build (PostgreSQL is planned)"
+            "[store] url {url:?}: this command reads only sqlite:// stores"
         )));
     };
     let file = Path::new(file);
@@ -272,24 +273,219 @@ fn start_probes(
 /// SIGTERM or SIGINT).
 pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), DaemonError> {
     crate::tls::install_provider();
-    let Loaded { config, catalogue } = load(&opts.config)?;
-    let db = sqlite_path(&opts.config, &config.store.url)?;
-    let listen = config.server.listen.clone();
-
+    let loaded = load(&opts.config)?;
+    let url = loaded.config.store.url.clone();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let instance = cluster::instance_name();
+        let store = PgStore::connect(&url)
+            .await?
+            .with_instance(instance.clone());
+        info!(
+            instance,
+            "store open: PostgreSQL, as one instance of a cluster"
+        );
+        let leadership = CancellationToken::new();
+        let joined = cluster::join(&url, instance, leadership.clone())
+            .await
+            .map_err(|e| DaemonError::Store(crate::store::StoreError::Db(e)));
+        let joined = match joined {
+            Ok(c) => c,
+            Err(e) => return Err(e),
+        };
+        let result = serve(opts, shutdown, loaded, store.clone(), Some(joined)).await;
+        leadership.cancel();
+        // The leadership task gives the lock back on its way out.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return result;
+    }
+    let db = sqlite_path(&opts.config, &url)?;
     let store = SqliteStore::open(&db).await?;
     info!(store = %db.display(), "store open");
+    let result = serve(opts, shutdown, loaded, store.clone(), None).await;
+    store.close().await;
+    result
+}
+
+/// What runs the engine's side of this instance: the core (alone, or
+/// leading a cluster) or, on a follower, the forwarder to the shared
+/// inbox. Either holds the inbox while it runs.
+struct Side {
+    task: JoinHandle<Result<(), core::CoreError>>,
+    stop: CancellationToken,
+    /// On a leader: the reader of the shared inbox.
+    reader: Option<(JoinHandle<()>, CancellationToken)>,
+    leads: bool,
+}
+
+impl Side {
+    /// Stops it and waits for its last commit.
+    async fn stop(self) {
+        if let Some((task, stop)) = self.reader {
+            stop.cancel();
+            let _ = tokio::time::timeout(INTAKE_GRACE, task).await;
+        }
+        self.stop.cancel();
+        if tokio::time::timeout(CORE_GRACE, self.task).await.is_err() {
+            error!("the core did not finish its last commit in time");
+        }
+    }
+}
+
+/// What starting a side needs.
+struct Parts<S: Store + Clone + 'static> {
+    store: S,
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
+    outbox: Arc<Notify>,
+    inbox: Arc<tokio::sync::Mutex<Inbox>>,
+    forwarded: mpsc::Sender<core::Forwarded>,
+}
+
+impl<S: Store + Clone + 'static> Parts<S> {
+    /// Rebuilds the engine from the store and starts the core on it,
+    /// leading `cluster` when there is one.
+    async fn core(
+        &self,
+        catalogue: Arc<Catalogue>,
+        cluster: Option<&Cluster>,
+    ) -> Result<Side, DaemonError> {
+        let mut core = Core::start(
+            catalogue,
+            self.store.clone(),
+            self.metrics.clone(),
+            self.status.clone(),
+            self.outbox.clone(),
+        )
+        .await?;
+        if let Some(c) = cluster {
+            core = core.leading(c.instance.clone());
+        }
+        let stop = CancellationToken::new();
+        let inbox = self.inbox.clone().lock_owned().await;
+        let task = tokio::spawn(core.run(inbox, stop.clone()));
+        let reader = cluster.map(|c| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(
+                cluster::forward::InboxReader {
+                    pool: c.pool.clone(),
+                    core: self.forwarded.clone(),
+                }
+                .run(stop.clone()),
+            );
+            (task, stop)
+        });
+        Ok(Side {
+            task,
+            stop,
+            reader,
+            leads: true,
+        })
+    }
+
+    /// Starts the forwarder of a follower.
+    async fn forwarder(&self, cluster: &Cluster) -> Side {
+        let stop = CancellationToken::new();
+        let inbox = self.inbox.clone().lock_owned().await;
+        let forwarder = cluster::forward::Forwarder {
+            pool: cluster.pool.clone(),
+            instance: cluster.instance.clone(),
+            status: self.status.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let run = forwarder.run(inbox, stop.clone());
+        let task = tokio::spawn(async move {
+            run.await;
+            Ok(())
+        });
+        Side {
+            task,
+            stop,
+            reader: None,
+            leads: false,
+        }
+    }
+}
+
+/// The config as this instance runs it: in a cluster, its own MQTT
+/// session (named after the instance) and its share of the probes.
+fn as_instance(config: &Config, cluster: Option<&Cluster>) -> Config {
+    let mut config = config.clone();
+    if let Some(c) = cluster {
+        if let Some(m) = &mut config.mqtt {
+            m.client_id = format!("{}-{}", m.client_id, c.instance);
+        }
+        let members = c.members.borrow().clone();
+        config
+            .probes
+            .retain(|p| cluster::runs_probe(&p.id, &members, &c.instance));
+    }
+    config
+}
+
+/// The leadership task's next news: a new role or new live instances
+/// (never, without a cluster or once the task has ended).
+async fn cluster_news(cluster: &mut Option<Cluster>) -> SignalEvent {
+    let Some(c) = cluster else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        r = c.role.changed() => match r {
+            Ok(()) => SignalEvent::Role(*c.role.borrow_and_update()),
+            Err(_) => std::future::pending().await,
+        },
+        r = c.members.changed() => match r {
+            Ok(()) => SignalEvent::Members,
+            Err(_) => std::future::pending().await,
+        },
+    }
+}
+
+async fn serve<S: Store + Clone + 'static>(
+    opts: RunOptions,
+    shutdown: CancellationToken,
+    loaded: Loaded,
+    store: S,
+    mut cluster: Option<Cluster>,
+) -> Result<(), DaemonError> {
+    let Loaded { config, catalogue } = loaded;
+    let listen = config.server.listen.clone();
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(Status::default());
     let outbox = Arc::new(Notify::new());
-    let core = Core::start(
-        catalogue.clone(),
-        store.clone(),
-        metrics.clone(),
-        status.clone(),
-        outbox.clone(),
-    )
-    .await?;
-    let clock = core.clock();
+    let (cmd_handle, cmd_rx) = CoreHandle::channel(CHANNEL_CAPACITY);
+    let (mqtt_tx, mqtt_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (probe_tx, probe_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (forwarded_tx, forwarded_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let parts = Parts {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        status: status.clone(),
+        outbox: outbox.clone(),
+        inbox: Arc::new(tokio::sync::Mutex::new(Inbox {
+            commands: cmd_rx,
+            mqtt: mqtt_rx,
+            probes: probe_rx,
+            forwarded: forwarded_rx,
+        })),
+        forwarded: forwarded_tx,
+    };
+    if config.mqtt.is_some() {
+        status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
+        metrics.set_mqtt_connected(false);
+    }
+    // Alone, the core starts at once; in a cluster every instance starts
+    // as a follower and the leadership task says when it leads.
+    let mut side = match &cluster {
+        None => parts.core(catalogue.clone(), None).await?,
+        Some(c) => {
+            status.role.store(Status::FOLLOWER, Ordering::Relaxed);
+            metrics.set_leader(false);
+            metrics.leader_changes.reset();
+            parts.forwarder(c).await
+        }
+    };
+    let mut running_catalogue = catalogue.clone();
+    let clock = crate::clock::Clock::start(crate::core::wall_now());
     // Read again after the check in `load`: the files may have changed.
     let server_cert = match config.server.tls_files(&opts.config) {
         None => None,
@@ -321,27 +517,26 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
             source,
         })?;
 
-    let (core_handle, cmd_rx) = CoreHandle::channel(CHANNEL_CAPACITY);
-    let (mqtt_tx, mqtt_rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let (probe_tx, probe_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let core_handle = cmd_handle;
     let intake = CancellationToken::new();
-    let core_stop = CancellationToken::new();
     let notifier_stop = CancellationToken::new();
 
-    if config.mqtt.is_some() {
-        status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
-        metrics.set_mqtt_connected(false);
+    let mut mqtt = start_mqtt(&as_instance(&config, cluster.as_ref()), &mqtt_tx, &intake)?;
+    let mut probes = start_probes(&as_instance(&config, cluster.as_ref()), &probe_tx, &intake)?;
+    if cluster.is_some() {
+        // A follower's notifier hears of new rows from no commit of its
+        // own: it looks every second.
+        let wake = outbox.clone();
+        let stop = notifier_stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => wake.notify_one(),
+                }
+            }
+        });
     }
-    let mut core_task = tokio::spawn(core.run(
-        Inbox {
-            commands: cmd_rx,
-            mqtt: mqtt_rx,
-            probes: probe_rx,
-        },
-        core_stop.clone(),
-    ));
-    let mut mqtt = start_mqtt(&config, &mqtt_tx, &intake)?;
-    let mut probes = start_probes(&config, &probe_tx, &intake)?;
     let mut notifier_task = tokio::spawn(
         Notifier {
             store: store.clone(),
@@ -387,11 +582,12 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
                     None => std::future::pending().await,
                 }
             } => Ok(e),
-            r = &mut core_task => Err(("core", why_ended(r))),
+            r = &mut side.task => Err((if side.leads { "core" } else { "forwarder" }, why_ended(r))),
             r = &mut notifier_task => Err(("notifier", why_ended(r))),
             r = &mut http_task => Err(("HTTP server", why_ended(r))),
             r = collector_ended(&mut mqtt) => Err(("MQTT collector", why_ended(r))),
             r = collector_ended(&mut probes) => Err(("probe collector", why_ended(r))),
+            news = cluster_news(&mut cluster) => Ok(news),
         };
         let event = match ended {
             Ok(event) => event,
@@ -401,13 +597,82 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
                 // The others are left to the runtime's shutdown: what was
                 // not committed was not acknowledged either.
                 intake.cancel();
-                core_stop.cancel();
+                side.stop.cancel();
                 notifier_stop.cancel();
                 return Err(DaemonError::TaskEnded { task, why });
             }
         };
         match event {
             SignalEvent::Stop => break,
+            SignalEvent::Role(role) => {
+                let Some(c) = &cluster else { continue };
+                let leads = matches!(role, cluster::Role::Leader { .. });
+                if leads == side.leads {
+                    continue;
+                }
+                // The collectors stop first: what they took in and the
+                // old side did not commit is redelivered to the new one.
+                for r in [mqtt.take(), probes.take()].into_iter().flatten() {
+                    r.stop().await;
+                }
+                side.stop().await;
+                side = if let cluster::Role::Leader { epoch } = role {
+                    store.fence(Some(epoch));
+                    status.role.store(Status::LEADER, Ordering::Relaxed);
+                    metrics.set_leader(true);
+                    match parts.core(running_catalogue.clone(), Some(c)).await {
+                        Ok(side) => {
+                            info!(
+                                epoch,
+                                "leading: the engine is rebuilt from the store and runs"
+                            );
+                            side
+                        }
+                        Err(e) => {
+                            // Holding the lock without an engine would
+                            // leave the cluster without a leader.
+                            error!(error = %e, "cannot start the engine as leader; exiting so that another instance leads");
+                            intake.cancel();
+                            notifier_stop.cancel();
+                            return Err(e);
+                        }
+                    }
+                } else {
+                    status.role.store(Status::FOLLOWER, Ordering::Relaxed);
+                    metrics.set_leader(false);
+                    info!("following: what this instance takes in goes to the leader");
+                    parts.forwarder(c).await
+                };
+                let running = as_instance(&current, cluster.as_ref());
+                if running.mqtt.is_some() {
+                    status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
+                }
+                match start_mqtt(&running, &mqtt_tx, &intake) {
+                    Ok(m) => mqtt = m,
+                    Err(e) => error!(error = %e, "mqtt collector not restarted"),
+                }
+                match start_probes(&running, &probe_tx, &intake) {
+                    Ok(p) => probes = p,
+                    Err(e) => error!(error = %e, "probe collector not restarted"),
+                }
+            }
+            SignalEvent::Members => {
+                let running = as_instance(&current, cluster.as_ref());
+                let probe_settings = format!("{:?}", running.probes);
+                if probes.as_ref().map(|r| r.settings.as_str()).unwrap_or("[]") != probe_settings {
+                    if let Some(old) = probes.take() {
+                        old.stop().await;
+                    }
+                    info!(
+                        probes = running.probes.len(),
+                        "the live instances changed: this one's share of the probes"
+                    );
+                    match start_probes(&running, &probe_tx, &intake) {
+                        Ok(p) => probes = p,
+                        Err(e) => error!(error = %e, "probe collector not restarted"),
+                    }
+                }
+            }
             SignalEvent::Reload => {
                 info!(config = %opts.config.display(), "SIGHUP: reloading the config");
                 let next = match load(&opts.config) {
@@ -442,12 +707,14 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
                 if core_handle.reload(next.catalogue.clone()).await.is_err() {
                     break;
                 }
+                running_catalogue = next.catalogue.clone();
                 settings.replace(&next.config, next.catalogue.clone());
                 if let (Some(cert), Some(pair)) = (&server_cert, next_pair) {
                     cert.replace(pair);
                     info!("TLS certificate and key read again; new connections use them");
                 }
-                let mqtt_settings = next.config.mqtt.as_ref().map(|m| format!("{m:?}"));
+                let running = as_instance(&next.config, cluster.as_ref());
+                let mqtt_settings = running.mqtt.as_ref().map(|m| format!("{m:?}"));
                 if mqtt.as_ref().map(|r| r.settings.clone()) != mqtt_settings {
                     if let Some(old) = mqtt.take() {
                         old.stop().await;
@@ -460,17 +727,17 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
                         Status::MQTT_NONE
                     };
                     status.mqtt.store(state, Ordering::Relaxed);
-                    match start_mqtt(&next.config, &mqtt_tx, &intake) {
+                    match start_mqtt(&running, &mqtt_tx, &intake) {
                         Ok(m) => mqtt = m,
                         Err(e) => error!(error = %e, "mqtt collector not restarted"),
                     }
                 }
-                let probe_settings = format!("{:?}", next.config.probes);
+                let probe_settings = format!("{:?}", running.probes);
                 if probes.as_ref().map(|r| r.settings.as_str()).unwrap_or("[]") != probe_settings {
                     if let Some(old) = probes.take() {
                         old.stop().await;
                     }
-                    match start_probes(&next.config, &probe_tx, &intake) {
+                    match start_probes(&running, &probe_tx, &intake) {
                         Ok(p) => probes = p,
                         Err(e) => error!(error = %e, "probe collector not restarted"),
                     }
@@ -489,13 +756,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
     if tokio::time::timeout(INTAKE_GRACE, http_task).await.is_err() {
         warn!("http requests still running at shutdown");
     }
-    core_stop.cancel();
-    if tokio::time::timeout(CORE_GRACE, core_task).await.is_err() {
-        error!("the core did not finish its last commit in time");
-    }
+    side.stop().await;
     notifier_stop.cancel();
     let _ = tokio::time::timeout(INTAKE_GRACE, notifier_task).await;
-    store.close().await;
     info!("stopped");
     Ok(())
 }
@@ -503,6 +766,10 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
 enum SignalEvent {
     Stop,
     Reload,
+    /// The leadership task's news.
+    Role(cluster::Role),
+    /// The live instances changed.
+    Members,
 }
 
 /// SIGTERM, SIGINT and SIGHUP.

@@ -217,7 +217,7 @@ impl Source {
 }
 
 /// Why an input was rejected (SPEC §3 "Bad input").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RejectReason {
     UnknownTopic,
     UnknownComponent,
@@ -264,7 +264,7 @@ pub struct AlarmInput {
 /// UTF-8 (every JSON payload), a third of the size of the same bytes as a
 /// JSON array of numbers; as that array otherwise. Both forms are read, so
 /// a log written either way replays.
-mod payload_form {
+pub(crate) mod payload_form {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(payload: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -358,7 +358,7 @@ pub enum Event {
 }
 
 /// Why an action on an incident was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum EngineError {
     #[error("no incident {0}")]
     UnknownIncident(IncidentId),

@@ -68,6 +68,10 @@ pub enum StoreError {
     OlderSchema { found: i64, known: i64 },
     #[error("no notification with key {0:?} in the outbox")]
     UnknownNotification(String),
+    /// A commit of a leader whose leadership has passed to another
+    /// instance: refused, so that two never decide at once.
+    #[error("this instance no longer leads (its epoch {held}, the cluster's {epoch})")]
+    Fenced { held: i64, epoch: i64 },
     #[error("the integrity check failed: {0}")]
     Integrity(String),
 }
@@ -230,6 +234,14 @@ pub trait Store: Send + Sync {
         async move { Ok(keys.to_vec()) }
     }
 
+    /// Makes every later commit fail unless `epoch` is still the
+    /// cluster's leadership epoch (a fencing token), or, with `None`,
+    /// commits without the check. A store of one process has no cluster
+    /// and ignores it.
+    fn fence(&self, epoch: Option<i64>) {
+        let _ = epoch;
+    }
+
     /// Every logged input in `seq` order, for replay.
     fn inputs(&self) -> impl Future<Output = Result<Vec<StoredInput>, StoreError>> + Send {
         async move {
@@ -265,6 +277,10 @@ pub struct Batch {
     /// An engine snapshot (JSON) taken after every input of this batch and
     /// of those before; stored with the last input's seq.
     pub snapshot: Option<(Ts, String)>,
+    /// Rows of the cluster's shared inbox this batch took in (several
+    /// instances on PostgreSQL): marked done in the same transaction, so
+    /// that none is taken in twice. Always empty on SQLite.
+    pub forwarded: Vec<i64>,
 }
 
 impl Batch {
@@ -283,6 +299,7 @@ impl Batch {
             && self.meta.is_empty()
             && self.used_links.is_empty()
             && self.snapshot.is_none()
+            && self.forwarded.is_empty()
     }
 
     /// Adds an input; returns its index in [`CommitOutcome::inputs`].

@@ -40,7 +40,13 @@ use crate::engine::{
 
 /// The schema, in order: migration `i` takes the database to version
 /// `i + 1`. Append only.
-pub const PG_MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+pub const PG_MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_init.sql"),
+    crate::cluster::MIGRATION,
+];
+
+/// [`PgStore::fence`] when no leadership epoch is checked.
+const NO_FENCE: i64 = i64::MIN;
 
 /// Connections in the pool: reads beside the one commit at a time.
 const POOL_SIZE: u32 = 8;
@@ -68,6 +74,8 @@ pub struct PgStore {
     writer: Arc<Mutex<()>>,
     /// Who holds a claim on an outbox row ([`Store::claim`]).
     instance: Arc<str>,
+    /// The leadership epoch every commit checks ([`Store::fence`]).
+    fence: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl PgStore {
@@ -116,6 +124,7 @@ impl PgStore {
             pool,
             writer: Arc::new(Mutex::new(())),
             instance: id.into(),
+            fence: Arc::new(std::sync::atomic::AtomicI64::new(NO_FENCE)),
         }
     }
 
@@ -209,9 +218,37 @@ impl Store for PgStore {
             .bind(COMMIT_LOCK)
             .execute(&mut *tx)
             .await?;
+        let fence = self.fence.load(std::sync::atomic::Ordering::Relaxed);
+        if fence != NO_FENCE {
+            // Shares the row with other commits, but waits for (and then
+            // sees) a new leader's raise of the epoch.
+            let epoch: i64 =
+                sqlx::query_scalar("SELECT epoch FROM cluster_leader WHERE id = 1 FOR SHARE")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if epoch != fence {
+                return Err(StoreError::Fenced { held: fence, epoch });
+            }
+        }
         let outcome = write_batch(&mut tx, batch).await?;
+        if !batch.forwarded.is_empty() {
+            sqlx::query(
+                "UPDATE cluster_inbox SET done_ms = $2 WHERE id = ANY($1) AND done_ms IS NULL",
+            )
+            .bind(&batch.forwarded)
+            .bind(crate::clock::wall_now().0)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    fn fence(&self, epoch: Option<i64>) {
+        self.fence.store(
+            epoch.unwrap_or(NO_FENCE),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     async fn inputs_after(&self, after: u64, limit: u32) -> Result<Vec<StoredInput>, StoreError> {
