@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::broker::{Broker, Publisher, alarm, client_id, free_port, temp_dir};
-use common::daemon::{Daemon, READ_TOKEN, config_with, eventually, get, http};
+use common::daemon::{Daemon, INGEST_TOKEN, READ_TOKEN, config_with, eventually, get, http, post};
 use common::gateway::Gateway;
 use common::pg::TestDb;
 use serde_json::Value;
@@ -170,7 +170,8 @@ async fn two_instances_open_one_incident_and_send_each_notification_once() {
         1,
         "the two copies are one alarm"
     );
-    // Either instance's API shows it.
+    // Either instance's API shows it, and the follower's board (the
+    // status page's source) the service it took down.
     for d in [&a, &b] {
         let (status, list) = get(
             &client,
@@ -181,6 +182,75 @@ async fn two_instances_open_one_incident_and_send_each_notification_once() {
         assert_eq!(status, 200);
         assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     }
+    eventually(
+        "the follower's board shows the incident",
+        PATIENCE,
+        || async {
+            let (_, services) = get(&client, &b.url("/api/v1/services"), Some(READ_TOKEN)).await;
+            let apps = services
+                .as_array()?
+                .iter()
+                .find(|s| s["id"] == "apps")?
+                .clone();
+            (apps["incident"]["id"] == 1 && apps["state"] != "up").then_some(())
+        },
+    )
+    .await;
+
+    // A load balancer may send the SMS's acknowledgement link to the
+    // follower: it acknowledges, as p-drift, through the leader.
+    let link = &open[0].1;
+    let path = &link[link.find("/a/").expect("an ack link in the SMS")..];
+    let page = client
+        .post(b.url(path))
+        .send()
+        .await
+        .expect("POST the link to the follower");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("Acknowledged"), "{html}");
+    let (_, inc) = get(&client, &a.url("/api/v1/incidents/1"), Some(READ_TOKEN)).await;
+    assert_eq!(inc["state"], "acknowledged", "{inc}");
+    assert_eq!(inc["acknowledged_by"], "p-drift", "{inc}");
+
+    // A push to the follower is answered once the leader has decided.
+    let (status, body) = post(
+        &client,
+        &b.url("/api/v1/alarms"),
+        Some(INGEST_TOKEN),
+        r#"{"component":"srv-5","kind":"server","state":"firing"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = post(
+        &client,
+        &b.url("/api/v1/alarms"),
+        Some(INGEST_TOKEN),
+        r#"{"component":"no-such","kind":"server","state":"firing"}"#,
+    )
+    .await;
+    // The leader's refusal reaches the follower's caller, as it would
+    // reach the leader's.
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no-such")),
+        "{body}"
+    );
+    eventually("the pushed alarm is an incident", PATIENCE, || async {
+        let (_, list) = get(
+            &client,
+            &a.url("/api/v1/incidents?state=all"),
+            Some(READ_TOKEN),
+        )
+        .await;
+        list.as_array()?
+            .iter()
+            .any(|i| i["root"] == "srv-5")
+            .then_some(())
+    })
+    .await;
     assert!(b.terminate().success());
     assert!(a.terminate().success());
 }
@@ -473,5 +543,63 @@ async fn postgres_restarted_under_load_pauses_ingest_and_loses_nothing() {
         "{ra} {rb}"
     );
     assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}
+
+/// A deputy that comes due while no instance leads is told once, as soon
+/// as the next leader runs: the follower is frozen (SIGSTOP) while the
+/// leader is killed and the deputy's time passes, then thawed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deputy_due_while_nobody_leads_is_told_once_by_the_next_leader() {
+    let db = TestDb::create().await;
+    let broker = Broker::start("cluster-gap");
+    let (gateway, gw_port) = Gateway::start(vec![]).await;
+    let config = cluster_config(&db.url, broker.port, gw_port, "cluster-gap");
+    let client = http();
+    let mut a = instance("gap", &config, "a");
+    leads(&client, &a).await;
+    let mut b = instance("gap", &config, "b");
+    ready(&client, &b).await;
+    eventually("b's MQTT session is subscribed", PATIENCE, || async {
+        let (_, body) = get(&client, &b.url("/readyz"), None).await;
+        (body["mqtt"] == "connected").then_some(())
+    })
+    .await;
+    let publisher = Publisher::start(broker.port, &client_id("cluster-gap-pub"));
+    publisher
+        .publish("burst/srv-3/alarm", "1", alarm("k1"))
+        .await;
+    let opened = eventually("p-drift is told", PATIENCE, || async {
+        (!texts_to(&gateway, DRIFT).is_empty()).then(Instant::now)
+    })
+    .await;
+    run(Command::new("kill").args(["-STOP", &b.pid().to_string()]));
+    a.kill9();
+    // The deputy is due 3 s after the opening: let that pass with nobody
+    // leading.
+    let due = opened + Duration::from_secs(3);
+    tokio::time::sleep_until((due + Duration::from_secs(1)).into()).await;
+    let deputies_before = texts_to(&gateway, VAGT2).len();
+    run(Command::new("kill").args(["-CONT", &b.pid().to_string()]));
+    leads(&client, &b).await;
+    let led = Instant::now();
+    let told = eventually("the deputy is told", PATIENCE, || async {
+        let t = texts_to(&gateway, VAGT2);
+        (!t.is_empty()).then(|| (Instant::now(), t))
+    })
+    .await;
+    eprintln!(
+        "deputy told {:.2} s after the new leader led",
+        told.0.saturating_duration_since(led).as_secs_f64()
+    );
+    assert_eq!(
+        deputies_before, 0,
+        "nobody told the deputy while nobody led"
+    );
+    assert_eq!(told.1.len(), 1, "{:?}", told.1);
+    assert!(
+        told.0.saturating_duration_since(led) < Duration::from_secs(5),
+        "as soon as the new leader runs"
+    );
     assert!(b.terminate().success());
 }

@@ -16,6 +16,7 @@
 //! live every [`HEARTBEAT`]; the live ones share the probes among them by
 //! a hash of the probe's id.
 
+pub mod board;
 mod dedup;
 pub mod forward;
 

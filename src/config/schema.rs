@@ -704,7 +704,9 @@ pub struct ServiceConfig {
 }
 
 /// How much a service matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Criticality {
     /// `life`: down makes an incident critical, and it does not wait for

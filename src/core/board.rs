@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use crate::engine::{Health, Upcoming};
 
 /// The state of every service, as of the last commit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Board {
     /// Counts up with every commit that changed an incident or a
     /// service's health: a reader that saw another number has news.
@@ -41,7 +41,7 @@ impl Default for Board {
 }
 
 /// One service on the board.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceState {
     pub id: String,
     pub name: String,

@@ -523,7 +523,12 @@ async fn serve<S: Store + Clone + 'static>(
 
     let mut mqtt = start_mqtt(&as_instance(&config, cluster.as_ref()), &mqtt_tx, &intake)?;
     let mut probes = start_probes(&as_instance(&config, cluster.as_ref()), &probe_tx, &intake)?;
-    if cluster.is_some() {
+    if let Some(c) = &cluster {
+        tokio::spawn(cluster::board::share(
+            c.pool.clone(),
+            status.clone(),
+            notifier_stop.clone(),
+        ));
         // A follower's notifier hears of new rows from no commit of its
         // own: it looks every second.
         let wake = outbox.clone();

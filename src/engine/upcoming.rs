@@ -8,14 +8,14 @@ use super::{Engine, IncidentId, Ts};
 use crate::config::{RecipientRef, StepOn};
 
 /// The next thing due for an incident.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Upcoming {
     pub at: Ts,
     pub what: Next,
 }
 
 /// What is due.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Next {
     /// The first notifications, once related alarms have had time to join.
     FirstNotice,
