@@ -445,10 +445,21 @@ mod tests {
         let version = env!("CARGO_PKG_VERSION");
         assert!(
             text.contains(&format!(
-                "beredskab_build_info{{config=\"def\",version=\"{version}\"}} 1\n"
+                "beredskab_build_info{{config=\"def\",leader=\"true\",version=\"{version}\"}} 1\n"
             )),
             "{text}"
         );
         assert!(!text.contains("\"abc\""), "{text}");
+        // A follower says so, and the change is counted once.
+        m.set_leader(false);
+        m.set_leader(false);
+        let text = m.render();
+        assert!(
+            text.contains(&format!(
+                "beredskab_build_info{{config=\"def\",leader=\"false\",version=\"{version}\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("beredskab_leader_changes_total 1\n"), "{text}");
     }
 }
