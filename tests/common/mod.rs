@@ -9,6 +9,7 @@ pub mod browser;
 pub mod daemon;
 pub mod drill_lint;
 pub mod gateway;
+pub mod pg;
 pub mod smtp;
 pub mod tls;
 
