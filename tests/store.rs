@@ -27,8 +27,9 @@ use beredskab::engine::{
     Level, Notification, ProbeResult, Reason, RejectReason, Severity, Source, TimelineEntry, Ts,
 };
 use beredskab::store::{
-    Attempt, AttemptOutcome, Batch, IncidentFilter, IncidentRow, InputOutcome, OutboxState,
-    PgStore, RAW_LIMIT, Rejection, SqliteStore, Store, StoreError, UsedLink,
+    Attempt, AttemptOutcome, Batch, IncidentFilter, IncidentRow, InputOutcome, META_WATERMARK,
+    OutboxState, PgStore, RAW_LIMIT, Rejection, SqliteStore, Store, StoreError, SystemEvent,
+    UsedLink,
 };
 use common::pg::TestDb;
 use sqlx::Connection;
@@ -49,6 +50,8 @@ trait Backend: Sized {
     async fn close(store: &Self::S);
     /// Where the crash test's child writes: [`CHILD_VAR`]'s value.
     fn child_target(&self) -> String;
+    /// How many rows `table` holds, read beside the store.
+    async fn rows(&self, table: &str) -> i64;
 }
 
 /// SQLite: a file in a fresh directory.
@@ -95,6 +98,17 @@ impl Backend for Sqlite {
 
     fn child_target(&self) -> String {
         format!("sqlite:{}", self.0.display())
+    }
+
+    async fn rows(&self, table: &str) -> i64 {
+        let url = format!("sqlite://{}", self.0.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("raw connection");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .expect("count")
     }
 }
 
@@ -150,6 +164,16 @@ impl Backend for Pg {
     fn child_target(&self) -> String {
         self.0.url.clone()
     }
+
+    async fn rows(&self, table: &str) -> i64 {
+        let mut conn = sqlx::PgConnection::connect(&self.0.url)
+            .await
+            .expect("raw connection");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .expect("count")
+    }
 }
 
 /// A fresh database and the store opened on it.
@@ -189,6 +213,8 @@ on_both!(
     a_used_link_is_found_by_its_id,
     attempts_recorded_together_are_all_or_nothing,
     a_lone_store_wins_every_claim,
+    snapshots_meta_alarms_and_events_round_trip,
+    merge_chains_and_fallbacks,
 );
 
 /// 2026-01-01T00:00:00Z, the tests' t = 0.
@@ -1434,4 +1460,204 @@ async fn pg_a_read_only_connection_reads_beside_the_writer_and_writes_nothing() 
         PgStore::connect_read_only(&db.0.url).await,
         Err(StoreError::OlderSchema { .. })
     ));
+}
+
+/// The newest two snapshots are kept, each after the last input committed
+/// with it; `meta` values are set and overwritten; alarms and the
+/// daemon's events come back newest first.
+async fn snapshots_meta_alarms_and_events_round_trip<B: Backend>() {
+    let (db, store) = fresh::<B>("snapshots").await;
+    assert!(store.latest_snapshot().await.expect("snapshot").is_none());
+    assert_eq!(store.meta(META_WATERMARK).await.expect("meta"), None);
+    let mut last_seq = 0;
+    for i in 0..4i64 {
+        let mut batch = Batch::new();
+        for _ in 0..3 {
+            batch.input(
+                at(i),
+                Source::Http,
+                None,
+                alarm("srv-web", AlarmState::Firing),
+            );
+        }
+        batch.snapshot = Some((at(i), format!("{{\"n\":{i}}}")));
+        batch
+            .meta
+            .push((META_WATERMARK.to_owned(), at(i).0.to_string()));
+        batch.alarms.push(beredskab::store::AlarmRow {
+            id: 0,
+            at: at(i),
+            source: Source::Mqtt,
+            component: "srv-web".to_owned(),
+            kind: "server".to_owned(),
+            state: if i % 2 == 0 {
+                AlarmState::Firing
+            } else {
+                AlarmState::Cleared
+            },
+            severity: AlarmSeverity::Warning,
+            key: format!("a{i}"),
+            message: (i == 1).then(|| "disk full".to_owned()),
+        });
+        batch.events.push(SystemEvent {
+            id: 0,
+            at: at(i),
+            kind: "mqtt_session_lost".to_owned(),
+            detail: format!("round {i}"),
+        });
+        let outcome = store.commit(&batch).await.expect("commit");
+        let InputOutcome::New { seq } = outcome.inputs[2] else {
+            panic!("new input: {outcome:?}");
+        };
+        last_seq = seq;
+    }
+    let snap = store
+        .latest_snapshot()
+        .await
+        .expect("snapshot")
+        .expect("one stored");
+    assert_eq!(
+        (snap.at, snap.after_seq, snap.body.as_str()),
+        (at(3), last_seq, "{\"n\":3}")
+    );
+    assert_eq!(db.rows("snapshots").await, 2, "the newest two are kept");
+    assert_eq!(
+        store.meta(META_WATERMARK).await.expect("meta"),
+        Some(at(3).0.to_string())
+    );
+    assert_eq!(db.rows("meta").await, 1);
+
+    let alarms = store.alarms(10, None).await.expect("alarms");
+    assert_eq!(
+        alarms.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+        ["a3", "a2", "a1", "a0"]
+    );
+    assert_eq!(alarms[2].message.as_deref(), Some("disk full"));
+    assert_eq!(alarms[2].state, AlarmState::Cleared);
+    assert_eq!(alarms[2].severity, AlarmSeverity::Warning);
+    let older = store.alarms(2, Some(alarms[1].id)).await.expect("page");
+    assert_eq!(
+        older.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+        ["a1", "a0"]
+    );
+    let events = store.system_events(2).await.expect("events");
+    assert_eq!(
+        events.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(),
+        ["round 3", "round 2"]
+    );
+    assert_eq!(events[0].at, at(3));
+    store.ping().await.expect("ping");
+}
+
+/// Whether an incident is over follows merges to the end of the chain,
+/// and a loop ends; a fallback attempt hands the row to a new one; the
+/// pending summary counts what is left, and used links are found by
+/// incident.
+async fn merge_chains_and_fallbacks<B: Backend>() {
+    let (_db, store) = fresh::<B>("merges").await;
+    let mut batch = Batch::new();
+    let merged = |into: u64| IncidentState::Merged(IncidentId(into));
+    for (id, state) in [
+        (1, IncidentState::Resolved),
+        (2, merged(1)),
+        (3, merged(2)),
+        (4, IncidentState::Open),
+        (5, merged(4)),
+        (6, merged(6)),
+        (7, merged(8)),
+        (8, merged(7)),
+    ] {
+        batch.incident(incident_row(id, state, at(id as i64)));
+    }
+    batch.notification(at(10), notification("4/open/0/p-drift/sms", 4));
+    batch.notification(at(12), notification("4/open/0/p-support/sms", 4));
+    for (link, incident) in [("l1", 1), ("l2", 4), ("l3", 4)] {
+        batch.used_links.push(UsedLink {
+            link: link.to_owned(),
+            at: at(20),
+            incident,
+            person: "p-drift".to_owned(),
+        });
+    }
+    store.commit(&batch).await.expect("commit");
+    for (id, over) in [
+        (1, true),
+        (2, true),
+        (3, true),
+        (4, false),
+        (5, false),
+        (6, false),
+        (7, false),
+        (99, false),
+    ] {
+        assert_eq!(
+            store.incident_over(id).await.expect("over"),
+            over,
+            "incident {id}"
+        );
+    }
+    let mut links = store.used_links_of(&[4, 2]).await.expect("links");
+    links.sort();
+    assert_eq!(links, [(4, "l2".to_owned()), (4, "l3".to_owned())]);
+
+    let pending = store.outbox_pending().await.expect("pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].pending, pending[0].oldest), (2, at(10)));
+
+    let row = store
+        .due_notifications(at(10), 1)
+        .await
+        .expect("due")
+        .remove(0);
+    let fallback = beredskab::store::OutboxRow {
+        key: "4/open/0/p-drift/mail".to_owned(),
+        channel: "mail".to_owned(),
+        next_attempt: at(30),
+        ..row.clone()
+    };
+    store
+        .record_attempt(&Attempt {
+            key: row.key.clone(),
+            incident: 4,
+            at: at(25),
+            channel: "sms".into(),
+            person: "p-drift".into(),
+            outcome: AttemptOutcome::Fallback,
+            detail: "no phone number".into(),
+            next_attempt: None,
+            fallback: Some(fallback),
+        })
+        .await
+        .expect("record");
+    let all = store.notifications(4).await.expect("notifications");
+    assert_eq!(
+        all.iter()
+            .map(|n| (n.key.as_str(), n.state))
+            .collect::<Vec<_>>(),
+        [
+            ("4/open/0/p-drift/sms", OutboxState::Failed),
+            ("4/open/0/p-support/sms", OutboxState::Pending),
+            ("4/open/0/p-drift/mail", OutboxState::Pending),
+        ]
+    );
+    assert_eq!(all[2].next_attempt, at(30));
+    assert_eq!(all[2].created_at, at(10));
+    let deliveries = store.deliveries(4).await.expect("deliveries");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(
+        (
+            deliveries[0].outcome.as_str(),
+            deliveries[0].detail.as_str()
+        ),
+        ("fallback", "no phone number")
+    );
+    let mut pending = store.outbox_pending().await.expect("pending");
+    pending.sort_by(|a, b| a.channel.cmp(&b.channel));
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| (p.channel.as_str(), p.pending))
+            .collect::<Vec<_>>(),
+        [("mail", 1), ("sms", 1)]
+    );
 }
