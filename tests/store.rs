@@ -1,10 +1,15 @@
-//! The SQLite store on real files: batches round-trip, duplicates are
-//! stored once, the outbox moves through its states, reopening keeps
-//! everything, the log replays to the same incidents, and a writer killed
-//! with SIGKILL mid-stream loses no commit it reported.
+//! The stores on real databases, each test once on SQLite (a file) and
+//! once on PostgreSQL (a database of its own, see `common::pg`): batches
+//! round-trip, duplicates are stored once, the outbox moves through its
+//! states, reopening keeps everything, the log replays to the same
+//! incidents, and a writer killed with SIGKILL mid-stream loses no commit
+//! it reported. PostgreSQL's own: claims share one outbox between
+//! instances, two instances migrate once, and a read-only connection.
 //!
 //! The crash test runs this test binary again as the writer (see
 //! [`crash_child`]), so the child is real code in a separate process.
+
+mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -15,16 +20,202 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use beredskab::catalogue::Catalogue;
+use beredskab::clock::wall_now;
 use beredskab::config::{AlarmKind, load};
 use beredskab::engine::{
     AlarmInput, AlarmSeverity, AlarmState, Basis, Effect, Engine, Event, IncidentId, IncidentState,
     Level, Notification, ProbeResult, Reason, RejectReason, Severity, Source, TimelineEntry, Ts,
 };
 use beredskab::store::{
-    Attempt, AttemptOutcome, Batch, IncidentFilter, IncidentRow, InputOutcome, OutboxState,
-    RAW_LIMIT, Rejection, SqliteStore, Store, StoreError, UsedLink,
+    Attempt, AttemptOutcome, Batch, IncidentFilter, IncidentRow, InputOutcome, META_WATERMARK,
+    OutboxState, PgStore, RAW_LIMIT, Rejection, SqliteStore, Store, StoreError, SystemEvent,
+    UsedLink,
 };
+use common::pg::TestDb;
 use sqlx::Connection;
+
+/// A backend under test: a database of one test, and the store on it.
+trait Backend: Sized {
+    type S: Store + Clone + 'static;
+    /// An empty database no other test uses.
+    async fn create(name: &str) -> Self;
+    /// Opens the store on it, migrating.
+    async fn open(&self) -> Result<Self::S, StoreError>;
+    async fn schema_version(store: &Self::S) -> i64;
+    fn latest_schema_version() -> i64;
+    /// Records schema version `v` in the database, as another build would.
+    async fn set_schema_version(&self, v: i64);
+    /// The backend's own consistency check, where it has one.
+    async fn check(store: &Self::S);
+    async fn close(store: &Self::S);
+    /// Where the crash test's child writes: [`CHILD_VAR`]'s value.
+    fn child_target(&self) -> String;
+    /// How many rows `table` holds, read beside the store.
+    async fn rows(&self, table: &str) -> i64;
+}
+
+/// SQLite: a file in a fresh directory.
+struct Sqlite(PathBuf);
+
+impl Backend for Sqlite {
+    type S = SqliteStore;
+
+    async fn create(name: &str) -> Sqlite {
+        Sqlite(temp_db(name))
+    }
+
+    async fn open(&self) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open(&self.0).await
+    }
+
+    async fn schema_version(store: &SqliteStore) -> i64 {
+        store.schema_version().await.expect("version")
+    }
+
+    fn latest_schema_version() -> i64 {
+        SqliteStore::latest_schema_version()
+    }
+
+    async fn set_schema_version(&self, v: i64) {
+        let url = format!("sqlite://{}", self.0.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("raw connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {v}")))
+            .execute(&mut conn)
+            .await
+            .expect("set version");
+        conn.close().await.expect("close");
+    }
+
+    async fn check(store: &SqliteStore) {
+        store.integrity_check().await.expect("integrity");
+    }
+
+    async fn close(store: &SqliteStore) {
+        store.close().await;
+    }
+
+    fn child_target(&self) -> String {
+        format!("sqlite:{}", self.0.display())
+    }
+
+    async fn rows(&self, table: &str) -> i64 {
+        let url = format!("sqlite://{}", self.0.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("raw connection");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .expect("count")
+    }
+}
+
+/// PostgreSQL: a database of its own, dropped with the test.
+struct Pg(TestDb);
+
+impl Backend for Pg {
+    type S = PgStore;
+
+    async fn create(_name: &str) -> Pg {
+        Pg(TestDb::create().await)
+    }
+
+    async fn open(&self) -> Result<PgStore, StoreError> {
+        PgStore::connect(&self.0.url).await
+    }
+
+    async fn schema_version(store: &PgStore) -> i64 {
+        store.schema_version().await.expect("version")
+    }
+
+    fn latest_schema_version() -> i64 {
+        PgStore::latest_schema_version()
+    }
+
+    async fn set_schema_version(&self, v: i64) {
+        let mut conn = sqlx::PgConnection::connect(&self.0.url)
+            .await
+            .expect("raw connection");
+        sqlx::query("DELETE FROM schema_version")
+            .execute(&mut conn)
+            .await
+            .expect("clear version");
+        if v > 0 {
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind(v)
+                .execute(&mut conn)
+                .await
+                .expect("set version");
+        }
+        conn.close().await.expect("close");
+    }
+
+    /// PostgreSQL checks its own pages; a query answering is the check.
+    async fn check(store: &PgStore) {
+        store.ping().await.expect("ping");
+    }
+
+    async fn close(store: &PgStore) {
+        store.close().await;
+    }
+
+    fn child_target(&self) -> String {
+        self.0.url.clone()
+    }
+
+    async fn rows(&self, table: &str) -> i64 {
+        let mut conn = sqlx::PgConnection::connect(&self.0.url)
+            .await
+            .expect("raw connection");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .expect("count")
+    }
+}
+
+/// A fresh database and the store opened on it.
+async fn fresh<B: Backend>(name: &str) -> (B, B::S) {
+    let db = B::create(name).await;
+    let store = db.open().await.expect("open");
+    (db, store)
+}
+
+/// Runs each generic test once per backend, as `NAME::sqlite` and
+/// `NAME::postgres`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name::<super::Sqlite>().await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name::<super::Pg>().await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    a_batch_round_trips,
+    rejected_input_is_kept_truncated,
+    a_dedup_key_is_stored_once,
+    the_outbox_queues_once_and_tracks_delivery,
+    reopening_keeps_everything,
+    the_log_replays_to_the_same_incidents,
+    a_writer_killed_mid_stream_loses_no_reported_commit,
+    throughput_of_batched_commits,
+    a_used_link_is_found_by_its_id,
+    attempts_recorded_together_are_all_or_nothing,
+    a_lone_store_wins_every_claim,
+    snapshots_meta_alarms_and_events_round_trip,
+    merge_chains_and_fallbacks,
+);
 
 /// 2026-01-01T00:00:00Z, the tests' t = 0.
 const T0: Ts = Ts(1_767_225_600_000);
@@ -176,11 +367,8 @@ fn notification(key: &str, incident: u64) -> Notification {
     }
 }
 
-#[tokio::test]
-async fn a_batch_round_trips() {
-    let store = SqliteStore::open(temp_db("round-trip"))
-        .await
-        .expect("open");
+async fn a_batch_round_trips<B: Backend>() {
+    let (_db, store) = fresh::<B>("round-trip").await;
     let events = every_kind_of_event();
 
     let mut batch = Batch::new();
@@ -339,9 +527,8 @@ async fn a_batch_round_trips() {
     );
 }
 
-#[tokio::test]
-async fn rejected_input_is_kept_truncated() {
-    let store = SqliteStore::open(temp_db("rejected")).await.expect("open");
+async fn rejected_input_is_kept_truncated<B: Backend>() {
+    let (_db, store) = fresh::<B>("rejected").await;
     let big = vec![b'x'; RAW_LIMIT * 3];
     let mut batch = Batch::new();
     batch.rejected(Rejection {
@@ -378,9 +565,8 @@ async fn rejected_input_is_kept_truncated() {
     assert_eq!(older.len(), 2);
 }
 
-#[tokio::test]
-async fn a_dedup_key_is_stored_once() {
-    let store = SqliteStore::open(temp_db("dedup")).await.expect("open");
+async fn a_dedup_key_is_stored_once<B: Backend>() {
+    let (_db, store) = fresh::<B>("dedup").await;
     let key = || Some("mqtt:raadhus/serverrum/brand:firing:42".to_owned());
     let fire = alarm("serverrum", AlarmState::Firing);
 
@@ -413,9 +599,8 @@ async fn a_dedup_key_is_stored_once() {
     assert_eq!(stored[0].at, at(0), "the first copy is kept");
 }
 
-#[tokio::test]
-async fn the_outbox_queues_once_and_tracks_delivery() {
-    let store = SqliteStore::open(temp_db("outbox")).await.expect("open");
+async fn the_outbox_queues_once_and_tracks_delivery<B: Backend>() {
+    let (_db, store) = fresh::<B>("outbox").await;
     let mut batch = Batch::new();
     batch.notification(at(10), notification("1/open/0/p-drift/sms", 1));
     batch.notification(at(10), notification("1/open/0/p-drift/sms", 1));
@@ -514,14 +699,9 @@ async fn the_outbox_queues_once_and_tracks_delivery() {
     ));
 }
 
-#[tokio::test]
-async fn reopening_keeps_everything() {
-    let path = temp_db("reopen");
-    let store = SqliteStore::open(&path).await.expect("open");
-    assert_eq!(
-        store.schema_version().await.expect("version"),
-        SqliteStore::latest_schema_version()
-    );
+async fn reopening_keeps_everything<B: Backend>() {
+    let (db, store) = fresh::<B>("reopen").await;
+    assert_eq!(B::schema_version(&store).await, B::latest_schema_version());
     let mut batch = Batch::new();
     for (i, e) in every_kind_of_event().into_iter().enumerate() {
         batch.input(at(i as i64), Source::Http, Some(format!("k{i}")), e);
@@ -532,22 +712,19 @@ async fn reopening_keeps_everything() {
     store.commit(&batch).await.expect("commit");
     let inputs = store.inputs().await.expect("inputs");
     let incident = store.incident(1).await.expect("read");
-    store.close().await;
+    B::close(&store).await;
 
-    // Twice, so the migrations run on a migrated file again.
+    // Twice, so the migrations run on a migrated database again.
     for _ in 0..2 {
-        let store = SqliteStore::open(&path).await.expect("reopen");
-        assert_eq!(
-            store.schema_version().await.expect("version"),
-            SqliteStore::latest_schema_version()
-        );
+        let store = db.open().await.expect("reopen");
+        assert_eq!(B::schema_version(&store).await, B::latest_schema_version());
         assert_eq!(store.inputs().await.expect("inputs"), inputs);
         assert_eq!(store.incident(1).await.expect("read"), incident);
         assert_eq!(
             store.due_notifications(at(0), 10).await.expect("due").len(),
             1
         );
-        store.integrity_check().await.expect("integrity");
+        B::check(&store).await;
         // A key from before the reopen is still a duplicate.
         let mut batch = Batch::new();
         batch.input(
@@ -561,21 +738,13 @@ async fn reopening_keeps_everything() {
             outcome.inputs,
             [InputOutcome::Duplicate { seq: inputs[0].seq }]
         );
-        store.close().await;
+        B::close(&store).await;
     }
 
-    // A file from a newer build is refused, not silently used.
-    let url = format!("sqlite://{}", path.display());
-    let mut conn = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("raw connection");
-    sqlx::query("PRAGMA user_version = 99")
-        .execute(&mut conn)
-        .await
-        .expect("set version");
-    conn.close().await.expect("close");
+    // A database from a newer build is refused, not silently used.
+    db.set_schema_version(99).await;
     assert!(matches!(
-        SqliteStore::open(&path).await,
+        db.open().await,
         Err(StoreError::NewerSchema { found: 99, .. })
     ));
 }
@@ -583,6 +752,8 @@ async fn reopening_keeps_everything() {
 /// A read-only opening (for `beredskab report`) reads what the writer
 /// committed while the writer is still open, takes no write, creates no
 /// missing file, and refuses a file of another schema version.
+/// SQLite only: it opens a file; `pg_a_read_only_connection_…` is
+/// PostgreSQL's.
 #[tokio::test]
 async fn a_read_only_store_reads_beside_the_writer_and_writes_nothing() {
     let path = temp_db("read-only");
@@ -652,8 +823,7 @@ fn drive(
     }
 }
 
-#[tokio::test]
-async fn the_log_replays_to_the_same_incidents() {
+async fn the_log_replays_to_the_same_incidents<B: Backend>() {
     let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/plan.toml");
     let config = load(&plan).expect("plan loads").config;
     let cat = Arc::new(Catalogue::build(&config).expect("catalogue"));
@@ -699,7 +869,7 @@ async fn the_log_replays_to_the_same_incidents() {
     ];
 
     // The daemon's way: each input with the effects it caused, one commit.
-    let store = SqliteStore::open(temp_db("replay")).await.expect("open");
+    let (_db, store) = fresh::<B>("replay").await;
     let mut engine = Engine::new(cat.clone());
     let mut batches = Vec::new();
     let mut stored_len: HashMap<u64, usize> = HashMap::new();
@@ -792,7 +962,7 @@ async fn the_log_replays_to_the_same_incidents() {
 /// A plain `#[test]` that does nothing unless the parent set [`CHILD_VAR`].
 #[test]
 fn crash_child() {
-    let Some(path) = std::env::var_os(CHILD_VAR) else {
+    let Ok(target) = std::env::var(CHILD_VAR) else {
         return;
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -800,9 +970,19 @@ fn crash_child() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let store = SqliteStore::open(PathBuf::from(path))
-            .await
-            .expect("child open");
+        match target.strip_prefix("sqlite:") {
+            Some(path) => {
+                let store = SqliteStore::open(PathBuf::from(path)).await;
+                child_writes(store.expect("child open")).await;
+            }
+            None => child_writes(PgStore::connect(&target).await.expect("child open")).await,
+        }
+    });
+}
+
+/// The crash child's loop, on either store.
+async fn child_writes<S: Store>(store: S) {
+    {
         // Resume after what a previous child stored.
         let mut n = store.inputs().await.expect("child inputs").len();
         let started = Instant::now();
@@ -834,12 +1014,12 @@ fn crash_child() {
             out.flush().expect("child stdout");
             n += CRASH_BATCH;
         }
-    });
+    }
 }
 
 /// Starts a writer child, reads what it reports committed, and kills it
 /// with SIGKILL after `commits` commits. Returns the keys it reported.
-fn run_and_kill_child(path: &Path, commits: usize) -> Vec<String> {
+fn run_and_kill_child(target: &str, commits: usize) -> Vec<String> {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
@@ -848,7 +1028,7 @@ fn run_and_kill_child(path: &Path, commits: usize) -> Vec<String> {
             "--test-threads=1",
             "--quiet",
         ])
-        .env(CHILD_VAR, path)
+        .env(CHILD_VAR, target)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -878,17 +1058,16 @@ fn run_and_kill_child(path: &Path, commits: usize) -> Vec<String> {
     reported
 }
 
-#[tokio::test]
-async fn a_writer_killed_mid_stream_loses_no_reported_commit() {
-    let path = temp_db("crash");
+async fn a_writer_killed_mid_stream_loses_no_reported_commit<B: Backend>() {
+    let db = B::create("crash").await;
     let mut reported_all: Vec<String> = Vec::new();
     for round in 0..3 {
         let commits = fastrand::usize(200..=500);
-        let reported = run_and_kill_child(&path, commits);
+        let reported = run_and_kill_child(&db.child_target(), commits);
         reported_all.extend(reported);
 
-        let store = SqliteStore::open(&path).await.expect("reopen after kill");
-        store.integrity_check().await.expect("integrity after kill");
+        let store = db.open().await.expect("reopen after kill");
+        B::check(&store).await;
         let stored = store.inputs().await.expect("inputs");
         let keys: Vec<&str> = stored
             .iter()
@@ -942,7 +1121,7 @@ async fn a_writer_killed_mid_stream_loses_no_reported_commit() {
         }
         let outcome = store.commit(&batch).await.expect("redelivery");
         assert!(outcome.inputs.iter().all(|o| !o.is_new()));
-        store.close().await;
+        B::close(&store).await;
         // The next child resumes after what is stored, unreported keys too.
         reported_all = keys.iter().map(|k| k.to_string()).collect();
     }
@@ -950,11 +1129,8 @@ async fn a_writer_killed_mid_stream_loses_no_reported_commit() {
 
 /// Not a gate: prints inputs per second for commits of 1 and 100 inputs
 /// (run with `--nocapture` to see it).
-#[tokio::test]
-async fn throughput_of_batched_commits() {
-    let store = SqliteStore::open(temp_db("throughput"))
-        .await
-        .expect("open");
+async fn throughput_of_batched_commits<B: Backend>() {
+    let (_db, store) = fresh::<B>("throughput").await;
     let event = Event::Mqtt {
         topic: "servere/srv-web/alarm".to_owned(),
         payload: br#"{"state":"alarm","key":"disk"}"#.to_vec(),
@@ -987,9 +1163,8 @@ async fn throughput_of_batched_commits() {
 
 /// A used acknowledgement link is found by its id, without reading the
 /// others; the list of them stays for the core's start.
-#[tokio::test]
-async fn a_used_link_is_found_by_its_id() {
-    let store = SqliteStore::open(temp_db("used-link")).await.expect("open");
+async fn a_used_link_is_found_by_its_id<B: Backend>() {
+    let (_db, store) = fresh::<B>("used-link").await;
     assert!(!store.link_used("abc").await.expect("ask"));
     let mut batch = Batch::new();
     for link in ["abc", "def"] {
@@ -1010,9 +1185,8 @@ async fn a_used_link_is_found_by_its_id() {
     assert_eq!(all, ["abc", "def"]);
 }
 
-#[tokio::test]
-async fn attempts_recorded_together_are_all_or_nothing() {
-    let store = SqliteStore::open(temp_db("attempts")).await.expect("open");
+async fn attempts_recorded_together_are_all_or_nothing<B: Backend>() {
+    let (_db, store) = fresh::<B>("attempts").await;
     let mut batch = Batch::new();
     for key in ["1/open/0/p-drift/sms", "1/open/0/p-support/sms"] {
         batch.notification(at(10), notification(key, 1));
@@ -1060,4 +1234,430 @@ async fn attempts_recorded_together_are_all_or_nothing() {
     batch.notification(at(30), notification("2/open/0/p-drift/sms", 2));
     store.commit(&batch).await.expect("commit");
     assert_eq!(store.next_due().await.expect("next"), Some(at(30)));
+}
+
+/// A store alone wins every claim it asks for (SQLite: one process;
+/// PostgreSQL: one instance), again and again, and the rows stay pending
+/// until an attempt is recorded.
+async fn a_lone_store_wins_every_claim<B: Backend>() {
+    let (_db, store) = fresh::<B>("lone-claim").await;
+    let keys: Vec<String> = (0..3).map(|i| format!("1/open/0/p{i}/sms")).collect();
+    let mut batch = Batch::new();
+    for k in &keys {
+        batch.notification(at(10), notification(k, 1));
+    }
+    store.commit(&batch).await.expect("commit");
+    let until = wall_now().plus(Duration::from_secs(120));
+    assert_eq!(store.claim(&keys, until).await.expect("claim"), keys);
+    assert_eq!(store.claim(&keys, until).await.expect("again"), keys);
+    assert_eq!(
+        store.claim(&[], until).await.expect("none"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        store
+            .due_notifications(at(10), 10)
+            .await
+            .expect("due")
+            .len(),
+        3,
+        "a claim is not an attempt"
+    );
+}
+
+/// Two instances sharing one outbox: a row one of them claimed is not the
+/// other's until the claim runs out or its attempt is recorded; a row no
+/// longer pending is nobody's; claims made at once never overlap.
+#[tokio::test]
+async fn pg_instances_claim_each_row_once() {
+    let db = Pg::create("claims").await;
+    let a = PgStore::connect(&db.0.url)
+        .await
+        .expect("open a")
+        .with_instance("a".to_owned());
+    let b = PgStore::connect(&db.0.url)
+        .await
+        .expect("open b")
+        .with_instance("b".to_owned());
+    assert_eq!((a.instance(), b.instance()), ("a", "b"));
+    let keys: Vec<String> = (0..50).map(|i| format!("1/open/0/p{i}/sms")).collect();
+    let mut batch = Batch::new();
+    for k in &keys {
+        batch.notification(at(10), notification(k, 1));
+    }
+    a.commit(&batch).await.expect("commit");
+    let until = wall_now().plus(Duration::from_secs(120));
+    let (k0, k1, k2) = (keys[0].clone(), keys[1].clone(), keys[2].clone());
+
+    // Sent rows are nobody's; a claim is its holder's alone.
+    a.mark_sent(&k2, at(11)).await.expect("sent");
+    let three = [k0.clone(), k1.clone(), k2.clone()];
+    assert_eq!(
+        a.claim(&three, until).await.expect("a claims"),
+        [k0.as_str(), k1.as_str()]
+    );
+    assert!(b.claim(&three, until).await.expect("b claims").is_empty());
+    assert_eq!(
+        a.claim(&three, until).await.expect("a renews"),
+        [k0.as_str(), k1.as_str()]
+    );
+
+    // A recorded attempt ends the claim: the retry is anyone's.
+    let retried = Attempt {
+        key: k0.clone(),
+        incident: 1,
+        at: at(12),
+        channel: "sms".into(),
+        person: "p0".into(),
+        outcome: AttemptOutcome::Retried,
+        detail: "gateway said 503".into(),
+        next_attempt: Some(at(20)),
+        fallback: None,
+    };
+    a.record_attempt(&retried).await.expect("record");
+    assert_eq!(
+        b.claim(&three, until).await.expect("b claims"),
+        [k0.as_str()]
+    );
+    // So does mark_failed with a retry time; a still holds k1.
+    b.mark_failed(&k0, "again 503", Some(at(30)))
+        .await
+        .expect("failed");
+    assert_eq!(
+        a.claim(&three, until).await.expect("a claims"),
+        [k0.as_str(), k1.as_str()]
+    );
+
+    // A claim that ran out (its holder died) is taken over.
+    let past = wall_now().plus(Duration::from_secs(0));
+    let past = Ts(past.0 - 1_000);
+    assert_eq!(
+        a.claim(std::slice::from_ref(&k1), past)
+            .await
+            .expect("a shortens"),
+        [k1.as_str()]
+    );
+    assert_eq!(
+        b.claim(std::slice::from_ref(&k1), until)
+            .await
+            .expect("b takes over"),
+        [k1.as_str()]
+    );
+    assert!(
+        a.claim(std::slice::from_ref(&k1), until)
+            .await
+            .expect("a lost it")
+            .is_empty()
+    );
+
+    // Both at once over the rest: every row to one of them at most.
+    let rest: Vec<String> = keys[3..].to_vec();
+    let (won_a, won_b) = tokio::join!(a.claim(&rest, until), b.claim(&rest, until));
+    let (won_a, won_b) = (won_a.expect("a"), won_b.expect("b"));
+    let set_a: HashSet<&String> = won_a.iter().collect();
+    assert!(
+        won_b.iter().all(|k| !set_a.contains(k)),
+        "a row claimed twice: {won_a:?} {won_b:?}"
+    );
+    // What neither got (skipped while the other held its lock) is free.
+    let free: Vec<String> = rest
+        .iter()
+        .filter(|k| !set_a.contains(k) && !won_b.contains(k))
+        .cloned()
+        .collect();
+    let mut again = a.claim(&rest, until).await.expect("a again");
+    again.sort();
+    let mut expected: Vec<String> = won_a.iter().cloned().chain(free).collect();
+    expected.sort();
+    assert_eq!(again, expected);
+}
+
+/// Two daemons starting at once on an empty database: one migrates, the
+/// other waits for it and finds the schema done.
+#[tokio::test]
+async fn pg_instances_starting_at_once_migrate_once() {
+    let db = Pg::create("migrate-once").await;
+    let (a, b) = tokio::join!(PgStore::connect(&db.0.url), PgStore::connect(&db.0.url));
+    let (a, b) = (a.expect("open a"), b.expect("open b"));
+    assert_eq!(
+        a.schema_version().await.expect("version"),
+        PgStore::latest_schema_version()
+    );
+    let mut conn = sqlx::PgConnection::connect(&db.0.url)
+        .await
+        .expect("raw connection");
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .expect("versions");
+    let latest = PgStore::latest_schema_version();
+    assert_eq!(versions, (1..=latest).collect::<Vec<_>>());
+    // Both write into the one store.
+    for (store, key) in [(&a, "from-a"), (&b, "from-b")] {
+        let mut batch = Batch::new();
+        batch.input(
+            at(1),
+            Source::Http,
+            Some(key.to_owned()),
+            alarm("x", AlarmState::Firing),
+        );
+        assert!(store.commit(&batch).await.expect("commit").inputs[0].is_new());
+    }
+    assert_eq!(b.inputs().await.expect("inputs").len(), 2);
+}
+
+/// A read-only connection (for `beredskab report`) reads what a writer
+/// committed beside it, writes nothing, migrates nothing, and refuses a
+/// database of another schema version. PostgreSQL's counterpart of the
+/// SQLite test above.
+#[tokio::test]
+async fn pg_a_read_only_connection_reads_beside_the_writer_and_writes_nothing() {
+    let db = Pg::create("read-only").await;
+    // An empty database is not migrated by a read-only connection.
+    assert!(matches!(
+        PgStore::connect_read_only(&db.0.url).await,
+        Err(StoreError::OlderSchema { found: 0, .. })
+    ));
+
+    let writer = db.open().await.expect("open");
+    let mut batch = Batch::new();
+    batch.incident(incident_row(1, IncidentState::Open, at(0)));
+    batch.timeline(1, 0, vec![entry(0, "opened", "srv-1 down", None)]);
+    batch.notification(at(0), notification("n1", 1));
+    writer.commit(&batch).await.expect("commit");
+
+    let reader = PgStore::connect_read_only(&db.0.url)
+        .await
+        .expect("open read-only");
+    let detail = reader.incident(1).await.expect("read").expect("incident 1");
+    assert_eq!(detail.timeline.len(), 1);
+    assert_eq!(reader.notifications(1).await.expect("outbox").len(), 1);
+    let mut batch = Batch::new();
+    batch.incident(incident_row(2, IncidentState::Open, at(5)));
+    assert!(
+        reader.commit(&batch).await.is_err(),
+        "a read-only store wrote"
+    );
+    assert!(reader.mark_sent("n1", at(1)).await.is_err());
+
+    let mut batch = Batch::new();
+    batch.incident(incident_row(1, IncidentState::Resolved, at(0)));
+    writer.commit(&batch).await.expect("commit beside a reader");
+    let detail = reader.incident(1).await.expect("read").expect("incident 1");
+    assert_eq!(detail.incident.state, IncidentState::Resolved);
+    reader.close().await;
+    writer.close().await;
+
+    db.set_schema_version(99).await;
+    assert!(matches!(
+        PgStore::connect_read_only(&db.0.url).await,
+        Err(StoreError::NewerSchema { found: 99, .. })
+    ));
+    db.set_schema_version(PgStore::latest_schema_version() - 1)
+        .await;
+    assert!(matches!(
+        PgStore::connect_read_only(&db.0.url).await,
+        Err(StoreError::OlderSchema { .. })
+    ));
+}
+
+/// The newest two snapshots are kept, each after the last input committed
+/// with it; `meta` values are set and overwritten; alarms and the
+/// daemon's events come back newest first.
+async fn snapshots_meta_alarms_and_events_round_trip<B: Backend>() {
+    let (db, store) = fresh::<B>("snapshots").await;
+    assert!(store.latest_snapshot().await.expect("snapshot").is_none());
+    assert_eq!(store.meta(META_WATERMARK).await.expect("meta"), None);
+    let mut last_seq = 0;
+    for i in 0..4i64 {
+        let mut batch = Batch::new();
+        for _ in 0..3 {
+            batch.input(
+                at(i),
+                Source::Http,
+                None,
+                alarm("srv-web", AlarmState::Firing),
+            );
+        }
+        batch.snapshot = Some((at(i), format!("{{\"n\":{i}}}")));
+        batch
+            .meta
+            .push((META_WATERMARK.to_owned(), at(i).0.to_string()));
+        batch.alarms.push(beredskab::store::AlarmRow {
+            id: 0,
+            at: at(i),
+            source: Source::Mqtt,
+            component: "srv-web".to_owned(),
+            kind: "server".to_owned(),
+            state: if i % 2 == 0 {
+                AlarmState::Firing
+            } else {
+                AlarmState::Cleared
+            },
+            severity: AlarmSeverity::Warning,
+            key: format!("a{i}"),
+            message: (i == 1).then(|| "disk full".to_owned()),
+        });
+        batch.events.push(SystemEvent {
+            id: 0,
+            at: at(i),
+            kind: "mqtt_session_lost".to_owned(),
+            detail: format!("round {i}"),
+        });
+        let outcome = store.commit(&batch).await.expect("commit");
+        let InputOutcome::New { seq } = outcome.inputs[2] else {
+            panic!("new input: {outcome:?}");
+        };
+        last_seq = seq;
+    }
+    let snap = store
+        .latest_snapshot()
+        .await
+        .expect("snapshot")
+        .expect("one stored");
+    assert_eq!(
+        (snap.at, snap.after_seq, snap.body.as_str()),
+        (at(3), last_seq, "{\"n\":3}")
+    );
+    assert_eq!(db.rows("snapshots").await, 2, "the newest two are kept");
+    assert_eq!(
+        store.meta(META_WATERMARK).await.expect("meta"),
+        Some(at(3).0.to_string())
+    );
+    assert_eq!(db.rows("meta").await, 1);
+
+    let alarms = store.alarms(10, None).await.expect("alarms");
+    assert_eq!(
+        alarms.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+        ["a3", "a2", "a1", "a0"]
+    );
+    assert_eq!(alarms[2].message.as_deref(), Some("disk full"));
+    assert_eq!(alarms[2].state, AlarmState::Cleared);
+    assert_eq!(alarms[2].severity, AlarmSeverity::Warning);
+    let older = store.alarms(2, Some(alarms[1].id)).await.expect("page");
+    assert_eq!(
+        older.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+        ["a1", "a0"]
+    );
+    let events = store.system_events(2).await.expect("events");
+    assert_eq!(
+        events.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(),
+        ["round 3", "round 2"]
+    );
+    assert_eq!(events[0].at, at(3));
+    store.ping().await.expect("ping");
+}
+
+/// Whether an incident is over follows merges to the end of the chain,
+/// and a loop ends; a fallback attempt hands the row to a new one; the
+/// pending summary counts what is left, and used links are found by
+/// incident.
+async fn merge_chains_and_fallbacks<B: Backend>() {
+    let (_db, store) = fresh::<B>("merges").await;
+    let mut batch = Batch::new();
+    let merged = |into: u64| IncidentState::Merged(IncidentId(into));
+    for (id, state) in [
+        (1, IncidentState::Resolved),
+        (2, merged(1)),
+        (3, merged(2)),
+        (4, IncidentState::Open),
+        (5, merged(4)),
+        (6, merged(6)),
+        (7, merged(8)),
+        (8, merged(7)),
+    ] {
+        batch.incident(incident_row(id, state, at(id as i64)));
+    }
+    batch.notification(at(10), notification("4/open/0/p-drift/sms", 4));
+    batch.notification(at(12), notification("4/open/0/p-support/sms", 4));
+    for (link, incident) in [("l1", 1), ("l2", 4), ("l3", 4)] {
+        batch.used_links.push(UsedLink {
+            link: link.to_owned(),
+            at: at(20),
+            incident,
+            person: "p-drift".to_owned(),
+        });
+    }
+    store.commit(&batch).await.expect("commit");
+    for (id, over) in [
+        (1, true),
+        (2, true),
+        (3, true),
+        (4, false),
+        (5, false),
+        (6, false),
+        (7, false),
+        (99, false),
+    ] {
+        assert_eq!(
+            store.incident_over(id).await.expect("over"),
+            over,
+            "incident {id}"
+        );
+    }
+    let mut links = store.used_links_of(&[4, 2]).await.expect("links");
+    links.sort();
+    assert_eq!(links, [(4, "l2".to_owned()), (4, "l3".to_owned())]);
+
+    let pending = store.outbox_pending().await.expect("pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].pending, pending[0].oldest), (2, at(10)));
+
+    let row = store
+        .due_notifications(at(10), 1)
+        .await
+        .expect("due")
+        .remove(0);
+    let fallback = beredskab::store::OutboxRow {
+        key: "4/open/0/p-drift/mail".to_owned(),
+        channel: "mail".to_owned(),
+        next_attempt: at(30),
+        ..row.clone()
+    };
+    store
+        .record_attempt(&Attempt {
+            key: row.key.clone(),
+            incident: 4,
+            at: at(25),
+            channel: "sms".into(),
+            person: "p-drift".into(),
+            outcome: AttemptOutcome::Fallback,
+            detail: "no phone number".into(),
+            next_attempt: None,
+            fallback: Some(fallback),
+        })
+        .await
+        .expect("record");
+    let all = store.notifications(4).await.expect("notifications");
+    assert_eq!(
+        all.iter()
+            .map(|n| (n.key.as_str(), n.state))
+            .collect::<Vec<_>>(),
+        [
+            ("4/open/0/p-drift/sms", OutboxState::Failed),
+            ("4/open/0/p-support/sms", OutboxState::Pending),
+            ("4/open/0/p-drift/mail", OutboxState::Pending),
+        ]
+    );
+    assert_eq!(all[2].next_attempt, at(30));
+    assert_eq!(all[2].created_at, at(10));
+    let deliveries = store.deliveries(4).await.expect("deliveries");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(
+        (
+            deliveries[0].outcome.as_str(),
+            deliveries[0].detail.as_str()
+        ),
+        ("fallback", "no phone number")
+    );
+    let mut pending = store.outbox_pending().await.expect("pending");
+    pending.sort_by(|a, b| a.channel.cmp(&b.channel));
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| (p.channel.as_str(), p.pending))
+            .collect::<Vec<_>>(),
+        [("mail", 1), ("sms", 1)]
+    );
 }

@@ -72,6 +72,10 @@ const RECORD_AT_SHUTDOWN: Duration = Duration::from_secs(2);
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// The longest wait between tries to record an attempt the store refused.
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long a delivery's claim on its row lasts ([`Store::claim`]): longer
+/// than an attempt and its record take, short enough that another daemon
+/// sharing the outbox takes over soon after this one died.
+const CLAIM_FOR: Duration = Duration::from_secs(120);
 /// How often the outbox gauges are read from the store.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
 /// The longest sleep without looking at the outbox (a safety net: waking
@@ -214,18 +218,46 @@ impl<S: Store + Clone + 'static> Notifier<S> {
                 }
             }
             let mut started = false;
-            while running.len() < IN_FLIGHT
-                && let Some(row) = queue.pop_front()
-            {
-                if !in_flight.insert(row.key.clone()) {
-                    continue;
+            // Claim the rows for the free slots first, and deliver only
+            // those won: another daemon sharing the store has the rest. A
+            // store that cannot say delivers none, and is asked again as
+            // after a failed read.
+            let mut claim_failed = false;
+            while running.len() < IN_FLIGHT && !queue.is_empty() && !claim_failed {
+                let mut rows = Vec::new();
+                while running.len() + rows.len() < IN_FLIGHT
+                    && let Some(row) = queue.pop_front()
+                {
+                    if !in_flight.contains(&row.key) {
+                        rows.push(row);
+                    }
                 }
-                started = true;
-                let (this, senders, attempts) = (this.clone(), senders.clone(), attempt_tx.clone());
-                running.spawn(async move {
-                    let attempt = this.deliver(&senders, row).await;
-                    let _ = attempts.send(attempt);
-                });
+                if rows.is_empty() {
+                    break;
+                }
+                let keys: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+                match this.store.claim(&keys, now.plus(CLAIM_FOR)).await {
+                    Ok(won) => rows.retain(|r| won.contains(&r.key)),
+                    Err(e) => {
+                        error!(error = %e, "outbox: cannot claim due notifications");
+                        store_failed = true;
+                        claim_failed = true;
+                        rows.clear();
+                        queue.clear();
+                    }
+                }
+                for row in rows {
+                    if !in_flight.insert(row.key.clone()) {
+                        continue;
+                    }
+                    started = true;
+                    let (this, senders, attempts) =
+                        (this.clone(), senders.clone(), attempt_tx.clone());
+                    running.spawn(async move {
+                        let attempt = this.deliver(&senders, row).await;
+                        let _ = attempts.send(attempt);
+                    });
+                }
             }
             // A page used up may have more behind it; one that gave
             // nothing new waits for a recorded attempt instead of asking
