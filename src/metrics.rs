@@ -460,6 +460,9 @@ mod tests {
             )),
             "{text}"
         );
-        assert!(text.contains("beredskab_leader_changes_total 1\n"), "{text}");
+        assert!(
+            text.contains("beredskab_leader_changes_total 1\n"),
+            "{text}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::broker::{Broker, Publisher, alarm, client_id, free_port, temp_dir};
+use common::broker::{Broker, Publisher, alarm, client_id, free_port};
 use common::daemon::{Daemon, INGEST_TOKEN, READ_TOKEN, config_with, eventually, get, http, post};
 use common::gateway::Gateway;
 use common::pg::TestDb;
@@ -375,20 +375,20 @@ impl OwnPostgres {
                     .max()
             })
             .expect("PostgreSQL's server binaries in /usr/lib/postgresql/*/bin (apt install postgresql)");
-        let dir = temp_dir(&format!("pg-{name}"));
+        // In the system's temp folder, which user postgres can reach
+        // (the project's folder may be under a home it cannot).
+        let dir = std::env::temp_dir().join(format!(
+            "beredskab-pg-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("the server's folder");
         let port = free_port();
         // initdb refuses root: as root the server runs as user postgres.
-        let root = unsafe_is_root();
-        if root {
+        if is_root() {
             run(Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(&dir));
-            // Every folder above must let postgres through.
-            let mut p = dir.parent();
-            while let Some(d) = p {
-                let _ = Command::new("chmod").arg("o+x").arg(d).status();
-                p = d.parent();
-            }
         }
         let data = dir.join("data");
         let pg = OwnPostgres { dir, port, bin };
@@ -437,7 +437,7 @@ impl OwnPostgres {
     }
 
     fn as_owner(&self, program: PathBuf, args: &[&str]) {
-        let mut cmd = if unsafe_is_root() {
+        let mut cmd = if is_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(program);
             c
@@ -457,10 +457,11 @@ impl Drop for OwnPostgres {
                 &["-D", path_str(&data), "-m", "immediate", "stop"],
             )
         });
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn unsafe_is_root() -> bool {
+fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -36,7 +36,9 @@ async fn mqtt_alarms_become_incidents_that_resolve() {
             "store": "ok",
             "engine": "running",
             "mqtt": "connected",
-            "incidents_in_memory": 0
+            "incidents_in_memory": 0,
+            "role": "alone",
+            "leader": true
         })
     );
     let (status, _) = get(&client, &d.url("/healthz"), None).await;

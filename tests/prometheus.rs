@@ -90,7 +90,11 @@ const SPEC: [(&str, &str, &[&str]); 18] = [
         &["component"],
     ),
     ("beredskab_estimate_ratio", "histogram", &["basis"]),
-    ("beredskab_build_info", "gauge", &["version", "config", "leader"]),
+    (
+        "beredskab_build_info",
+        "gauge",
+        &["version", "config", "leader"],
+    ),
     ("beredskab_outbox_pending", "gauge", &["channel"]),
     ("beredskab_outbox_oldest_seconds", "gauge", &["channel"]),
 ];

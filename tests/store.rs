@@ -1265,6 +1265,57 @@ async fn a_lone_store_wins_every_claim<B: Backend>() {
     );
 }
 
+/// The claims of an instance of a cluster that no longer says it lives
+/// (no heartbeat within 5 s, or stopped) are void at once: its
+/// notifications go out now, not two minutes later.
+#[tokio::test]
+async fn pg_claims_of_an_instance_presumed_dead_are_void() {
+    let db = Pg::create("dead-claims").await;
+    let a = PgStore::connect(&db.0.url)
+        .await
+        .expect("open a")
+        .with_instance("a".to_owned());
+    let b = PgStore::connect(&db.0.url)
+        .await
+        .expect("open b")
+        .with_instance("b".to_owned());
+    let key = "1/1/deputy/p-vagt2/sms".to_owned();
+    let mut batch = Batch::new();
+    batch.notification(at(10), notification(&key, 1));
+    a.commit(&batch).await.expect("commit");
+    let until = wall_now().plus(Duration::from_secs(120));
+    let beat = |instance: &'static str, ago_ms: i64| {
+        let url = db.0.url.clone();
+        async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            sqlx::query(
+                "INSERT INTO cluster_instances (instance, seen_ms) VALUES ($1, \
+                 (extract(epoch from clock_timestamp()) * 1000)::bigint - $2) \
+                 ON CONFLICT (instance) DO UPDATE SET seen_ms = excluded.seen_ms",
+            )
+            .bind(instance)
+            .bind(ago_ms)
+            .execute(&mut conn)
+            .await
+            .expect("heartbeat");
+        }
+    };
+    beat("a", 0).await;
+    let one = std::slice::from_ref(&key);
+    assert_eq!(a.claim(one, until).await.expect("a claims"), one);
+    assert!(
+        b.claim(one, until).await.expect("b claims").is_empty(),
+        "a lives: its claim holds"
+    );
+    // a's last heartbeat is now 6 s old.
+    beat("a", 6_000).await;
+    assert_eq!(
+        b.claim(one, until).await.expect("b claims"),
+        one,
+        "a is presumed dead: b sends it"
+    );
+}
+
 /// Two instances sharing one outbox: a row one of them claimed is not the
 /// other's until the claim runs out or its attempt is recorded; a row no
 /// longer pending is nobody's; claims made at once never overlap.

@@ -184,10 +184,14 @@ async fn hold(
     let mut last_beat = tokio::time::Instant::now() - HEARTBEAT;
     loop {
         if stop.is_cancelled() {
+            // Not live from now on: the others take its probes, and its
+            // claims on the outbox are void.
             let _ = timed(
-                sqlx::query("DELETE FROM cluster_instances WHERE instance = $1")
-                    .bind(instance)
-                    .execute(&mut *conn),
+                sqlx::query(
+                    "UPDATE cluster_instances SET seen_ms = 0, leader = false WHERE instance = $1",
+                )
+                .bind(instance)
+                .execute(&mut *conn),
             )
             .await;
             let _ = timed(sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *conn)).await;

@@ -661,13 +661,19 @@ impl Store for PgStore {
         let won: Vec<String> = sqlx::query_scalar(
             "UPDATE outbox SET claimed_by = $2, claimed_until = $3 \
              WHERE key IN (SELECT key FROM outbox WHERE key = ANY($1) AND state = 'pending' \
-             AND (claimed_until IS NULL OR claimed_until < $4 OR claimed_by = $2) \
+             AND (claimed_until IS NULL OR claimed_until < $4 OR claimed_by = $2 \
+                  OR claimed_by IN (SELECT instance FROM cluster_instances WHERE seen_ms < \
+                      (extract(epoch from clock_timestamp()) * 1000)::bigint - $5)) \
              FOR UPDATE SKIP LOCKED) RETURNING key",
         )
         .bind(keys)
         .bind(&*self.instance)
         .bind(until.0)
         .bind(wall_now().0)
+        // The claims of an instance of the cluster that stopped saying it
+        // lives are void: its notifications go out now, not when the claim
+        // runs out. One that never said it lived (no cluster) keeps them.
+        .bind(i64::try_from(crate::cluster::PRESUMED_DEAD.as_millis()).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         // In the order asked for, as the caller queued them.
