@@ -266,13 +266,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// `beredskab report`: reads the store named by the config, read-only,
-/// and prints the report. Invalid usage of the store (a postgres url) is a
-/// config error (2); a store or incident that is not there is 1.
+/// and prints the report. A url that names no store is a config error (2);
+/// a store or incident that is not there is 1.
 fn report(
     loaded: &config::Loaded,
     incident: u64,
     format: beredskab::report::Format,
 ) -> anyhow::Result<ExitCode> {
+    let url = &loaded.config.store.url;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let rows = runtime.block_on(async {
+            let store = beredskab::store::PgStore::connect_read_only(url).await?;
+            let rows = beredskab::report::load(&store, incident).await;
+            store.close().await;
+            rows
+        });
+        return print_report(loaded, incident, format, rows, "the PostgreSQL store");
+    }
     let db = match beredskab::daemon::sqlite_path(&loaded.path, &loaded.config.store.url) {
         Ok(db) => db,
         Err(e) => {
@@ -297,14 +310,25 @@ fn report(
         store.close().await;
         rows
     });
+    print_report(loaded, incident, format, rows, &db.display().to_string())
+}
+
+/// Prints the report of what was read from `store`, or says why not.
+fn print_report(
+    loaded: &config::Loaded,
+    incident: u64,
+    format: beredskab::report::Format,
+    rows: Result<Option<beredskab::report::Rows>, beredskab::store::StoreError>,
+    store: &str,
+) -> anyhow::Result<ExitCode> {
     let rows = match rows {
         Ok(Some(rows)) => rows,
         Ok(None) => {
-            eprintln!("error: there is no incident {incident} in {}", db.display());
+            eprintln!("error: there is no incident {incident} in {store}");
             return Ok(ExitCode::from(1));
         }
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", db.display());
+            eprintln!("error: cannot read {store}: {e}");
             return Ok(ExitCode::from(1));
         }
     };

@@ -25,6 +25,10 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// The test config on PostgreSQL, its SMS going to the gateway, with the
 /// same link secret on every instance.
 fn cluster_config(db: &str, broker: u16, gateway: u16, name: &str) -> String {
+    cluster_config_with(db, broker, gateway, name, "")
+}
+
+fn cluster_config_with(db: &str, broker: u16, gateway: u16, name: &str, extra: &str) -> String {
     let channel = format!(
         r#"[[channel]]
 id = "sms"
@@ -34,7 +38,7 @@ body = '{{"to":"{{{{phone}}}}","text":"{{{{text}}}}"}}'
 timeout = "2s"
 "#
     );
-    config_with(broker, &client_id(name), "")
+    config_with(broker, &client_id(name), extra)
         .replace("[[channel]]\nid = \"sms\"\nkind = \"log\"\n", &channel)
         .replace(
             "url = \"sqlite://beredskab.db\"",
@@ -251,6 +255,22 @@ async fn two_instances_open_one_incident_and_send_each_notification_once() {
             .then_some(())
     })
     .await;
+    // The report for the archive reads the same database.
+    let out = Command::new(env!("CARGO_BIN_EXE_beredskab"))
+        .args(["report", "--format", "json", "--incident", "1", "-c"])
+        .arg(&a.config)
+        .output()
+        .expect("beredskab report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert!(
+        report.to_string().contains("srv-3"),
+        "the report names the root: {report}"
+    );
     assert!(b.terminate().success());
     assert!(a.terminate().success());
 }
@@ -601,6 +621,98 @@ async fn a_deputy_due_while_nobody_leads_is_told_once_by_the_next_leader() {
     assert!(
         told.0.saturating_duration_since(led) < Duration::from_secs(5),
         "as soon as the new leader runs"
+    );
+    assert!(b.terminate().success());
+}
+
+/// Every request a probe target saw, by path, with its time.
+type Hits = std::sync::Arc<std::sync::Mutex<Vec<(String, Instant)>>>;
+
+async fn serve_targets(hits: Hits) -> u16 {
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let hits = hits.clone();
+        async move {
+            hits.lock()
+                .expect("hits")
+                .push((uri.path().to_owned(), Instant::now()));
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the targets");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    port
+}
+
+/// Requests per path after `since`.
+fn hits_since(hits: &Hits, since: Instant) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for (path, at) in hits.lock().expect("hits").iter() {
+        if *at >= since {
+            *m.entry(path.clone()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// Two live instances share the probes: each target is probed by one of
+/// them, once per interval, not by both; when one dies the other takes
+/// its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_instances_share_the_probes_and_a_dead_ones_share_moves() {
+    let hits: Hits = Default::default();
+    let port = serve_targets(hits.clone()).await;
+    let n = 8;
+    let mut probes = String::new();
+    for i in 0..n {
+        probes.push_str(&format!(
+            "[[probe]]\nid = \"p{i}\"\ncomponent = \"srv-{i}\"\nurl = \"http://127.0.0.1:{port}/p{i}\"\n\
+             every = \"500ms\"\ntimeout = \"400ms\"\n"
+        ));
+    }
+    let db = TestDb::create().await;
+    let broker = Broker::start("cluster-probes");
+    let (_gateway, gw_port) = Gateway::start(vec![]).await;
+    let config = cluster_config_with(&db.url, broker.port, gw_port, "cluster-probes", &probes);
+    let client = http();
+    let mut a = instance("probes", &config, "a");
+    leads(&client, &a).await;
+    let mut b = instance("probes", &config, "b");
+    ready(&client, &b).await;
+    // Each has heard of the other and taken its share.
+    for d in [&a, &b] {
+        eventually("the instance took its share", PATIENCE, || async {
+            d.logged("the live instances changed: this one's share of the probes")
+                .iter()
+                .any(|l| l["fields"]["probes"].as_u64().is_some_and(|p| p < n))
+                .then_some(())
+        })
+        .await;
+    }
+    // Over 4 s, 500 ms apart: about 8 requests each, 16 if both probed.
+    let since = Instant::now() + Duration::from_millis(500);
+    tokio::time::sleep_until((since + Duration::from_secs(4)).into()).await;
+    let seen = hits_since(&hits, since);
+    assert_eq!(seen.len(), n as usize, "every target probed: {seen:?}");
+    assert!(
+        seen.values().all(|&c| (2..=12).contains(&c)),
+        "each target by one instance: {seen:?}"
+    );
+    // a dies: after it is presumed dead, b probes every target.
+    a.kill9();
+    let killed = Instant::now();
+    let all = eventually("b probes every target", PATIENCE, || async {
+        let m = hits_since(&hits, killed + Duration::from_secs(6));
+        (m.len() == n as usize).then(Instant::now)
+    })
+    .await;
+    eprintln!(
+        "every target probed again {:.1} s after the kill",
+        all.duration_since(killed).as_secs_f64()
     );
     assert!(b.terminate().success());
 }
