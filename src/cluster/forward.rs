@@ -35,8 +35,9 @@ use crate::metrics::Metrics;
 const MAX_ROWS: usize = 512;
 /// How often a waiting API request looks for its answer.
 const ANSWER_POLL: Duration = Duration::from_millis(20);
-/// How often the leader looks for new rows.
-const READ_POLL: Duration = Duration::from_millis(20);
+/// How often the leader looks for new rows when no notification says
+/// there are some (a follower's write notifies `beredskab_inbox`).
+const READ_POLL: Duration = Duration::from_secs(1);
 /// Retrying a failed write of the inbox: nothing is acknowledged until it
 /// succeeds, and the forwarder never gives up.
 const WRITE_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -416,6 +417,20 @@ impl InboxReader {
         let mut handed: BTreeSet<i64> = BTreeSet::new();
         let mut last_cleanup = Instant::now();
         let mut retry = WRITE_RETRY;
+        // Woken by the followers' writes; without it, it polls.
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+            Ok(mut l) => match l.listen("beredskab_inbox").await {
+                Ok(()) => Some(l),
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for the shared inbox; polling it");
+                    None
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "cannot listen for the shared inbox; polling it");
+                None
+            }
+        };
         loop {
             if stop.is_cancelled() {
                 return;
@@ -475,8 +490,19 @@ impl InboxReader {
                     .await;
             }
             if sent == 0 {
+                let heard = async {
+                    match &mut listener {
+                        // A lost connection is re-made by the listener; an
+                        // error here means look again now.
+                        Some(l) => {
+                            let _ = l.recv().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = stop.cancelled() => return,
+                    () = heard => {}
                     () = tokio::time::sleep(READ_POLL) => {}
                 }
             }

@@ -625,21 +625,45 @@ async fn serve<S: Store + Clone + 'static>(
                     store.fence(Some(epoch));
                     status.role.store(Status::LEADER, Ordering::Relaxed);
                     metrics.set_leader(true);
-                    match parts.core(running_catalogue.clone(), Some(c)).await {
-                        Ok(side) => {
-                            info!(
-                                epoch,
-                                "leading: the engine is rebuilt from the store and runs"
-                            );
-                            side
-                        }
-                        Err(e) => {
-                            // Holding the lock without an engine would
-                            // leave the cluster without a leader.
-                            error!(error = %e, "cannot start the engine as leader; exiting so that another instance leads");
-                            intake.cancel();
-                            notifier_stop.cancel();
-                            return Err(e);
+                    // The database may fail right after the lock was
+                    // taken: try again while this instance still leads.
+                    let mut retry = crate::backoff::Backoff::new(
+                        Duration::from_millis(200),
+                        Duration::from_secs(5),
+                    );
+                    let failing_since = std::time::Instant::now();
+                    loop {
+                        let still_leads = || *c.role.borrow() == role;
+                        match parts.core(running_catalogue.clone(), Some(c)).await {
+                            Ok(side) => {
+                                info!(
+                                    epoch,
+                                    "leading: the engine is rebuilt from the store and runs"
+                                );
+                                break side;
+                            }
+                            Err(e) if !still_leads() => {
+                                // The lead was lost meanwhile: follow; the
+                                // change is heard again below.
+                                warn!(error = %e, "the lead was lost while the engine was rebuilt");
+                                status.role.store(Status::FOLLOWER, Ordering::Relaxed);
+                                metrics.set_leader(false);
+                                break parts.forwarder(c).await;
+                            }
+                            Err(e) if failing_since.elapsed() < core::COMMIT_GIVE_UP => {
+                                let delay = retry.next_delay();
+                                warn!(error = %e, retry_ms = delay.as_millis() as u64,
+                                    "cannot rebuild the engine as leader yet");
+                                tokio::time::sleep(delay).await;
+                            }
+                            Err(e) => {
+                                // Holding the lock without an engine would
+                                // leave the cluster without a leader.
+                                error!(error = %e, "cannot start the engine as leader; exiting so that another instance leads");
+                                intake.cancel();
+                                notifier_stop.cancel();
+                                return Err(e);
+                            }
                         }
                     }
                 } else {
