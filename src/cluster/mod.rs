@@ -35,7 +35,7 @@ pub use dedup::Dedup;
 /// The advisory lock's key: "beredskab" in the lock space of this database.
 const LOCK_KEY: i64 = 0x6265_7265_6473_6b61;
 /// How often a follower tries the lock.
-pub const LEADER_POLL: Duration = Duration::from_millis(500);
+pub const LEADER_POLL: Duration = Duration::from_millis(250);
 /// How often each instance says it lives.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// An instance not heard of for this long is taken for dead (its probes
