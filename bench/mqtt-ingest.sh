@@ -32,10 +32,12 @@
 # daemon's log are shown on stderr.
 #
 # bench/mqtt-ingest.sh [--quick] [N (20000)] [REPS (5)]
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "$0")/lib.sh"
 n=${1:-$(pick 500 20000)}
 reps=${2:-$(pick 1 5)}
-export BENCH_PATIENCE_S=$(pick 60 300)
+BENCH_PATIENCE_S=$(pick 60 300)
+export BENCH_PATIENCE_S
 pg=${BEREDSKAB_BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 
 # The PostgreSQL server first: a missing one fails before the build.
