@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts in bench/: sourced, never run. Sets `set -euo
 # pipefail`, a temporary folder `$dir` removed on exit with every process
 # whose pid is in `pids`, and the build to measure in `$bin`.
@@ -84,6 +85,7 @@ start_mosquitto() {
     mosquitto_conf "$1" "$mqtt" "$folder" > "$folder/mosquitto.conf"
     "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$folder/mosquitto.conf" &
     pids+=($!)
+    # shellcheck disable=SC2034 # for the scripts that stop it
     mosquitto_pid=$!
     for _ in $(seq 100); do
         python3 -c "import socket; socket.create_connection(('127.0.0.1', $mqtt), 0.2)" 2>/dev/null && return 0
