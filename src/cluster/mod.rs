@@ -65,6 +65,9 @@ pub struct Cluster {
     pub instance: String,
     pub pool: PgPool,
     pub role: watch::Receiver<Role>,
+    /// True once the first try for the lock has an answer (or failed), so
+    /// that an instance that leads at once starts as leader.
+    pub settled: watch::Receiver<bool>,
     /// The live instances, sorted (this one among them once it is heard).
     pub members: watch::Receiver<Vec<String>>,
 }
@@ -100,17 +103,20 @@ pub async fn join(
         .await?;
     let (role_tx, role) = watch::channel(Role::Follower);
     let (members_tx, members) = watch::channel(Vec::new());
+    let (settled_tx, settled) = watch::channel(false);
     tokio::spawn(lead_when_possible(
         options,
         instance.clone(),
         role_tx,
         members_tx,
+        settled_tx,
         stop,
     ));
     Ok(Cluster {
         instance,
         pool,
         role,
+        settled,
         members,
     })
 }
@@ -122,6 +128,7 @@ async fn lead_when_possible(
     instance: String,
     role: watch::Sender<Role>,
     members: watch::Sender<Vec<String>>,
+    settled: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     let mut retry = RECONNECT;
@@ -134,19 +141,23 @@ async fn lead_when_possible(
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 warn!(error = %e, "cluster: cannot reach the database");
+                settled.send_replace(true);
                 wait(&stop, retry.next_delay()).await;
                 continue;
             }
             Err(_) => {
                 warn!("cluster: the database did not answer the connection in time");
+                settled.send_replace(true);
                 wait(&stop, retry.next_delay()).await;
                 continue;
             }
         };
         retry = RECONNECT;
-        let ended = hold(&mut conn, &instance, &role, &members, &stop).await;
+        let ended = hold(&mut conn, &instance, &role, &members, &settled, &stop).await;
         if *role.borrow() != Role::Follower {
-            warn!(instance, "cluster: leadership lost; following");
+            if !stop.is_cancelled() {
+                warn!(instance, "cluster: leadership lost; following");
+            }
             role.send_replace(Role::Follower);
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
@@ -168,6 +179,7 @@ async fn hold(
     instance: &str,
     role: &watch::Sender<Role>,
     members: &watch::Sender<Vec<String>>,
+    settled: &watch::Sender<bool>,
     stop: &CancellationToken,
 ) -> Result<(), String> {
     // The server drops a connection whose peer has gone quiet within
@@ -219,6 +231,7 @@ async fn hold(
                 info!(instance, epoch, "cluster: this instance leads");
                 role.send_replace(Role::Leader { epoch });
             }
+            settled.send_replace(true);
         }
         if last_beat.elapsed() >= HEARTBEAT {
             last_beat = tokio::time::Instant::now();

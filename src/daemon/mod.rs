@@ -475,13 +475,49 @@ async fn serve<S: Store + Clone + 'static>(
     }
     // Alone, the core starts at once; in a cluster every instance starts
     // as a follower and the leadership task says when it leads.
-    let mut side = match &cluster {
+    let mut side = match &mut cluster {
         None => parts.core(catalogue.clone(), None).await?,
         Some(c) => {
-            status.role.store(Status::FOLLOWER, Ordering::Relaxed);
-            metrics.set_leader(false);
-            metrics.leader_changes.reset();
-            parts.forwarder(c).await
+            // The first try for the lock, briefly: an instance that leads
+            // at once starts as leader instead of switching right away.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), c.settled.wait_for(|tried| *tried))
+                    .await;
+            let role = *c.role.borrow_and_update();
+            let started = match role {
+                cluster::Role::Leader { epoch } => {
+                    store.fence(Some(epoch));
+                    status.role.store(Status::LEADER, Ordering::Relaxed);
+                    metrics.set_leader(true);
+                    match parts.core(catalogue.clone(), Some(c)).await {
+                        Ok(side) => {
+                            info!(
+                                epoch,
+                                "leading: the engine is rebuilt from the store and runs"
+                            );
+                            Some(side)
+                        }
+                        // Handled as a change of role by the loop below,
+                        // which retries while this instance leads.
+                        Err(e) => {
+                            warn!(error = %e, "cannot rebuild the engine as leader yet");
+                            c.role.mark_changed();
+                            None
+                        }
+                    }
+                }
+                cluster::Role::Follower => None,
+            };
+            match started {
+                Some(side) => side,
+                None => {
+                    status.role.store(Status::FOLLOWER, Ordering::Relaxed);
+                    metrics.set_leader(false);
+                    // Starting as follower is not a change of leadership.
+                    metrics.leader_changes.reset();
+                    parts.forwarder(c).await
+                }
+            }
         }
     };
     let mut running_catalogue = catalogue.clone();
