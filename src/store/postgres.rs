@@ -723,67 +723,8 @@ async fn write_batch(conn: &mut PgConnection, batch: &Batch) -> Result<CommitOut
         .await?;
     }
 
-    for inc in &batch.incidents {
-        let merged_into = match inc.state {
-            IncidentState::Merged(into) => Some(to_i64("incident", into.0)?),
-            _ => None,
-        };
-        sqlx::query(
-            "INSERT INTO incidents (id, state, merged_into, severity, level, root, services, \
-             opened_at_ms, acknowledged_at_ms, acknowledged_by, expected_s, expected_end_ms, \
-             expected_basis, resolved_at_ms, resolved_by, fuel_out_ms, meeting_place) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
-             merged_into = excluded.merged_into, severity = excluded.severity, \
-             level = excluded.level, root = excluded.root, services = excluded.services, \
-             opened_at_ms = excluded.opened_at_ms, \
-             acknowledged_at_ms = excluded.acknowledged_at_ms, \
-             acknowledged_by = excluded.acknowledged_by, expected_s = excluded.expected_s, \
-             expected_end_ms = excluded.expected_end_ms, \
-             expected_basis = excluded.expected_basis, resolved_at_ms = excluded.resolved_at_ms, \
-             resolved_by = excluded.resolved_by, fuel_out_ms = excluded.fuel_out_ms, \
-             meeting_place = excluded.meeting_place",
-        )
-        .bind(to_i64("incident", inc.id)?)
-        .bind(inc.state.as_str())
-        .bind(merged_into)
-        .bind(inc.severity.as_str())
-        .bind(inc.level.as_str())
-        .bind(&inc.root)
-        .bind(encode("services", &inc.services)?)
-        .bind(inc.opened_at.0)
-        .bind(inc.acknowledged_at.map(|t| t.0))
-        .bind(inc.acknowledged_by.as_deref())
-        .bind(inc.expected_s)
-        .bind(inc.expected_end.0)
-        .bind(inc.expected_basis.as_str())
-        .bind(inc.resolved_at.map(|t| t.0))
-        .bind(inc.resolved_by.as_deref())
-        .bind(inc.fuel_out.map(|t| t.0))
-        .bind(inc.meeting_place.as_deref())
-        .execute(&mut *conn)
-        .await?;
-    }
-
-    for t in &batch.timeline {
-        let incident = to_i64("incident", t.incident)?;
-        for (i, e) in t.entries.iter().enumerate() {
-            let seq = to_i64("timeline index", (t.from + i) as u64)?;
-            sqlx::query(
-                "INSERT INTO timeline (incident, seq, at_ms, kind, text, \"by\", public) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (incident, seq) DO NOTHING",
-            )
-            .bind(incident)
-            .bind(seq)
-            .bind(e.at.0)
-            .bind(&e.kind)
-            .bind(&e.text)
-            .bind(e.by.as_deref())
-            .bind(e.public)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
+    upsert_incidents(conn, &batch.incidents).await?;
+    insert_timeline(conn, &batch.timeline).await?;
 
     for q in &batch.notifications {
         let n = &q.notification;
@@ -856,6 +797,150 @@ async fn write_batch(conn: &mut PgConnection, batch: &Batch) -> Result<CommitOut
             .await?;
     }
     Ok(outcome)
+}
+
+/// The batch's incident rows in one statement (columns as arrays), the
+/// last row of an incident winning should one come twice.
+async fn upsert_incidents(conn: &mut PgConnection, rows: &[IncidentRow]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut last: std::collections::BTreeMap<u64, &IncidentRow> = std::collections::BTreeMap::new();
+    for r in rows {
+        last.insert(r.id, r);
+    }
+    let n = last.len();
+    let (mut id, mut state, mut merged_into, mut severity, mut level, mut root) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut services, mut opened, mut acked_at, mut acked_by, mut expected_s, mut expected_end) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut basis, mut resolved_at, mut resolved_by, mut fuel_out, mut meeting_place) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for inc in last.values() {
+        id.push(to_i64("incident", inc.id)?);
+        state.push(inc.state.as_str());
+        merged_into.push(match inc.state {
+            IncidentState::Merged(into) => Some(to_i64("incident", into.0)?),
+            _ => None,
+        });
+        severity.push(inc.severity.as_str());
+        level.push(inc.level.as_str());
+        root.push(inc.root.as_str());
+        services.push(encode("services", &inc.services)?);
+        opened.push(inc.opened_at.0);
+        acked_at.push(inc.acknowledged_at.map(|t| t.0));
+        acked_by.push(inc.acknowledged_by.as_deref());
+        expected_s.push(inc.expected_s);
+        expected_end.push(inc.expected_end.0);
+        basis.push(inc.expected_basis.as_str());
+        resolved_at.push(inc.resolved_at.map(|t| t.0));
+        resolved_by.push(inc.resolved_by.as_deref());
+        fuel_out.push(inc.fuel_out.map(|t| t.0));
+        meeting_place.push(inc.meeting_place.as_deref());
+    }
+    sqlx::query(
+        "INSERT INTO incidents (id, state, merged_into, severity, level, root, services, \
+         opened_at_ms, acknowledged_at_ms, acknowledged_by, expected_s, expected_end_ms, \
+         expected_basis, resolved_at_ms, resolved_by, fuel_out_ms, meeting_place) \
+         SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], \
+         $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[], $11::BIGINT[], \
+         $12::BIGINT[], $13::TEXT[], $14::BIGINT[], $15::TEXT[], $16::BIGINT[], $17::TEXT[]) \
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+         merged_into = excluded.merged_into, severity = excluded.severity, \
+         level = excluded.level, root = excluded.root, services = excluded.services, \
+         opened_at_ms = excluded.opened_at_ms, \
+         acknowledged_at_ms = excluded.acknowledged_at_ms, \
+         acknowledged_by = excluded.acknowledged_by, expected_s = excluded.expected_s, \
+         expected_end_ms = excluded.expected_end_ms, \
+         expected_basis = excluded.expected_basis, resolved_at_ms = excluded.resolved_at_ms, \
+         resolved_by = excluded.resolved_by, fuel_out_ms = excluded.fuel_out_ms, \
+         meeting_place = excluded.meeting_place",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(merged_into)
+    .bind(severity)
+    .bind(level)
+    .bind(root)
+    .bind(services)
+    .bind(opened)
+    .bind(acked_at)
+    .bind(acked_by)
+    .bind(expected_s)
+    .bind(expected_end)
+    .bind(basis)
+    .bind(resolved_at)
+    .bind(resolved_by)
+    .bind(fuel_out)
+    .bind(meeting_place)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Every timeline entry of the batch in one statement (columns as arrays).
+async fn insert_timeline(
+    conn: &mut PgConnection,
+    appends: &[super::TimelineAppend],
+) -> Result<(), StoreError> {
+    let n: usize = appends.iter().map(|t| t.entries.len()).sum();
+    if n == 0 {
+        return Ok(());
+    }
+    let (mut incident, mut seq, mut at, mut kind, mut text, mut by, mut public) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for t in appends {
+        let id = to_i64("incident", t.incident)?;
+        for (i, e) in t.entries.iter().enumerate() {
+            incident.push(id);
+            seq.push(to_i64("timeline index", (t.from + i) as u64)?);
+            at.push(e.at.0);
+            kind.push(e.kind.as_str());
+            text.push(e.text.as_str());
+            by.push(e.by.as_deref());
+            public.push(e.public);
+        }
+    }
+    sqlx::query(
+        "INSERT INTO timeline (incident, seq, at_ms, kind, text, \"by\", public) \
+         SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], \
+         $5::TEXT[], $6::TEXT[], $7::BOOLEAN[]) \
+         ON CONFLICT (incident, seq) DO NOTHING",
+    )
+    .bind(incident)
+    .bind(seq)
+    .bind(at)
+    .bind(kind)
+    .bind(text)
+    .bind(by)
+    .bind(public)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Inputs without a dedup key, in order, in one statement (columns as
