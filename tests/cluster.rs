@@ -686,10 +686,11 @@ async fn live_instances_share_the_probes_and_a_dead_ones_share_moves() {
     // Each has heard of the other and taken its share.
     for d in [&a, &b] {
         eventually("the instance took its share", PATIENCE, || async {
-            d.logged("the live instances changed: this one's share of the probes")
-                .iter()
-                .any(|l| l["fields"]["probes"].as_u64().is_some_and(|p| p < n))
-                .then_some(())
+            let shares = d.logged("this instance's share of the probes");
+            let last = shares.last()?;
+            (last["fields"]["live_instances"] == 2
+                && last["fields"]["probes"].as_u64().is_some_and(|p| p < n))
+            .then_some(())
         })
         .await;
     }

@@ -251,6 +251,20 @@ fn start_mqtt(
     }))
 }
 
+/// Says, in a cluster, which share of the probes this instance runs now.
+fn note_share(cluster: Option<&Cluster>, running: &Config, all: &Config) {
+    if let Some(c) = cluster
+        && !all.probes.is_empty()
+    {
+        info!(
+            probes = running.probes.len(),
+            of = all.probes.len(),
+            live_instances = c.members.borrow().len(),
+            "this instance's share of the probes"
+        );
+    }
+}
+
 fn start_probes(
     config: &Config,
     tx: &mpsc::Sender<ProbeReport>,
@@ -315,6 +329,9 @@ struct Side {
     /// On a leader: the reader of the shared inbox.
     reader: Option<(JoinHandle<()>, CancellationToken)>,
     leads: bool,
+    /// The clock outbox times are written in: the core's (never behind
+    /// the times it restored), or the wall clock's on a follower.
+    clock: crate::clock::Clock,
 }
 
 impl Side {
@@ -361,6 +378,7 @@ impl<S: Store + Clone + 'static> Parts<S> {
             core = core.leading(c.instance.clone());
         }
         let stop = CancellationToken::new();
+        let clock = core.clock();
         let inbox = self.inbox.clone().lock_owned().await;
         let task = tokio::spawn(core.run(inbox, stop.clone()));
         let reader = cluster.map(|c| {
@@ -379,6 +397,7 @@ impl<S: Store + Clone + 'static> Parts<S> {
             stop,
             reader,
             leads: true,
+            clock,
         })
     }
 
@@ -402,6 +421,7 @@ impl<S: Store + Clone + 'static> Parts<S> {
             stop,
             reader: None,
             leads: false,
+            clock: crate::clock::Clock::start(crate::core::wall_now()),
         }
     }
 }
@@ -521,7 +541,7 @@ async fn serve<S: Store + Clone + 'static>(
         }
     };
     let mut running_catalogue = catalogue.clone();
-    let clock = crate::clock::Clock::start(crate::core::wall_now());
+    let clock = side.clock;
     // Read again after the check in `load`: the files may have changed.
     let server_cert = match config.server.tls_files(&opts.config) {
         None => None,
@@ -558,7 +578,9 @@ async fn serve<S: Store + Clone + 'static>(
     let notifier_stop = CancellationToken::new();
 
     let mut mqtt = start_mqtt(&as_instance(&config, cluster.as_ref()), &mqtt_tx, &intake)?;
-    let mut probes = start_probes(&as_instance(&config, cluster.as_ref()), &probe_tx, &intake)?;
+    let running = as_instance(&config, cluster.as_ref());
+    note_share(cluster.as_ref(), &running, &config);
+    let mut probes = start_probes(&running, &probe_tx, &intake)?;
     if let Some(c) = &cluster {
         tokio::spawn(cluster::board::share(
             c.pool.clone(),
@@ -716,6 +738,7 @@ async fn serve<S: Store + Clone + 'static>(
                     Ok(m) => mqtt = m,
                     Err(e) => error!(error = %e, "mqtt collector not restarted"),
                 }
+                note_share(cluster.as_ref(), &running, &current);
                 match start_probes(&running, &probe_tx, &intake) {
                     Ok(p) => probes = p,
                     Err(e) => error!(error = %e, "probe collector not restarted"),
@@ -728,10 +751,7 @@ async fn serve<S: Store + Clone + 'static>(
                     if let Some(old) = probes.take() {
                         old.stop().await;
                     }
-                    info!(
-                        probes = running.probes.len(),
-                        "the live instances changed: this one's share of the probes"
-                    );
+                    note_share(cluster.as_ref(), &running, &current);
                     match start_probes(&running, &probe_tx, &intake) {
                         Ok(p) => probes = p,
                         Err(e) => error!(error = %e, "probe collector not restarted"),
@@ -802,6 +822,7 @@ async fn serve<S: Store + Clone + 'static>(
                     if let Some(old) = probes.take() {
                         old.stop().await;
                     }
+                    note_share(cluster.as_ref(), &running, &next.config);
                     match start_probes(&running, &probe_tx, &intake) {
                         Ok(p) => probes = p,
                         Err(e) => error!(error = %e, "probe collector not restarted"),
