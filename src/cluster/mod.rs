@@ -17,7 +17,6 @@
 //! a hash of the probe's id.
 
 pub mod board;
-mod dedup;
 pub mod forward;
 
 use std::time::Duration;
@@ -30,8 +29,6 @@ use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 
-pub use dedup::Dedup;
-
 /// The advisory lock's key: "beredskab" in the lock space of this database.
 const LOCK_KEY: i64 = 0x6265_7265_6473_6b61;
 /// How often a follower tries the lock.
@@ -39,15 +36,12 @@ pub const LEADER_POLL: Duration = Duration::from_millis(250);
 /// How often each instance says it lives.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// An instance not heard of for this long is taken for dead (its probes
-/// go to the others).
-pub const PRESUMED_DEAD: Duration = Duration::from_secs(5);
+/// go to the others, its claims on the outbox are void).
+pub use crate::store::PRESUMED_DEAD;
 /// The longest a query of the leadership connection may take before the
 /// leader steps down (it may have lost the database).
 const QUERY_WITHIN: Duration = Duration::from_secs(3);
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-
-/// The cluster's tables, appended to the PostgreSQL store's migrations.
-pub const MIGRATION: &str = include_str!("../store/migrations/postgres/0002_cluster.sql");
 
 /// This instance's part in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +83,13 @@ pub fn instance_name() -> String {
 }
 
 /// Connects to the database and starts the leadership task; it runs
-/// until `stop`.
+/// until `stop`, then ends the task whose handle comes back with the
+/// cluster.
 pub async fn join(
     url: &str,
     instance: String,
     stop: CancellationToken,
-) -> Result<Cluster, sqlx::Error> {
+) -> Result<(Cluster, tokio::task::JoinHandle<()>), sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(8)
@@ -104,7 +99,7 @@ pub async fn join(
     let (role_tx, role) = watch::channel(Role::Follower);
     let (members_tx, members) = watch::channel(Vec::new());
     let (settled_tx, settled) = watch::channel(false);
-    tokio::spawn(lead_when_possible(
+    let task = tokio::spawn(lead_when_possible(
         options,
         instance.clone(),
         role_tx,
@@ -112,13 +107,16 @@ pub async fn join(
         settled_tx,
         stop,
     ));
-    Ok(Cluster {
-        instance,
-        pool,
-        role,
-        settled,
-        members,
-    })
+    Ok((
+        Cluster {
+            instance,
+            pool,
+            role,
+            settled,
+            members,
+        },
+        task,
+    ))
 }
 
 /// The leadership task: connects, says it lives, tries the lock; on any

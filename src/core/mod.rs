@@ -42,6 +42,7 @@ use crate::store::{
 };
 
 mod board;
+mod dedup;
 mod handle;
 mod input;
 mod record;
@@ -201,7 +202,7 @@ pub enum ForwardedItem {
 /// instances and the copies of MQTT messages it has seen.
 struct Clustered {
     instance: String,
-    dedup: crate::cluster::Dedup,
+    dedup: dedup::Dedup,
 }
 
 /// Something to do once the batch is committed.
@@ -302,7 +303,7 @@ impl<S: Store> Core<S> {
     pub fn leading(mut self, instance: String) -> Core<S> {
         self.cluster = Some(Clustered {
             instance,
-            dedup: crate::cluster::Dedup::new(),
+            dedup: dedup::Dedup::new(),
         });
         self
     }

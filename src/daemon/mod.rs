@@ -299,17 +299,15 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Da
             "store open: PostgreSQL, as one instance of a cluster"
         );
         let leadership = CancellationToken::new();
-        let joined = cluster::join(&url, instance, leadership.clone())
+        let (joined, leading) = cluster::join(&url, instance, leadership.clone())
             .await
-            .map_err(|e| DaemonError::Store(crate::store::StoreError::Db(e)));
-        let joined = match joined {
-            Ok(c) => c,
-            Err(e) => return Err(e),
-        };
+            .map_err(|e| DaemonError::Store(crate::store::StoreError::Db(e)))?;
         let result = serve(opts, shutdown, loaded, store.clone(), Some(joined)).await;
+        // The leadership task gives the lock back and says this instance
+        // no longer lives on its way out.
         leadership.cancel();
-        // The leadership task gives the lock back on its way out.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = tokio::time::timeout(INTAKE_GRACE, leading).await;
+        store.close().await;
         return result;
     }
     let db = sqlite_path(&opts.config, &url)?;

@@ -34,6 +34,11 @@ pub const META_WATERMARK: &str = "watermark_ms";
 /// The `meta` name that says the MQTT broker has had our session before.
 pub const META_MQTT_SEEN: &str = "mqtt_seen";
 
+/// An instance of a cluster not heard of for this long (its heartbeat in
+/// `cluster_instances`) is taken for dead: its probes go to the others
+/// and its claims on the outbox are void.
+pub const PRESUMED_DEAD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Raw bytes of a rejected input are kept up to this length.
 pub const RAW_LIMIT: usize = 4 * 1024;
 

@@ -42,7 +42,8 @@ use crate::engine::{
 /// `i + 1`. Append only.
 pub const PG_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
-    crate::cluster::MIGRATION,
+    // The tables of several instances on one database (crate::cluster).
+    include_str!("migrations/postgres/0002_cluster.sql"),
 ];
 
 /// [`PgStore::fence`] when no leadership epoch is checked.
@@ -673,7 +674,7 @@ impl Store for PgStore {
         // The claims of an instance of the cluster that stopped saying it
         // lives are void: its notifications go out now, not when the claim
         // runs out. One that never said it lived (no cluster) keeps them.
-        .bind(i64::try_from(crate::cluster::PRESUMED_DEAD.as_millis()).unwrap_or(i64::MAX))
+        .bind(i64::try_from(super::PRESUMED_DEAD.as_millis()).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         // In the order asked for, as the caller queued them.

@@ -1,5 +1,6 @@
-//! Collapsing the copies of one MQTT message that several instances
-//! received, each through its own session.
+//! Collapsing the copies of one MQTT message that several instances of a
+//! cluster ([`crate::cluster`]) received, each through its own session:
+//! the leader's core takes in the first.
 //!
 //! The broker gives every instance its own copy and no message id that
 //! the copies share, so a copy is known by what it says (topic and
@@ -69,11 +70,13 @@ impl Dedup {
     }
 
     /// Copies remembered now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.remembered
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.remembered == 0
     }
 
