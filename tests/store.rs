@@ -1265,6 +1265,33 @@ async fn a_lone_store_wins_every_claim<B: Backend>() {
     );
 }
 
+/// `?sslmode=require` on the store's URL: the store talks to PostgreSQL
+/// over TLS (the server of the tests, Debian's, has `ssl = on`), and a
+/// commit goes through it.
+#[tokio::test]
+async fn pg_connects_over_tls_when_the_url_asks() {
+    let db = Pg::create("tls").await;
+    let sep = if db.0.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}sslmode=require", db.0.url);
+    let store = PgStore::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("connect with sslmode=require (is ssl on in the server?): {e}"));
+    let mut batch = Batch::new();
+    batch.notification(at(10), notification("1/1/open/p/sms", 1));
+    store.commit(&batch).await.expect("commit over TLS");
+    let mut conn = sqlx::PgConnection::connect(&db.0.url)
+        .await
+        .expect("connect");
+    let over_tls: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name = 'beredskab' AND datname = current_database() AND ssl",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("pg_stat_ssl");
+    assert!(over_tls >= 1, "the store's connections use TLS");
+}
+
 /// The claims of an instance of a cluster that no longer says it lives
 /// (no heartbeat within 5 s, or stopped) are void at once: its
 /// notifications go out now, not two minutes later.
