@@ -717,3 +717,54 @@ async fn live_instances_share_the_probes_and_a_dead_ones_share_moves() {
     );
     assert!(b.terminate().success());
 }
+
+/// A push to a follower while the leader does not answer (frozen with
+/// SIGSTOP, so that it keeps the lock) is stored at once; the caller hears
+/// 503 after the API's wait, and the alarm is taken in when the leader
+/// runs again: nothing answered is lost, nothing stored is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_follower_while_the_leader_is_stuck_is_kept_and_taken_in_later() {
+    let db = TestDb::create().await;
+    let broker = Broker::start("cluster-stuck");
+    let (_gateway, gw_port) = Gateway::start(vec![]).await;
+    let config = cluster_config(&db.url, broker.port, gw_port, "cluster-stuck");
+    let client = http();
+    let mut a = instance("stuck", &config, "a");
+    leads(&client, &a).await;
+    let mut b = instance("stuck", &config, "b");
+    ready(&client, &b).await;
+    run(Command::new("kill").args(["-STOP", &a.pid().to_string()]));
+    let (status, body) = post(
+        &client,
+        &b.url("/api/v1/alarms"),
+        Some(INGEST_TOKEN),
+        r#"{"component":"srv-4","kind":"server","state":"firing"}"#,
+    )
+    .await;
+    assert_eq!(status, 503, "no answer from the leader: {body}");
+    assert_eq!(
+        scalar(
+            &db.url,
+            "SELECT count(*) FROM cluster_inbox WHERE instance = 'b' AND done_ms IS NULL"
+        )
+        .await,
+        1,
+        "the push is stored, waiting for a leader"
+    );
+    run(Command::new("kill").args(["-CONT", &a.pid().to_string()]));
+    eventually("the leader takes the push in", PATIENCE, || async {
+        let (_, list) = get(
+            &client,
+            &a.url("/api/v1/incidents?state=all"),
+            Some(READ_TOKEN),
+        )
+        .await;
+        list.as_array()?
+            .iter()
+            .any(|i| i["root"] == "srv-4")
+            .then_some(())
+    })
+    .await;
+    assert!(b.terminate().success());
+    assert!(a.terminate().success());
+}

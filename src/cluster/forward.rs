@@ -10,7 +10,7 @@
 //! taken in once whichever leader takes it, and one not yet taken waits
 //! for the next leader.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -192,6 +192,9 @@ impl Forwarder {
         let mut mqtt = Vec::new();
         let mut commands = Vec::new();
         let mut probes = Vec::new();
+        // One task looks for every waiting request's answer at once.
+        let (waiters, waiting_rx) = mpsc::unbounded_channel();
+        let answers = tokio::spawn(answer_when_done(self.pool.clone(), waiting_rx));
         loop {
             tokio::select! {
                 biased;
@@ -293,11 +296,14 @@ impl Forwarder {
             for a in acks {
                 a.ack();
             }
+            let deadline = Instant::now() + ANSWER_WITHIN;
             for (i, wait) in waiting {
                 let Some(&id) = ids.get(i) else { continue };
-                tokio::spawn(answer_when_done(self.pool.clone(), id, wait));
+                let _ = waiters.send((id, wait, deadline));
             }
         }
+        // Requests still waiting are answered "no answer" by their drop.
+        answers.abort();
         self.status
             .running
             .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -363,30 +369,59 @@ fn encode(item: &Item) -> String {
     })
 }
 
-/// Waits for the leader's answer to a request and passes it on; gives up
-/// after [`ANSWER_WITHIN`], when the API answers that there was no answer
-/// (the request is still stored and is taken in when a leader runs).
-async fn answer_when_done(pool: PgPool, id: i64, wait: Waiting) {
-    let deadline = Instant::now() + ANSWER_WITHIN;
-    let answer = loop {
-        let row: Result<Option<Option<String>>, _> =
-            sqlx::query_scalar("SELECT answer FROM cluster_inbox WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&pool)
-                .await;
-        if let Ok(Some(Some(text))) = row {
-            break serde_json::from_str::<Answer>(&text).ok();
+/// Waits for the leader's answers to the requests it is given, each until
+/// its deadline ([`ANSWER_WITHIN`] after it was stored), and passes them
+/// on: one query for all that wait, every [`ANSWER_POLL`]. A request not
+/// answered in time gets "no answer" from the API; it is still stored and
+/// is taken in when a leader runs. Bounded by the requests in flight.
+async fn answer_when_done(
+    pool: PgPool,
+    mut incoming: mpsc::UnboundedReceiver<(i64, Waiting, Instant)>,
+) {
+    let mut waiting: HashMap<i64, (Waiting, Instant)> = HashMap::new();
+    loop {
+        if waiting.is_empty() {
+            match incoming.recv().await {
+                Some((id, wait, deadline)) => {
+                    waiting.insert(id, (wait, deadline));
+                }
+                None => return,
+            }
         }
-        if Instant::now() >= deadline {
-            debug!(id, "no answer from the leader in time");
-            return;
+        while let Ok((id, wait, deadline)) = incoming.try_recv() {
+            waiting.insert(id, (wait, deadline));
         }
+        let ids: Vec<i64> = waiting.keys().copied().collect();
+        let rows: Result<Vec<(i64, String)>, _> = sqlx::query_as(
+            "SELECT id, answer FROM cluster_inbox WHERE id = ANY($1) AND answer IS NOT NULL",
+        )
+        .bind(&ids)
+        .fetch_all(&pool)
+        .await;
+        if let Ok(rows) = rows {
+            for (id, text) in rows {
+                let Some((wait, _)) = waiting.remove(&id) else {
+                    continue;
+                };
+                match serde_json::from_str::<Answer>(&text) {
+                    Ok(answer) => pass_on(id, wait, answer),
+                    Err(e) => warn!(id, error = %e, "the leader's answer cannot be read"),
+                }
+            }
+        }
+        let now = Instant::now();
+        waiting.retain(|id, (_, deadline)| {
+            let keep = *deadline > now;
+            if !keep {
+                debug!(id, "no answer from the leader in time");
+            }
+            keep
+        });
         tokio::time::sleep(ANSWER_POLL).await;
-    };
-    let Some(answer) = answer else {
-        warn!(id, "the leader's answer cannot be read");
-        return;
-    };
+    }
+}
+
+fn pass_on(id: i64, wait: Waiting, answer: Answer) {
     match (wait, answer) {
         (Waiting::Receipt(tx), Answer::Receipt(r)) => {
             let _ = tx.send(r.map(Into::into));
