@@ -37,8 +37,8 @@ use crate::engine::{
 };
 use crate::metrics::Metrics;
 use crate::store::{
-    AlarmRow, Batch, IncidentRow, META_MQTT_SEEN, META_WATERMARK, Rejection, Store, StoreError,
-    SystemEvent, UsedLink,
+    AlarmRow, Batch, IncidentRow, META_MQTT_SEEN, META_WATERMARK, OutboxRow, Rejection, Store,
+    StoreError, SystemEvent, UsedLink,
 };
 
 mod board;
@@ -274,6 +274,9 @@ pub struct Core<S: Store> {
     probe_series: Vec<Option<(prometheus::Histogram, prometheus::Gauge)>>,
     /// Set when this core leads a cluster of instances.
     cluster: Option<Clustered>,
+    /// Where the notifications a commit queued go at once, so that the
+    /// notifier sends them without reading them back from the store.
+    handoff: Option<mpsc::Sender<Vec<OutboxRow>>>,
 }
 
 /// Sets `Status::running` to false when the core ends, however it ends (a
@@ -305,6 +308,14 @@ impl<S: Store> Core<S> {
             instance,
             dedup: dedup::Dedup::new(),
         });
+        self
+    }
+
+    /// Hands the notifications each commit queues to the notifier
+    /// (through a bounded channel: when it is full the notifier is woken
+    /// to read them from the store instead).
+    pub fn handing_to(mut self, notifier: mpsc::Sender<Vec<OutboxRow>>) -> Core<S> {
+        self.handoff = Some(notifier);
         self
     }
 
@@ -564,7 +575,7 @@ impl<S: Store> Core<S> {
             );
             return Ok(());
         };
-        if notify {
+        if notify && !self.hand_over(&batch, &outcome) {
             self.outbox.notify_one();
         }
         // Before the answers: whoever hears "done" sees it on the board.
@@ -630,6 +641,40 @@ impl<S: Store> Core<S> {
             }
         }
         Ok(())
+    }
+}
+
+impl<S: Store> Core<S> {
+    /// Gives the notifier the notifications this commit queued anew, as
+    /// the rows the store now holds; whether it took them.
+    fn hand_over(&self, batch: &Batch, outcome: &crate::store::CommitOutcome) -> bool {
+        let Some(tx) = &self.handoff else {
+            return false;
+        };
+        let rows: Vec<OutboxRow> = outcome
+            .new_notifications
+            .iter()
+            .filter_map(|&i| batch.notifications.get(i))
+            .map(|q| {
+                let n = &q.notification;
+                OutboxRow {
+                    key: n.key.clone(),
+                    incident: n.incident.0,
+                    person: n.person.clone(),
+                    role: n.role.clone(),
+                    channel: n.channel.clone(),
+                    reason: n.reason.clone(),
+                    text: n.text.clone(),
+                    created_at: q.at,
+                    state: crate::store::OutboxState::Pending,
+                    attempts: 0,
+                    next_attempt: q.at,
+                    last_error: None,
+                    sent_at: None,
+                }
+            })
+            .collect();
+        rows.is_empty() || tx.try_send(rows).is_ok()
     }
 }
 

@@ -96,6 +96,7 @@ impl<S: Store> Core<S> {
             probe_up: HashMap::new(),
             probe_series: Vec::new(),
             cluster: None,
+            handoff: None,
         };
         core.set_all_gauges();
         Ok(core)

@@ -48,6 +48,9 @@ use crate::tls::{self, ServerCert};
 
 /// Capacity of each channel into the core.
 const CHANNEL_CAPACITY: usize = 1024;
+/// Commits whose new notifications may wait for the notifier in memory;
+/// beyond them it reads the rest from the store.
+const FRESH_CAPACITY: usize = 64;
 /// How long stopping intake (HTTP requests in flight, the MQTT DISCONNECT)
 /// may take before the core is stopped anyway.
 const INTAKE_GRACE: Duration = Duration::from_secs(5);
@@ -354,6 +357,8 @@ struct Parts<S: Store + Clone + 'static> {
     outbox: Arc<Notify>,
     inbox: Arc<tokio::sync::Mutex<Inbox>>,
     forwarded: mpsc::Sender<core::Forwarded>,
+    /// To the notifier: what each commit queued.
+    fresh: mpsc::Sender<Vec<crate::store::OutboxRow>>,
 }
 
 impl<S: Store + Clone + 'static> Parts<S> {
@@ -372,6 +377,7 @@ impl<S: Store + Clone + 'static> Parts<S> {
             self.outbox.clone(),
         )
         .await?;
+        core = core.handing_to(self.fresh.clone());
         if let Some(c) = cluster {
             core = core.leading(c.instance.clone());
         }
@@ -474,6 +480,7 @@ async fn serve<S: Store + Clone + 'static>(
     let (mqtt_tx, mqtt_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (probe_tx, probe_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (forwarded_tx, forwarded_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_CAPACITY);
     let parts = Parts {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -486,6 +493,7 @@ async fn serve<S: Store + Clone + 'static>(
             forwarded: forwarded_rx,
         })),
         forwarded: forwarded_tx,
+        fresh: fresh_tx,
     };
     if config.mqtt.is_some() {
         status.mqtt.store(Status::MQTT_DOWN, Ordering::Relaxed);
@@ -606,6 +614,7 @@ async fn serve<S: Store + Clone + 'static>(
             wake: outbox.clone(),
             metrics: metrics.clone(),
             clock,
+            fresh: fresh_rx,
         }
         .run(notifier_stop.clone()),
     );

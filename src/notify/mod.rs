@@ -140,6 +140,9 @@ pub struct Notifier<S: Store> {
     pub metrics: Arc<Metrics>,
     /// The daemon's clock: the core writes outbox times in it.
     pub clock: Clock,
+    /// The notifications the core just queued, as stored: sent without
+    /// reading them back (a closed channel when there is no core).
+    pub fresh: mpsc::Receiver<Vec<OutboxRow>>,
 }
 
 impl<S: Store + Clone + 'static> Notifier<S> {
@@ -153,7 +156,8 @@ impl<S: Store + Clone + 'static> Notifier<S> {
     /// delivery slot is free, and its first row not yet due sets the
     /// sleep. One read serves many deliveries, so the reads do not grow
     /// with the rate.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut fresh = std::mem::replace(&mut self.fresh, mpsc::channel(1).1);
         let this = Arc::new(self);
         let mut senders = Arc::new(Senders::new(this.catalogue.borrow().clone()));
         let mut running: JoinSet<()> = JoinSet::new();
@@ -181,6 +185,9 @@ impl<S: Store + Clone + 'static> Notifier<S> {
                 in_flight.remove(&r.key);
                 next_at = earliest(next_at, r.next_attempt);
                 read |= more;
+            }
+            while let Ok(rows) = fresh.try_recv() {
+                read |= take_fresh(&mut queue, &in_flight, rows);
             }
             let current = this.catalogue.borrow().clone();
             if !Arc::ptr_eq(&current, &senders.catalogue) {
@@ -281,6 +288,7 @@ impl<S: Store + Clone + 'static> Notifier<S> {
                 biased;
                 () = shutdown.cancelled() => break,
                 () = this.wake.notified() => read = true,
+                Some(rows) = fresh.recv() => read |= take_fresh(&mut queue, &in_flight, rows),
                 Some(_) = running.join_next(), if !running.is_empty() => {
                     while running.try_join_next().is_some() {}
                 }
@@ -491,6 +499,27 @@ struct Recorded {
 }
 
 /// The earlier of two times, either of which may be unknown.
+/// Queues the rows the core just committed, due now, unless they are
+/// queued or in flight already. Beyond a page they are left to the next
+/// read of the store: whether one is needed.
+fn take_fresh(
+    queue: &mut VecDeque<OutboxRow>,
+    in_flight: &HashSet<String>,
+    rows: Vec<OutboxRow>,
+) -> bool {
+    let mut read = false;
+    for row in rows {
+        if queue.len() >= PAGE as usize {
+            read = true;
+            continue;
+        }
+        if !in_flight.contains(&row.key) && !queue.iter().any(|q| q.key == row.key) {
+            queue.push_back(row);
+        }
+    }
+    read
+}
+
 fn earliest(a: Option<Ts>, b: Option<Ts>) -> Option<Ts> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -505,6 +505,10 @@ pub struct CommitOutcome {
     pub inputs: Vec<InputOutcome>,
     /// How many notifications were new to the outbox.
     pub queued: usize,
+    /// Which of [`Batch::notifications`] were new to the outbox (their
+    /// indices, in order): the ones to deliver, where a replay may have
+    /// queued others before.
+    pub new_notifications: Vec<usize>,
 }
 
 /// Whether an input was new; a duplicate must not be handed to the engine.

@@ -689,6 +689,7 @@ async fn write_batch(conn: &mut PgConnection, batch: &Batch) -> Result<CommitOut
     let mut outcome = CommitOutcome {
         inputs: Vec::with_capacity(batch.inputs.len()),
         queued: 0,
+        new_notifications: Vec::new(),
     };
     // Runs of inputs without a dedup key go in one statement each; an
     // input with a key goes alone, so that the log keeps the batch's order.
@@ -727,7 +728,7 @@ async fn write_batch(conn: &mut PgConnection, batch: &Batch) -> Result<CommitOut
     upsert_incidents(conn, &batch.incidents).await?;
     insert_timeline(conn, &batch.timeline).await?;
 
-    for q in &batch.notifications {
+    for (i, q) in batch.notifications.iter().enumerate() {
         let n = &q.notification;
         let new = queue(
             conn,
@@ -745,6 +746,9 @@ async fn write_batch(conn: &mut PgConnection, batch: &Batch) -> Result<CommitOut
         )
         .await?;
         outcome.queued += usize::from(new);
+        if new {
+            outcome.new_notifications.push(i);
+        }
     }
 
     insert_alarms(conn, &batch.alarms).await?;

@@ -611,6 +611,7 @@ async fn write_batch(
     let mut outcome = CommitOutcome {
         inputs: Vec::with_capacity(batch.inputs.len()),
         queued: 0,
+        new_notifications: Vec::new(),
     };
     // Runs of inputs without a dedup key go in one statement each; an
     // input with a key goes alone, so that the log keeps the batch's order.
@@ -708,7 +709,7 @@ async fn write_batch(
         }
     }
 
-    for q in &batch.notifications {
+    for (i, q) in batch.notifications.iter().enumerate() {
         let n = &q.notification;
         let new = queue(
             conn,
@@ -726,6 +727,9 @@ async fn write_batch(
         )
         .await?;
         outcome.queued += usize::from(new);
+        if new {
+            outcome.new_notifications.push(i);
+        }
     }
 
     insert_alarms(conn, &batch.alarms).await?;
