@@ -67,6 +67,15 @@ async fn ready(client: &reqwest::Client, d: &Daemon) -> Value {
     .await
 }
 
+/// Waits until `d`'s MQTT subscriptions are acknowledged.
+async fn subscribed(client: &reqwest::Client, d: &Daemon) {
+    eventually("the MQTT session is subscribed", PATIENCE, || async {
+        let (_, body) = get(client, &d.url("/readyz"), None).await;
+        (body["mqtt"] == "connected").then_some(())
+    })
+    .await;
+}
+
 /// Waits until `d` says it leads.
 async fn leads(client: &reqwest::Client, d: &Daemon) {
     eventually("the instance leads", PATIENCE, || async {
@@ -115,11 +124,7 @@ async fn two_instances_open_one_incident_and_send_each_notification_once() {
     let body = ready(&client, &b).await;
     assert_eq!(body["role"], "follower", "{body}");
     assert_eq!(body["leader"], false);
-    eventually("b's MQTT session is subscribed", PATIENCE, || async {
-        let (_, body) = get(&client, &b.url("/readyz"), None).await;
-        (body["mqtt"] == "connected").then_some(())
-    })
-    .await;
+    subscribed(&client, &b).await;
     let metrics = reqwest::get(b.url("/metrics"))
         .await
         .expect("metrics")
@@ -286,11 +291,7 @@ async fn the_leader_killed_hands_over_and_the_deputy_is_told_once() {
     leads(&client, &a).await;
     let mut b = instance("kill", &config, "b");
     ready(&client, &b).await;
-    eventually("b's MQTT session is subscribed", PATIENCE, || async {
-        let (_, body) = get(&client, &b.url("/readyz"), None).await;
-        (body["mqtt"] == "connected").then_some(())
-    })
-    .await;
+    subscribed(&client, &b).await;
 
     let publisher = Publisher::start(broker.port, &client_id("cluster-kill-pub"));
     publisher
@@ -513,11 +514,7 @@ async fn postgres_restarted_under_load_pauses_ingest_and_loses_nothing() {
     leads(&client, &a).await;
     let mut b = instance("pgrestart", &config, "b");
     ready(&client, &b).await;
-    eventually("b's MQTT session is subscribed", PATIENCE, || async {
-        let (_, body) = get(&client, &b.url("/readyz"), None).await;
-        (body["mqtt"] == "connected").then_some(())
-    })
-    .await;
+    subscribed(&client, &b).await;
 
     let publisher = Publisher::start(broker.port, &client_id("cluster-pg-restart-pub"));
     let total = 300;
@@ -581,11 +578,7 @@ async fn a_deputy_due_while_nobody_leads_is_told_once_by_the_next_leader() {
     leads(&client, &a).await;
     let mut b = instance("gap", &config, "b");
     ready(&client, &b).await;
-    eventually("b's MQTT session is subscribed", PATIENCE, || async {
-        let (_, body) = get(&client, &b.url("/readyz"), None).await;
-        (body["mqtt"] == "connected").then_some(())
-    })
-    .await;
+    subscribed(&client, &b).await;
     let publisher = Publisher::start(broker.port, &client_id("cluster-gap-pub"));
     publisher
         .publish("burst/srv-3/alarm", "1", alarm("k1"))

@@ -701,6 +701,35 @@ const OUTBOX_STATES: [OutboxState; 3] =
     [OutboxState::Pending, OutboxState::Sent, OutboxState::Failed];
 
 /// The variant of `all` whose code is `code`.
+/// A row for the outbox, as each backend inserts it.
+struct Queue<'a> {
+    key: &'a str,
+    incident: u64,
+    person: &'a str,
+    role: Option<&'a str>,
+    channel: &'a str,
+    reason: &'a str,
+    text: &'a str,
+    created: Ts,
+    due: Ts,
+}
+
+fn encode<T: serde::Serialize + ?Sized>(what: &'static str, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|source| StoreError::Encode { what, source })
+}
+
+fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
+}
+
+fn to_u64(table: &'static str, column: &'static str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt {
+        table,
+        column,
+        detail: format!("negative value {v}"),
+    })
+}
+
 fn decode<T: Copy>(
     all: &[T],
     code_of: fn(T) -> &'static str,

@@ -28,9 +28,9 @@ use tokio::sync::Mutex;
 use super::{
     ALARM_SEVERITIES, ALARM_STATES, AlarmRow, Attempt, AttemptOutcome, BASES, Batch, CommitOutcome,
     DeliveryRow, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow, Input, InputOutcome,
-    LEVELS, OUTBOX_STATES, OutboxRow, OutboxState, PendingSummary, REASONS, RejectedRow,
+    LEVELS, OUTBOX_STATES, OutboxRow, OutboxState, PendingSummary, Queue, REASONS, RejectedRow,
     SEVERITIES, SOURCES, SnapshotRow, Store, StoreError, StoredInput, SystemEvent, decode,
-    decode_state, truncate_raw,
+    decode_state, encode, to_i64, to_u64, truncate_raw,
 };
 use crate::clock::wall_now;
 use crate::engine::{
@@ -1062,19 +1062,6 @@ async fn insert_alarms(conn: &mut PgConnection, alarms: &[AlarmRow]) -> Result<(
     Ok(())
 }
 
-/// A row for the outbox.
-struct Queue<'a> {
-    key: &'a str,
-    incident: u64,
-    person: &'a str,
-    role: Option<&'a str>,
-    channel: &'a str,
-    reason: &'a str,
-    text: &'a str,
-    created: Ts,
-    due: Ts,
-}
-
 /// One delivery attempt inside the caller's transaction: the outbox row's
 /// new state, the attempt, and a fallback row when there is one. The row's
 /// claim ends with the attempt.
@@ -1169,22 +1156,6 @@ async fn queue(conn: &mut PgConnection, q: Queue<'_>) -> Result<bool, StoreError
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() > 0)
-}
-
-fn encode<T: serde::Serialize + ?Sized>(what: &'static str, v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|source| StoreError::Encode { what, source })
-}
-
-fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
-}
-
-fn to_u64(table: &'static str, column: &'static str, v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt {
-        table,
-        column,
-        detail: format!("negative value {v}"),
-    })
 }
 
 fn input_from_row(r: &PgRow) -> Result<StoredInput, StoreError> {

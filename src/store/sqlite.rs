@@ -27,9 +27,9 @@ use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 use super::{
     ALARM_SEVERITIES, ALARM_STATES, AlarmRow, Attempt, AttemptOutcome, BASES, Batch, CommitOutcome,
     DeliveryRow, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow, Input, InputOutcome,
-    LEVELS, OUTBOX_STATES, OutboxRow, OutboxState, PendingSummary, REASONS, RejectedRow,
+    LEVELS, OUTBOX_STATES, OutboxRow, OutboxState, PendingSummary, Queue, REASONS, RejectedRow,
     SEVERITIES, SOURCES, SnapshotRow, Store, StoreError, StoredInput, SystemEvent, decode,
-    decode_state, truncate_raw,
+    decode_state, encode, to_i64, to_u64, truncate_raw,
 };
 use crate::engine::{
     AlarmSeverity, AlarmState, Basis, Event, IncidentState, Level, Reason, RejectReason, Severity,
@@ -880,19 +880,6 @@ async fn insert_alarms(conn: &mut SqliteConnection, alarms: &[AlarmRow]) -> Resu
     Ok(())
 }
 
-/// A row for the outbox.
-struct Queue<'a> {
-    key: &'a str,
-    incident: u64,
-    person: &'a str,
-    role: Option<&'a str>,
-    channel: &'a str,
-    reason: &'a str,
-    text: &'a str,
-    created: Ts,
-    due: Ts,
-}
-
 /// Puts a row into the outbox unless its key is there already; true when
 /// it is new.
 /// One delivery attempt inside the caller's transaction: the outbox row's
@@ -984,22 +971,6 @@ async fn queue(conn: &mut SqliteConnection, q: Queue<'_>) -> Result<bool, StoreE
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() > 0)
-}
-
-fn encode<T: serde::Serialize + ?Sized>(what: &'static str, v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|source| StoreError::Encode { what, source })
-}
-
-fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
-}
-
-fn to_u64(table: &'static str, column: &'static str, v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt {
-        table,
-        column,
-        detail: format!("negative value {v}"),
-    })
 }
 
 fn input_from_row(r: &SqliteRow) -> Result<StoredInput, StoreError> {
