@@ -18,6 +18,8 @@
 #
 #   bench/alarm-latency.sh [--quick] [REPETITIONS]   (default 3)
 # --quick: 200 alarms at 100/s and a burst of 200 on each path, once.
+# LATENCY_PHASES=1000,burst runs only the phases named (100, 1000, 10000,
+# burst), for looking at one while working on it.
 source "$(dirname "$0")/lib.sh"
 
 reps=$(pick 1 "${1:-3}")
@@ -127,7 +129,8 @@ quick_flag=$(pick --quick "")
 cpu_before=$(cpu_seconds "$daemon_pid")
 # shellcheck disable=SC2086
 "$bin/examples/alarm_latency" --api "$api" --token "$token" --mqtt "$mqtt" \
-    --alertmanager "$am" --listen "$receiver" --reps "$reps" $quick_flag > "$dir/results" \
+    --alertmanager "$am" --listen "$receiver" --reps "$reps" $quick_flag \
+    ${LATENCY_PHASES:+--phases "$LATENCY_PHASES"} > "$dir/results" \
     || { echo "bench: the latency run failed; the daemon's log:" >&2; tail -50 "$dir/daemon.log" >&2; exit 1; }
 echo "daemon CPU over the run: $(python3 -c "print(round($(cpu_seconds "$daemon_pid") - $cpu_before, 2))") s" >&2
 

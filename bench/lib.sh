@@ -30,8 +30,13 @@ trap cleanup EXIT
 
 # build TARGET…: builds the given cargo targets (e.g. --bin beredskab
 # --example mqtt_ingest) and sets $bin to the folder holding them.
+# BENCH_BIN=FOLDER measures the build already in FOLDER instead (the
+# layout of target/release: the binary, and examples/ beside it), for
+# comparing two builds in turns.
 build() {
-    if $quick; then
+    if [ -n "${BENCH_BIN:-}" ]; then
+        bin=$BENCH_BIN
+    elif $quick; then
         cargo build -q "$@"
         bin=target/debug
     else

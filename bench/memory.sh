@@ -67,6 +67,10 @@ example_round() {
     start_daemon "$folder/beredskab.toml"
     sleep "$settle"
     rss_kb "$pid" >> "$dir/example-rss"
+    # What the resident set is made of: the binary's code and data mapped
+    # from its file, and anonymous memory (heap, stacks).
+    awk '/^RssAnon/ {a=$2} /^RssFile/ {f=$2} END {printf "  example catalogue: %d KiB anonymous, %d KiB mapped from files\n", a, f}' \
+        "/proc/$pid/status" >&2
     echo "  example catalogue: $(($(rss_kb "$pid") / 1024)) MiB idle" >&2
     stop "$pid"
 }

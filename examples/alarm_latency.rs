@@ -19,7 +19,7 @@
 //! and max, one `RESULT {json}` line each; progress goes to stderr.
 //!
 //! `alarm_latency --api PORT --token TOKEN --mqtt PORT --alertmanager PORT
-//!  --listen PORT [--quick] [--reps N]`
+//!  --listen PORT [--quick] [--reps N] [--phases 100,1000,10000,burst]`
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -167,11 +167,14 @@ struct Args {
     listen: u16,
     quick: bool,
     reps: usize,
+    /// Only the phases named (`100`, `1000`, `10000`, `burst`), for
+    /// looking at one of them while working on it.
+    only: Option<Vec<String>>,
 }
 
 fn args() -> Args {
     let usage = "usage: alarm_latency --api PORT --token TOKEN --mqtt PORT --alertmanager PORT \
-                 --listen PORT [--quick] [--reps N]";
+                 --listen PORT [--quick] [--reps N] [--phases 100,1000,10000,burst]";
     let mut a = Args {
         api: 0,
         token: String::new(),
@@ -180,6 +183,7 @@ fn args() -> Args {
         listen: 0,
         quick: false,
         reps: 1,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -196,6 +200,7 @@ fn args() -> Args {
             "--alertmanager" => a.alertmanager = port(),
             "--listen" => a.listen = port(),
             "--reps" => a.reps = value.parse().expect(usage),
+            "--phases" => a.only = Some(value.split(',').map(str::to_owned).collect()),
             _ => panic!("{usage}"),
         }
     }
@@ -207,7 +212,18 @@ fn args() -> Args {
 }
 
 /// The phases of a run.
-fn phases(quick: bool) -> Vec<Phase> {
+fn phases(a: &Args) -> Vec<Phase> {
+    let mut all = every_phase(a.quick);
+    if let Some(only) = &a.only {
+        all.retain(|p| {
+            only.iter()
+                .any(|o| *o == p.rate.map_or("burst".into(), |r| r.to_string()))
+        });
+    }
+    all
+}
+
+fn every_phase(quick: bool) -> Vec<Phase> {
     if quick {
         vec![
             Phase {
@@ -520,7 +536,7 @@ async fn run(a: Args) -> Result<(), String> {
     let paths = [Path::Http, Path::Mqtt, Path::Alertmanager];
     let mut results: HashMap<(String, Path), Vec<Latency>> = HashMap::new();
     for rep in 0..a.reps {
-        for phase in phases(a.quick) {
+        for phase in phases(&a) {
             for path in paths {
                 let run = format!("r{rep}-{}-{}", phase.name(), path.name());
                 heard.reset(&run);
@@ -541,7 +557,7 @@ async fn run(a: Args) -> Result<(), String> {
             }
         }
     }
-    for phase in phases(a.quick) {
+    for phase in phases(&a) {
         for path in paths {
             let l = &results[&(phase.name(), path)];
             let m = |f: fn(&Latency) -> f64| median(l.iter().map(f).collect());

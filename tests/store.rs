@@ -806,6 +806,49 @@ async fn a_read_only_store_reads_beside_the_writer_and_writes_nothing() {
     ));
 }
 
+/// While the store is open, what is committed reaches the database file
+/// itself, not only its write-ahead log: the log is copied over beside the
+/// commits, so it does not grow until a size where the writer would stop
+/// to copy it inside a commit. SQLite only.
+#[tokio::test]
+async fn commits_reach_the_database_file_while_the_store_is_open() {
+    let path = temp_db("checkpoint");
+    let store = SqliteStore::open(&path).await.expect("open");
+    // 40 snapshots of 100 KB each that do not compress away: the newest
+    // two, over 200 KB, stay in the file.
+    for i in 0..40u32 {
+        let mut batch = Batch::new();
+        let body: String = (0..100_000u32)
+            .map(|j| char::from(b'a' + ((j.wrapping_mul(7919) ^ i) % 26) as u8))
+            .collect();
+        batch.snapshot = Some((at(i64::from(i)), format!("\"{body}\"")));
+        store.commit(&batch).await.expect("commit");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let size = std::fs::metadata(&path).expect("database file").len();
+        if size >= 200_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the database file holds {size} bytes 20 s after 4 MB were committed: \
+             the write-ahead log was not copied into it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store
+            .latest_snapshot()
+            .await
+            .expect("snapshot")
+            .expect("one")
+            .at,
+        at(39)
+    );
+    store.close().await;
+}
+
 /// Runs the engine over `events`, ticking at each wakeup first, and calls
 /// `effects` with each instant's effects.
 fn drive(

@@ -460,6 +460,7 @@ impl<S: Store> Core<S> {
         snapshot: bool,
         deadline: Option<Instant>,
     ) -> Result<(), CoreError> {
+        let began = Instant::now();
         self.watch_wall_clock();
         let mut batch = Batch::new();
         let mut done: Vec<Done> = Vec::new();
@@ -530,6 +531,11 @@ impl<S: Store> Core<S> {
             || self.logged_since_snapshot >= self.snapshot_every
             || (self.logged_since_snapshot > 0 && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY);
         self.finish(&mut batch, &touched, due_snapshot);
+        debug!(
+            inputs = batch.inputs.len(),
+            decided_us = began.elapsed().as_micros() as u64,
+            "batch decided"
+        );
         self.commit(batch, &mut done, deadline).await
     }
 
@@ -547,6 +553,7 @@ impl<S: Store> Core<S> {
         let mut retry = COMMIT_RETRY;
         let mut delay = retry.next_delay();
         let failing_since = Instant::now();
+        let inputs = batch.inputs.len();
         let outcome = loop {
             match self.store.commit(&batch).await {
                 Ok(outcome) => {
@@ -578,8 +585,15 @@ impl<S: Store> Core<S> {
         if notify && !self.hand_over(&batch, &outcome) {
             self.outbox.notify_one();
         }
+        let stored = failing_since.elapsed();
         // Before the answers: whoever hears "done" sees it on the board.
         self.publish_board(changed);
+        debug!(
+            inputs,
+            stored_us = stored.as_micros() as u64,
+            boarded_us = failing_since.elapsed().saturating_sub(stored).as_micros() as u64,
+            "batch committed"
+        );
         // An input's place in the log, and the time from its arrival to
         // its committed decision.
         let seq_of = |input: Option<usize>| {

@@ -12,10 +12,12 @@
 //! with the next commit's sync (the WAL is synced as a whole). Power lost
 //! before that loses only the record, and the notification goes out again
 //! with its idempotency key (see `notify`); a notification is never lost.
-//! Every commit sets `synchronous=FULL` again first, so the relaxed setting
+//! The next commit sets `synchronous=FULL` again first, so the relaxed setting
 //! never reaches an input or a decision.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -23,13 +25,14 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
+use tokio::sync::mpsc;
 
 use super::{
     ALARM_SEVERITIES, ALARM_STATES, AlarmRow, Attempt, AttemptOutcome, BASES, Batch, CommitOutcome,
     DeliveryRow, HistoryRow, IncidentDetail, IncidentFilter, IncidentRow, Input, InputOutcome,
     LEVELS, OUTBOX_STATES, OutboxRow, OutboxState, PendingSummary, Queue, REASONS, RejectedRow,
-    SEVERITIES, SOURCES, SnapshotRow, Store, StoreError, StoredInput, SystemEvent, decode,
-    decode_state, encode, to_i64, to_u64, truncate_raw,
+    SEVERITIES, SOURCES, SnapshotRow, Store, StoreError, StoredInput, SystemEvent, TimelineAppend,
+    decode, decode_state, encode, to_i64, to_u64, truncate_raw,
 };
 use crate::engine::{
     AlarmSeverity, AlarmState, Basis, Event, IncidentState, Level, Reason, RejectReason, Severity,
@@ -41,6 +44,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Read connections beside the one writer.
 const READERS: u32 = 4;
+
+/// WAL pages after which the writer checkpoints by itself, inside a
+/// commit: a backstop only, should the checkpointer fall behind (its
+/// checkpoints copy thousands of pages and sync the database file, which
+/// SQLite's default of 1,000 pages put into one commit in every hundred or
+/// so at 1,000 alarms/s).
+const WAL_BACKSTOP_PAGES: u32 = 25_000;
+/// How long the checkpointer lets commits gather after one wakes it.
+const CHECKPOINT_AFTER: Duration = Duration::from_millis(200);
 
 /// The schema, in order: migration `i` takes the database to version `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -64,6 +76,15 @@ const SNAPSHOTS_KEPT: i64 = 2;
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    /// The writer was left at `synchronous=NORMAL` by recorded delivery
+    /// attempts, so the next commit must set `FULL` first (a round trip
+    /// to SQLite's thread that most commits need not make).
+    relaxed: Arc<AtomicBool>,
+    /// Wakes the checkpointer after a commit; it stops once every clone
+    /// of the store is gone.
+    checkpoint: Option<mpsc::Sender<()>>,
+    /// The checkpointer's connection, closed with the rest.
+    checkpointer: Option<SqlitePool>,
 }
 
 impl SqliteStore {
@@ -83,17 +104,30 @@ impl SqliteStore {
                 base.clone()
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full),
+                    .synchronous(SqliteSynchronous::Full)
+                    .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string()),
             )
             .await?;
         migrate(&writer).await?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone())
+            .await?;
         // The writer made the file WAL (a lasting setting); readers leave
         // journal_mode alone because changing it cannot wait on a lock.
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(base.pragma("query_only", "ON"))
             .await?;
-        Ok(SqliteStore { writer, readers })
+        let (checkpoint, wake) = mpsc::channel(1);
+        tokio::spawn(checkpoints(checkpointer.clone(), wake));
+        Ok(SqliteStore {
+            writer,
+            readers,
+            relaxed: Arc::new(AtomicBool::new(false)),
+            checkpoint: Some(checkpoint),
+            checkpointer: Some(checkpointer),
+        })
     }
 
     /// Opens an existing database for reading only, beside a running
@@ -114,6 +148,9 @@ impl SqliteStore {
         let store = SqliteStore {
             writer: readers.clone(),
             readers,
+            relaxed: Arc::new(AtomicBool::new(false)),
+            checkpoint: None,
+            checkpointer: None,
         };
         let found = store.schema_version().await?;
         let known = SqliteStore::latest_schema_version();
@@ -152,9 +189,35 @@ impl SqliteStore {
 
     /// Closes every connection, checkpointing the WAL.
     pub async fn close(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.close().await;
+        }
         self.readers.close().await;
         self.writer.close().await;
     }
+}
+
+/// Copies the WAL into the database file on a connection of its own, off
+/// the commits' path: a passive checkpoint runs beside the writer and
+/// waits for nobody. Stops when every sender is gone, and closes its
+/// connection.
+async fn checkpoints(pool: SqlitePool, mut wake: mpsc::Receiver<()>) {
+    while wake.recv().await.is_some() {
+        tokio::time::sleep(CHECKPOINT_AFTER).await;
+        // A permit that came while it slept is covered by this checkpoint.
+        let _ = wake.try_recv();
+        if pool.is_closed() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+            && !pool.is_closed()
+        {
+            tracing::warn!(error = %e, "wal checkpoint failed; the writer checkpoints by itself");
+        }
+    }
+    pool.close().await;
 }
 
 /// Brings the schema up to [`MIGRATIONS`], one transaction per step.
@@ -191,14 +254,21 @@ impl Store for SqliteStore {
             return Ok(CommitOutcome::default());
         }
         let mut conn = self.writer.acquire().await?;
-        // Set for every commit: the writer also records delivery attempts,
-        // which relax it.
-        sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await?;
+        // The writer also records delivery attempts, which relax it. The
+        // flag changes only while the one writer connection is held.
+        if self.relaxed.load(Ordering::Acquire) {
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await?;
+            self.relaxed.store(false, Ordering::Release);
+        }
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let outcome = write_batch(&mut tx, batch).await?;
         tx.commit().await?;
+        if let Some(checkpoint) = &self.checkpoint {
+            // Full: a wake-up is already waiting.
+            let _ = checkpoint.try_send(());
+        }
         Ok(outcome)
     }
 
@@ -485,6 +555,9 @@ impl Store for SqliteStore {
     async fn record_attempts(&self, attempts: &[Attempt]) -> Result<(), StoreError> {
         let mut conn = self.writer.acquire().await?;
         // No sync of its own: the next commit's sync carries it to disk.
+        // Marked first, so that a failure half-way still has the next
+        // commit set FULL.
+        self.relaxed.store(true, Ordering::Release);
         sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut *conn)
             .await?;
@@ -647,72 +720,13 @@ async fn write_batch(
         .await?;
     }
 
-    for inc in &batch.incidents {
-        let merged_into = match inc.state {
-            IncidentState::Merged(into) => Some(to_i64("incident", into.0)?),
-            _ => None,
-        };
-        sqlx::query(
-            "INSERT INTO incidents (id, state, merged_into, severity, level, root, services, \
-             opened_at_ms, acknowledged_at_ms, acknowledged_by, expected_s, expected_end_ms, \
-             expected_basis, resolved_at_ms, resolved_by, fuel_out_ms, meeting_place) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
-             merged_into = excluded.merged_into, severity = excluded.severity, \
-             level = excluded.level, root = excluded.root, services = excluded.services, \
-             opened_at_ms = excluded.opened_at_ms, \
-             acknowledged_at_ms = excluded.acknowledged_at_ms, \
-             acknowledged_by = excluded.acknowledged_by, expected_s = excluded.expected_s, \
-             expected_end_ms = excluded.expected_end_ms, \
-             expected_basis = excluded.expected_basis, resolved_at_ms = excluded.resolved_at_ms, \
-             resolved_by = excluded.resolved_by, fuel_out_ms = excluded.fuel_out_ms, \
-             meeting_place = excluded.meeting_place",
-        )
-        .bind(to_i64("incident", inc.id)?)
-        .bind(inc.state.as_str())
-        .bind(merged_into)
-        .bind(inc.severity.as_str())
-        .bind(inc.level.as_str())
-        .bind(&inc.root)
-        .bind(encode("services", &inc.services)?)
-        .bind(inc.opened_at.0)
-        .bind(inc.acknowledged_at.map(|t| t.0))
-        .bind(inc.acknowledged_by.as_deref())
-        .bind(inc.expected_s)
-        .bind(inc.expected_end.0)
-        .bind(inc.expected_basis.as_str())
-        .bind(inc.resolved_at.map(|t| t.0))
-        .bind(inc.resolved_by.as_deref())
-        .bind(inc.fuel_out.map(|t| t.0))
-        .bind(inc.meeting_place.as_deref())
-        .execute(&mut *conn)
-        .await?;
-    }
+    insert_incidents(conn, &batch.incidents).await?;
+    insert_timeline(conn, &batch.timeline).await?;
 
-    for t in &batch.timeline {
-        let incident = to_i64("incident", t.incident)?;
-        for (i, e) in t.entries.iter().enumerate() {
-            let seq = to_i64("timeline index", (t.from + i) as u64)?;
-            sqlx::query(
-                "INSERT INTO timeline (incident, seq, at_ms, kind, text, \"by\", public) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (incident, seq) DO NOTHING",
-            )
-            .bind(incident)
-            .bind(seq)
-            .bind(e.at.0)
-            .bind(&e.kind)
-            .bind(&e.text)
-            .bind(e.by.as_deref())
-            .bind(e.public)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-
-    for (i, q) in batch.notifications.iter().enumerate() {
-        let n = &q.notification;
-        let new = queue(
-            conn,
+    let new = queue_many(
+        conn,
+        batch.notifications.iter().map(|q| {
+            let n = &q.notification;
             Queue {
                 key: &n.key,
                 incident: n.incident.0,
@@ -723,11 +737,16 @@ async fn write_batch(
                 text: &n.text,
                 created: q.at,
                 due: q.at,
-            },
-        )
-        .await?;
-        outcome.queued += usize::from(new);
-        if new {
+            }
+        }),
+    )
+    .await?;
+    // A key twice in one batch is new the first time only, as when each
+    // row went in alone.
+    let mut new: std::collections::HashSet<&str> = new.iter().map(String::as_str).collect();
+    for (i, q) in batch.notifications.iter().enumerate() {
+        if new.remove(q.notification.key.as_str()) {
+            outcome.queued += 1;
             outcome.new_notifications.push(i);
         }
     }
@@ -743,13 +762,13 @@ async fn write_batch(
             .await?;
     }
 
-    for (name, value) in &batch.meta {
+    if !batch.meta.is_empty() {
+        // Later values of a name win: the rows go in in the batch's order.
         sqlx::query(
-            "INSERT INTO meta (name, value) VALUES (?, ?) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            "INSERT INTO meta (name, value) SELECT value ->> 0, value ->> 1 FROM json_each(?) \
+             WHERE true ORDER BY key ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         )
-        .bind(name)
-        .bind(value)
+        .bind(encode("meta", &batch.meta)?)
         .execute(&mut *conn)
         .await?;
     }
@@ -847,6 +866,105 @@ async fn insert_keyed(
             }
         }
     })
+}
+
+/// Incident rows, new or changed, in one statement (rows as one JSON
+/// array, as for the inputs).
+async fn insert_incidents(
+    conn: &mut SqliteConnection,
+    incidents: &[IncidentRow],
+) -> Result<(), StoreError> {
+    if incidents.is_empty() {
+        return Ok(());
+    }
+    let rows = incidents
+        .iter()
+        .map(|inc| {
+            let merged_into = match inc.state {
+                IncidentState::Merged(into) => Some(to_i64("incident", into.0)?),
+                _ => None,
+            };
+            Ok(serde_json::json!([
+                to_i64("incident", inc.id)?,
+                inc.state.as_str(),
+                merged_into,
+                inc.severity.as_str(),
+                inc.level.as_str(),
+                inc.root,
+                encode("services", &inc.services)?,
+                inc.opened_at.0,
+                inc.acknowledged_at.map(|t| t.0),
+                inc.acknowledged_by,
+                inc.expected_s,
+                inc.expected_end.0,
+                inc.expected_basis.as_str(),
+                inc.resolved_at.map(|t| t.0),
+                inc.resolved_by,
+                inc.fuel_out.map(|t| t.0),
+                inc.meeting_place,
+            ]))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    sqlx::query(
+        "INSERT INTO incidents (id, state, merged_into, severity, level, root, services, \
+         opened_at_ms, acknowledged_at_ms, acknowledged_by, expected_s, expected_end_ms, \
+         expected_basis, resolved_at_ms, resolved_by, fuel_out_ms, meeting_place) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+         value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
+         value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16 \
+         FROM json_each(?) WHERE true ORDER BY key \
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+         merged_into = excluded.merged_into, severity = excluded.severity, \
+         level = excluded.level, root = excluded.root, services = excluded.services, \
+         opened_at_ms = excluded.opened_at_ms, \
+         acknowledged_at_ms = excluded.acknowledged_at_ms, \
+         acknowledged_by = excluded.acknowledged_by, expected_s = excluded.expected_s, \
+         expected_end_ms = excluded.expected_end_ms, \
+         expected_basis = excluded.expected_basis, resolved_at_ms = excluded.resolved_at_ms, \
+         resolved_by = excluded.resolved_by, fuel_out_ms = excluded.fuel_out_ms, \
+         meeting_place = excluded.meeting_place",
+    )
+    .bind(encode("incidents", &rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Timeline entries of every incident in the batch, in one statement;
+/// entries stored before are left as they are.
+async fn insert_timeline(
+    conn: &mut SqliteConnection,
+    timeline: &[TimelineAppend],
+) -> Result<(), StoreError> {
+    let mut rows = Vec::new();
+    for t in timeline {
+        let incident = to_i64("incident", t.incident)?;
+        for (i, e) in t.entries.iter().enumerate() {
+            let seq = to_i64("timeline index", (t.from + i) as u64)?;
+            rows.push((
+                incident,
+                seq,
+                e.at.0,
+                &e.kind,
+                &e.text,
+                e.by.as_deref(),
+                e.public,
+            ));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO timeline (incident, seq, at_ms, kind, text, \"by\", public) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+         value ->> 6 FROM json_each(?) WHERE true ORDER BY key \
+         ON CONFLICT (incident, seq) DO NOTHING",
+    )
+    .bind(encode("timeline", &rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Alarm rows, in order, in one statement.
@@ -971,6 +1089,43 @@ async fn queue(conn: &mut SqliteConnection, q: Queue<'_>) -> Result<bool, StoreE
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Puts rows into the outbox unless their key is there already, in one
+/// statement; returns the keys that were new.
+async fn queue_many<'a>(
+    conn: &mut SqliteConnection,
+    rows: impl Iterator<Item = Queue<'a>>,
+) -> Result<Vec<String>, StoreError> {
+    let rows = rows
+        .map(|q| {
+            Ok((
+                q.key,
+                to_i64("incident", q.incident)?,
+                q.person,
+                q.role,
+                q.channel,
+                q.reason,
+                q.text,
+                q.created.0,
+                q.due.0,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = sqlx::query_scalar(
+        "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
+         created_at_ms, next_attempt_ms) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+         value ->> 6, value ->> 7, value ->> 8 FROM json_each(?) WHERE true ORDER BY key \
+         ON CONFLICT (key) DO NOTHING RETURNING key",
+    )
+    .bind(encode("outbox", &rows)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(keys)
 }
 
 fn input_from_row(r: &SqliteRow) -> Result<StoredInput, StoreError> {
