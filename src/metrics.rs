@@ -292,6 +292,31 @@ impl Metrics {
         *series = next;
     }
 
+    /// `beredskab_service_first_expected_back_timestamp_seconds` of one
+    /// service: set to `at`, or removed when `None`.
+    pub fn set_expected_back_of(&self, service: &str, criticality: &str, at: Option<f64>) {
+        let mut series = self
+            .expected_back_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = (service.to_owned(), criticality.to_owned());
+        match at {
+            Some(at) => {
+                self.service_expected_back
+                    .with_label_values(&[service, criticality])
+                    .set(at);
+                series.insert(key);
+            }
+            None => {
+                if series.remove(&key) {
+                    let _ = self
+                        .service_expected_back
+                        .remove_label_values(&[service, criticality]);
+                }
+            }
+        }
+    }
+
     /// Sets the health gauge of a node.
     pub fn set_health(&self, cat: &Catalogue, node: crate::catalogue::NodeId, health: Health) {
         let n = cat.node(node);

@@ -43,6 +43,7 @@ use crate::store::{
 
 mod board;
 mod dedup;
+mod gauges;
 mod handle;
 mod input;
 mod record;
@@ -267,6 +268,8 @@ pub struct Core<S: Store> {
     upcoming: BTreeMap<IncidentId, crate::engine::Upcoming>,
     /// …and the incidents changed since, whose next one is worked out anew.
     upcoming_stale: BTreeSet<IncidentId>,
+    /// The incident gauges' sums, kept from batch to batch.
+    gauges: gauges::IncidentGauges,
     /// Whether each probe's last request succeeded, to log a change once.
     probe_up: HashMap<String, bool>,
     /// Each probe's duration histogram and up gauge, by its index in the

@@ -17,6 +17,8 @@ impl<S: Store> Core<S> {
         let mut ids = self.engine.take_changed_incidents();
         ids.extend(touched.iter().copied());
         self.upcoming_stale.extend(ids.iter().copied());
+        self.gauges
+            .update(ids.iter().copied(), &self.engine, &self.cat, &self.metrics);
         for id in ids {
             let Some(inc) = self.engine.incident(id) else {
                 continue;
@@ -70,7 +72,6 @@ impl<S: Store> Core<S> {
                 Err(e) => error!(error = %e, "cannot encode the engine snapshot"),
             }
         }
-        self.set_incident_gauges();
     }
 
     pub(super) fn reject(
@@ -215,55 +216,13 @@ impl<S: Store> Core<S> {
         }
     }
 
-    pub(super) fn set_all_gauges(&self) {
+    pub(super) fn set_all_gauges(&mut self) {
         self.metrics.set_config(self.cat.fingerprint());
         for i in 0..self.cat.nodes.len() {
             let node = crate::catalogue::NodeId(i as u32);
             self.metrics
                 .set_health(&self.cat, node, self.engine.health(node));
         }
-        self.set_incident_gauges();
-    }
-
-    pub(super) fn set_incident_gauges(&self) {
-        let mut counts = [0i64; 3];
-        // When each affected service was first expected back: the latest
-        // first estimate of the incidents affecting it.
-        let mut back: std::collections::BTreeMap<crate::catalogue::NodeId, i64> =
-            std::collections::BTreeMap::new();
-        for id in self.engine.live_incidents() {
-            if let Some(inc) = self.engine.incident(id) {
-                counts[inc.severity as usize] += 1;
-                if inc.first_expected_s > 0 {
-                    let end_ms = inc
-                        .opened
-                        .0
-                        .saturating_add(inc.first_expected_s.saturating_mul(1000));
-                    for &service in inc.services.keys() {
-                        let e = back.entry(service).or_insert(end_ms);
-                        *e = (*e).max(end_ms);
-                    }
-                }
-            }
-        }
-        let series = back
-            .into_iter()
-            .filter_map(|(node, end_ms)| {
-                let n = self.cat.node(node);
-                match n.kind {
-                    crate::catalogue::NodeKind::Service(c) => {
-                        Some((n.id.as_str(), c.as_str(), end_ms as f64 / 1000.0))
-                    }
-                    crate::catalogue::NodeKind::Component(_) => None,
-                }
-            })
-            .collect();
-        self.metrics.set_expected_back(series);
-        for (sev, n) in crate::engine::Severity::ALL.into_iter().zip(counts) {
-            self.metrics
-                .incidents_open
-                .with_label_values(&[sev.as_str()])
-                .set(n);
-        }
+        self.gauges.rebuild(&self.engine, &self.cat, &self.metrics);
     }
 }

@@ -73,7 +73,7 @@ impl<S: Store> Core<S> {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "engine rebuilt from the store"
         );
-        let core = Core {
+        let mut core = Core {
             engine,
             cat,
             store,
@@ -93,6 +93,7 @@ impl<S: Store> Core<S> {
             board_changed: true,
             upcoming: BTreeMap::new(),
             upcoming_stale: BTreeSet::new(),
+            gauges: Default::default(),
             probe_up: HashMap::new(),
             probe_series: Vec::new(),
             cluster: None,
