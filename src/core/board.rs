@@ -92,27 +92,12 @@ impl<S: Store> Core<S> {
             return;
         }
         self.board_changed = false;
-        let mut open: HashMap<NodeId, IncidentId> = HashMap::new();
-        let mut opened: HashMap<NodeId, Ts> = HashMap::new();
         // The next escalation changes only with its incident.
         for id in std::mem::take(&mut self.upcoming_stale) {
             match self.engine.upcoming(id) {
                 Some(up) => self.upcoming.insert(id, up),
                 None => self.upcoming.remove(&id),
             };
-        }
-        for id in self.engine.live_incidents() {
-            let Some(inc) = self.engine.incident(id) else {
-                continue;
-            };
-            for &service in inc.services.keys() {
-                // Ascending ids: the newest incident wins.
-                open.insert(service, id);
-                opened
-                    .entry(service)
-                    .and_modify(|t| *t = (*t).min(inc.opened))
-                    .or_insert(inc.opened);
-            }
         }
         let services = self
             .cat
@@ -129,7 +114,7 @@ impl<S: Store> Core<S> {
                     // Not seen to change since start: down since its
                     // incident opened, up since we know not when.
                     (health != Health::Up)
-                        .then(|| opened.get(&id).copied())
+                        .then(|| self.gauges.first_opened(id))
                         .flatten()
                 });
                 Some(ServiceState {
@@ -138,7 +123,8 @@ impl<S: Store> Core<S> {
                     criticality,
                     health,
                     since,
-                    incident: open.get(&id).copied(),
+                    // The newest, if several affect it.
+                    incident: self.gauges.newest(id),
                 })
             })
             .collect();

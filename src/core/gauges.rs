@@ -1,19 +1,22 @@
-//! The incident gauges (`beredskab_incidents_open` and
-//! `beredskab_service_first_expected_back_timestamp_seconds`), kept up to
-//! date from the incidents each batch changed instead of worked out again
-//! from every live incident at every commit: with thousands of incidents
-//! open, that walk cost more than the commit itself.
+//! What the live incidents add up to per service and per severity: the
+//! incident gauges (`beredskab_incidents_open` and
+//! `beredskab_service_first_expected_back_timestamp_seconds`) and the
+//! board's newest incident and first opening per service. Kept up to date
+//! from the incidents each batch changed instead of worked out again from
+//! every live incident at every commit: with thousands of incidents open,
+//! those walks cost more than the commit itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::catalogue::{Catalogue, NodeId, NodeKind};
-use crate::engine::{Engine, IncidentId, Severity};
+use crate::engine::{Engine, IncidentId, Severity, Ts};
 use crate::metrics::Metrics;
 
 /// What one live incident adds to the gauges.
 #[derive(Debug, Clone, PartialEq)]
 struct Share {
     severity: Severity,
+    opened: Ts,
     /// When its services were first expected back (Unix ms), if estimated.
     back_ms: Option<i64>,
     services: Vec<NodeId>,
@@ -28,7 +31,12 @@ pub(super) struct IncidentGauges {
     /// affecting it, each with how many incidents have it: the gauge is
     /// the latest.
     back: HashMap<NodeId, BTreeMap<i64, u32>>,
+    /// Per service, the live incidents affecting it, by id and by opening.
+    affecting: HashMap<NodeId, Affecting>,
 }
+
+/// The live incidents affecting one service, by id and by opening.
+type Affecting = (BTreeSet<IncidentId>, BTreeSet<(Ts, IncidentId)>);
 
 impl IncidentGauges {
     /// Starts again from every live incident, and sets every gauge.
@@ -87,6 +95,15 @@ impl IncidentGauges {
         }
         if let Some(old) = self.live.remove(&id) {
             self.open[old.severity as usize] -= 1;
+            for node in &old.services {
+                if let Some((ids, opened)) = self.affecting.get_mut(node) {
+                    ids.remove(&id);
+                    opened.remove(&(old.opened, id));
+                    if ids.is_empty() {
+                        self.affecting.remove(node);
+                    }
+                }
+            }
             if let Some(ms) = old.back_ms {
                 for node in old.services {
                     if let Some(times) = self.back.get_mut(&node) {
@@ -106,6 +123,11 @@ impl IncidentGauges {
         }
         if let Some(new) = now {
             self.open[new.severity as usize] += 1;
+            for &node in &new.services {
+                let (ids, opened) = self.affecting.entry(node).or_default();
+                ids.insert(id);
+                opened.insert((new.opened, id));
+            }
             if let Some(ms) = new.back_ms {
                 for &node in &new.services {
                     *self.back.entry(node).or_default().entry(ms).or_default() += 1;
@@ -114,6 +136,18 @@ impl IncidentGauges {
             }
             self.live.insert(id, new);
         }
+    }
+
+    /// The newest live incident affecting `service`.
+    pub(super) fn newest(&self, service: NodeId) -> Option<IncidentId> {
+        let (ids, _) = self.affecting.get(&service)?;
+        ids.last().copied()
+    }
+
+    /// When the first of the live incidents affecting `service` opened.
+    pub(super) fn first_opened(&self, service: NodeId) -> Option<Ts> {
+        let (_, opened) = self.affecting.get(&service)?;
+        opened.first().map(|&(at, _)| at)
     }
 
     fn set_open(&self, metrics: &Metrics) {
@@ -136,6 +170,7 @@ fn share(engine: &Engine, id: IncidentId) -> Option<Share> {
     });
     Some(Share {
         severity: inc.severity,
+        opened: inc.opened,
         back_ms,
         services: inc.services.keys().copied().collect(),
     })
@@ -240,10 +275,12 @@ policy = "p"
             fresh.rebuild(&engine, &cat, &metrics);
             assert_eq!(kept.open, fresh.open, "after step {i}");
             assert_eq!(kept.back, fresh.back, "after step {i}");
+            assert_eq!(kept.affecting, fresh.affecting, "after step {i}");
             opened = opened.max(kept.open.iter().sum::<i64>());
         }
         assert!(opened > 0, "no incident was ever open");
         assert_eq!(kept.open, [0; 3], "every incident is over");
         assert!(kept.back.is_empty());
+        assert!(kept.affecting.is_empty());
     }
 }
