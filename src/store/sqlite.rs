@@ -254,15 +254,20 @@ impl Store for SqliteStore {
             return Ok(CommitOutcome::default());
         }
         let mut conn = self.writer.acquire().await?;
-        // The writer also records delivery attempts, which relax it. The
-        // flag changes only while the one writer connection is held.
-        if self.relaxed.load(Ordering::Acquire) {
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await?;
+        // The writer also records delivery attempts, which relax it; the
+        // pragma goes in the same round trip to SQLite's thread as the
+        // BEGIN (sqlite3_exec runs both). The flag changes only while the
+        // one writer connection is held.
+        let relaxed = self.relaxed.load(Ordering::Acquire);
+        let begin = if relaxed {
+            "PRAGMA synchronous = FULL; BEGIN IMMEDIATE"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        let mut tx = conn.begin_with(begin).await?;
+        if relaxed {
             self.relaxed.store(false, Ordering::Release);
         }
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let outcome = write_batch(&mut tx, batch).await?;
         tx.commit().await?;
         if let Some(checkpoint) = &self.checkpoint {
@@ -558,10 +563,9 @@ impl Store for SqliteStore {
         // Marked first, so that a failure half-way still has the next
         // commit set FULL.
         self.relaxed.store(true, Ordering::Release);
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
+        let mut tx = conn
+            .begin_with("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE")
             .await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         for a in attempts {
             write_attempt(&mut tx, a).await?;
         }
