@@ -98,11 +98,13 @@ struct Probe {
 /// What a probe checks, by kind.
 #[derive(Debug)]
 enum Target {
+    /// The URL and URI on the heap: each is as large as all the rest of
+    /// a probe, which a waiting probe's task holds all the time.
     Http {
-        url: Url,
+        url: Box<Url>,
         /// The URI when the plain client can serve the URL (`http://`
         /// without credentials), parsed once here rather than per request.
-        plain: Option<hyper::Uri>,
+        plain: Option<Box<hyper::Uri>>,
         /// Whether the engine reads the body (a check or a generator
         /// section): only then is a body over [`MAX_BODY`] a failure.
         needs_body: bool,
@@ -213,7 +215,6 @@ impl ProbeCollector {
     /// missed instead of losing results or piling them up. Memory stays
     /// bounded by one report per probe, the same bound as one request in
     /// flight per probe.
-
     pub async fn run(self, tx: mpsc::Sender<ProbeReport>, shutdown: CancellationToken) {
         let net = Net {
             http: self.client,
@@ -221,7 +222,8 @@ impl ProbeCollector {
             icmp: Arc::new(Icmp::default()),
             roots: self.roots,
         };
-        run_all(self.probes, net, tx, shutdown).await;
+        // One for all probes: each probe's task holds only a pointer.
+        run_all(self.probes, Arc::new(net), tx, shutdown).await;
     }
 }
 
@@ -230,6 +232,12 @@ impl ProbeCollector {
 trait Fetch: Clone + Send + Sync + 'static {
     /// The check without its timeout: [`run_probe`] bounds it.
     fn fetch(&self, probe: &Probe) -> impl Future<Output = ProbeResult> + Send;
+}
+
+impl<F: Fetch> Fetch for Arc<F> {
+    fn fetch(&self, probe: &Probe) -> impl Future<Output = ProbeResult> + Send {
+        (**self).fetch(probe)
+    }
 }
 
 /// The real checks: HTTP through one shared client, ICMP through one shared
@@ -350,8 +358,8 @@ impl Target {
                     return Err(bad(String::new()));
                 }
                 Target::Http {
-                    plain: http::plain_uri(&url),
-                    url,
+                    plain: http::plain_uri(&url).map(Box::new),
+                    url: Box::new(url),
                     needs_body: config.generator.is_some() || !config.checks.is_empty(),
                 }
             }
@@ -493,10 +501,13 @@ async fn run_probe<F: Fetch>(
             result,
             elapsed,
         };
+        // On the heap while it waits only, like the check: the send holds
+        // a report and its place in the queue.
+        let send = Box::pin(tx.send(report));
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            sent = tx.send(report) => if sent.is_err() { break },
+            sent = send => if sent.is_err() { break },
         }
         let now = Instant::now();
         let next = schedule.next(due, now);

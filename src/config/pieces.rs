@@ -119,6 +119,18 @@ pub(super) fn parse(text: &str) -> Option<Config> {
         config.policies.extend(found.policies);
         config.meeting_places.extend(found.meeting_places);
     }
+    // Grown by doubling: up to half of a list of 10,000 probes was room
+    // to spare, held for as long as the daemon runs.
+    config.tokens.shrink_to_fit();
+    config.probes.shrink_to_fit();
+    config.components.shrink_to_fit();
+    config.services.shrink_to_fit();
+    config.people.shrink_to_fit();
+    config.roles.shrink_to_fit();
+    config.groups.shrink_to_fit();
+    config.channels.shrink_to_fit();
+    config.policies.shrink_to_fit();
+    config.meeting_places.shrink_to_fit();
     Some(config)
 }
 
