@@ -3,7 +3,8 @@
 //! TCP connection, a DNS query or a TLS handshake, see [`super::net`]) and
 //! hands each outcome to the daemon as a [`ProbeReport`].
 //!
-//! Talks to the probed endpoints (reqwest over HTTP/1.1, or TLS with rustls
+//! Talks to the probed endpoints (`http://` through hyper-util's pooled
+//! client, see [`super::http`]; `https://` through reqwest, TLS with rustls
 //! and ring) and to the daemon (a bounded channel). It only fetches: status
 //! codes, JSON checks, generator readings, round trips and certificate
 //! expiry are judged by the engine (`engine::intake::classify`), so `drill`
@@ -13,7 +14,8 @@
 //! - one task per probe, each sleeping on tokio's timer until its next
 //!   deadline: a hanging endpoint delays only its own probe, and thousands of
 //!   idle probes cost a timer entry each, no thread and no polling;
-//! - one shared client, so connections to the same host are reused;
+//! - one shared client per scheme, so connections to the same host are
+//!   reused;
 //! - deadline k is `start + phase + k × every`, with a random phase in
 //!   `[0, every)` per probe so that probes of equal interval spread out
 //!   instead of firing together; a request that outlasts its interval skips
@@ -21,7 +23,6 @@
 //! - `timeout` bounds the whole request, body included, and the body is read
 //!   up to [`MAX_BODY`] only.
 
-use std::error::Error as _;
 use std::fmt;
 use std::io;
 use std::path::Path;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
+use super::http;
 use super::net::{self, DnsQuestion, Icmp};
 use crate::USER_AGENT;
 use crate::config::{ProbeConfig, ProbeKind};
@@ -96,8 +98,13 @@ struct Probe {
 /// What a probe checks, by kind.
 #[derive(Debug)]
 enum Target {
+    /// The URL and URI on the heap: each is as large as all the rest of
+    /// a probe, which a waiting probe's task holds all the time.
     Http {
-        url: Url,
+        url: Box<Url>,
+        /// The URI when the plain client can serve the URL (`http://`
+        /// without credentials), parsed once here rather than per request.
+        plain: Option<Box<hyper::Uri>>,
         /// Whether the engine reads the body (a check or a generator
         /// section): only then is a body over [`MAX_BODY`] a failure.
         needs_body: bool,
@@ -122,6 +129,7 @@ enum Target {
 /// The collector, configured and not yet running.
 pub struct ProbeCollector {
     client: Client,
+    plain: http::Plain,
     probes: Vec<Probe>,
     /// The roots tls probes trust, when there are tls probes.
     roots: Option<Arc<rustls::RootCertStore>>,
@@ -193,6 +201,7 @@ impl ProbeCollector {
             .map_err(|e| ProbeError::Client(error_chain(&e)))?;
         Ok(ProbeCollector {
             client,
+            plain: http::client(),
             probes,
             roots,
         })
@@ -209,10 +218,12 @@ impl ProbeCollector {
     pub async fn run(self, tx: mpsc::Sender<ProbeReport>, shutdown: CancellationToken) {
         let net = Net {
             http: self.client,
+            plain: self.plain,
             icmp: Arc::new(Icmp::default()),
             roots: self.roots,
         };
-        run_all(self.probes, net, tx, shutdown).await;
+        // One for all probes: each probe's task holds only a pointer.
+        run_all(self.probes, Arc::new(net), tx, shutdown).await;
     }
 }
 
@@ -223,11 +234,18 @@ trait Fetch: Clone + Send + Sync + 'static {
     fn fetch(&self, probe: &Probe) -> impl Future<Output = ProbeResult> + Send;
 }
 
+impl<F: Fetch> Fetch for Arc<F> {
+    fn fetch(&self, probe: &Probe) -> impl Future<Output = ProbeResult> + Send {
+        (**self).fetch(probe)
+    }
+}
+
 /// The real checks: HTTP through one shared client, ICMP through one shared
 /// socket per address family, and the rest a connection each.
 #[derive(Clone)]
 struct Net {
     http: Client,
+    plain: http::Plain,
     icmp: Arc<Icmp>,
     roots: Option<Arc<rustls::RootCertStore>>,
 }
@@ -235,7 +253,18 @@ struct Net {
 impl Fetch for Net {
     async fn fetch(&self, probe: &Probe) -> ProbeResult {
         match &probe.target {
-            Target::Http { url, needs_body } => fetch_unbounded(&self.http, url, *needs_body).await,
+            Target::Http {
+                url,
+                plain,
+                needs_body,
+            } => {
+                if let Some(uri) = plain
+                    && let Ok(result) = http::fetch(&self.plain, uri, *needs_body).await
+                {
+                    return result;
+                }
+                fetch_unbounded(&self.http, url, *needs_body).await
+            }
             Target::Icmp { host, count, wait } => self.icmp.ping(host, *count, *wait).await,
             Target::Tcp { address } => net::connect(address).await,
             Target::Dns(question) => question.ask().await,
@@ -329,7 +358,8 @@ impl Target {
                     return Err(bad(String::new()));
                 }
                 Target::Http {
-                    url,
+                    plain: http::plain_uri(&url).map(Box::new),
+                    url: Box::new(url),
                     needs_body: config.generator.is_some() || !config.checks.is_empty(),
                 }
             }
@@ -471,10 +501,13 @@ async fn run_probe<F: Fetch>(
             result,
             elapsed,
         };
+        // On the heap while it waits only, like the check: the send holds
+        // a report and its place in the queue.
+        let send = Box::pin(tx.send(report));
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            sent = tx.send(report) => if sent.is_err() { break },
+            sent = send => if sent.is_err() { break },
         }
         let now = Instant::now();
         let next = schedule.next(due, now);
@@ -545,14 +578,14 @@ async fn fetch_unbounded(client: &Client, url: &Url, needs_body: bool) -> ProbeR
     }
 }
 
-fn failed(status: Option<u16>, error: String) -> ProbeResult {
+pub(super) fn failed(status: Option<u16>, error: String) -> ProbeResult {
     ProbeResult {
         status,
         ..ProbeResult::failed(error)
     }
 }
 
-fn body_too_long() -> String {
+pub(super) fn body_too_long() -> String {
     format!("body over {}", byte_size(MAX_BODY))
 }
 
@@ -573,6 +606,17 @@ fn byte_size(n: usize) -> String {
 /// without reqwest's wrapping (which also repeats the URL, and so any
 /// credentials in it).
 fn transport_error(e: &reqwest::Error) -> String {
+    error_text(e, e.is_connect(), e.is_redirect())
+}
+
+/// [`transport_error`] for an error of either client: the known kind of the
+/// deepest I/O error in the chain, else the last error of the chain (the
+/// one that says what went wrong), marked as a connect or redirect error.
+pub(super) fn error_text(
+    e: &(dyn std::error::Error + 'static),
+    connect: bool,
+    redirect: bool,
+) -> String {
     if let Some(io) = innermost::<io::Error>(e) {
         let known = match io.kind() {
             io::ErrorKind::ConnectionRefused => Some("connection refused"),
@@ -588,19 +632,21 @@ fn transport_error(e: &reqwest::Error) -> String {
         }
     }
     let cause = root_cause(e);
-    if e.is_redirect() {
+    if redirect {
         format!("redirect: {cause}")
-    } else if e.is_connect() {
+    } else if connect {
         format!("connect: {cause}")
     } else {
         cause
     }
 }
 
-/// The deepest error of type `T` in the chain.
-fn innermost<T: std::error::Error + 'static>(e: &reqwest::Error) -> Option<&T> {
+/// The deepest error of type `T` in the chain, `e` included.
+fn innermost<'e, T: std::error::Error + 'static>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
     let mut found = None;
-    let mut source = e.source();
+    let mut source = Some(e);
     while let Some(err) = source {
         if let Some(t) = err.downcast_ref::<T>() {
             found = Some(t);
@@ -610,15 +656,13 @@ fn innermost<T: std::error::Error + 'static>(e: &reqwest::Error) -> Option<&T> {
     found
 }
 
-/// The last error in the chain: the one that says what went wrong.
-fn root_cause(e: &reqwest::Error) -> String {
-    let mut last = None;
-    let mut source = e.source();
-    while let Some(err) = source {
-        last = Some(err);
-        source = err.source();
+/// The last error in the chain, `e` itself when it has no source.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(err) = last.source() {
+        last = err;
     }
-    last.map_or_else(|| e.to_string(), ToString::to_string)
+    last.to_string()
 }
 
 /// The whole chain in one line, for errors that happen once at start-up.

@@ -106,10 +106,12 @@ pub fn load_str(name: &str, text: &str) -> Result<Loaded, LoadError> {
 /// files it names, relative to its folder.
 fn load_text(name: &str, text: &str, file: Option<&Path>) -> Result<Loaded, LoadError> {
     let lines = Lines::new(name, text);
-    // The common case, a file that fits the schema, costs one parse; only
-    // a file with problems is parsed again into a tree with spans, to find
-    // and locate every one of them.
-    let (config, mut errors) = match toml::from_str(text) {
+    // The common case, a file that fits the schema, costs one parse (in
+    // pieces, to bound the parser's memory); only a file with problems is
+    // parsed again whole, and into a tree with spans, to find and locate
+    // every one of them.
+    let parsed = super::pieces::parse(text).map_or_else(|| toml::from_str(text), Ok);
+    let (config, mut errors) = match parsed {
         Ok(config) => (config, Vec::new()),
         Err(e) => match parse_errors(text, &e) {
             Parsed::Stop(found) => return Err(LoadError::Invalid(lines.errors(found))),

@@ -4,6 +4,7 @@
 //! templates) are parsed here too.
 
 mod load;
+mod pieces;
 mod schema;
 mod step;
 pub mod template;
