@@ -215,8 +215,34 @@ pub fn sqlite_path(config_path: &Path, url: &str) -> Result<PathBuf, DaemonError
 struct Running {
     stop: CancellationToken,
     task: JoinHandle<()>,
-    /// Its settings, to tell whether a reload changed them.
-    settings: String,
+    /// Its settings' [`fingerprint`], to tell whether a reload changed
+    /// them.
+    settings: u64,
+}
+
+/// A fingerprint of settings, from their Debug text, without holding the
+/// text (for 10,000 probes it is megabytes).
+fn fingerprint<T: std::fmt::Debug + ?Sized>(settings: &T) -> u64 {
+    use std::fmt::Write as _;
+    use std::hash::Hasher as _;
+    struct Hashing(std::collections::hash_map::DefaultHasher);
+    impl std::fmt::Write for Hashing {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(std::collections::hash_map::DefaultHasher::new());
+    let _ = write!(hashing, "{settings:?}");
+    hashing.0.finish()
+}
+
+/// The fingerprint of the probes a running collector has, or of none.
+fn probes_running(probes: Option<&Running>) -> u64 {
+    probes.map_or_else(
+        || fingerprint::<[crate::config::ProbeConfig]>(&[]),
+        |r| r.settings,
+    )
 }
 
 impl Running {
@@ -250,7 +276,7 @@ fn start_mqtt(
     Ok(Some(Running {
         stop,
         task,
-        settings: format!("{mqtt:?}"),
+        settings: fingerprint(mqtt),
     }))
 }
 
@@ -282,7 +308,7 @@ fn start_probes(
     Ok(Some(Running {
         stop,
         task,
-        settings: format!("{:?}", config.probes),
+        settings: fingerprint(config.probes.as_slice()),
     }))
 }
 
@@ -587,6 +613,9 @@ async fn serve<S: Store + Clone + 'static>(
     let running = as_instance(&config, cluster.as_ref());
     note_share(cluster.as_ref(), &running, &config);
     let mut probes = start_probes(&running, &probe_tx, &intake)?;
+    // A copy of the whole config (megabytes with thousands of probes),
+    // not kept for the daemon's life.
+    drop(running);
     if let Some(c) = &cluster {
         tokio::spawn(cluster::board::share(
             c.pool.clone(),
@@ -753,8 +782,7 @@ async fn serve<S: Store + Clone + 'static>(
             }
             SignalEvent::Members => {
                 let running = as_instance(&current, cluster.as_ref());
-                let probe_settings = format!("{:?}", running.probes);
-                if probes.as_ref().map(|r| r.settings.as_str()).unwrap_or("[]") != probe_settings {
+                if probes_running(probes.as_ref()) != fingerprint(running.probes.as_slice()) {
                     if let Some(old) = probes.take() {
                         old.stop().await;
                     }
@@ -806,8 +834,8 @@ async fn serve<S: Store + Clone + 'static>(
                     info!("TLS certificate and key read again; new connections use them");
                 }
                 let running = as_instance(&next.config, cluster.as_ref());
-                let mqtt_settings = running.mqtt.as_ref().map(|m| format!("{m:?}"));
-                if mqtt.as_ref().map(|r| r.settings.clone()) != mqtt_settings {
+                let mqtt_settings = running.mqtt.as_ref().map(fingerprint);
+                if mqtt.as_ref().map(|r| r.settings) != mqtt_settings {
                     if let Some(old) = mqtt.take() {
                         old.stop().await;
                     }
@@ -824,8 +852,7 @@ async fn serve<S: Store + Clone + 'static>(
                         Err(e) => error!(error = %e, "mqtt collector not restarted"),
                     }
                 }
-                let probe_settings = format!("{:?}", running.probes);
-                if probes.as_ref().map(|r| r.settings.as_str()).unwrap_or("[]") != probe_settings {
+                if probes_running(probes.as_ref()) != fingerprint(running.probes.as_slice()) {
                     if let Some(old) = probes.take() {
                         old.stop().await;
                     }
