@@ -16,6 +16,7 @@
 //! Referer and loop detection; a redirecting target is asked once more
 //! through reqwest, so its outcome is exactly reqwest's).
 
+use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,9 +29,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::Url;
 use url::Position;
 
-use super::probe::{MAX_BODY, body_too_long, error_text, failed};
 use crate::USER_AGENT;
 use crate::engine::ProbeResult;
+
+/// The most of a response body a probe reads; a longer body is an error.
+pub const MAX_BODY: usize = 1024 * 1024;
 
 /// The pooled client for `http://` probes.
 pub(super) type Plain = Client<HttpConnector, Empty<Bytes>>;
@@ -133,4 +136,84 @@ pub(super) async fn fetch(
         body: Some(read),
         ..ProbeResult::default()
     })
+}
+
+pub(super) fn failed(status: Option<u16>, error: String) -> ProbeResult {
+    ProbeResult {
+        status,
+        ..ProbeResult::failed(error)
+    }
+}
+
+pub(super) fn body_too_long() -> String {
+    format!("body over {}", byte_size(MAX_BODY))
+}
+
+/// `1 MiB`, `64 KiB` or `100 bytes`.
+pub(super) fn byte_size(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// The text of a failed request, for an error of either client: the known kind of the
+/// deepest I/O error in the chain, else the last error of the chain (the
+/// one that says what went wrong), marked as a connect or redirect error.
+pub(super) fn error_text(
+    e: &(dyn std::error::Error + 'static),
+    connect: bool,
+    redirect: bool,
+) -> String {
+    if let Some(io) = innermost::<io::Error>(e) {
+        let known = match io.kind() {
+            io::ErrorKind::ConnectionRefused => Some("connection refused"),
+            io::ErrorKind::ConnectionReset => Some("connection reset"),
+            io::ErrorKind::ConnectionAborted => Some("connection aborted"),
+            io::ErrorKind::HostUnreachable => Some("host unreachable"),
+            io::ErrorKind::NetworkUnreachable => Some("network unreachable"),
+            io::ErrorKind::UnexpectedEof => Some("connection closed"),
+            _ => None,
+        };
+        if let Some(text) = known {
+            return text.to_owned();
+        }
+    }
+    let cause = root_cause(e);
+    if redirect {
+        format!("redirect: {cause}")
+    } else if connect {
+        format!("connect: {cause}")
+    } else {
+        cause
+    }
+}
+
+/// The deepest error of type `T` in the chain, `e` included.
+fn innermost<'e, T: std::error::Error + 'static>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
+    let mut found = None;
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(t) = err.downcast_ref::<T>() {
+            found = Some(t);
+        }
+        source = err.source();
+    }
+    found
+}
+
+/// The last error in the chain, `e` itself when it has no source.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(err) = last.source() {
+        last = err;
+    }
+    last.to_string()
 }

@@ -24,7 +24,6 @@
 //!   up to [`MAX_BODY`] only.
 
 use std::fmt;
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,14 +35,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use super::http;
+use super::http::{self, body_too_long, error_text, failed};
 use super::net::{self, DnsQuestion, Icmp};
 use crate::USER_AGENT;
 use crate::config::{ProbeConfig, ProbeKind};
 use crate::engine::ProbeResult;
 
-/// The most of a response body a probe reads; a longer body is an error.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub use super::http::MAX_BODY;
 
 /// The grid probe phases fall on, for intervals of at least
 /// [`SLOTS_PER_INTERVAL`] slots (1 s and more): probes that share a slot
@@ -578,91 +576,11 @@ async fn fetch_unbounded(client: &Client, url: &Url, needs_body: bool) -> ProbeR
     }
 }
 
-pub(super) fn failed(status: Option<u16>, error: String) -> ProbeResult {
-    ProbeResult {
-        status,
-        ..ProbeResult::failed(error)
-    }
-}
-
-pub(super) fn body_too_long() -> String {
-    format!("body over {}", byte_size(MAX_BODY))
-}
-
-/// `1 MiB`, `64 KiB` or `100 bytes`.
-fn byte_size(n: usize) -> String {
-    const KIB: usize = 1024;
-    const MIB: usize = 1024 * KIB;
-    if n >= MIB && n.is_multiple_of(MIB) {
-        format!("{} MiB", n / MIB)
-    } else if n >= KIB && n.is_multiple_of(KIB) {
-        format!("{} KiB", n / KIB)
-    } else {
-        format!("{n} bytes")
-    }
-}
-
 /// A short text for a failed request: `connection refused`, `connect: …`,
 /// without reqwest's wrapping (which also repeats the URL, and so any
 /// credentials in it).
 fn transport_error(e: &reqwest::Error) -> String {
     error_text(e, e.is_connect(), e.is_redirect())
-}
-
-/// [`transport_error`] for an error of either client: the known kind of the
-/// deepest I/O error in the chain, else the last error of the chain (the
-/// one that says what went wrong), marked as a connect or redirect error.
-pub(super) fn error_text(
-    e: &(dyn std::error::Error + 'static),
-    connect: bool,
-    redirect: bool,
-) -> String {
-    if let Some(io) = innermost::<io::Error>(e) {
-        let known = match io.kind() {
-            io::ErrorKind::ConnectionRefused => Some("connection refused"),
-            io::ErrorKind::ConnectionReset => Some("connection reset"),
-            io::ErrorKind::ConnectionAborted => Some("connection aborted"),
-            io::ErrorKind::HostUnreachable => Some("host unreachable"),
-            io::ErrorKind::NetworkUnreachable => Some("network unreachable"),
-            io::ErrorKind::UnexpectedEof => Some("connection closed"),
-            _ => None,
-        };
-        if let Some(text) = known {
-            return text.to_owned();
-        }
-    }
-    let cause = root_cause(e);
-    if redirect {
-        format!("redirect: {cause}")
-    } else if connect {
-        format!("connect: {cause}")
-    } else {
-        cause
-    }
-}
-
-/// The deepest error of type `T` in the chain, `e` included.
-fn innermost<'e, T: std::error::Error + 'static>(
-    e: &'e (dyn std::error::Error + 'static),
-) -> Option<&'e T> {
-    let mut found = None;
-    let mut source = Some(e);
-    while let Some(err) = source {
-        if let Some(t) = err.downcast_ref::<T>() {
-            found = Some(t);
-        }
-        source = err.source();
-    }
-    found
-}
-
-/// The last error in the chain, `e` itself when it has no source.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = e;
-    while let Some(err) = last.source() {
-        last = err;
-    }
-    last.to_string()
 }
 
 /// The whole chain in one line, for errors that happen once at start-up.
@@ -941,6 +859,7 @@ mod tests {
 
     #[test]
     fn byte_sizes_read_naturally() {
+        use super::super::http::byte_size;
         assert_eq!(byte_size(MAX_BODY), "1 MiB");
         assert_eq!(byte_size(64 * 1024), "64 KiB");
         assert_eq!(byte_size(100), "100 bytes");
