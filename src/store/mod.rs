@@ -14,6 +14,31 @@
 //! [`Store`] is the contract each backend implements; [`SqliteStore`] is
 //! the embedded one, [`PgStore`] the one several daemons can share.
 
+/// The incident row's columns, in the order both backends write them, and
+/// the upsert that writes a newer row over an older one: one text for
+/// SQLite and PostgreSQL, so that neither can miss a column.
+macro_rules! incident_columns {
+    () => {
+        "id, state, merged_into, severity, level, root, services, \
+         opened_at_ms, acknowledged_at_ms, acknowledged_by, expected_s, expected_end_ms, \
+         expected_basis, resolved_at_ms, resolved_by, fuel_out_ms, meeting_place"
+    };
+}
+macro_rules! incident_upsert {
+    () => {
+        "ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+         merged_into = excluded.merged_into, severity = excluded.severity, \
+         level = excluded.level, root = excluded.root, services = excluded.services, \
+         opened_at_ms = excluded.opened_at_ms, \
+         acknowledged_at_ms = excluded.acknowledged_at_ms, \
+         acknowledged_by = excluded.acknowledged_by, expected_s = excluded.expected_s, \
+         expected_end_ms = excluded.expected_end_ms, \
+         expected_basis = excluded.expected_basis, resolved_at_ms = excluded.resolved_at_ms, \
+         resolved_by = excluded.resolved_by, fuel_out_ms = excluded.fuel_out_ms, \
+         meeting_place = excluded.meeting_place"
+    };
+}
+
 mod postgres;
 mod sqlite;
 

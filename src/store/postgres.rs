@@ -860,24 +860,15 @@ async fn upsert_incidents(conn: &mut PgConnection, rows: &[IncidentRow]) -> Resu
         fuel_out.push(inc.fuel_out.map(|t| t.0));
         meeting_place.push(inc.meeting_place.as_deref());
     }
-    sqlx::query(
-        "INSERT INTO incidents (id, state, merged_into, severity, level, root, services, \
-         opened_at_ms, acknowledged_at_ms, acknowledged_by, expected_s, expected_end_ms, \
-         expected_basis, resolved_at_ms, resolved_by, fuel_out_ms, meeting_place) \
-         SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], \
+    sqlx::query(concat!(
+        "INSERT INTO incidents (",
+        incident_columns!(),
+        ") ",
+        "SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], \
          $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[], $11::BIGINT[], \
-         $12::BIGINT[], $13::TEXT[], $14::BIGINT[], $15::TEXT[], $16::BIGINT[], $17::TEXT[]) \
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
-         merged_into = excluded.merged_into, severity = excluded.severity, \
-         level = excluded.level, root = excluded.root, services = excluded.services, \
-         opened_at_ms = excluded.opened_at_ms, \
-         acknowledged_at_ms = excluded.acknowledged_at_ms, \
-         acknowledged_by = excluded.acknowledged_by, expected_s = excluded.expected_s, \
-         expected_end_ms = excluded.expected_end_ms, \
-         expected_basis = excluded.expected_basis, resolved_at_ms = excluded.resolved_at_ms, \
-         resolved_by = excluded.resolved_by, fuel_out_ms = excluded.fuel_out_ms, \
-         meeting_place = excluded.meeting_place",
-    )
+         $12::BIGINT[], $13::TEXT[], $14::BIGINT[], $15::TEXT[], $16::BIGINT[], $17::TEXT[]) ",
+        incident_upsert!()
+    ))
     .bind(id)
     .bind(state)
     .bind(merged_into)

@@ -909,25 +909,16 @@ async fn insert_incidents(
             ]))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    sqlx::query(
-        "INSERT INTO incidents (id, state, merged_into, severity, level, root, services, \
-         opened_at_ms, acknowledged_at_ms, acknowledged_by, expected_s, expected_end_ms, \
-         expected_basis, resolved_at_ms, resolved_by, fuel_out_ms, meeting_place) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+    sqlx::query(concat!(
+        "INSERT INTO incidents (",
+        incident_columns!(),
+        ") ",
+        "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
          value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
          value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16 \
-         FROM json_each(?) WHERE true ORDER BY key \
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
-         merged_into = excluded.merged_into, severity = excluded.severity, \
-         level = excluded.level, root = excluded.root, services = excluded.services, \
-         opened_at_ms = excluded.opened_at_ms, \
-         acknowledged_at_ms = excluded.acknowledged_at_ms, \
-         acknowledged_by = excluded.acknowledged_by, expected_s = excluded.expected_s, \
-         expected_end_ms = excluded.expected_end_ms, \
-         expected_basis = excluded.expected_basis, resolved_at_ms = excluded.resolved_at_ms, \
-         resolved_by = excluded.resolved_by, fuel_out_ms = excluded.fuel_out_ms, \
-         meeting_place = excluded.meeting_place",
-    )
+         FROM json_each(?) WHERE true ORDER BY key ",
+        incident_upsert!()
+    ))
     .bind(encode("incidents", &rows)?)
     .execute(&mut *conn)
     .await?;
@@ -1002,8 +993,6 @@ async fn insert_alarms(conn: &mut SqliteConnection, alarms: &[AlarmRow]) -> Resu
     Ok(())
 }
 
-/// Puts a row into the outbox unless its key is there already; true when
-/// it is new.
 /// One delivery attempt inside the caller's transaction: the outbox row's
 /// new state, the attempt, and a fallback row when there is one.
 async fn write_attempt(tx: &mut SqliteConnection, a: &Attempt) -> Result<(), StoreError> {
@@ -1056,9 +1045,9 @@ async fn write_attempt(tx: &mut SqliteConnection, a: &Attempt) -> Result<(), Sto
     .execute(&mut *tx)
     .await?;
     if let Some(f) = &a.fallback {
-        queue(
+        queue_many(
             tx,
-            Queue {
+            std::iter::once(Queue {
                 key: &f.key,
                 incident: f.incident,
                 person: &f.person,
@@ -1068,31 +1057,11 @@ async fn write_attempt(tx: &mut SqliteConnection, a: &Attempt) -> Result<(), Sto
                 text: &f.text,
                 created: f.created_at,
                 due: f.next_attempt,
-            },
+            }),
         )
         .await?;
     }
     Ok(())
-}
-
-async fn queue(conn: &mut SqliteConnection, q: Queue<'_>) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
-         created_at_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(q.key)
-    .bind(to_i64("incident", q.incident)?)
-    .bind(q.person)
-    .bind(q.role)
-    .bind(q.channel)
-    .bind(q.reason)
-    .bind(q.text)
-    .bind(q.created.0)
-    .bind(q.due.0)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
 }
 
 /// Puts rows into the outbox unless their key is there already, in one
