@@ -20,6 +20,8 @@
 # --quick: 200 alarms at 100/s and a burst of 200 on each path, once.
 # LATENCY_PHASES=1000,burst runs only the phases named (100, 1000, 10000,
 # burst), for looking at one while working on it.
+# DAEMON_LOG=beredskab::core=debug runs the daemon with that log filter and
+# prints the spread of its commit times (stored_us, decided_us) at the end.
 source "$(dirname "$0")/lib.sh"
 
 reps=$(pick 1 "${1:-3}")
@@ -105,7 +107,7 @@ for s in range(0, n, per):
                f'depends_on = [{deps}]\npolicy = "p"\n')
 open(path, "w").write("".join(out))
 PY
-RUST_LOG=warn "$bin/beredskab" run -c "$dir/beredskab.toml" 2> "$dir/daemon.log" &
+RUST_LOG=${DAEMON_LOG:-warn} "$bin/beredskab" run -c "$dir/beredskab.toml" 2> "$dir/daemon.log" &
 pids+=($!)
 daemon_pid=$!
 wait_http "http://127.0.0.1:$api/readyz" || { cat "$dir/daemon.log" >&2; exit 1; }
@@ -133,6 +135,17 @@ cpu_before=$(cpu_seconds "$daemon_pid")
     ${LATENCY_PHASES:+--phases "$LATENCY_PHASES"} > "$dir/results" \
     || { echo "bench: the latency run failed; the daemon's log:" >&2; tail -50 "$dir/daemon.log" >&2; exit 1; }
 echo "daemon CPU over the run: $(python3 -c "print(round($(cpu_seconds "$daemon_pid") - $cpu_before, 2))") s" >&2
+if [ -n "${DAEMON_LOG:-}" ]; then
+    python3 - "$dir/daemon.log" <<'PY' >&2
+import re, sys
+log = open(sys.argv[1], errors="replace").read()
+for field in ("decided_us", "stored_us", "boarded_us"):
+    v = sorted(int(m) for m in re.findall(field + r"=(\d+)", log))
+    if v:
+        q = lambda p: v[min(len(v) - 1, int(p * len(v)))]
+        print(f"daemon {field}: n {len(v)}, p10 {q(.1)}, p50 {q(.5)}, p90 {q(.9)}, p99 {q(.99)}, max {v[-1]}")
+PY
+fi
 
 # One row per phase and arrival path; Alertmanager's p99 is the peer.
 python3 - "$dir/results" <<'PY' | while IFS=$'\t' read -r measure ours peer ratio goal met; do row "$measure" "$ours" "$peer" "$ratio" "$goal" "$met"; done

@@ -215,6 +215,7 @@ on_both!(
     a_lone_store_wins_every_claim,
     snapshots_meta_alarms_and_events_round_trip,
     merge_chains_and_fallbacks,
+    a_commit_dropped_half_way_is_all_or_nothing,
 );
 
 /// 2026-01-01T00:00:00Z, the tests' t = 0.
@@ -1277,6 +1278,87 @@ async fn attempts_recorded_together_are_all_or_nothing<B: Backend>() {
     batch.notification(at(30), notification("2/open/0/p-drift/sms", 2));
     store.commit(&batch).await.expect("commit");
     assert_eq!(store.next_due().await.expect("next"), Some(at(30)));
+}
+
+/// A batch of `n` alarms, each opening an incident with a notification:
+/// the rows of the daemon's usual commit, many of them.
+fn big_batch(n: usize, first: u64) -> Batch {
+    let mut batch = Batch::new();
+    for i in 0..n {
+        let id = first + i as u64;
+        batch.input(
+            at(i as i64),
+            Source::Mqtt,
+            None,
+            alarm(&format!("k{id}"), AlarmState::Firing),
+        );
+        batch.incident(incident_row(id, IncidentState::Open, at(i as i64)));
+        batch.timeline(id, 0, vec![entry(i as i64, "opened", "k down", None)]);
+        batch.notification(
+            at(i as i64),
+            notification(&format!("{id}/open/0/p-drift/sms"), id),
+        );
+    }
+    batch
+}
+
+/// A commit whose future is dropped half-way (an aborted task, a timeout)
+/// leaves all of its batch or none, and the store commits and records
+/// attempts after it as before. The drops fall at a quarter, a half and
+/// three quarters of how long the same commit takes whole.
+async fn a_commit_dropped_half_way_is_all_or_nothing<B: Backend>() {
+    const N: usize = 3_000;
+    let whole = {
+        let (_db, store) = fresh::<B>("dropped-whole").await;
+        let started = Instant::now();
+        store.commit(&big_batch(N, 1)).await.expect("commit");
+        started.elapsed()
+    };
+    for quarter in 1..=3u32 {
+        let (_db, store) = fresh::<B>(&format!("dropped-{quarter}")).await;
+        let cut = whole * quarter / 4;
+        let finished = tokio::time::timeout(cut, store.commit(&big_batch(N, 1)))
+            .await
+            .is_ok();
+        let after = big_batch(1, 1_000_000);
+        store
+            .commit(&after)
+            .await
+            .expect("a commit after the dropped one");
+        let inputs = store.inputs().await.expect("inputs").len();
+        let open = store
+            .incidents(IncidentFilter::All, (2 * N) as u32, None)
+            .await
+            .expect("incidents")
+            .len();
+        let due = store
+            .due_notifications(at(N as i64), (2 * N) as u32)
+            .await
+            .expect("due");
+        assert!(
+            [(1, 1, 1), (N + 1, N + 1, N + 1)].contains(&(inputs, open, due.len())),
+            "dropped at {cut:?} (finished: {finished}): {inputs} inputs, {open} incidents, \
+             {} notifications, not all or nothing",
+            due.len()
+        );
+        let sent = Attempt {
+            key: "1000000/open/0/p-drift/sms".into(),
+            incident: 1_000_000,
+            at: at(1),
+            channel: "sms".into(),
+            person: "p-drift".into(),
+            outcome: AttemptOutcome::Sent,
+            detail: "sent".into(),
+            next_attempt: None,
+            fallback: None,
+        };
+        store.record_attempt(&sent).await.expect("record");
+        assert_eq!(
+            store.deliveries(1_000_000).await.expect("deliveries").len(),
+            1
+        );
+        B::check(&store).await;
+    }
 }
 
 /// A store alone wins every claim it asks for (SQLite: one process;

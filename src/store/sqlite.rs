@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
@@ -197,6 +198,97 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Commits a batch of rows only (`rows_only`) in one trip to SQLite's
+    /// thread: the transaction is in the text (`COMMIT_ROWS`), so sqlx
+    /// knows nothing of it. Should the trip fail, or its future be dropped
+    /// half-way, the connection is closed rather than returned to the
+    /// pool, which rolls back whatever the text left open; the pool opens
+    /// a new connection, which starts at `synchronous=FULL`.
+    async fn commit_rows(
+        &self,
+        conn: PoolConnection<Sqlite>,
+        batch: &Batch,
+    ) -> Result<CommitOutcome, StoreError> {
+        let mut conn = CloseUnlessDone(Some(conn));
+        let text = if self.relaxed.swap(false, Ordering::AcqRel) {
+            COMMIT_ROWS_SYNCED
+        } else {
+            COMMIT_ROWS
+        };
+        let rows = bind_rows(sqlx::query(text), batch, true)?
+            .fetch_all(conn.get())
+            .await?;
+        conn.done();
+        let mut outcome = CommitOutcome {
+            inputs: Vec::with_capacity(batch.inputs.len()),
+            queued: 0,
+            new_notifications: Vec::new(),
+        };
+        read_rows(batch, true, &rows, &mut outcome)?;
+        Ok(outcome)
+    }
+
+    /// Commits any batch in a transaction of sqlx's, its parts in turn.
+    async fn commit_in_parts(
+        &self,
+        mut conn: PoolConnection<Sqlite>,
+        batch: &Batch,
+    ) -> Result<CommitOutcome, StoreError> {
+        // The writer also records delivery attempts, which relax it; the
+        // pragma goes in the same round trip to SQLite's thread as the
+        // BEGIN (sqlite3_exec runs both). The flag changes only while the
+        // one writer connection is held.
+        let relaxed = self.relaxed.load(Ordering::Acquire);
+        let begin = if relaxed {
+            "PRAGMA synchronous = FULL; BEGIN IMMEDIATE"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        let mut tx = conn.begin_with(begin).await?;
+        if relaxed {
+            self.relaxed.store(false, Ordering::Release);
+        }
+        let outcome = write_batch(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// The writer connection during a commit whose transaction sqlx does not
+/// know of: closed when dropped before `done`, which rolls the transaction
+/// back.
+struct CloseUnlessDone(Option<PoolConnection<Sqlite>>);
+
+impl CloseUnlessDone {
+    fn get(&mut self) -> &mut SqliteConnection {
+        self.0.as_mut().expect("the connection is held until done")
+    }
+
+    /// The commit's trip came back whole: the connection may be reused.
+    fn done(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CloseUnlessDone {
+    fn drop(&mut self) {
+        if let Some(conn) = &mut self.0 {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// Whether a batch has nothing but the rows `write_rows!()` writes, with no
+/// dedup key among its inputs: the daemon's usual batch.
+fn rows_only(batch: &Batch) -> bool {
+    batch.inputs.iter().all(|i| i.dedup_key.is_none())
+        && batch.rejected.is_empty()
+        && batch.events.is_empty()
+        && batch.used_links.is_empty()
+        && batch.snapshot.is_none()
+}
+
 /// Copies the WAL into the database file on a connection of its own, off
 /// the commits' path: a passive checkpoint runs beside the writer and
 /// waits for nobody. Stops when every sender is gone, and closes its
@@ -253,23 +345,12 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(CommitOutcome::default());
         }
-        let mut conn = self.writer.acquire().await?;
-        // The writer also records delivery attempts, which relax it; the
-        // pragma goes in the same round trip to SQLite's thread as the
-        // BEGIN (sqlite3_exec runs both). The flag changes only while the
-        // one writer connection is held.
-        let relaxed = self.relaxed.load(Ordering::Acquire);
-        let begin = if relaxed {
-            "PRAGMA synchronous = FULL; BEGIN IMMEDIATE"
+        let conn = self.writer.acquire().await?;
+        let outcome = if rows_only(batch) {
+            self.commit_rows(conn, batch).await?
         } else {
-            "BEGIN IMMEDIATE"
+            self.commit_in_parts(conn, batch).await?
         };
-        let mut tx = conn.begin_with(begin).await?;
-        if relaxed {
-            self.relaxed.store(false, Ordering::Release);
-        }
-        let outcome = write_batch(&mut tx, batch).await?;
-        tx.commit().await?;
         if let Some(checkpoint) = &self.checkpoint {
             // Full: a wake-up is already waiting.
             let _ = checkpoint.try_send(());
@@ -681,6 +762,63 @@ impl Store for SqliteStore {
 /// Every write of a batch, inside the caller's transaction. Projections
 /// come after the inputs; the timeline's foreign key is checked at commit,
 /// so the order of incidents and timeline entries does not matter.
+/// A batch's keyless inputs, incidents, timeline entries, alarms, meta
+/// values and outbox rows, in one trip to SQLite's thread: a statement per
+/// table, each taking its rows as one JSON array, prepared once and kept.
+/// A handover between threads costs tens of microseconds (more than most
+/// of these statements), so a commit that made one per table spent most
+/// of its time handing over.
+///
+/// sqlx runs the statements of one text in turn, inside the caller's
+/// Each statement has one plain `?`, and sqlx binds the arguments to them
+/// in turn: a numbered `?N` would make SQLite count N slots in its
+/// statement, and sqlx would run out of arguments for the ones not used.
+/// The rows come back in the statements' order: first the inputs' last
+/// seq and count, then the keys of the outbox rows that were new.
+macro_rules! write_rows {
+    () => {
+        concat!(
+    "INSERT INTO inputs (at_ms, source, dedup_key, event) \
+     SELECT value ->> 0, value ->> 1, NULL, value ->> 2 FROM json_each(?) ORDER BY key; ",
+    "SELECT last_insert_rowid(), changes(); ",
+    "INSERT INTO incidents (",
+    incident_columns!(),
+    ") ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+     value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
+     value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16 \
+     FROM json_each(?) WHERE true ORDER BY key ",
+    incident_upsert!(),
+    "; ",
+    "INSERT INTO timeline (incident, seq, at_ms, kind, text, \"by\", public) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+     value ->> 6 FROM json_each(?) WHERE true ORDER BY key \
+     ON CONFLICT (incident, seq) DO NOTHING; ",
+    "INSERT INTO alarms (at_ms, source, component, kind, state, severity, \"key\", message) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+     value ->> 6, value ->> 7 FROM json_each(?) ORDER BY key; ",
+    // Later values of a name win: the rows go in in the batch's order.
+    "INSERT INTO meta (name, value) SELECT value ->> 0, value ->> 1 FROM json_each(?) \
+     WHERE true ORDER BY key ON CONFLICT (name) DO UPDATE SET value = excluded.value; ",
+    "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
+     created_at_ms, next_attempt_ms) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+     value ->> 6, value ->> 7, value ->> 8 FROM json_each(?) WHERE true ORDER BY key \
+     ON CONFLICT (key) DO NOTHING RETURNING key",
+)
+    };
+}
+
+/// The rows of a batch with nothing else (see `commit_alone`), in their
+/// own transaction: one trip to SQLite's thread for the whole commit.
+const COMMIT_ROWS: &str = concat!("BEGIN IMMEDIATE; ", write_rows!(), "; COMMIT");
+/// The same after delivery attempts relaxed the writer.
+const COMMIT_ROWS_SYNCED: &str = concat!(
+    "PRAGMA synchronous = FULL; BEGIN IMMEDIATE; ",
+    write_rows!(),
+    "; COMMIT"
+);
+
 async fn write_batch(
     conn: &mut SqliteConnection,
     batch: &Batch,
@@ -690,23 +828,33 @@ async fn write_batch(
         queued: 0,
         new_notifications: Vec::new(),
     };
-    // Runs of inputs without a dedup key go in one statement each; an
-    // input with a key goes alone, so that the log keeps the batch's order.
-    let mut rest = batch.inputs.as_slice();
-    while !rest.is_empty() {
-        let run = rest.iter().take_while(|i| i.dedup_key.is_none()).count();
-        if run > 0 {
-            let (keyless, after) = rest.split_at(run);
-            for seq in insert_keyless(conn, keyless).await? {
-                outcome.inputs.push(InputOutcome::New { seq });
+    // The daemon's inputs have no dedup key and go in with the rest. With
+    // keys among them, they go first: runs of inputs without a key in one
+    // statement each, an input with a key alone, so that the log keeps the
+    // batch's order.
+    let keyless = batch.inputs.iter().all(|i| i.dedup_key.is_none());
+    if !keyless {
+        let mut rest = batch.inputs.as_slice();
+        while !rest.is_empty() {
+            let run = rest.iter().take_while(|i| i.dedup_key.is_none()).count();
+            if run > 0 {
+                let (keyless, after) = rest.split_at(run);
+                for seq in insert_keyless(conn, keyless).await? {
+                    outcome.inputs.push(InputOutcome::New { seq });
+                }
+                rest = after;
+            } else {
+                let (keyed, after) = rest.split_at(1);
+                outcome.inputs.push(insert_keyed(conn, &keyed[0]).await?);
+                rest = after;
             }
-            rest = after;
-        } else {
-            let (keyed, after) = rest.split_at(1);
-            outcome.inputs.push(insert_keyed(conn, &keyed[0]).await?);
-            rest = after;
         }
     }
+
+    let rows = bind_rows(sqlx::query(write_rows!()), batch, keyless)?
+        .fetch_all(&mut *conn)
+        .await?;
+    read_rows(batch, keyless, &rows, &mut outcome)?;
 
     for r in &batch.rejected {
         sqlx::query(
@@ -724,39 +872,6 @@ async fn write_batch(
         .await?;
     }
 
-    insert_incidents(conn, &batch.incidents).await?;
-    insert_timeline(conn, &batch.timeline).await?;
-
-    let new = queue_many(
-        conn,
-        batch.notifications.iter().map(|q| {
-            let n = &q.notification;
-            Queue {
-                key: &n.key,
-                incident: n.incident.0,
-                person: &n.person,
-                role: n.role.as_deref(),
-                channel: &n.channel,
-                reason: n.reason.as_str(),
-                text: &n.text,
-                created: q.at,
-                due: q.at,
-            }
-        }),
-    )
-    .await?;
-    // A key twice in one batch is new the first time only, as when each
-    // row went in alone.
-    let mut new: std::collections::HashSet<&str> = new.iter().map(String::as_str).collect();
-    for (i, q) in batch.notifications.iter().enumerate() {
-        if new.remove(q.notification.key.as_str()) {
-            outcome.queued += 1;
-            outcome.new_notifications.push(i);
-        }
-    }
-
-    insert_alarms(conn, &batch.alarms).await?;
-
     for e in &batch.events {
         sqlx::query("INSERT INTO system_events (at_ms, kind, detail) VALUES (?, ?, ?)")
             .bind(e.at.0)
@@ -764,17 +879,6 @@ async fn write_batch(
             .bind(&e.detail)
             .execute(&mut *conn)
             .await?;
-    }
-
-    if !batch.meta.is_empty() {
-        // Later values of a name win: the rows go in in the batch's order.
-        sqlx::query(
-            "INSERT INTO meta (name, value) SELECT value ->> 0, value ->> 1 FROM json_each(?) \
-             WHERE true ORDER BY key ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(encode("meta", &batch.meta)?)
-        .execute(&mut *conn)
-        .await?;
     }
 
     for u in &batch.used_links {
@@ -808,36 +912,122 @@ async fn write_batch(
     Ok(outcome)
 }
 
-/// Inputs without a dedup key, in order, in one statement (rows as one
-/// JSON array: one round trip to SQLite however many there are). None can
-/// conflict and this connection is the only writer, so they take the seqs
-/// after the newest in order, up to the last one inserted (no RETURNING,
-/// which would hand each row back separately).
-async fn insert_keyless(
-    conn: &mut SqliteConnection,
-    inputs: &[Input],
-) -> Result<Vec<u64>, StoreError> {
+/// Binds a batch's rows to `write_rows!()`; the inputs only if `keyless`
+/// (they went in before otherwise).
+fn bind_rows<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    batch: &Batch,
+    keyless: bool,
+) -> Result<sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>, StoreError> {
+    let outbox = outbox_rows(batch.notifications.iter().map(|q| {
+        let n = &q.notification;
+        Queue {
+            key: &n.key,
+            incident: n.incident.0,
+            person: &n.person,
+            role: n.role.as_deref(),
+            channel: &n.channel,
+            reason: n.reason.as_str(),
+            text: &n.text,
+            created: q.at,
+            due: q.at,
+        }
+    }))?;
+    Ok(query
+        .bind(if keyless {
+            input_rows(&batch.inputs)?
+        } else {
+            "[]".to_owned()
+        })
+        .bind(incident_rows(&batch.incidents)?)
+        .bind(timeline_rows(&batch.timeline)?)
+        .bind(alarm_rows(&batch.alarms)?)
+        .bind(encode("meta", &batch.meta)?)
+        .bind(outbox))
+}
+
+/// Reads what `write_rows!()` answered into `outcome`: the keyless inputs'
+/// seqs and the notifications that were new.
+fn read_rows(
+    batch: &Batch,
+    keyless: bool,
+    rows: &[SqliteRow],
+    outcome: &mut CommitOutcome,
+) -> Result<(), StoreError> {
+    let mut rows = rows.iter();
+    let inputs = rows.next().ok_or_else(|| StoreError::Corrupt {
+        table: "inputs",
+        column: "seq",
+        detail: "no count of the inputs inserted".to_owned(),
+    })?;
+    if keyless && !batch.inputs.is_empty() {
+        let seqs = keyless_seqs(
+            batch.inputs.len(),
+            inputs.try_get::<i64, _>(0)?,
+            inputs.try_get::<i64, _>(1)?,
+        )?;
+        outcome
+            .inputs
+            .extend(seqs.map(|seq| InputOutcome::New { seq }));
+    }
+    // A key twice in one batch is new the first time only, as when each
+    // row went in alone.
+    let mut new = rows
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<std::collections::HashSet<String>, _>>()?;
+    for (i, q) in batch.notifications.iter().enumerate() {
+        if new.remove(q.notification.key.as_str()) {
+            outcome.queued += 1;
+            outcome.new_notifications.push(i);
+        }
+    }
+    Ok(())
+}
+
+/// Inputs without a dedup key as one JSON array of rows.
+fn input_rows(inputs: &[Input]) -> Result<String, StoreError> {
     let rows = inputs
         .iter()
         .map(|i| Ok((i.at.0, i.source.as_str(), encode("event", &i.event)?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
+    encode("inputs", &rows)
+}
+
+/// The seqs `n` keyless inputs took. None can conflict and this connection
+/// is the only writer, so they take the seqs after the newest in order, up
+/// to the last one inserted (no RETURNING, which would hand each row back
+/// separately).
+fn keyless_seqs(
+    n: usize,
+    last: i64,
+    inserted: i64,
+) -> Result<std::ops::RangeInclusive<u64>, StoreError> {
+    let n = n as u64;
+    let last = to_u64("inputs", "seq", last)?;
+    if u64::try_from(inserted).ok() != Some(n) || last < n {
+        return Err(StoreError::Corrupt {
+            table: "inputs",
+            column: "seq",
+            detail: format!("{inserted} of {n} inputs inserted"),
+        });
+    }
+    Ok(last + 1 - n..=last)
+}
+
+/// Inputs without a dedup key, in order, in one statement.
+async fn insert_keyless(
+    conn: &mut SqliteConnection,
+    inputs: &[Input],
+) -> Result<std::ops::RangeInclusive<u64>, StoreError> {
     let done = sqlx::query(
         "INSERT INTO inputs (at_ms, source, dedup_key, event) \
          SELECT value ->> 0, value ->> 1, NULL, value ->> 2 FROM json_each(?) ORDER BY key",
     )
-    .bind(encode("inputs", &rows)?)
+    .bind(input_rows(inputs)?)
     .execute(&mut *conn)
     .await?;
-    let n = inputs.len() as u64;
-    let last = to_u64("inputs", "seq", done.last_insert_rowid())?;
-    if done.rows_affected() != n || last < n {
-        return Err(StoreError::Corrupt {
-            table: "inputs",
-            column: "seq",
-            detail: format!("{} of {n} inputs inserted", done.rows_affected()),
-        });
-    }
-    Ok((last + 1 - n..=last).collect())
+    let inserted = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+    keyless_seqs(inputs.len(), done.last_insert_rowid(), inserted)
 }
 
 /// An input with a dedup key: new, or the seq of the one stored before.
@@ -872,15 +1062,8 @@ async fn insert_keyed(
     })
 }
 
-/// Incident rows, new or changed, in one statement (rows as one JSON
-/// array, as for the inputs).
-async fn insert_incidents(
-    conn: &mut SqliteConnection,
-    incidents: &[IncidentRow],
-) -> Result<(), StoreError> {
-    if incidents.is_empty() {
-        return Ok(());
-    }
+/// Incident rows, new or changed, as one JSON array.
+fn incident_rows(incidents: &[IncidentRow]) -> Result<String, StoreError> {
     let rows = incidents
         .iter()
         .map(|inc| {
@@ -909,28 +1092,12 @@ async fn insert_incidents(
             ]))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    sqlx::query(concat!(
-        "INSERT INTO incidents (",
-        incident_columns!(),
-        ") ",
-        "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-         value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
-         value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16 \
-         FROM json_each(?) WHERE true ORDER BY key ",
-        incident_upsert!()
-    ))
-    .bind(encode("incidents", &rows)?)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    encode("incidents", &rows)
 }
 
-/// Timeline entries of every incident in the batch, in one statement;
+/// Timeline entries of every incident in the batch as one JSON array;
 /// entries stored before are left as they are.
-async fn insert_timeline(
-    conn: &mut SqliteConnection,
-    timeline: &[TimelineAppend],
-) -> Result<(), StoreError> {
+fn timeline_rows(timeline: &[TimelineAppend]) -> Result<String, StoreError> {
     let mut rows = Vec::new();
     for t in timeline {
         let incident = to_i64("incident", t.incident)?;
@@ -947,26 +1114,11 @@ async fn insert_timeline(
             ));
         }
     }
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO timeline (incident, seq, at_ms, kind, text, \"by\", public) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-         value ->> 6 FROM json_each(?) WHERE true ORDER BY key \
-         ON CONFLICT (incident, seq) DO NOTHING",
-    )
-    .bind(encode("timeline", &rows)?)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    encode("timeline", &rows)
 }
 
-/// Alarm rows, in order, in one statement.
-async fn insert_alarms(conn: &mut SqliteConnection, alarms: &[AlarmRow]) -> Result<(), StoreError> {
-    if alarms.is_empty() {
-        return Ok(());
-    }
+/// Alarm rows, in order, as one JSON array.
+fn alarm_rows(alarms: &[AlarmRow]) -> Result<String, StoreError> {
     let rows: Vec<_> = alarms
         .iter()
         .map(|a| {
@@ -982,68 +1134,86 @@ async fn insert_alarms(conn: &mut SqliteConnection, alarms: &[AlarmRow]) -> Resu
             )
         })
         .collect();
-    sqlx::query(
-        "INSERT INTO alarms (at_ms, source, component, kind, state, severity, \"key\", message) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-         value ->> 6, value ->> 7 FROM json_each(?) ORDER BY key",
-    )
-    .bind(encode("alarms", &rows)?)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    encode("alarms", &rows)
+}
+
+/// Outbox rows as one JSON array.
+fn outbox_rows<'a>(rows: impl Iterator<Item = Queue<'a>>) -> Result<String, StoreError> {
+    let rows = rows
+        .map(|q| {
+            Ok((
+                q.key,
+                to_i64("incident", q.incident)?,
+                q.person,
+                q.role,
+                q.channel,
+                q.reason,
+                q.text,
+                q.created.0,
+                q.due.0,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    encode("outbox", &rows)
 }
 
 /// One delivery attempt inside the caller's transaction: the outbox row's
-/// new state, the attempt, and a fallback row when there is one.
+/// new state and the attempt in one trip to SQLite's thread (as for
+/// `WRITE_ROWS`), then a fallback row when there is one.
 async fn write_attempt(tx: &mut SqliteConnection, a: &Attempt) -> Result<(), StoreError> {
+    // The statements after the outbox row's update: the attempt, and
+    // whether the row exists (an unknown key is an error, and the caller's
+    // transaction rolls back). A row already sent stays sent: a late
+    // failure report (a retry racing a success) must not send it again.
+    macro_rules! then_record {
+        () => {
+            "; INSERT INTO deliveries (key, incident, at_ms, channel, person, outcome, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?); \
+             SELECT EXISTS (SELECT 1 FROM outbox WHERE key = ?)"
+        };
+    }
     let incident = to_i64("incident", a.incident)?;
-    // A row already sent stays sent: a late failure report (a retry
-    // racing a success) must not send it again.
-    let updated = match a.outcome {
-        AttemptOutcome::Sent => sqlx::query(
+    let query = match a.outcome {
+        AttemptOutcome::Sent => sqlx::query(concat!(
             "UPDATE outbox SET state = 'sent', sent_at_ms = coalesce(sent_at_ms, ?), \
              attempts = attempts + (state <> 'sent') WHERE key = ?",
-        )
+            then_record!()
+        ))
         .bind(a.at.0)
         .bind(&a.key),
-        AttemptOutcome::Retried => sqlx::query(
+        AttemptOutcome::Retried => sqlx::query(concat!(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?, \
              next_attempt_ms = ? WHERE key = ? AND state <> 'sent'",
-        )
+            then_record!()
+        ))
         .bind(&a.detail)
         .bind(a.next_attempt.unwrap_or(a.at).0)
         .bind(&a.key),
-        AttemptOutcome::Failed | AttemptOutcome::Fallback | AttemptOutcome::Dropped => sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = 'failed' \
+        AttemptOutcome::Failed | AttemptOutcome::Fallback | AttemptOutcome::Dropped => {
+            sqlx::query(concat!(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = 'failed' \
                  WHERE key = ? AND state <> 'sent'",
-        )
-        .bind(&a.detail)
-        .bind(&a.key),
-    }
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE key = ?")
+                then_record!()
+            ))
+            .bind(&a.detail)
             .bind(&a.key)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::UnknownNotification(a.key.clone()));
         }
+    };
+    let exists: bool = query
+        .bind(&a.key)
+        .bind(incident)
+        .bind(a.at.0)
+        .bind(&a.channel)
+        .bind(&a.person)
+        .bind(a.outcome.as_str())
+        .bind(&a.detail)
+        .bind(&a.key)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    if !exists {
+        return Err(StoreError::UnknownNotification(a.key.clone()));
     }
-    sqlx::query(
-        "INSERT INTO deliveries (key, incident, at_ms, channel, person, outcome, detail) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&a.key)
-    .bind(incident)
-    .bind(a.at.0)
-    .bind(&a.channel)
-    .bind(&a.person)
-    .bind(a.outcome.as_str())
-    .bind(&a.detail)
-    .execute(&mut *tx)
-    .await?;
     if let Some(f) = &a.fallback {
         queue_many(
             tx,
@@ -1070,22 +1240,8 @@ async fn queue_many<'a>(
     conn: &mut SqliteConnection,
     rows: impl Iterator<Item = Queue<'a>>,
 ) -> Result<Vec<String>, StoreError> {
-    let rows = rows
-        .map(|q| {
-            Ok((
-                q.key,
-                to_i64("incident", q.incident)?,
-                q.person,
-                q.role,
-                q.channel,
-                q.reason,
-                q.text,
-                q.created.0,
-                q.due.0,
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    if rows.is_empty() {
+    let mut rows = rows.peekable();
+    if rows.peek().is_none() {
         return Ok(Vec::new());
     }
     let keys = sqlx::query_scalar(
@@ -1095,7 +1251,7 @@ async fn queue_many<'a>(
          value ->> 6, value ->> 7, value ->> 8 FROM json_each(?) WHERE true ORDER BY key \
          ON CONFLICT (key) DO NOTHING RETURNING key",
     )
-    .bind(encode("outbox", &rows)?)
+    .bind(outbox_rows(rows)?)
     .fetch_all(&mut *conn)
     .await?;
     Ok(keys)
