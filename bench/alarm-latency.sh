@@ -136,7 +136,6 @@ cpu_before=$(cpu_seconds "$daemon_pid")
     || { echo "bench: the latency run failed; the daemon's log:" >&2; tail -50 "$dir/daemon.log" >&2; exit 1; }
 echo "daemon CPU over the run: $(python3 -c "print(round($(cpu_seconds "$daemon_pid") - $cpu_before, 2))") s" >&2
 if [ -n "${DAEMON_LOG:-}" ]; then
-    cp "$dir/daemon.log" /tmp/daemon-debug.log
     python3 - "$dir/daemon.log" <<'PY' >&2
 import re, sys
 log = open(sys.argv[1], errors="replace").read()
