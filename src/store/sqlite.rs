@@ -3,9 +3,12 @@
 //! One writer connection takes every commit, each in a `BEGIN IMMEDIATE`
 //! transaction (a deferred one that upgrades to a write can fail with
 //! SQLITE_BUSY without waiting); `synchronous=FULL` makes a returned commit
-//! survive power loss, and the caller's batching pays for the fsync. Reads
-//! go through a small pool of read-only connections, which WAL lets run
-//! beside the writer. The schema is migrated on open by `user_version`.
+//! survive power loss, and the caller's batching pays for the fsync. The
+//! usual batch is one trip to SQLite's worker thread, transaction and all
+//! (`COMMIT_ROWS`). Reads go through a small pool of read-only
+//! connections, which WAL lets run beside the writer; a connection of its
+//! own copies the WAL into the database file now and then. The schema is
+//! migrated on open by `user_version`.
 //!
 //! Delivery attempts are recorded with `synchronous=NORMAL`: their
 //! transaction is atomic but not synced by itself, and reaches the disk
