@@ -355,6 +355,21 @@ fn entry(secs: i64, kind: &str, text: &str, by: Option<&str>) -> TimelineEntry {
     }
 }
 
+/// A successful SMS to p-drift for the outbox row `key`.
+fn sent_attempt(key: &str, incident: u64, at: Ts) -> Attempt {
+    Attempt {
+        key: key.into(),
+        incident,
+        at,
+        channel: "sms".into(),
+        person: "p-drift".into(),
+        outcome: AttemptOutcome::Sent,
+        detail: "sent".into(),
+        next_attempt: None,
+        fallback: None,
+    }
+}
+
 fn notification(key: &str, incident: u64) -> Notification {
     Notification {
         incident: IncidentId(incident),
@@ -1236,17 +1251,7 @@ async fn attempts_recorded_together_are_all_or_nothing<B: Backend>() {
         batch.notification(at(10), notification(key, 1));
     }
     store.commit(&batch).await.expect("commit");
-    let sent = |key: &str| Attempt {
-        key: key.into(),
-        incident: 1,
-        at: at(11),
-        channel: "sms".into(),
-        person: "p-drift".into(),
-        outcome: AttemptOutcome::Sent,
-        detail: "sent".into(),
-        next_attempt: None,
-        fallback: None,
-    };
+    let sent = |key: &str| sent_attempt(key, 1, at(11));
     // One attempt the store cannot take fails the whole batch.
     let bad = [sent("1/open/0/p-drift/sms"), sent("nope")];
     assert!(matches!(
@@ -1341,17 +1346,7 @@ async fn a_commit_dropped_half_way_is_all_or_nothing<B: Backend>() {
              {} notifications, not all or nothing",
             due.len()
         );
-        let sent = Attempt {
-            key: "1000000/open/0/p-drift/sms".into(),
-            incident: 1_000_000,
-            at: at(1),
-            channel: "sms".into(),
-            person: "p-drift".into(),
-            outcome: AttemptOutcome::Sent,
-            detail: "sent".into(),
-            next_attempt: None,
-            fallback: None,
-        };
+        let sent = sent_attempt("1000000/open/0/p-drift/sms", 1_000_000, at(1));
         store.record_attempt(&sent).await.expect("record");
         assert_eq!(
             store.deliveries(1_000_000).await.expect("deliveries").len(),
