@@ -433,8 +433,8 @@ impl Catalogue {
             });
         }
 
-        let mut probes = Vec::new();
-        let mut probe_index = HashMap::new();
+        let mut probes = Vec::with_capacity(config.probes.len());
+        let mut probe_index = HashMap::with_capacity(config.probes.len());
         for p in &config.probes {
             let id = ProbeId(probes.len() as u32);
             let n = node(&p.component)?;

@@ -101,20 +101,8 @@ impl<S: Store> Core<S> {
             intake::classify(&probe.config, &report.result).0,
             intake::ProbeClass::Failed(_)
         );
-        // The series are looked up once per probe, not once per check.
-        let i = pid.0 as usize;
-        if self.probe_series.len() <= i {
-            self.probe_series.resize_with(i + 1, || None);
-        }
-        let (duration, gauge) = self.probe_series[i].get_or_insert_with(|| {
-            let label = [report.id.as_str()];
-            (
-                self.metrics.probe_duration.with_label_values(&label),
-                self.metrics.probe_up.with_label_values(&label),
-            )
-        });
-        duration.observe(report.elapsed.as_secs_f64());
-        gauge.set(if up { 1.0 } else { 0.0 });
+        self.metrics
+            .observe_probe(&cat, pid, report.elapsed.as_secs_f64(), up);
         if let Some(left) = report.result.expires_in_s {
             self.metrics
                 .tls_expiry
@@ -281,7 +269,6 @@ impl<S: Store> Core<S> {
                 self.stored.clear();
                 self.reset_board();
                 self.metrics.reset_catalogue_series();
-                self.probe_series.clear();
                 self.probe_up
                     .retain(|id, _| self.cat.probe_id(id).is_some());
                 self.set_all_gauges();

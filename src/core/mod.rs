@@ -272,9 +272,6 @@ pub struct Core<S: Store> {
     gauges: gauges::IncidentGauges,
     /// Whether each probe's last request succeeded, to log a change once.
     probe_up: HashMap<String, bool>,
-    /// Each probe's duration histogram and up gauge, by its index in the
-    /// catalogue (emptied with the series when the catalogue changes).
-    probe_series: Vec<Option<(prometheus::Histogram, prometheus::Gauge)>>,
     /// Set when this core leads a cluster of instances.
     cluster: Option<Clustered>,
     /// Where the notifications a commit queued go at once, so that the

@@ -95,7 +95,6 @@ impl<S: Store> Core<S> {
             upcoming_stale: BTreeSet::new(),
             gauges: Default::default(),
             probe_up: HashMap::new(),
-            probe_series: Vec::new(),
             cluster: None,
             handoff: None,
         };

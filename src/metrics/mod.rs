@@ -11,6 +11,10 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+mod catalogue;
+
+pub use catalogue::CatalogueSeries;
+
 use prometheus::core::Collector;
 use prometheus::proto::MetricType;
 use prometheus::{
@@ -18,7 +22,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::catalogue::{Catalogue, NodeKind};
+use std::sync::Arc;
+
+use crate::catalogue::{Catalogue, NodeId, ProbeId};
 use crate::engine::{Basis, Health, Severity};
 
 /// Buckets for durations measured in seconds, from a millisecond to a week.
@@ -32,16 +38,15 @@ const RATIO_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 4.0
 /// The metrics. Cheap to share behind an `Arc`.
 pub struct Metrics {
     registry: Registry,
-    pub service_up: GaugeVec,
-    pub component_up: GaugeVec,
+    /// `beredskab_service_up`, `beredskab_component_up`,
+    /// `beredskab_probe_up` and `beredskab_probe_duration_seconds`.
+    catalogue: CatalogueSeries,
     pub alarms: IntCounterVec,
     pub alarms_rejected: IntCounterVec,
     pub incidents_open: IntGaugeVec,
     pub incidents: IntCounterVec,
     pub notifications: IntCounterVec,
     pub ack_seconds: Histogram,
-    pub probe_duration: HistogramVec,
-    pub probe_up: GaugeVec,
     /// No series without `[mqtt]`: nothing to be connected to, nothing to alert on.
     mqtt_connected: GaugeVec,
     pub ingest_seconds: HistogramVec,
@@ -71,16 +76,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let m = Metrics {
-            service_up: gauge_vec(
-                "beredskab_service_up",
-                "Service health: 1 up, 0.5 degraded, 0 down",
-                &["service", "criticality"],
-            ),
-            component_up: gauge_vec(
-                "beredskab_component_up",
-                "Component health: 1 up, 0.5 degraded, 0 down",
-                &["component", "kind"],
-            ),
+            catalogue: CatalogueSeries::new(),
             alarms: counter_vec(
                 "beredskab_alarms_total",
                 "Accepted alarm state changes",
@@ -114,17 +110,6 @@ impl Metrics {
                 .buckets(SECONDS_BUCKETS.to_vec()),
             )
             .expect("constant metric definition"),
-            probe_duration: histogram_vec(
-                "beredskab_probe_duration_seconds",
-                "Time a probe request took",
-                &["probe"],
-                &SECONDS_BUCKETS,
-            ),
-            probe_up: gauge_vec(
-                "beredskab_probe_up",
-                "Whether a probe's last request succeeded",
-                &["probe"],
-            ),
             mqtt_connected: gauge_vec(
                 "beredskab_mqtt_connected",
                 "Whether the MQTT collector is connected",
@@ -207,16 +192,13 @@ impl Metrics {
     /// Every metric of SPEC §7.
     fn collectors(&self) -> Vec<Box<dyn Collector>> {
         vec![
-            Box::new(self.service_up.clone()),
-            Box::new(self.component_up.clone()),
+            Box::new(self.catalogue.clone()),
             Box::new(self.alarms.clone()),
             Box::new(self.alarms_rejected.clone()),
             Box::new(self.incidents_open.clone()),
             Box::new(self.incidents.clone()),
             Box::new(self.notifications.clone()),
             Box::new(self.ack_seconds.clone()),
-            Box::new(self.probe_duration.clone()),
-            Box::new(self.probe_up.clone()),
             Box::new(self.mqtt_connected.clone()),
             Box::new(self.ingest_seconds.clone()),
             Box::new(self.generator_runtime.clone()),
@@ -317,27 +299,21 @@ impl Metrics {
         }
     }
 
-    /// Sets the health gauge of a node.
-    pub fn set_health(&self, cat: &Catalogue, node: crate::catalogue::NodeId, health: Health) {
-        let n = cat.node(node);
-        match n.kind {
-            NodeKind::Service(c) => self
-                .service_up
-                .with_label_values(&[n.id.as_str(), c.as_str()])
-                .set(health.gauge()),
-            NodeKind::Component(k) => self
-                .component_up
-                .with_label_values(&[n.id.as_str(), k.as_str()])
-                .set(health.gauge()),
-        }
+    /// Sets the health gauge of a node of `cat`, the running catalogue.
+    pub fn set_health(&self, cat: &Arc<Catalogue>, node: NodeId, health: Health) {
+        self.catalogue.set_health(cat, node, health.gauge());
+    }
+
+    /// Records one check of a probe of `cat`, the running catalogue: its
+    /// duration and whether it succeeded.
+    pub fn observe_probe(&self, cat: &Arc<Catalogue>, probe: ProbeId, seconds: f64, up: bool) {
+        self.catalogue.observe_probe(cat, probe, seconds, up);
     }
 
     /// Forgets the per-node and per-probe series, before a reloaded config
     /// sets them again (removed services must not linger as stale series).
     pub fn reset_catalogue_series(&self) {
-        self.service_up.reset();
-        self.component_up.reset();
-        self.probe_up.reset();
+        self.catalogue.reset_gauges();
         self.tls_expiry.reset();
         self.generator_runtime.reset();
         self.set_expected_back(Vec::new());
@@ -459,6 +435,123 @@ mod tests {
         );
         m.reset_catalogue_series();
         assert!(!m.render().contains("service=\"post\""));
+    }
+
+    /// A catalogue of a service on two servers, each with a probe, and
+    /// `extra` appended.
+    fn catalogue(extra: &str) -> Arc<Catalogue> {
+        let text = format!(
+            r#"
+[site]
+name = "T"
+language = "en"
+timezone = "Europe/Copenhagen"
+[[component]]
+id = "srv-a"
+kind = "server"
+[[component]]
+id = "srv-b"
+kind = "server"
+[[service]]
+id = "omsorg"
+criticality = "life"
+depends_on = ["srv-a", "srv-b"]
+policy = "p"
+[[probe]]
+id = "web-a"
+component = "srv-a"
+url = "http://127.0.0.1:1/a"
+[[person]]
+id = "p1"
+name = "P"
+phone = "+4511111111"
+[[role]]
+id = "r"
+primary = "p1"
+[[channel]]
+id = "log"
+kind = "log"
+[[policy]]
+id = "p"
+[[policy.step]]
+on = "open"
+notify = ["role:r"]
+via = ["log"]
+{extra}"#
+        );
+        let loaded = crate::config::load_str("t.toml", &text).expect("config");
+        Arc::new(Catalogue::build(&loaded.config).expect("catalogue"))
+    }
+
+    /// The node and probe series read as the prometheus crate's vectors
+    /// wrote them; a reload keeps the durations of the probes it keeps and
+    /// drops every series of what it removed.
+    #[test]
+    fn node_and_probe_series_follow_the_running_catalogue() {
+        let m = Metrics::new();
+        let before = catalogue(
+            "[[probe]]\nid = \"web-b\"\ncomponent = \"srv-b\"\nurl = \"http://127.0.0.1:1/b\"\n",
+        );
+        let a = before.probe_id("web-a").expect("web-a");
+        let b = before.probe_id("web-b").expect("web-b");
+        for (i, node) in before.nodes.iter().enumerate() {
+            let health = if node.id == "srv-b" {
+                Health::Down
+            } else {
+                Health::Degraded
+            };
+            m.set_health(&before, NodeId(i as u32), health);
+        }
+        m.observe_probe(&before, a, 0.003, true);
+        m.observe_probe(&before, a, 2.0, true);
+        m.observe_probe(&before, b, 700_000.0, false);
+        let text = m.render();
+        for line in [
+            "beredskab_service_up{criticality=\"life\",service=\"omsorg\"} 0.5\n",
+            "beredskab_component_up{component=\"srv-a\",kind=\"server\"} 0.5\n",
+            "beredskab_component_up{component=\"srv-b\",kind=\"server\"} 0\n",
+            "beredskab_probe_up{probe=\"web-a\"} 1\n",
+            "beredskab_probe_up{probe=\"web-b\"} 0\n",
+            "beredskab_probe_duration_seconds_bucket{probe=\"web-a\",le=\"0.001\"} 0\n",
+            "beredskab_probe_duration_seconds_bucket{probe=\"web-a\",le=\"0.005\"} 1\n",
+            "beredskab_probe_duration_seconds_bucket{probe=\"web-a\",le=\"5\"} 2\n",
+            "beredskab_probe_duration_seconds_bucket{probe=\"web-a\",le=\"+Inf\"} 2\n",
+            "beredskab_probe_duration_seconds_sum{probe=\"web-a\"} 2.003\n",
+            "beredskab_probe_duration_seconds_count{probe=\"web-a\"} 2\n",
+            // Above every bound: counted in +Inf only.
+            "beredskab_probe_duration_seconds_bucket{probe=\"web-b\",le=\"604800\"} 0\n",
+            "beredskab_probe_duration_seconds_bucket{probe=\"web-b\",le=\"+Inf\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line}in:\n{text}");
+        }
+
+        // A reload without web-b: the core resets the gauges, then sets
+        // them for the new catalogue.
+        let after = catalogue("");
+        m.reset_catalogue_series();
+        assert!(!m.render().contains("_up{"), "{}", m.render());
+        m.set_health(&after, after.node_id("srv-a").expect("srv-a"), Health::Up);
+        let text = m.render();
+        assert!(
+            text.contains("beredskab_component_up{component=\"srv-a\",kind=\"server\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("web-b"), "{text}");
+        assert!(!text.contains("srv-b"), "{text}");
+        assert!(
+            text.contains("beredskab_probe_duration_seconds_count{probe=\"web-a\"} 2\n"),
+            "{text}"
+        );
+        m.observe_probe(&after, after.probe_id("web-a").expect("web-a"), 0.5, false);
+        let text = m.render();
+        assert!(
+            text.contains("beredskab_probe_duration_seconds_count{probe=\"web-a\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("beredskab_probe_up{probe=\"web-a\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]
