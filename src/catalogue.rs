@@ -6,7 +6,7 @@
 //! on its hot path and never scans the whole catalogue per alarm.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -175,7 +175,8 @@ pub struct Subscription {
 /// A probe with its component resolved.
 #[derive(Debug, Clone)]
 pub struct Probe {
-    pub config: ProbeConfig,
+    /// Shared with the config it was built from.
+    pub config: Arc<ProbeConfig>,
     pub node: NodeId,
 }
 

@@ -231,7 +231,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(probes: &[ProbeConfig]) -> Running {
+    fn start<P: std::borrow::Borrow<ProbeConfig>>(probes: &[P]) -> Running {
         let collector = ProbeCollector::new(probes).expect("probes are valid");
         let (tx, rx) = mpsc::channel(256);
         let shutdown = CancellationToken::new();

@@ -63,7 +63,7 @@ impl Running {
         Running { rx, shutdown, task }
     }
 
-    fn of(probes: &[ProbeConfig]) -> Running {
+    fn of<P: std::borrow::Borrow<ProbeConfig>>(probes: &[P]) -> Running {
         Running::start(ProbeCollector::new(probes).expect("probes are valid"))
     }
 

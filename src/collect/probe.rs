@@ -23,6 +23,7 @@
 //! - `timeout` bounds the whole request, body included, and the body is read
 //!   up to [`MAX_BODY`] only.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -148,24 +149,27 @@ impl ProbeCollector {
     /// the process may open no ICMP socket (the error names both
     /// remedies); with tls probes, loads the roots they trust
     /// (`SSL_CERT_FILE`, `SSL_CERT_DIR` or the system's).
-    pub fn new(probes: &[ProbeConfig]) -> Result<ProbeCollector, ProbeError> {
+    pub fn new<P: Borrow<ProbeConfig>>(probes: &[P]) -> Result<ProbeCollector, ProbeError> {
         ProbeCollector::build(probes, None)
     }
 
     /// [`ProbeCollector::new`] with tls probes trusting the certificates in
     /// `roots` instead of `SSL_CERT_FILE` or the system's: for a test's own
     /// CA (the environment is process-wide).
-    pub fn with_root_certificates(
-        probes: &[ProbeConfig],
+    pub fn with_root_certificates<P: Borrow<ProbeConfig>>(
+        probes: &[P],
         roots: &Path,
     ) -> Result<ProbeCollector, ProbeError> {
         ProbeCollector::build(probes, Some(roots))
     }
 
-    fn build(probes: &[ProbeConfig], roots: Option<&Path>) -> Result<ProbeCollector, ProbeError> {
+    fn build<P: Borrow<ProbeConfig>>(
+        probes: &[P],
+        roots: Option<&Path>,
+    ) -> Result<ProbeCollector, ProbeError> {
         let probes = probes
             .iter()
-            .map(Probe::new)
+            .map(|p| Probe::new(p.borrow()))
             .collect::<Result<Vec<_>, _>>()?;
         crate::tls::install_provider();
         for v6 in [false, true] {

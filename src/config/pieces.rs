@@ -18,6 +18,8 @@
 //! parse the whole text as before, so errors and their positions are
 //! exactly what they were.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use super::schema::{
@@ -48,8 +50,8 @@ const ARRAYS: &[&str] = &[
 struct Elements {
     #[serde(default, rename = "token")]
     tokens: Vec<TokenConfig>,
-    #[serde(default, rename = "probe")]
-    probes: Vec<ProbeConfig>,
+    #[serde(default, rename = "probe", deserialize_with = "super::schema::shared")]
+    probes: Vec<Arc<ProbeConfig>>,
     #[serde(default, rename = "component")]
     components: Vec<ComponentConfig>,
     #[serde(default, rename = "service")]

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -56,6 +57,18 @@ pub const DEFAULT_STORE_URL: &str = "sqlite://beredskab.db";
 /// Whether `/metrics` answers without a token.
 pub const DEFAULT_METRICS_PUBLIC: bool = true;
 
+/// Elements deserialized each behind an [`Arc`], to be shared.
+pub(super) fn shared<'de, D, T>(d: D) -> Result<Vec<Arc<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Vec::<T>::deserialize(d)?
+        .into_iter()
+        .map(Arc::new)
+        .collect())
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,9 +87,11 @@ pub struct Config {
     /// `[mqtt]`, optional: without it no broker is contacted.
     pub mqtt: Option<MqttConfig>,
     /// `[[probe]]`, any number: health endpoints polled over HTTP, and
-    /// network gear checked by ICMP, TCP, DNS or TLS.
-    #[serde(default, rename = "probe")]
-    pub probes: Vec<ProbeConfig>,
+    /// network gear checked by ICMP, TCP, DNS or TLS. Shared with the
+    /// catalogue, which the daemon holds beside the config: with 10,000
+    /// probes each copy is 5 MB.
+    #[serde(default, rename = "probe", deserialize_with = "shared")]
+    pub probes: Vec<Arc<ProbeConfig>>,
     /// `[[component]]`, any number: the things that fail.
     #[serde(default, rename = "component")]
     pub components: Vec<ComponentConfig>,
