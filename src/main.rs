@@ -87,7 +87,6 @@ enum PlanFormat {
 }
 
 fn main() -> ExitCode {
-    cap_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -108,27 +107,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Caps glibc's malloc at two arenas, unless `MALLOC_ARENA_MAX` says
-/// otherwise. By default glibc gives threads that allocate at once arenas
-/// of their own, up to eight per core, and what one arena frees the others
-/// do not reuse: with 10,000 probes the daemon's threads (the runtime's
-/// workers, SQLite's, the blocking pool) held about 10 MB more in them
-/// (BENCHMARKS.md, Probing). Each thread keeps a cache of small blocks of
-/// its own besides, so two arenas are enough for two cores.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn cap_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt sets a parameter of the allocator, which may be
-        // changed at any time; no other thread has started yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn cap_malloc_arenas() {}
 
 fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
