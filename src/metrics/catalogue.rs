@@ -24,26 +24,30 @@ use crate::catalogue::{Catalogue, NodeId, NodeKind, ProbeId};
 const UNSET: u64 = u64::MAX;
 
 /// The families, in the order of [`CatalogueSeries::collect`].
-const FAMILIES: [(&str, &str, &[&str]); 4] = [
+const FAMILIES: [(&str, &str, &[&str], MetricType); 4] = [
     (
         "beredskab_service_up",
         "Service health: 1 up, 0.5 degraded, 0 down",
         &["criticality", "service"],
+        MetricType::GAUGE,
     ),
     (
         "beredskab_component_up",
         "Component health: 1 up, 0.5 degraded, 0 down",
         &["component", "kind"],
+        MetricType::GAUGE,
     ),
     (
         "beredskab_probe_duration_seconds",
         "Time a probe request took",
         &["probe"],
+        MetricType::HISTOGRAM,
     ),
     (
         "beredskab_probe_up",
         "Whether a probe's last request succeeded",
         &["probe"],
+        MetricType::GAUGE,
     ),
 ];
 
@@ -142,7 +146,7 @@ impl CatalogueSeries {
     pub fn new() -> CatalogueSeries {
         let descs = FAMILIES
             .iter()
-            .map(|(name, help, labels)| {
+            .map(|(name, help, labels, _)| {
                 Desc::new(
                     (*name).to_owned(),
                     (*help).to_owned(),
@@ -247,27 +251,17 @@ impl Collector for CatalogueSeries {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut families: Vec<MetricFamily> = FAMILIES
-            .iter()
-            .enumerate()
-            .map(|(i, (name, help, _))| {
-                let mut f = MetricFamily::default();
-                f.set_name((*name).to_owned());
-                f.set_help((*help).to_owned());
-                f.set_field_type(if i == 2 {
-                    MetricType::HISTOGRAM
-                } else {
-                    MetricType::GAUGE
-                });
-                f
-            })
-            .collect();
+        let mut families = FAMILIES.map(|(name, help, _, kind)| {
+            let mut f = MetricFamily::default();
+            f.set_name(name.to_owned());
+            f.set_help(help.to_owned());
+            f.set_field_type(kind);
+            f
+        });
         let Some(d) = self.now.read().unwrap_or_else(|e| e.into_inner()).clone() else {
-            return families;
+            return families.into();
         };
-        let [services, components, durations, ups] = &mut families[..] else {
-            unreachable!("four families");
-        };
+        let [services, components, durations, ups] = &mut families;
         for (node, g) in d.cat.nodes.iter().zip(&d.health) {
             let bits = g.load(Ordering::Relaxed);
             if bits == UNSET {
@@ -296,6 +290,6 @@ impl Collector for CatalogueSeries {
                     .push(gauge(vec![label("probe", &probe.config.id)], bits));
             }
         }
-        families
+        families.into()
     }
 }
