@@ -73,6 +73,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_delivery.sql"),
     include_str!("migrations/0004_bounded.sql"),
     include_str!("migrations/0005_operator.sql"),
+    include_str!("migrations/0006_inputs_unchecked.sql"),
 ];
 
 /// The longest merge chain followed when asking whether an incident is
@@ -119,7 +120,14 @@ impl SqliteStore {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
-                    .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string()),
+                    .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
+                    // A statement of a transaction that may fail half-way
+                    // keeps the pages it changes in a statement journal,
+                    // which SQLite spills to a temporary file past 64 KiB:
+                    // a write() per page for a commit of a few hundred
+                    // alarms. In memory it stays a copy, and goes with the
+                    // statement.
+                    .pragma("temp_store", "MEMORY"),
             )
             .await?;
         migrate(&writer).await?;
@@ -1389,4 +1397,72 @@ fn outbox_from_row(r: &SqliteRow) -> Result<OutboxRow, StoreError> {
 
 fn ts_opt(r: &SqliteRow, col: &str) -> Result<Option<Ts>, StoreError> {
     Ok(r.try_get::<Option<i64>, _>(col)?.map(Ts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AlarmKind;
+    use crate::engine::{AlarmInput, AlarmSeverity, AlarmState, Event, Source, Ts};
+
+    /// A file written by the build before the input log lost its CHECK
+    /// keeps its log, and its schema reads the same on every connection.
+    #[tokio::test]
+    async fn a_version_5_file_loses_the_check_and_keeps_its_log() {
+        let dir = crate::demo::make_temp_dir().expect("temp dir");
+        let path = dir.join("beredskab.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let mut conn = SqliteConnection::connect(&url).await.expect("connect");
+        for sql in &MIGRATIONS[..5] {
+            sqlx::raw_sql(*sql)
+                .execute(&mut conn)
+                .await
+                .expect("migrate");
+        }
+        sqlx::query("PRAGMA user_version = 5")
+            .execute(&mut conn)
+            .await
+            .expect("version");
+        let event = serde_json::to_string(&Event::Alarm(AlarmInput {
+            component: "srv-1".to_owned(),
+            kind: AlarmKind::Server,
+            state: AlarmState::Firing,
+            severity: AlarmSeverity::Critical,
+            source: Source::Mqtt,
+            message: None,
+            key: None,
+        }))
+        .expect("event");
+        sqlx::query("INSERT INTO inputs (at_ms, source, event) VALUES (1, 'mqtt', ?)")
+            .bind(&event)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+        let invalid = sqlx::query("INSERT INTO inputs (at_ms, source, event) VALUES (2, 'x', '{')")
+            .execute(&mut conn)
+            .await;
+        assert!(invalid.is_err(), "version 5 checks the event");
+        conn.close().await.expect("close");
+
+        let store = SqliteStore::open(&path).await.expect("open");
+        assert_eq!(store.schema_version().await.expect("version"), 6);
+        let log = store.inputs().await.expect("inputs");
+        assert_eq!(log.len(), 1);
+        assert_eq!(serde_json::to_string(&log[0].event).expect("json"), event);
+        assert_eq!(log[0].at, Ts(1));
+        let sql: String = sqlx::query_scalar("SELECT sql FROM sqlite_schema WHERE name = 'inputs'")
+            .fetch_one(&store.readers)
+            .await
+            .expect("schema");
+        assert!(!sql.contains("json_valid"), "{sql}");
+        assert!(sql.contains("event     TEXT    NOT NULL"), "{sql}");
+        store.integrity_check().await.expect("integrity");
+        // The writer itself no longer checks (it read the schema again).
+        sqlx::query("INSERT INTO inputs (at_ms, source, event) VALUES (2, 'x', '{')")
+            .execute(&store.writer)
+            .await
+            .expect("unchecked");
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
