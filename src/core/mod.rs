@@ -331,6 +331,95 @@ impl<S: Store> Core<S> {
         }
     }
 
+    /// Runs until `shutdown`, then takes what is already queued, commits it
+    /// with a snapshot, and returns. An error means the core could not go
+    /// on (the store refused every commit for [`COMMIT_GIVE_UP`]): the
+    /// daemon then exits, and the next start rebuilds from the store.
+    pub async fn run(
+        mut self,
+        mut inbox: impl std::ops::DerefMut<Target = Inbox> + Send,
+        shutdown: CancellationToken,
+    ) -> Result<(), CoreError> {
+        self.status.running.store(true, Ordering::Relaxed);
+        let _running = RunningGuard(self.status.clone());
+        self.status.store_ok.store(true, Ordering::Relaxed);
+        // Live incidents' rows and timelines are written once at start, so
+        // the projection matches the engine even after a changed config.
+        let mut batch = Batch::new();
+        let mut done = Vec::new();
+        let now = self.now();
+        self.advance(now, &mut batch);
+        self.finish(&mut batch, &BTreeSet::new(), true);
+        batch.events.push(SystemEvent {
+            id: 0,
+            at: now,
+            kind: "started".into(),
+            detail: format!("beredskab {}", env!("CARGO_PKG_VERSION")),
+        });
+        self.commit(batch, &mut done, None).await?;
+
+        let mut commands = Vec::with_capacity(MAX_BATCH);
+        let mut mqtt = Vec::with_capacity(MAX_BATCH);
+        let mut probes = Vec::with_capacity(MAX_BATCH);
+        let mut forwarded = Vec::new();
+        let inbox: &mut Inbox = &mut inbox;
+        let (mut commands_open, mut mqtt_open, mut probes_open) = (true, true, true);
+        let mut forwarded_open = true;
+        loop {
+            let wake = self.engine.next_wakeup();
+            let sleep = wake.map(|at| self.clock.instant(at));
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                n = inbox.mqtt.recv_many(&mut mqtt, MAX_BATCH), if mqtt_open => {
+                    mqtt_open = n > 0;
+                }
+                n = inbox.commands.recv_many(&mut commands, MAX_BATCH), if commands_open => {
+                    commands_open = n > 0;
+                }
+                n = inbox.probes.recv_many(&mut probes, MAX_BATCH), if probes_open => {
+                    probes_open = n > 0;
+                }
+                n = inbox.forwarded.recv_many(&mut forwarded, MAX_BATCH), if forwarded_open => {
+                    forwarded_open = n > 0;
+                }
+                () = sleep_opt(sleep) => {}
+            }
+            // Whatever else is waiting joins this batch.
+            drain(&mut inbox.mqtt, &mut mqtt);
+            drain(&mut inbox.commands, &mut commands);
+            drain(&mut inbox.probes, &mut probes);
+            drain(&mut inbox.forwarded, &mut forwarded);
+            self.batch(
+                &mut mqtt,
+                &mut commands,
+                &mut probes,
+                &mut forwarded,
+                false,
+                None,
+            )
+            .await?;
+        }
+
+        // Shutdown: what is already queued is taken in, then a snapshot.
+        drain(&mut inbox.mqtt, &mut mqtt);
+        drain(&mut inbox.commands, &mut commands);
+        drain(&mut inbox.probes, &mut probes);
+        drain(&mut inbox.forwarded, &mut forwarded);
+        let deadline = Instant::now() + SHUTDOWN_RETRY;
+        self.batch(
+            &mut mqtt,
+            &mut commands,
+            &mut probes,
+            &mut forwarded,
+            true,
+            Some(deadline),
+        )
+        .await?;
+        info!("core stopped; state saved");
+        Ok(())
+    }
+
     /// The engine's time now: the monotonic clock's, never going back.
     fn now(&mut self) -> Ts {
         self.last_at = self.last_at.max(self.clock.now());
@@ -361,30 +450,24 @@ impl<S: Store> Core<S> {
         touched
     }
 
-    /// Takes the queued inputs through the engine into the next batch.
-    fn take_in(
+    /// Takes the queued inputs through the engine and commits them.
+    async fn batch(
         &mut self,
         mqtt: &mut Vec<MqttInput>,
         commands: &mut Vec<Command>,
         probes: &mut Vec<ProbeReport>,
         forwarded: &mut Vec<Forwarded>,
-        next: &mut Building,
-    ) {
-        let inputs = mqtt.len() + commands.len() + probes.len() + forwarded.len();
-        if inputs == 0 {
-            return;
-        }
-        next.began.get_or_insert_with(Instant::now);
-        next.inputs += inputs;
-        let Building {
-            batch,
-            done,
-            touched,
-            ..
-        } = next;
+        snapshot: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), CoreError> {
+        let began = Instant::now();
+        self.watch_wall_clock();
+        let mut batch = Batch::new();
+        let mut done: Vec<Done> = Vec::new();
+        let mut touched = BTreeSet::new();
         for input in mqtt.drain(..) {
             let now = self.now();
-            touched.extend(self.advance(now, batch));
+            touched.extend(self.advance(now, &mut batch));
             if let MqttInput::Message(m) = &input
                 && !self.first_copy(None, &m.topic, &m.payload, now)
             {
@@ -395,11 +478,11 @@ impl<S: Store> Core<S> {
                 }
                 continue;
             }
-            self.on_mqtt(now, input, batch, done, touched);
+            self.on_mqtt(now, input, &mut batch, &mut done, &mut touched);
         }
         for f in forwarded.drain(..) {
             let now = self.now();
-            touched.extend(self.advance(now, batch));
+            touched.extend(self.advance(now, &mut batch));
             batch.forwarded.push(f.id);
             match f.item {
                 ForwardedItem::Mqtt { topic, payload } => {
@@ -412,40 +495,33 @@ impl<S: Store> Core<S> {
                             received: Instant::now(),
                             acker: Acker::detached(),
                         };
-                        self.on_mqtt(now, MqttInput::Message(m), batch, done, touched);
+                        self.on_mqtt(
+                            now,
+                            MqttInput::Message(m),
+                            &mut batch,
+                            &mut done,
+                            &mut touched,
+                        );
                     }
                 }
                 ForwardedItem::Probe(report) => {
-                    self.on_probe(now, report, batch, done, touched);
+                    self.on_probe(now, report, &mut batch, &mut done, &mut touched);
                 }
                 ForwardedItem::Command(command) => {
-                    self.on_command(now, command, batch, done, touched);
+                    self.on_command(now, command, &mut batch, &mut done, &mut touched);
                 }
             }
         }
         for report in probes.drain(..) {
             let now = self.now();
-            touched.extend(self.advance(now, batch));
-            self.on_probe(now, report, batch, done, touched);
+            touched.extend(self.advance(now, &mut batch));
+            self.on_probe(now, report, &mut batch, &mut done, &mut touched);
         }
         for command in commands.drain(..) {
             let now = self.now();
-            touched.extend(self.advance(now, batch));
-            self.on_command(now, command, batch, done, touched);
+            touched.extend(self.advance(now, &mut batch));
+            self.on_command(now, command, &mut batch, &mut done, &mut touched);
         }
-    }
-
-    /// Closes the next batch for its commit: the timers due by now, the
-    /// incident projection, the watermark and maybe a snapshot.
-    fn seal(&mut self, next: &mut Building, snapshot: bool) -> (Batch, Vec<Done>) {
-        let Building {
-            mut batch,
-            done,
-            mut touched,
-            began,
-            ..
-        } = std::mem::take(next);
-        self.watch_wall_clock();
         // Every timer up to the watermark must have run before it is
         // recorded: one due at this very instant would otherwise be taken
         // as stored after a crash.
@@ -457,42 +533,65 @@ impl<S: Store> Core<S> {
         self.finish(&mut batch, &touched, due_snapshot);
         debug!(
             inputs = batch.inputs.len(),
-            decided_us = began.map_or(0, |b| b.elapsed().as_micros() as u64),
+            decided_us = began.elapsed().as_micros() as u64,
             "batch decided"
         );
-        (batch, done)
+        self.commit(batch, &mut done, deadline).await
     }
 
-    /// What follows a commit: the notifier gets the notifications it
-    /// queued, the board shows it, then MQTT messages are acknowledged and
-    /// HTTP requests answered.
-    fn land(&mut self, landed: Landed) -> Result<(), CoreError> {
-        let Landed {
-            batch,
-            mut done,
-            outcome,
-            stored,
-        } = landed;
-        let Some(outcome) = outcome? else {
+    /// Commits, retrying a failing store (the inputs wait: MQTT messages
+    /// stay unacknowledged, HTTP requests unanswered), then acknowledges
+    /// and answers.
+    async fn commit(
+        &mut self,
+        batch: Batch,
+        done: &mut Vec<Done>,
+        deadline: Option<Instant>,
+    ) -> Result<(), CoreError> {
+        let notify = !batch.notifications.is_empty();
+        let changed = !batch.incidents.is_empty() || !batch.timeline.is_empty();
+        let mut retry = COMMIT_RETRY;
+        let mut delay = retry.next_delay();
+        let failing_since = Instant::now();
+        let inputs = batch.inputs.len();
+        let outcome = loop {
+            match self.store.commit(&batch).await {
+                Ok(outcome) => {
+                    self.status.store_ok.store(true, Ordering::Relaxed);
+                    break Some(outcome);
+                }
+                Err(e) => {
+                    self.status.store_ok.store(false, Ordering::Relaxed);
+                    error!(error = %e, inputs = batch.inputs.len(), retry_ms = delay.as_millis() as u64,
+                        "commit failed; nothing is acknowledged until it succeeds");
+                    if deadline.is_some_and(|d| Instant::now() + delay > d) {
+                        break None;
+                    }
+                    if failing_since.elapsed() >= COMMIT_GIVE_UP {
+                        return Err(CoreError::StoreDown(COMMIT_GIVE_UP, e));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = retry.next_delay();
+                }
+            }
+        };
+        let Some(outcome) = outcome else {
             error!(
                 inputs = batch.inputs.len(),
                 "giving up at shutdown: the broker redelivers the unacknowledged messages"
             );
             return Ok(());
         };
-        let notify = !batch.notifications.is_empty();
-        let changed = !batch.incidents.is_empty() || !batch.timeline.is_empty();
-        let inputs = batch.inputs.len();
         if notify && !self.hand_over(&batch, &outcome) {
             self.outbox.notify_one();
         }
-        let boarding = Instant::now();
+        let stored = failing_since.elapsed();
         // Before the answers: whoever hears "done" sees it on the board.
         self.publish_board(changed);
         debug!(
             inputs,
             stored_us = stored.as_micros() as u64,
-            boarded_us = boarding.elapsed().as_micros() as u64,
+            boarded_us = failing_since.elapsed().saturating_sub(stored).as_micros() as u64,
             "batch committed"
         );
         // An input's place in the log, and the time from its arrival to
@@ -557,218 +656,6 @@ impl<S: Store> Core<S> {
         }
         Ok(())
     }
-}
-
-impl<S: Store + Clone + 'static> Core<S> {
-    /// Runs until `shutdown`, then takes what is already queued, commits it
-    /// with a snapshot, and returns. An error means the core could not go
-    /// on (the store refused every commit for [`COMMIT_GIVE_UP`]): the
-    /// daemon then exits, and the next start rebuilds from the store.
-    ///
-    /// While one batch is being committed the next is decided: the engine
-    /// takes in what arrives meanwhile (at most [`MAX_BATCH`] inputs), and
-    /// that batch goes to the store as soon as the one before it is in.
-    /// Commits stay in order, one at a time, and nothing is acknowledged,
-    /// answered or handed to the notifier before its own commit.
-    pub async fn run(
-        mut self,
-        mut inbox: impl std::ops::DerefMut<Target = Inbox> + Send,
-        shutdown: CancellationToken,
-    ) -> Result<(), CoreError> {
-        self.status.running.store(true, Ordering::Relaxed);
-        let _running = RunningGuard(self.status.clone());
-        self.status.store_ok.store(true, Ordering::Relaxed);
-        // Live incidents' rows and timelines are written once at start, so
-        // the projection matches the engine even after a changed config.
-        let mut batch = Batch::new();
-        let now = self.now();
-        self.advance(now, &mut batch);
-        self.finish(&mut batch, &BTreeSet::new(), true);
-        batch.events.push(SystemEvent {
-            id: 0,
-            at: now,
-            kind: "started".into(),
-            detail: format!("beredskab {}", env!("CARGO_PKG_VERSION")),
-        });
-        let started = self.launch(batch, Vec::new(), None, &shutdown);
-        self.land(started.await)?;
-
-        let mut commands = Vec::with_capacity(MAX_BATCH);
-        let mut mqtt = Vec::with_capacity(MAX_BATCH);
-        let mut probes = Vec::with_capacity(MAX_BATCH);
-        let mut forwarded = Vec::new();
-        let inbox: &mut Inbox = &mut inbox;
-        let (mut commands_open, mut mqtt_open, mut probes_open) = (true, true, true);
-        let mut forwarded_open = true;
-        let mut next = Building::default();
-        let mut in_flight: Option<InFlight> = None;
-        loop {
-            let wake = self.engine.next_wakeup();
-            let sleep = wake.map(|at| self.clock.instant(at));
-            // The next batch is full: inputs wait in their channels (and
-            // MQTT messages unacknowledged) until the commit before it is in.
-            let taking = next.inputs < MAX_BATCH;
-            // Whether this turn brought work (inputs, or a timer due), not
-            // only a commit landing.
-            let mut due = true;
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                landed = async {
-                    match in_flight.as_mut() {
-                        Some(commit) => commit.await,
-                        None => std::future::pending().await,
-                    }
-                }, if in_flight.is_some() => {
-                    in_flight = None;
-                    self.land(landed)?;
-                    due = false;
-                }
-                n = inbox.mqtt.recv_many(&mut mqtt, MAX_BATCH), if mqtt_open && taking => {
-                    mqtt_open = n > 0;
-                }
-                n = inbox.commands.recv_many(&mut commands, MAX_BATCH), if commands_open && taking => {
-                    commands_open = n > 0;
-                }
-                n = inbox.probes.recv_many(&mut probes, MAX_BATCH), if probes_open && taking => {
-                    probes_open = n > 0;
-                }
-                n = inbox.forwarded.recv_many(&mut forwarded, MAX_BATCH), if forwarded_open && taking => {
-                    forwarded_open = n > 0;
-                }
-                () = sleep_opt(sleep) => {}
-            }
-            if next.inputs < MAX_BATCH {
-                // Whatever else is waiting joins this batch.
-                drain(&mut inbox.mqtt, &mut mqtt);
-                drain(&mut inbox.commands, &mut commands);
-                drain(&mut inbox.probes, &mut probes);
-                drain(&mut inbox.forwarded, &mut forwarded);
-            }
-            self.take_in(
-                &mut mqtt,
-                &mut commands,
-                &mut probes,
-                &mut forwarded,
-                &mut next,
-            );
-            if in_flight.is_none() {
-                if due || next.began.is_some() {
-                    let (batch, done) = self.seal(&mut next, false);
-                    in_flight = Some(self.launch(batch, done, None, &shutdown));
-                }
-            } else if due {
-                // Timers due meanwhile run into the next batch, so that the
-                // engine's next wake-up moves on.
-                let now = self.now();
-                let touched = self.advance(now, &mut next.batch);
-                next.touched.extend(touched);
-                next.began.get_or_insert_with(Instant::now);
-            }
-        }
-
-        // Shutdown: the commit on its way lands (or gives up at its
-        // deadline), what is already queued is taken in, then a snapshot.
-        if let Some(commit) = in_flight {
-            self.land(commit.await)?;
-        }
-        drain(&mut inbox.mqtt, &mut mqtt);
-        drain(&mut inbox.commands, &mut commands);
-        drain(&mut inbox.probes, &mut probes);
-        drain(&mut inbox.forwarded, &mut forwarded);
-        self.take_in(
-            &mut mqtt,
-            &mut commands,
-            &mut probes,
-            &mut forwarded,
-            &mut next,
-        );
-        let (batch, done) = self.seal(&mut next, true);
-        let deadline = Instant::now() + SHUTDOWN_RETRY;
-        let last = self.launch(batch, done, Some(deadline), &shutdown);
-        self.land(last.await)?;
-        info!("core stopped; state saved");
-        Ok(())
-    }
-
-    /// Sends `batch` to the store: a commit that retries a failing store
-    /// until it succeeds, gives up at `deadline`, or has failed for
-    /// [`COMMIT_GIVE_UP`]. It holds a clone of the store and none of the
-    /// core, so the core decides the next batch meanwhile. Once the core
-    /// stops, a commit without a deadline gets [`SHUTDOWN_RETRY`] from
-    /// then.
-    fn launch(
-        &self,
-        batch: Batch,
-        done: Vec<Done>,
-        mut deadline: Option<Instant>,
-        shutdown: &CancellationToken,
-    ) -> InFlight {
-        let store = self.store.clone();
-        let status = self.status.clone();
-        let shutdown = shutdown.clone();
-        Box::pin(async move {
-            let mut retry = COMMIT_RETRY;
-            let mut delay = retry.next_delay();
-            let began = Instant::now();
-            let outcome = loop {
-                match store.commit(&batch).await {
-                    Ok(outcome) => {
-                        status.store_ok.store(true, Ordering::Relaxed);
-                        break Ok(Some(outcome));
-                    }
-                    Err(e) => {
-                        status.store_ok.store(false, Ordering::Relaxed);
-                        error!(error = %e, inputs = batch.inputs.len(), retry_ms = delay.as_millis() as u64,
-                            "commit failed; nothing is acknowledged until it succeeds");
-                        if shutdown.is_cancelled() {
-                            deadline.get_or_insert(Instant::now() + SHUTDOWN_RETRY);
-                        }
-                        if deadline.is_some_and(|d| Instant::now() + delay > d) {
-                            break Ok(None);
-                        }
-                        if began.elapsed() >= COMMIT_GIVE_UP {
-                            break Err(CoreError::StoreDown(COMMIT_GIVE_UP, e));
-                        }
-                        tokio::time::sleep(delay).await;
-                        delay = retry.next_delay();
-                    }
-                }
-            };
-            Landed {
-                batch,
-                done,
-                outcome,
-                stored: began.elapsed(),
-            }
-        })
-    }
-}
-
-/// A batch's commit on its way to the store.
-type InFlight = std::pin::Pin<Box<dyn std::future::Future<Output = Landed> + Send>>;
-
-/// A commit that has come back from the store.
-struct Landed {
-    batch: Batch,
-    /// What to do now that it is in.
-    done: Vec<Done>,
-    /// `None`: given up at shutdown.
-    outcome: Result<Option<crate::store::CommitOutcome>, CoreError>,
-    /// From the first try to the last.
-    stored: Duration,
-}
-
-/// The next batch, taking in inputs while the one before it is committed.
-#[derive(Default)]
-struct Building {
-    batch: Batch,
-    done: Vec<Done>,
-    touched: BTreeSet<IncidentId>,
-    /// Inputs taken in.
-    inputs: usize,
-    /// When the first of them was taken in.
-    began: Option<Instant>,
 }
 
 impl<S: Store> Core<S> {
