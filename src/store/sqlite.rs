@@ -1405,8 +1405,11 @@ mod tests {
     use crate::config::AlarmKind;
     use crate::engine::{AlarmInput, AlarmSeverity, AlarmState, Event, Source, Ts};
 
+    /// An event that is not JSON, which version 5 refused.
+    const NOT_JSON: &str = "INSERT INTO inputs (at_ms, source, event) VALUES (2, 'x', '{')";
+
     /// A file written by the build before the input log lost its CHECK
-    /// keeps its log, and its schema reads the same on every connection.
+    /// keeps its log, and the connection that migrated it checks no more.
     #[tokio::test]
     async fn a_version_5_file_loses_the_check_and_keeps_its_log() {
         let dir = crate::demo::make_temp_dir().expect("temp dir");
@@ -1438,9 +1441,7 @@ mod tests {
             .execute(&mut conn)
             .await
             .expect("insert");
-        let invalid = sqlx::query("INSERT INTO inputs (at_ms, source, event) VALUES (2, 'x', '{')")
-            .execute(&mut conn)
-            .await;
+        let invalid = sqlx::query(NOT_JSON).execute(&mut conn).await;
         assert!(invalid.is_err(), "version 5 checks the event");
         conn.close().await.expect("close");
 
@@ -1458,7 +1459,7 @@ mod tests {
         assert!(sql.contains("event     TEXT    NOT NULL"), "{sql}");
         store.integrity_check().await.expect("integrity");
         // The writer itself no longer checks (it read the schema again).
-        sqlx::query("INSERT INTO inputs (at_ms, source, event) VALUES (2, 'x', '{')")
+        sqlx::query(NOT_JSON)
             .execute(&store.writer)
             .await
             .expect("unchecked");
