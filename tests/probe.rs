@@ -58,6 +58,8 @@ struct Load {
     active: AtomicUsize,
     most: AtomicUsize,
     total: AtomicUsize,
+    /// Connections accepted.
+    connections: AtomicUsize,
 }
 
 /// Leaves `Load::active` when a request ends, however it ends.
@@ -88,6 +90,16 @@ struct Server {
 
 impl Server {
     async fn start(handler: impl Fn(&str) -> Reply + Send + Sync + 'static) -> Server {
+        Server::closing_idle(None, handler).await
+    }
+
+    /// A server that closes a connection once it has waited `idle` for its
+    /// next request, as web servers do (nginx after 75 s), without saying
+    /// so in the response.
+    async fn closing_idle(
+        idle: Option<Duration>,
+        handler: impl Fn(&str) -> Reply + Send + Sync + 'static,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let load = Arc::new(Load::default());
@@ -100,7 +112,8 @@ impl Server {
             loop {
                 tokio::select! {
                     accepted = listener.accept() => if let Ok((stream, _)) = accepted {
-                        connections.spawn(serve(stream, Arc::clone(&handler), Arc::clone(&shared)));
+                        shared.connections.fetch_add(1, Ordering::SeqCst);
+                        connections.spawn(serve(stream, Arc::clone(&handler), Arc::clone(&shared), idle));
                     },
                     Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 }
@@ -120,6 +133,14 @@ impl Server {
     fn most_at_once(&self) -> usize {
         self.load.most.load(Ordering::SeqCst)
     }
+
+    fn connections(&self) -> usize {
+        self.load.connections.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> usize {
+        self.load.total.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Server {
@@ -128,13 +149,22 @@ impl Drop for Server {
     }
 }
 
-/// Answers requests on one keep-alive connection until the client closes it.
-async fn serve(mut stream: TcpStream, handler: Handler, load: Arc<Load>) {
+/// Answers requests on one keep-alive connection until the client closes
+/// it, or until it has waited `idle` for a request.
+async fn serve(mut stream: TcpStream, handler: Handler, load: Arc<Load>, idle: Option<Duration>) {
     let (read, mut write) = stream.split();
     let mut read = BufReader::new(read);
     loop {
         let mut request_line = String::new();
-        if read.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+        let next = read.read_line(&mut request_line);
+        let got = match idle {
+            Some(idle) => match tokio::time::timeout(idle, next).await {
+                Ok(got) => got,
+                Err(_) => return,
+            },
+            None => next.await,
+        };
+        if got.unwrap_or(0) == 0 {
             return;
         }
         loop {
@@ -340,6 +370,51 @@ async fn a_target_that_answers_then_fails_then_goes_away_is_reported_each_time()
     }
     run.shutdown.cancel();
     run.task.await.expect("collector ends");
+}
+
+/// Probe after probe goes over the one connection: the target is not made
+/// to accept a connection per check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_serves_probe_after_probe() {
+    let server = Server::start(|_| json(200, r#"{"ok":true}"#)).await;
+    let mut run = Running::start(&[probe("kept", &server.url("/health"), 50 * MS, 1000 * MS)]);
+    for _ in 0..10 {
+        let got = run.next(Duration::from_secs(2)).await.report;
+        assert_eq!(got.result.error, None);
+        assert_eq!(got.result.status, Some(200));
+    }
+    run.shutdown.cancel();
+    run.task.await.expect("collector ends");
+    assert!(server.requests() >= 10);
+    assert_eq!(server.connections(), 1, "{} requests", server.requests());
+}
+
+/// A server that closes idle connections (after 20 ms here, a minute or so
+/// in the wild) and a probe that comes back later: each check finds its
+/// kept connection closed, and must go through on a new one rather than
+/// report the closed one as the target failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_closed_while_idle_is_replaced_not_reported() {
+    let server = Server::closing_idle(Some(20 * MS), |_| json(200, r#"{"ok":true}"#)).await;
+    let mut run = Running::start(&[probe(
+        "reopens",
+        &server.url("/health"),
+        150 * MS,
+        1000 * MS,
+    )]);
+    for _ in 0..6 {
+        let got = run.next(Duration::from_secs(2)).await.report;
+        assert_eq!(got.result.error, None);
+        assert_eq!(got.result.status, Some(200));
+    }
+    run.shutdown.cancel();
+    run.task.await.expect("collector ends");
+    assert!(server.requests() >= 6);
+    assert_eq!(
+        server.connections(),
+        server.requests(),
+        "each check on a connection of its own"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

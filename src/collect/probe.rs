@@ -44,11 +44,12 @@ use crate::engine::ProbeResult;
 
 pub use super::http::MAX_BODY;
 
-/// The grid probe phases fall on, for intervals of at least
-/// [`SLOTS_PER_INTERVAL`] slots (1 s and more): probes that share a slot
-/// start together, so the daemon wakes once for all of them.
-const SLOT: Duration = Duration::from_millis(10);
-/// The fewest slots in an interval for its phases to fall on [`SLOT`]s.
+/// The longest slot of the grid probe phases fall on. Probes that share a
+/// slot start together, so the daemon wakes once for all of them: an
+/// interval's phases fall on slots of a hundredth of it (10 ms for 1 s),
+/// up to this (for 5 s and longer).
+const MAX_SLOT: Duration = Duration::from_millis(50);
+/// How many slots an interval's phases are spread over, at the least.
 const SLOTS_PER_INTERVAL: u64 = 100;
 
 /// Why a collector cannot be built from its config.
@@ -443,22 +444,21 @@ impl Schedule {
     }
 }
 
-/// A random duration in `[0, bound)`, a whole number of [`SLOT`]s when
-/// `bound` holds at least [`SLOTS_PER_INTERVAL`] of them, else of
-/// milliseconds when it holds one: tokio's timers fire on a millisecond
-/// grid, so a phase between two ticks would start every run up to 1 ms
-/// late (and a phase just under `bound` would land on `bound` itself), and
-/// probes that share a slot wake the daemon once between them instead of
-/// once each (10,000 probes every 10 s: 1,000 wake-ups a second on a
-/// millisecond grid, 100 on a 10 ms one). `bound` is not zero.
+/// A random duration in `[0, bound)`: a whole number of slots of a
+/// hundredth of `bound` (at most [`MAX_SLOT`]), or of milliseconds when
+/// `bound` is under 200 ms. tokio's timers fire on a millisecond grid, so
+/// a phase between two ticks would start every run up to 1 ms late (and a
+/// phase just under `bound` would land on `bound` itself); and probes that
+/// share a slot wake the daemon once between them instead of once each.
+/// 10,000 probes every 10 s wake it 1,000 times a second on a millisecond
+/// grid, 20 times on 50 ms slots, which cut its CPU per probe by about a
+/// third (BENCHMARKS.md). `bound` is not zero.
 fn random_below(bound: Duration) -> Duration {
-    let slot = u64::try_from(SLOT.as_millis()).unwrap_or(1);
     let millis = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
-    if millis / slot >= SLOTS_PER_INTERVAL {
-        return Duration::from_millis(fastrand::u64(0..millis / slot) * slot);
-    }
     if millis >= 1 {
-        return Duration::from_millis(fastrand::u64(0..millis));
+        let most = u64::try_from(MAX_SLOT.as_millis()).unwrap_or(1);
+        let slot = (millis / SLOTS_PER_INTERVAL).clamp(1, most);
+        return Duration::from_millis(fastrand::u64(0..millis / slot) * slot);
     }
     let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
     Duration::from_nanos(fastrand::u64(0..nanos.max(1)))
@@ -677,6 +677,42 @@ mod tests {
         assert_eq!(s.next(ms(330), ms(431)), ms(530));
         assert_eq!(s.next(ms(330), ms(930)), ms(930));
         assert_eq!(s.next(ms(330), ms(1029)), ms(1030));
+    }
+
+    /// Phases fall on slots of a hundredth of the interval, up to 50 ms,
+    /// and never on a fraction of a millisecond that tokio's timer would
+    /// round up.
+    #[test]
+    fn phases_fall_on_slots_of_a_hundredth_of_the_interval_up_to_50_ms() {
+        for (every_ms, slot_ms) in [
+            (60_000, 50),
+            (10_000, 50),
+            (5_000, 50),
+            (2_000, 20),
+            (1_000, 10),
+            (500, 5),
+            (150, 1),
+            (20, 1),
+        ] {
+            let every = Duration::from_millis(every_ms);
+            let slots: std::collections::BTreeSet<Duration> =
+                (0..5_000).map(|_| random_below(every)).collect();
+            let slot = Duration::from_millis(slot_ms);
+            for phase in &slots {
+                assert!(*phase < every, "{phase:?} in {every:?}");
+                assert!(
+                    phase.as_nanos() % slot.as_nanos() == 0,
+                    "{phase:?} in {every:?} is not on a {slot:?} slot"
+                );
+            }
+            let possible = every_ms / slot_ms;
+            // 5,000 draws fill all of up to 200 slots, and most of more.
+            assert!(
+                slots.len() as u64 >= possible.min(200),
+                "{every:?}: {} slots of {possible}",
+                slots.len()
+            );
+        }
     }
 
     #[test]
