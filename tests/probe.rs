@@ -300,6 +300,15 @@ impl Running {
         }
     }
 
+    /// The next `n` reports, each a 200 without an error.
+    async fn answered_ok(&mut self, n: usize) {
+        for _ in 0..n {
+            let got = self.next(Duration::from_secs(2)).await.report;
+            assert_eq!(got.result.error, None);
+            assert_eq!(got.result.status, Some(200));
+        }
+    }
+
     /// Every report for `how_long`, by probe id.
     async fn collect(&mut self, how_long: Duration) -> BTreeMap<String, Vec<Got>> {
         let until = Instant::now() + how_long;
@@ -378,11 +387,7 @@ async fn a_target_that_answers_then_fails_then_goes_away_is_reported_each_time()
 async fn a_kept_alive_connection_serves_probe_after_probe() {
     let server = Server::start(|_| json(200, r#"{"ok":true}"#)).await;
     let mut run = Running::start(&[probe("kept", &server.url("/health"), 50 * MS, 1000 * MS)]);
-    for _ in 0..10 {
-        let got = run.next(Duration::from_secs(2)).await.report;
-        assert_eq!(got.result.error, None);
-        assert_eq!(got.result.status, Some(200));
-    }
+    run.answered_ok(10).await;
     run.shutdown.cancel();
     run.task.await.expect("collector ends");
     assert!(server.requests() >= 10);
@@ -402,11 +407,7 @@ async fn a_connection_the_server_closed_while_idle_is_replaced_not_reported() {
         300 * MS,
         1000 * MS,
     )]);
-    for _ in 0..6 {
-        let got = run.next(Duration::from_secs(2)).await.report;
-        assert_eq!(got.result.error, None);
-        assert_eq!(got.result.status, Some(200));
-    }
+    run.answered_ok(6).await;
     run.shutdown.cancel();
     run.task.await.expect("collector ends");
     // The server did close them: each check came on a new connection.
