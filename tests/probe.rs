@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use beredskab::catalogue::Catalogue;
-use beredskab::collect::probe::{MAX_BODY, ProbeCollector, ProbeError, ProbeReport};
+use beredskab::collect::probe::{MAX_BODY, MAX_PER_HOST, ProbeCollector, ProbeError, ProbeReport};
 use beredskab::config::{AlarmKind, CheckOutcome, ProbeCheckConfig, ProbeConfig, load_str};
 use beredskab::engine::intake::{ProbeClass, classify};
 use beredskab::engine::{
@@ -418,6 +418,55 @@ async fn a_connection_the_server_closed_while_idle_is_replaced_not_reported() {
     );
 }
 
+/// Forty probes of one slow host (each answer takes 300 ms, and they fall
+/// due every 200 ms) never have more than [`MAX_PER_HOST`] requests at the
+/// host at once: the rest wait their turn and still answer within their
+/// timeout. Another host's probe does not wait behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_of_one_host_wait_their_turn_and_another_host_does_not() {
+    let slow = Server::start(|_| Reply::Late(300 * MS, 200, b"{}".to_vec())).await;
+    let quick = Server::start(|_| json(200, "{}")).await;
+    let mut probes: Vec<ProbeConfig> = (0..40)
+        .map(|i| {
+            let url = slow.url(&format!("/{i}"));
+            probe(&format!("slow-{i}"), &url, 200 * MS, 5000 * MS)
+        })
+        .collect();
+    probes.push(probe("quick", &quick.url("/"), 100 * MS, 5000 * MS));
+    let mut run = Running::start(&probes);
+    let by_id = run.collect(Duration::from_millis(3000)).await;
+    run.shutdown.cancel();
+    run.task.await.expect("collector ends");
+
+    // Five waves of 300 ms serve the forty in about 1.5 s, and the gate
+    // lets them in in turn: each has answered, none timed out.
+    for i in 0..40 {
+        let id = format!("slow-{i}");
+        let got = by_id.get(&id).map(Vec::as_slice).unwrap_or_default();
+        assert!(!got.is_empty(), "{id} never answered");
+        assert!(
+            got.iter().all(|g| g.report.result.status == Some(200)),
+            "{id}: {:?}",
+            got.iter()
+                .map(|g| &g.report.result.error)
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(slow.most_at_once(), MAX_PER_HOST, "requests at once");
+    // The quick host's probe went on at its own pace, each check a few
+    // milliseconds, never a wave of the slow host's 300.
+    let quick_got = &by_id["quick"];
+    assert!(quick_got.len() >= 10, "{} quick reports", quick_got.len());
+    for got in quick_got {
+        assert_eq!(got.report.result.status, Some(200));
+        assert!(
+            got.report.elapsed < 200 * MS,
+            "a quick check took {:?}",
+            got.report.elapsed
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_target_times_out_and_never_delays_a_healthy_probe() {
     let hanging = Server::start(|_| Reply::Hang).await;
@@ -798,12 +847,13 @@ async fn shutdown_stops_every_probe_promptly() {
     }
     let mut run = Running::start(&probes);
     run.next_of("ok0", Duration::from_secs(2)).await;
-    // Every hanging probe is in the middle of a request.
+    // As many hanging probes as one host is given are in the middle of a
+    // request; the other two wait their turn.
     let until = Instant::now() + Duration::from_secs(2);
-    while hanging.active() < 10 && Instant::now() < until {
+    while hanging.active() < MAX_PER_HOST && Instant::now() < until {
         tokio::time::sleep(10 * MS).await;
     }
-    assert_eq!(hanging.active(), 10);
+    assert_eq!(hanging.active(), MAX_PER_HOST);
 
     let cancelled = Instant::now();
     run.shutdown.cancel();

@@ -21,16 +21,22 @@
 //!   instead of firing together; a request that outlasts its interval skips
 //!   the deadlines it overran instead of starting late or piling up;
 //! - `timeout` bounds the whole request, body included, and the body is read
-//!   up to [`MAX_BODY`] only.
+//!   up to [`MAX_BODY`] only;
+//! - at most [`MAX_PER_HOST`] HTTP requests to one scheme, host and port at
+//!   once, so at most that many connections: probes that fall due together
+//!   (thousands at once after the machine stalled) wait their turn instead
+//!   of opening a connection each, which a switch's web interface may
+//!   refuse and which costs the daemon a connection's buffers each.
 
 use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Client, Url};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,6 +57,9 @@ pub use super::http::MAX_BODY;
 const MAX_SLOT: Duration = Duration::from_millis(50);
 /// How many slots an interval's phases are spread over, at the least.
 const SLOTS_PER_INTERVAL: u64 = 100;
+/// The most HTTP requests in flight to one scheme, host and port: a
+/// browser's six, and a little more for a host with many probes.
+pub const MAX_PER_HOST: usize = 8;
 
 /// Why a collector cannot be built from its config.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +117,9 @@ enum Target {
         /// Whether the engine reads the body (a check or a generator
         /// section): only then is a body over [`MAX_BODY`] a failure.
         needs_body: bool,
+        /// [`MAX_PER_HOST`] permits, shared by the probes of one scheme,
+        /// host and port.
+        gate: Arc<Semaphore>,
     },
     /// `count` echoes, each waiting up to `wait` (9/10 of the timeout
     /// shared out, so that a lost echo is told from a timed-out check).
@@ -168,10 +180,11 @@ impl ProbeCollector {
         probes: &[P],
         roots: Option<&Path>,
     ) -> Result<ProbeCollector, ProbeError> {
-        let probes = probes
+        let mut probes = probes
             .iter()
             .map(|p| Probe::new(p.borrow()))
             .collect::<Result<Vec<_>, _>>()?;
+        share_gates(&mut probes);
         crate::tls::install_provider();
         for v6 in [false, true] {
             let needed = probes.iter().any(|p| match &p.target {
@@ -260,7 +273,13 @@ impl Fetch for Net {
                 url,
                 plain,
                 needs_body,
+                gate,
             } => {
+                // Waiting counts against the probe's timeout: a host whose
+                // every permit is held by hanging requests is not answering.
+                let Ok(_permit) = gate.acquire().await else {
+                    return ProbeResult::failed("probe stopped");
+                };
                 if let Some(uri) = plain
                     && let Ok(result) = http::fetch(&self.plain, uri, *needs_body).await
                 {
@@ -364,6 +383,7 @@ impl Target {
                     plain: http::plain_uri(&url).map(Box::new),
                     url: Box::new(url),
                     needs_body: config.generator.is_some() || !config.checks.is_empty(),
+                    gate: Arc::new(Semaphore::new(MAX_PER_HOST)),
                 }
             }
             ProbeKind::Icmp => {
@@ -410,6 +430,18 @@ impl Target {
                 }
             }
         })
+    }
+}
+
+/// Gives the HTTP probes of one scheme, host and port one gate between
+/// them (each was built with its own).
+fn share_gates(probes: &mut [Probe]) {
+    let mut gates: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    for probe in probes {
+        if let Target::Http { url, gate, .. } = &mut probe.target {
+            let origin = url.origin().ascii_serialization();
+            *gate = Arc::clone(gates.entry(origin).or_insert_with(|| Arc::clone(gate)));
+        }
     }
 }
 
