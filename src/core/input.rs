@@ -121,17 +121,16 @@ impl<S: Store> Core<S> {
                 warn!(probe = %report.id, elapsed_ms = report.elapsed.as_millis() as u64, "probe failing");
             }
         }
-        let event = Event::Probe {
-            id: report.id,
-            result: report.result,
-        };
-        if let Ok(applied) = self.engine.apply(now, event.clone()) {
-            self.record(now, &applied.effects, None, batch, touched);
-            if applied.changed {
-                batch.input(now, Source::Probe, None, event);
-                self.logged_since_snapshot += 1;
-                done.push(Done::Ingested(Source::Probe, received));
-            }
+        let applied = self.engine.apply_probe(now, &report.id, &report.result);
+        self.record(now, &applied.effects, None, batch, touched);
+        if applied.changed {
+            let event = Event::Probe {
+                id: report.id,
+                result: report.result,
+            };
+            batch.input(now, Source::Probe, None, event);
+            self.logged_since_snapshot += 1;
+            done.push(Done::Ingested(Source::Probe, received));
         }
         if probe.config.generator.is_some()
             && let Some(runtime) = self.engine.generator_runtime(probe.node)

@@ -791,7 +791,7 @@ impl Engine {
         let changed = match event {
             Event::Mqtt { topic, payload } => self.on_mqtt(now, &topic, &payload, &mut out),
             Event::Alarm(a) => self.on_alarm_input(now, a, &mut out),
-            Event::Probe { id, result } => self.on_probe(now, &id, &result, &mut out),
+            Event::Probe { id, result } => return Ok(self.apply_probe(now, &id, &result)),
             Event::Ack { incident, by, note } => {
                 self.on_ack(now, incident, by, note, &mut out)?;
                 true
@@ -864,13 +864,27 @@ impl Engine {
                 true
             }
         };
+        Ok(self.applied(now, changed, out))
+    }
+
+    /// [`Engine::apply`] of `Event::Probe { id, result }` with the result
+    /// borrowed: the daemon logs a probe's event only when it changed
+    /// something, which most results do not, and so need not copy each
+    /// result (its body too) to apply it.
+    pub fn apply_probe(&mut self, now: Ts, id: &str, result: &ProbeResult) -> Applied {
+        let mut out = Out::default();
+        let changed = self.on_probe(now, id, result, &mut out);
+        self.applied(now, changed, out)
+    }
+
+    fn applied(&mut self, now: Ts, changed: bool, out: Out) -> Applied {
         if changed {
             self.advance_clock(now);
         }
-        Ok(Applied {
+        Applied {
             effects: out.finish(),
             changed,
-        })
+        }
     }
 
     /// Applies one event at `now` and returns its effects.
