@@ -29,6 +29,7 @@
 //! placeholder, and is resolved if it was live. Only a config with no
 //! components or services at all loses the incidents, and their numbering.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,10 @@ use super::{
 use crate::catalogue::{Catalogue, ChannelId, NodeId, PersonId, PolicyId, RoleId};
 use crate::config::AlarmKind;
 
+/// A config id or other text in a snapshot: borrowed from the engine
+/// when it is taken, owned when it is read back.
+type Name<'a> = Cow<'a, str>;
+
 /// The snapshot format this build writes and reads.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
@@ -51,23 +56,23 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 /// daemon stores JSON); build it with [`Engine::snapshot`], use it with
 /// [`Engine::restore`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
+pub struct Snapshot<'a> {
     /// [`SNAPSHOT_VERSION`] when written; a restore refuses other versions.
     pub version: u32,
     /// The fingerprint of the catalogue the snapshot was taken from.
-    pub config: String,
+    pub config: Name<'a>,
     /// The latest time an input or timer changed the engine. Timers that
     /// fell due before it run at this time, and so does the reconcile tick
     /// after a restore against an edited config: a daemon reloading its
     /// config may set it to the reload time, so that the new config takes
     /// effect then rather than at the last change.
     pub clock: Option<Ts>,
-    alarms: Vec<NodeAlarms>,
-    probes: Vec<ProbeSnap>,
-    generators: Vec<GeneratorSnap>,
-    heartbeats: Vec<HeartbeatSnap>,
-    history: Vec<HistorySnap>,
-    incidents: Vec<IncidentSnap>,
+    alarms: Vec<NodeAlarms<'a>>,
+    probes: Vec<ProbeSnap<'a>>,
+    generators: Vec<GeneratorSnap<'a>>,
+    heartbeats: Vec<HeartbeatSnap<'a>>,
+    history: Vec<HistorySnap<'a>>,
+    incidents: Vec<IncidentSnap<'a>>,
     /// The id the next incident gets: resolved incidents are no longer in
     /// `incidents`, but their numbers stay taken.
     #[serde(default)]
@@ -76,8 +81,8 @@ pub struct Snapshot {
 
 /// The firing alarms of one node, in the order they began.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct NodeAlarms {
-    node: String,
+struct NodeAlarms<'a> {
+    node: Name<'a>,
     firing: Vec<AlarmSnap>,
 }
 
@@ -92,9 +97,9 @@ struct AlarmSnap {
 /// Every probe of the catalogue, so a restore knows which alarm keys were
 /// probe ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ProbeSnap {
-    id: String,
-    node: String,
+struct ProbeSnap<'a> {
+    id: Name<'a>,
+    node: Name<'a>,
     failures: u32,
     successes: u32,
     down: bool,
@@ -102,35 +107,35 @@ struct ProbeSnap {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct GeneratorSnap {
-    node: String,
+struct GeneratorSnap<'a> {
+    node: Name<'a>,
     running: Option<bool>,
     /// As text: Rust prints the shortest string that parses back to the
     /// same `f64`, which a JSON number does not promise.
-    fuel_percent: Option<String>,
+    fuel_percent: Option<Name<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct HeartbeatSnap {
-    topic: String,
-    node: String,
+struct HeartbeatSnap<'a> {
+    topic: Name<'a>,
+    node: Name<'a>,
     deadline: Ts,
     lost: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct HistorySnap {
-    root: String,
+struct HistorySnap<'a> {
+    root: Name<'a>,
     durations_s: Vec<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct IncidentSnap {
+struct IncidentSnap<'a> {
     id: IncidentId,
     opened: Ts,
-    root: String,
-    members: Vec<String>,
-    services: Vec<ServiceSnap>,
+    root: Name<'a>,
+    members: Vec<Name<'a>>,
+    services: Vec<ServiceSnap<'a>>,
     severity: Severity,
     state: StateSnap,
     level: Level,
@@ -139,34 +144,34 @@ struct IncidentSnap {
     first_expected_s: i64,
     first_basis: Basis,
     acknowledged_at: Option<Ts>,
-    acknowledged_by: Option<String>,
+    acknowledged_by: Option<Name<'a>>,
     resolved_at: Option<Ts>,
-    resolved_by: Option<String>,
+    resolved_by: Option<Name<'a>>,
     fuel_out: Option<Ts>,
-    timeline: Vec<TimelineEntry>,
+    timeline: Cow<'a, [TimelineEntry]>,
     settle_until: Option<Ts>,
     notify_from: Option<Ts>,
-    policies: Vec<String>,
-    fired: Vec<StepRef>,
-    told: Vec<ToldSnap>,
-    chains: Vec<ChainSnap>,
-    status_next: Vec<StatusSnap>,
+    policies: Vec<Name<'a>>,
+    fired: Vec<StepRef<'a>>,
+    told: Vec<ToldSnap<'a>>,
+    chains: Vec<ChainSnap<'a>>,
+    status_next: Vec<StatusSnap<'a>>,
     major_since: Option<Ts>,
     generator_alerted: bool,
-    reported: Option<ReportedSnap>,
+    reported: Option<ReportedSnap<'a>>,
     batches: u32,
-    step_sent: Vec<SentSnap>,
+    step_sent: Vec<SentSnap<'a>>,
     /// Acknowledgement links used on it (sorted).
     #[serde(default)]
-    used_links: Vec<String>,
+    used_links: Vec<Name<'a>>,
     /// The crisis meeting place, once raised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    meeting_place: Option<String>,
+    meeting_place: Option<Name<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ServiceSnap {
-    id: String,
+struct ServiceSnap<'a> {
+    id: Name<'a>,
     health: Health,
 }
 
@@ -182,9 +187,9 @@ enum StateSnap {
 /// A policy step: its policy, its `on` text, and which of the policy's
 /// steps with that text (0 for the first).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct StepRef {
-    policy: String,
-    on: String,
+struct StepRef<'a> {
+    policy: Name<'a>,
+    on: Name<'a>,
     #[serde(default, skip_serializing_if = "is_zero")]
     nth: usize,
 }
@@ -194,48 +199,48 @@ fn is_zero(n: &usize) -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ToldSnap {
-    person: String,
-    role: Option<String>,
-    channel: String,
+struct ToldSnap<'a> {
+    person: Name<'a>,
+    role: Option<Name<'a>>,
+    channel: Name<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ChainSnap {
-    role: String,
+struct ChainSnap<'a> {
+    role: Name<'a>,
     started: Ts,
     every_ms: u64,
-    deputies: Vec<String>,
+    deputies: Vec<Name<'a>>,
     done: usize,
-    via: Vec<String>,
+    via: Vec<Name<'a>>,
     crisis: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct StatusSnap {
-    policy: String,
+struct StatusSnap<'a> {
+    policy: Name<'a>,
     at: Ts,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ReportedSnap {
-    root: String,
-    services: Vec<String>,
+struct ReportedSnap<'a> {
+    root: Name<'a>,
+    services: Vec<Name<'a>>,
     severity: Severity,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct SentSnap {
-    person: String,
-    channel: String,
-    reason: String,
+struct SentSnap<'a> {
+    person: Name<'a>,
+    channel: Name<'a>,
+    reason: Name<'a>,
 }
 
 impl Engine {
     /// The engine's state as a [`Snapshot`].
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> Snapshot<'_> {
         let cat = &*self.cat;
-        let name = |n: NodeId| cat.node(n).id.clone();
+        let name = |n: NodeId| Name::from(cat.node(n).id.as_str());
 
         let mut alarms: Vec<NodeAlarms> = self
             .firing
@@ -261,7 +266,7 @@ impl Engine {
             .iter()
             .zip(&self.probes)
             .map(|(p, st)| ProbeSnap {
-                id: p.config.id.clone(),
+                id: Name::from(p.config.id.as_str()),
                 node: name(p.node),
                 failures: st.failures,
                 successes: st.successes,
@@ -277,7 +282,7 @@ impl Engine {
             .map(|(&n, r)| GeneratorSnap {
                 node: name(n),
                 running: r.running,
-                fuel_percent: r.fuel_percent.map(|f| f.to_string()),
+                fuel_percent: r.fuel_percent.map(|f| Name::from(f.to_string())),
             })
             .collect();
         generators.sort_by(|a, b| a.node.cmp(&b.node));
@@ -286,7 +291,7 @@ impl Engine {
             .heartbeats
             .iter()
             .map(|(topic, h)| HeartbeatSnap {
-                topic: topic.clone(),
+                topic: Name::from(topic.as_str()),
                 node: name(h.node),
                 deadline: h.deadline,
                 lost: h.lost,
@@ -306,7 +311,7 @@ impl Engine {
 
         Snapshot {
             version: SNAPSHOT_VERSION,
-            config: cat.fingerprint().to_owned(),
+            config: Name::from(cat.fingerprint()),
             clock: self.clock,
             alarms,
             probes,
@@ -425,23 +430,26 @@ impl Engine {
     }
 }
 
-fn step_ref(cat: &Catalogue, p: PolicyId, i: usize) -> StepRef {
+fn step_ref(cat: &Catalogue, p: PolicyId, i: usize) -> StepRef<'_> {
     let policy = cat.policy(p);
-    let on = policy.steps[i].on_text.clone();
-    let nth = policy.steps[..i].iter().filter(|s| s.on_text == on).count();
+    let on = &policy.steps[i].on_text;
+    let nth = policy.steps[..i]
+        .iter()
+        .filter(|s| s.on_text == *on)
+        .count();
     StepRef {
-        policy: policy.id.clone(),
-        on,
+        policy: Name::from(policy.id.as_str()),
+        on: Name::from(on.as_str()),
         nth,
     }
 }
 
-fn incident_snap(cat: &Catalogue, inc: &Incident) -> IncidentSnap {
-    let name = |n: &NodeId| cat.node(*n).id.clone();
-    let person = |p: &PersonId| cat.person(*p).id.clone();
-    let channel = |c: &ChannelId| cat.channel(*c).id.clone();
-    let role = |r: &RoleId| cat.role(*r).id.clone();
-    let policy = |p: &PolicyId| cat.policy(*p).id.clone();
+fn incident_snap<'a>(cat: &'a Catalogue, inc: &'a Incident) -> IncidentSnap<'a> {
+    let name = |n: &NodeId| Name::from(cat.node(*n).id.as_str());
+    let person = |p: &PersonId| Name::from(cat.person(*p).id.as_str());
+    let channel = |c: &ChannelId| Name::from(cat.channel(*c).id.as_str());
+    let role = |r: &RoleId| Name::from(cat.role(*r).id.as_str());
+    let policy = |p: &PolicyId| Name::from(cat.policy(*p).id.as_str());
     let mut fired: Vec<(PolicyId, usize)> = inc.fired.iter().copied().collect();
     fired.sort();
     let mut step_sent: Vec<SentSnap> = inc
@@ -450,7 +458,7 @@ fn incident_snap(cat: &Catalogue, inc: &Incident) -> IncidentSnap {
         .map(|(p, c, reason)| SentSnap {
             person: person(p),
             channel: channel(c),
-            reason: reason.clone(),
+            reason: Name::from(reason.as_str()),
         })
         .collect();
     step_sent.sort();
@@ -480,11 +488,11 @@ fn incident_snap(cat: &Catalogue, inc: &Incident) -> IncidentSnap {
         first_expected_s: inc.first_expected_s,
         first_basis: inc.first_basis,
         acknowledged_at: inc.acknowledged_at,
-        acknowledged_by: inc.acknowledged_by.clone(),
+        acknowledged_by: inc.acknowledged_by.as_deref().map(Name::from),
         resolved_at: inc.resolved_at,
-        resolved_by: inc.resolved_by.clone(),
+        resolved_by: inc.resolved_by.as_deref().map(Name::from),
         fuel_out: inc.fuel_out,
-        timeline: inc.timeline.clone(),
+        timeline: Cow::Borrowed(&inc.timeline),
         settle_until: inc.settle_until,
         notify_from: inc.notify_from,
         policies: inc.policies.iter().map(policy).collect(),
@@ -528,14 +536,18 @@ fn incident_snap(cat: &Catalogue, inc: &Incident) -> IncidentSnap {
             .reported
             .as_ref()
             .map(|(root, services, severity)| ReportedSnap {
-                root: root.clone(),
-                services: services.clone(),
+                root: Name::from(root.as_str()),
+                services: services.iter().map(|s| Name::from(s.as_str())).collect(),
                 severity: *severity,
             }),
         batches: inc.batches,
         step_sent,
-        used_links: inc.used_links.iter().cloned().collect(),
-        meeting_place: inc.meeting_place.clone(),
+        used_links: inc
+            .used_links
+            .iter()
+            .map(|l| Name::from(l.as_str()))
+            .collect(),
+        meeting_place: inc.meeting_place.as_deref().map(Name::from),
     }
 }
 
@@ -600,7 +612,7 @@ impl Restore {
     /// Alarms, probes, generator readings, heartbeats, health and history.
     fn state(&mut self, e: &mut Engine, snap: &Snapshot) {
         let cat = self.cat.clone();
-        let was_probe: HashSet<&str> = snap.probes.iter().map(|p| p.id.as_str()).collect();
+        let was_probe: HashSet<&str> = snap.probes.iter().map(|p| &*p.id).collect();
         for p in &snap.probes {
             let Some(pid) = cat.probe_id(&p.id) else {
                 self.warn(format!(
@@ -671,7 +683,7 @@ impl Restore {
             match node {
                 Some(node) => {
                     e.heartbeats.insert(
-                        h.topic.clone(),
+                        h.topic.to_string(),
                         Heartbeat {
                             deadline: h.deadline,
                             node,
@@ -679,7 +691,7 @@ impl Restore {
                         },
                     );
                     if !h.lost {
-                        e.heartbeat_timers.insert((h.deadline, h.topic.clone()));
+                        e.heartbeat_timers.insert((h.deadline, h.topic.to_string()));
                     }
                 }
                 None => {
@@ -687,7 +699,8 @@ impl Restore {
                         "topic {:?} no longer has a heartbeat for {:?}: its heartbeat is dropped",
                         h.topic, h.node
                     ));
-                    dropped_heartbeats.insert((h.node.clone(), format!("heartbeat:{}", h.topic)));
+                    dropped_heartbeats
+                        .insert((h.node.to_string(), format!("heartbeat:{}", h.topic)));
                 }
             }
         }
@@ -712,7 +725,7 @@ impl Restore {
                     continue;
                 }
                 if a.source == Source::Mqtt
-                    && dropped_heartbeats.contains(&(na.node.clone(), a.key.clone()))
+                    && dropped_heartbeats.contains(&(na.node.to_string(), a.key.clone()))
                 {
                     self.warn(format!(
                         "{:?}: the lost-sensor alarm {:?} is dropped with its heartbeat",
@@ -965,7 +978,7 @@ impl Restore {
             let person = self.person(&sent.person, || of("notification records"));
             let channel = self.channel(&sent.channel, || of("notification records"));
             if let (Some(p), Some(c)) = (person, channel) {
-                step_sent.insert((p, c, sent.reason.clone()));
+                step_sent.insert((p, c, sent.reason.to_string()));
             }
         }
 
@@ -983,11 +996,11 @@ impl Restore {
             first_expected_s: s.first_expected_s,
             first_basis: s.first_basis,
             acknowledged_at: s.acknowledged_at,
-            acknowledged_by: s.acknowledged_by.clone(),
+            acknowledged_by: s.acknowledged_by.as_deref().map(str::to_owned),
             resolved_at: s.resolved_at,
-            resolved_by: s.resolved_by.clone(),
+            resolved_by: s.resolved_by.as_deref().map(str::to_owned),
             fuel_out: s.fuel_out,
-            timeline: s.timeline.clone(),
+            timeline: s.timeline.to_vec(),
             settle_until: s.settle_until,
             notify_from: s.notify_from,
             policies,
@@ -997,17 +1010,17 @@ impl Restore {
             status_next,
             major_since: s.major_since,
             generator_alerted: s.generator_alerted,
-            reported: s
-                .reported
-                .as_ref()
-                .map(|r| (r.root.clone(), r.services.clone(), r.severity)),
+            reported: s.reported.as_ref().map(|r| {
+                let services = r.services.iter().map(|s| s.to_string()).collect();
+                (r.root.to_string(), services, r.severity)
+            }),
             derived: None,
             adopted: None,
             wake: None,
             batches: s.batches,
             step_sent,
-            used_links: s.used_links.iter().cloned().collect(),
-            meeting_place: s.meeting_place.clone(),
+            used_links: s.used_links.iter().map(|l| l.to_string()).collect(),
+            meeting_place: s.meeting_place.as_deref().map(str::to_owned),
         }
     }
 }
