@@ -837,7 +837,7 @@ async fn commits_reach_the_database_file_while_the_store_is_open() {
         let body: String = (0..100_000u32)
             .map(|j| char::from(b'a' + ((j.wrapping_mul(7919) ^ i) % 26) as u8))
             .collect();
-        batch.snapshot = Some((at(i64::from(i)), format!("\"{body}\"")));
+        batch.snapshot = Some((at(i64::from(i)), format!("\"{body}\"").into()));
         store.commit(&batch).await.expect("commit");
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1678,7 +1678,7 @@ async fn snapshots_meta_alarms_and_events_round_trip<B: Backend>() {
                 alarm("srv-web", AlarmState::Firing),
             );
         }
-        batch.snapshot = Some((at(i), format!("{{\"n\":{i}}}")));
+        batch.snapshot = Some((at(i), format!("{{\"n\":{i}}}").into()));
         batch
             .meta
             .push((META_WATERMARK.to_owned(), at(i).0.to_string()));

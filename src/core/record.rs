@@ -65,7 +65,7 @@ impl<S: Store> Core<S> {
                 Ok(body) => {
                     self.snapshot_every = (body.len() / SNAPSHOT_BYTES_PER_INPUT)
                         .clamp(SNAPSHOT_EVERY_INPUTS, SNAPSHOT_MOST_INPUTS);
-                    batch.snapshot = Some((self.last_at, body));
+                    batch.snapshot = Some((self.last_at, body.into()));
                     self.logged_since_snapshot = 0;
                     self.last_snapshot = Instant::now();
                 }

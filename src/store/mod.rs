@@ -43,6 +43,7 @@ mod postgres;
 mod sqlite;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::catalogue::Catalogue;
 use crate::engine::{
@@ -305,8 +306,9 @@ pub struct Batch {
     /// Acknowledgement links used in this batch.
     pub used_links: Vec<UsedLink>,
     /// An engine snapshot (JSON) taken after every input of this batch and
-    /// of those before; stored with the last input's seq.
-    pub snapshot: Option<(Ts, String)>,
+    /// of those before; stored with the last input's seq. Shared, so that
+    /// binding it does not copy it (it is megabytes for a large catalogue).
+    pub snapshot: Option<(Ts, Arc<str>)>,
     /// Rows of the cluster's shared inbox this batch took in (several
     /// instances on PostgreSQL): marked done in the same transaction, so
     /// that none is taken in twice. Always empty on SQLite.

@@ -793,7 +793,7 @@ async fn write_batch(conn: &mut PgConnection, batch: &Batch) -> Result<CommitOut
              VALUES ($1, (SELECT coalesce(max(seq), 0) FROM inputs), $2)",
         )
         .bind(at.0)
-        .bind(body)
+        .bind(&**body)
         .execute(&mut *conn)
         .await?;
         sqlx::query("DELETE FROM snapshots WHERE id <= (SELECT max(id) FROM snapshots) - $1")

@@ -949,7 +949,7 @@ async fn write_batch(
              VALUES (?, (SELECT coalesce(max(seq), 0) FROM inputs), ?)",
         )
         .bind(at.0)
-        .bind(body)
+        .bind(Arc::clone(body))
         .execute(&mut *conn)
         .await?;
         sqlx::query("DELETE FROM snapshots WHERE id <= (SELECT max(id) FROM snapshots) - ?")
