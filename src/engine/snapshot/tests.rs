@@ -322,6 +322,37 @@ fn an_incident_with_nothing_left_is_resolved_quietly_and_numbering_goes_on() {
     );
 }
 
+/// A healthy probe's entry leaves out its zero failures and false flags (a
+/// snapshot lists every probe, and most are healthy); a failing one's
+/// carries them. Both read back to the same state.
+#[test]
+fn a_healthy_probe_is_written_without_its_zero_counts_and_both_read_back() {
+    let probe_entry = |e: &Engine| {
+        let json = serde_json::to_value(e.snapshot()).expect("serializes");
+        json["probes"][0].clone()
+    };
+    let mut e = engine();
+    e.handle(at(0), generator_probe(r#"{"running": true, "fuel": 50}"#))
+        .unwrap();
+    let healthy = probe_entry(&e);
+    assert_eq!(
+        healthy,
+        serde_json::json!({"id": "gen", "node": "generator", "successes": 1})
+    );
+    let (r, _) = reload(&e, PLAN);
+    assert_eq!(probe_entry(&r), healthy);
+
+    e.handle(at(10), generator_fails()).unwrap();
+    e.handle(at(20), generator_fails()).unwrap();
+    let failing = probe_entry(&e);
+    assert_eq!(failing["failures"], 2);
+    assert_eq!(failing["down"], true);
+    let (r, _) = reload(&e, PLAN);
+    assert_eq!(probe_entry(&r), failing);
+    let generator = e.catalogue().node_id("generator").unwrap();
+    assert_eq!(r.health(generator), Health::Down);
+}
+
 #[test]
 fn a_removed_probe_takes_its_state_its_alarm_and_its_reading_along() {
     let mut e = engine();
