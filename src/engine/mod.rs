@@ -791,7 +791,7 @@ impl Engine {
         let changed = match event {
             Event::Mqtt { topic, payload } => self.on_mqtt(now, &topic, &payload, &mut out),
             Event::Alarm(a) => self.on_alarm_input(now, a, &mut out),
-            Event::Probe { id, result } => return Ok(self.apply_probe(now, &id, &result)),
+            Event::Probe { id, result } => self.on_probe(now, &id, &result, &mut out),
             Event::Ack { incident, by, note } => {
                 self.on_ack(now, incident, by, note, &mut out)?;
                 true
