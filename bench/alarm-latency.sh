@@ -21,7 +21,8 @@
 # LATENCY_PHASES=1000,burst runs only the phases named (100, 1000, 10000,
 # burst), for looking at one while working on it.
 # DAEMON_LOG=beredskab::core=debug runs the daemon with that log filter and
-# prints the spread of its commit times (stored_us, decided_us) at the end.
+# prints the spread of its commit times (stored_us, decided_us) at the end,
+# and each engine snapshot it took: its size and what it cost.
 source "$(dirname "$0")/lib.sh"
 
 reps=$(pick 1 "${1:-3}")
@@ -144,6 +145,16 @@ for field in ("decided_us", "stored_us", "boarded_us"):
     if v:
         q = lambda p: v[min(len(v) - 1, int(p * len(v)))]
         print(f"daemon {field}: n {len(v)}, p10 {q(.1)}, p50 {q(.5)}, p90 {q(.9)}, p99 {q(.99)}, max {v[-1]}")
+# Each engine snapshot: its size, the time to encode it, and the time to
+# store the batch that carried it (the next "batch committed" line).
+lines = log.splitlines()
+for i, line in enumerate(lines):
+    m = re.search(r"engine snapshot taken bytes=(\d+) encoded_us=(\d+)", line)
+    if m:
+        stored = next((s.group(1) for s in (re.search(r"batch committed.*stored_us=(\d+)", l)
+                                            for l in lines[i + 1:]) if s), "?")
+        print(f"daemon snapshot: {int(m.group(1)):,} bytes, encoded in {m.group(2)} us, "
+              f"its batch stored in {stored} us")
 PY
 fi
 
