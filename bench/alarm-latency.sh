@@ -140,21 +140,23 @@ if [ -n "${DAEMON_LOG:-}" ]; then
     python3 - "$dir/daemon.log" <<'PY' >&2
 import re, sys
 log = open(sys.argv[1], errors="replace").read()
-for field in ("decided_us", "stored_us", "boarded_us"):
-    v = sorted(int(m) for m in re.findall(field + r"=(\d+)", log))
+lines = log.splitlines()
+for field, said in (("decided_us", "batch decided"), ("stored_us", "batch committed"),
+                    ("boarded_us", "batch committed")):
+    v = sorted(int(m.group(1)) for m in (re.search(field + r"=(\d+)", l)
+                                          for l in lines if said in l) if m)
     if v:
         q = lambda p: v[min(len(v) - 1, int(p * len(v)))]
         print(f"daemon {field}: n {len(v)}, p10 {q(.1)}, p50 {q(.5)}, p90 {q(.9)}, p99 {q(.99)}, max {v[-1]}")
-# Each engine snapshot: its size, the time to encode it, and the time to
-# store the batch that carried it (the next "batch committed" line).
-lines = log.splitlines()
-for i, line in enumerate(lines):
-    m = re.search(r"engine snapshot taken bytes=(\d+) encoded_us=(\d+)", line)
-    if m:
-        stored = next((s.group(1) for s in (re.search(r"batch committed.*stored_us=(\d+)", l)
-                                            for l in lines[i + 1:]) if s), "?")
-        print(f"daemon snapshot: {int(m.group(1)):,} bytes, encoded in {m.group(2)} us, "
-              f"its batch stored in {stored} us")
+# Each engine snapshot: the copy the core made on its path, and the
+# encoding and storing beside it.
+copies = [int(m) for m in re.findall(r"engine snapshot taken copied_us=(\d+)", log)]
+if copies:
+    print(f"daemon snapshots copied on the core's path: {len(copies)}, in "
+          + ", ".join(f"{c} us" for c in copies))
+for m in re.finditer(r"engine snapshot stored bytes=(\d+) after_seq=\d+ encoded_us=(\d+) stored_us=(\d+)", log):
+    print(f"daemon snapshot: {int(m.group(1)):,} bytes, encoded in {m.group(2)} us "
+          f"and stored in {m.group(3)} us beside the core")
 PY
 fi
 

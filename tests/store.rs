@@ -837,7 +837,12 @@ async fn commits_reach_the_database_file_while_the_store_is_open() {
         let body: String = (0..100_000u32)
             .map(|j| char::from(b'a' + ((j.wrapping_mul(7919) ^ i) % 26) as u8))
             .collect();
-        batch.snapshot = Some((at(i64::from(i)), format!("\"{body}\"").into()));
+        store
+            .write_snapshot(at(i64::from(i)), 0, &format!("\"{body}\""))
+            .await
+            .expect("snapshot");
+        // A commit wakes the checkpointer, as the daemon's always follow.
+        batch.meta.push(("round".to_owned(), i.to_string()));
         store.commit(&batch).await.expect("commit");
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1660,8 +1665,8 @@ async fn pg_a_read_only_connection_reads_beside_the_writer_and_writes_nothing() 
     ));
 }
 
-/// The newest two snapshots are kept, each after the last input committed
-/// with it; `meta` values are set and overwritten; alarms and the
+/// The newest two snapshots are kept, the newest being the one after the
+/// latest input; `meta` values are set and overwritten; alarms and the
 /// daemon's events come back newest first.
 async fn snapshots_meta_alarms_and_events_round_trip<B: Backend>() {
     let (db, store) = fresh::<B>("snapshots").await;
@@ -1678,7 +1683,6 @@ async fn snapshots_meta_alarms_and_events_round_trip<B: Backend>() {
                 alarm("srv-web", AlarmState::Firing),
             );
         }
-        batch.snapshot = Some((at(i), format!("{{\"n\":{i}}}").into()));
         batch
             .meta
             .push((META_WATERMARK.to_owned(), at(i).0.to_string()));
@@ -1708,7 +1712,18 @@ async fn snapshots_meta_alarms_and_events_round_trip<B: Backend>() {
             panic!("new input: {outcome:?}");
         };
         last_seq = seq;
+        store
+            .write_snapshot(at(i), last_seq, &format!("{{\"n\":{i}}}"))
+            .await
+            .expect("snapshot");
     }
+    // A snapshot stored late, after an earlier input (a leader that lost
+    // its place, say), is neither the one a start restores nor kept in
+    // place of a newer one.
+    store
+        .write_snapshot(at(9), last_seq - 3, "{\"late\":true}")
+        .await
+        .expect("snapshot");
     let snap = store
         .latest_snapshot()
         .await

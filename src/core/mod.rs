@@ -48,6 +48,9 @@ mod handle;
 mod input;
 mod record;
 mod recover;
+mod snapshot;
+#[cfg(test)]
+mod tests;
 
 pub use board::{Board, ServiceState};
 pub use handle::{ANSWER_WITHIN, Command, CoreHandle, NoAnswer, Refused};
@@ -257,7 +260,17 @@ pub struct Core<S: Store> {
     /// Logged inputs after which the next snapshot is due (0: the next
     /// commit writes one).
     snapshot_every: usize,
+    /// The fewest logged inputs between snapshots:
+    /// [`SNAPSHOT_EVERY_INPUTS`] (tests take them more often).
+    snapshot_least: usize,
     last_snapshot: Instant,
+    /// The snapshot the batch being committed took, written after it.
+    snapshot_taken: Option<snapshot::Taken>,
+    /// The snapshot being encoded and stored, which tells its size.
+    snapshot_writing: Option<tokio::task::JoinHandle<Option<usize>>>,
+    /// The newest input the store holds: the one a snapshot taken now
+    /// follows.
+    last_seq: u64,
     /// The broker has had our session before (a lost one is a possible loss).
     mqtt_seen: bool,
     /// When each service's health last changed, as this process saw it.
@@ -416,6 +429,7 @@ impl<S: Store> Core<S> {
             Some(deadline),
         )
         .await?;
+        self.last_snapshot_written().await;
         info!("core stopped; state saved");
         Ok(())
     }
@@ -527,9 +541,7 @@ impl<S: Store> Core<S> {
         // as stored after a crash.
         let now = self.now();
         touched.extend(self.advance(now, &mut batch));
-        let due_snapshot = snapshot
-            || self.logged_since_snapshot >= self.snapshot_every
-            || (self.logged_since_snapshot > 0 && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY);
+        let due_snapshot = self.snapshot_due(snapshot).await;
         self.finish(&mut batch, &touched, due_snapshot);
         debug!(
             inputs = batch.inputs.len(),
@@ -576,6 +588,8 @@ impl<S: Store> Core<S> {
             }
         };
         let Some(outcome) = outcome else {
+            // It follows inputs the store does not hold.
+            self.snapshot_taken = None;
             error!(
                 inputs = batch.inputs.len(),
                 "giving up at shutdown: the broker redelivers the unacknowledged messages"
@@ -586,6 +600,11 @@ impl<S: Store> Core<S> {
             self.outbox.notify_one();
         }
         let stored = failing_since.elapsed();
+        let newest = outcome.inputs.iter().map(|o| match *o {
+            crate::store::InputOutcome::New { seq }
+            | crate::store::InputOutcome::Duplicate { seq } => seq,
+        });
+        self.last_seq = newest.fold(self.last_seq, u64::max);
         // Before the answers: whoever hears "done" sees it on the board.
         self.publish_board(changed);
         debug!(
@@ -654,6 +673,7 @@ impl<S: Store> Core<S> {
                 Done::Ingested(source, received) => observe(source, received),
             }
         }
+        self.write_snapshot();
         Ok(())
     }
 }

@@ -61,25 +61,7 @@ impl<S: Store> Core<S> {
             self.watermark_stored = self.last_at;
         }
         if snapshot {
-            let began = Instant::now();
-            match serde_json::to_string(&self.engine.snapshot()) {
-                Ok(body) => {
-                    self.snapshot_every = (body.len() / SNAPSHOT_BYTES_PER_INPUT)
-                        .clamp(SNAPSHOT_EVERY_INPUTS, SNAPSHOT_MOST_INPUTS);
-                    // Its commit is the batch's: `stored_us` of the next
-                    // "batch committed".
-                    debug!(
-                        bytes = body.len(),
-                        encoded_us = began.elapsed().as_micros() as u64,
-                        next_after_inputs = self.snapshot_every,
-                        "engine snapshot taken"
-                    );
-                    batch.snapshot = Some((self.last_at, body.into()));
-                    self.logged_since_snapshot = 0;
-                    self.last_snapshot = Instant::now();
-                }
-                Err(e) => error!(error = %e, "cannot encode the engine snapshot"),
-            }
+            self.take_snapshot();
         }
     }
 

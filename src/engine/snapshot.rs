@@ -242,6 +242,148 @@ struct SentSnap<'a> {
     reason: Name<'a>,
 }
 
+/// Text the snapshot takes over from the engine.
+fn own(n: Name<'_>) -> Name<'static> {
+    Cow::Owned(n.into_owned())
+}
+
+fn own_all(names: Vec<Name<'_>>) -> Vec<Name<'static>> {
+    names.into_iter().map(own).collect()
+}
+
+impl Snapshot<'_> {
+    /// The same snapshot holding its own copy of every text, which
+    /// outlives the engine's next change: the daemon encodes and stores it
+    /// beside the engine rather than in its way.
+    pub fn into_owned(self) -> Snapshot<'static> {
+        Snapshot {
+            version: self.version,
+            config: own(self.config),
+            clock: self.clock,
+            alarms: (self.alarms.into_iter())
+                .map(|a| NodeAlarms {
+                    node: own(a.node),
+                    firing: a.firing,
+                })
+                .collect(),
+            probes: (self.probes.into_iter())
+                .map(|p| ProbeSnap {
+                    id: own(p.id),
+                    node: own(p.node),
+                    ..p
+                })
+                .collect(),
+            generators: (self.generators.into_iter())
+                .map(|g| GeneratorSnap {
+                    node: own(g.node),
+                    running: g.running,
+                    fuel_percent: g.fuel_percent.map(own),
+                })
+                .collect(),
+            heartbeats: (self.heartbeats.into_iter())
+                .map(|h| HeartbeatSnap {
+                    topic: own(h.topic),
+                    node: own(h.node),
+                    ..h
+                })
+                .collect(),
+            history: (self.history.into_iter())
+                .map(|h| HistorySnap {
+                    root: own(h.root),
+                    durations_s: h.durations_s,
+                })
+                .collect(),
+            incidents: self
+                .incidents
+                .into_iter()
+                .map(IncidentSnap::into_owned)
+                .collect(),
+            next_incident: self.next_incident,
+        }
+    }
+}
+
+impl IncidentSnap<'_> {
+    fn into_owned(self) -> IncidentSnap<'static> {
+        IncidentSnap {
+            id: self.id,
+            opened: self.opened,
+            root: own(self.root),
+            members: own_all(self.members),
+            services: (self.services.into_iter())
+                .map(|s| ServiceSnap {
+                    id: own(s.id),
+                    health: s.health,
+                })
+                .collect(),
+            severity: self.severity,
+            state: self.state,
+            level: self.level,
+            expected_s: self.expected_s,
+            basis: self.basis,
+            first_expected_s: self.first_expected_s,
+            first_basis: self.first_basis,
+            acknowledged_at: self.acknowledged_at,
+            acknowledged_by: self.acknowledged_by.map(own),
+            resolved_at: self.resolved_at,
+            resolved_by: self.resolved_by.map(own),
+            fuel_out: self.fuel_out,
+            timeline: Cow::Owned(self.timeline.into_owned()),
+            settle_until: self.settle_until,
+            notify_from: self.notify_from,
+            policies: own_all(self.policies),
+            fired: (self.fired.into_iter())
+                .map(|f| StepRef {
+                    policy: own(f.policy),
+                    on: own(f.on),
+                    nth: f.nth,
+                })
+                .collect(),
+            told: (self.told.into_iter())
+                .map(|t| ToldSnap {
+                    person: own(t.person),
+                    role: t.role.map(own),
+                    channel: own(t.channel),
+                })
+                .collect(),
+            chains: (self.chains.into_iter())
+                .map(|c| ChainSnap {
+                    role: own(c.role),
+                    started: c.started,
+                    every_ms: c.every_ms,
+                    deputies: own_all(c.deputies),
+                    done: c.done,
+                    via: own_all(c.via),
+                    crisis: c.crisis,
+                })
+                .collect(),
+            status_next: (self.status_next.into_iter())
+                .map(|s| StatusSnap {
+                    policy: own(s.policy),
+                    at: s.at,
+                })
+                .collect(),
+            major_since: self.major_since,
+            generator_alerted: self.generator_alerted,
+            reported: self.reported.map(|r| ReportedSnap {
+                root: own(r.root),
+                services: own_all(r.services),
+                severity: r.severity,
+            }),
+            batches: self.batches,
+            step_sent: (self.step_sent.into_iter())
+                .map(|s| SentSnap {
+                    person: own(s.person),
+                    channel: own(s.channel),
+                    reason: own(s.reason),
+                })
+                .collect(),
+            used_links: own_all(self.used_links),
+            meeting_place: self.meeting_place.map(own),
+        }
+    }
+}
+
 impl Engine {
     /// The engine's state as a [`Snapshot`].
     pub fn snapshot(&self) -> Snapshot<'_> {

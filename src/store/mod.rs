@@ -43,7 +43,6 @@ mod postgres;
 mod sqlite;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use crate::catalogue::Catalogue;
 use crate::engine::{
@@ -110,8 +109,8 @@ pub enum StoreError {
 /// The storage contract. Backends: [`SqliteStore`] and [`PgStore`].
 ///
 /// Methods take `&self` and may be called from many tasks; a backend keeps
-/// one writer and serialises commits itself.
-pub trait Store: Send + Sync {
+/// one writer and serialises commits itself. Clones share the database.
+pub trait Store: Clone + Send + Sync + 'static {
     /// Writes a batch in one transaction: all of it is durable when this
     /// returns `Ok`, none of it when it returns `Err`. Do not cancel the
     /// future: a commit cut off after the database committed reports
@@ -188,7 +187,20 @@ pub trait Store: Send + Sync {
     /// Whether the store answers, for `/readyz`.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The newest engine snapshot, if any.
+    /// Stores an engine snapshot (JSON) taken after the input `after_seq`
+    /// and every one before it, and drops all but the newest two. Apart
+    /// from any commit: the snapshot only shortens the replay after a
+    /// start, so it need not reach the disk before the next commit does
+    /// (SQLite does not sync it by itself), and one lost to a crash costs
+    /// a longer replay, nothing else.
+    fn write_snapshot(
+        &self,
+        at: Ts,
+        after_seq: u64,
+        body: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The newest engine snapshot, if any: the one after the latest input.
     fn latest_snapshot(
         &self,
     ) -> impl Future<Output = Result<Option<SnapshotRow>, StoreError>> + Send;
@@ -305,10 +317,6 @@ pub struct Batch {
     pub meta: Vec<(String, String)>,
     /// Acknowledgement links used in this batch.
     pub used_links: Vec<UsedLink>,
-    /// An engine snapshot (JSON) taken after every input of this batch and
-    /// of those before; stored with the last input's seq. Shared, so that
-    /// binding it does not copy it (it is megabytes for a large catalogue).
-    pub snapshot: Option<(Ts, Arc<str>)>,
     /// Rows of the cluster's shared inbox this batch took in (several
     /// instances on PostgreSQL): marked done in the same transaction, so
     /// that none is taken in twice. Always empty on SQLite.
@@ -330,7 +338,6 @@ impl Batch {
             && self.events.is_empty()
             && self.meta.is_empty()
             && self.used_links.is_empty()
-            && self.snapshot.is_none()
             && self.forwarded.is_empty()
     }
 

@@ -472,11 +472,34 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn write_snapshot(&self, at: Ts, after_seq: u64, body: &str) -> Result<(), StoreError> {
+        // Not under the commit lock: a snapshot names the input it
+        // follows, and is right for it whoever leads now.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO snapshots (at_ms, after_seq, body) VALUES ($1, $2, $3)")
+            .bind(at.0)
+            .bind(to_i64("seq", after_seq)?)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM snapshots WHERE id NOT IN \
+             (SELECT id FROM snapshots ORDER BY after_seq DESC, id DESC LIMIT $1)",
+        )
+        .bind(SNAPSHOTS_KEPT)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn latest_snapshot(&self) -> Result<Option<SnapshotRow>, StoreError> {
-        let row =
-            sqlx::query("SELECT at_ms, after_seq, body FROM snapshots ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT at_ms, after_seq, body FROM snapshots \
+             ORDER BY after_seq DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
             Ok(SnapshotRow {
                 at: Ts(r.try_get("at_ms")?),
@@ -786,21 +809,6 @@ async fn write_batch(conn: &mut PgConnection, batch: &Batch) -> Result<CommitOut
         .await?;
     }
 
-    if let Some((at, body)) = &batch.snapshot {
-        // Under the commit lock the newest seq is this batch's last input.
-        sqlx::query(
-            "INSERT INTO snapshots (at_ms, after_seq, body) \
-             VALUES ($1, (SELECT coalesce(max(seq), 0) FROM inputs), $2)",
-        )
-        .bind(at.0)
-        .bind(&**body)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("DELETE FROM snapshots WHERE id <= (SELECT max(id) FROM snapshots) - $1")
-            .bind(SNAPSHOTS_KEPT)
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(outcome)
 }
 

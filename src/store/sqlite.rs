@@ -15,7 +15,9 @@
 //! with the next commit's sync (the WAL is synced as a whole). Power lost
 //! before that loses only the record, and the notification goes out again
 //! with its idempotency key (see `notify`); a notification is never lost.
-//! The next commit sets `synchronous=FULL` again first, so the relaxed setting
+//! Engine snapshots are stored the same way, in a transaction of their own
+//! beside the commits: one lost with the power costs a longer replay. The
+//! next commit sets `synchronous=FULL` again first, so the relaxed setting
 //! never reaches an input or a decision.
 
 use std::path::Path;
@@ -314,7 +316,6 @@ fn rows_only(batch: &Batch) -> bool {
         && batch.rejected.is_empty()
         && batch.events.is_empty()
         && batch.used_links.is_empty()
-        && batch.snapshot.is_none()
 }
 
 /// Copies the WAL into the database file on a connection of its own, off
@@ -621,11 +622,39 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn write_snapshot(&self, at: Ts, after_seq: u64, body: &str) -> Result<(), StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        // No sync of its own, as for delivery attempts: the next commit's
+        // sync carries it to disk, or a crash loses it and the replay is
+        // longer.
+        self.relaxed.store(true, Ordering::Release);
+        let mut tx = conn
+            .begin_with("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE")
+            .await?;
+        sqlx::query("INSERT INTO snapshots (at_ms, after_seq, body) VALUES (?, ?, ?)")
+            .bind(at.0)
+            .bind(to_i64("seq", after_seq)?)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM snapshots WHERE id NOT IN \
+             (SELECT id FROM snapshots ORDER BY after_seq DESC, id DESC LIMIT ?)",
+        )
+        .bind(SNAPSHOTS_KEPT)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn latest_snapshot(&self) -> Result<Option<SnapshotRow>, StoreError> {
-        let row =
-            sqlx::query("SELECT at_ms, after_seq, body FROM snapshots ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&self.readers)
-                .await?;
+        let row = sqlx::query(
+            "SELECT at_ms, after_seq, body FROM snapshots \
+             ORDER BY after_seq DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.readers)
+        .await?;
         row.map(|r| {
             Ok(SnapshotRow {
                 at: Ts(r.try_get("at_ms")?),
@@ -942,21 +971,6 @@ async fn write_batch(
         .await?;
     }
 
-    if let Some((at, body)) = &batch.snapshot {
-        // Inside the transaction the newest seq is this batch's last input.
-        sqlx::query(
-            "INSERT INTO snapshots (at_ms, after_seq, body) \
-             VALUES (?, (SELECT coalesce(max(seq), 0) FROM inputs), ?)",
-        )
-        .bind(at.0)
-        .bind(Arc::clone(body))
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("DELETE FROM snapshots WHERE id <= (SELECT max(id) FROM snapshots) - ?")
-            .bind(SNAPSHOTS_KEPT)
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(outcome)
 }
 
