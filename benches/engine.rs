@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the engine's hot paths: an alarm in and its effects
 //! out, which services an alarm on a component affects in a large
-//! catalogue, and the escalation timers of an incident.
+//! catalogue, the escalation timers of an incident, and a snapshot of many
+//! open incidents, copied and encoded.
 //!
 //! `cargo bench --bench engine` measures; `cargo test --benches` runs each
 //! routine once, so the benchmarks keep compiling and working.
@@ -266,12 +267,35 @@ fn escalation_tick(c: &mut Criterion) {
     group.finish();
 }
 
+fn snapshot(c: &mut Criterion) {
+    let cat = catalogue(10, 1_000);
+    // A thousand servers failing one after another, each alarm answered by
+    // its incident's first step: the state the daemon snapshots at 1,000
+    // alarms/s.
+    let mut engine = Engine::new(cat);
+    for s in 0..1_000 {
+        engine
+            .handle(at(s), alarm(&format!("srv-{s}"), None, AlarmState::Firing))
+            .unwrap();
+    }
+    let mut group = c.benchmark_group("snapshot");
+    // What the core does on its path: the state copied for the writer.
+    group.bench_function("copy_1000_open", |b| {
+        b.iter(|| black_box(engine.snapshot().into_owned()))
+    });
+    // What the writer does beside it, and what the core did before.
+    group.bench_function("encode_1000_open", |b| {
+        b.iter(|| black_box(serde_json::to_string(&engine.snapshot()).unwrap()))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = alarm_path, impact_lookup, escalation_tick
+    targets = alarm_path, impact_lookup, escalation_tick, snapshot
 }
 criterion_main!(benches);
