@@ -148,15 +148,12 @@ for field, said in (("decided_us", "batch decided"), ("stored_us", "batch commit
     if v:
         q = lambda p: v[min(len(v) - 1, int(p * len(v)))]
         print(f"daemon {field}: n {len(v)}, p10 {q(.1)}, p50 {q(.5)}, p90 {q(.9)}, p99 {q(.99)}, max {v[-1]}")
-# Each engine snapshot: the copy the core made on its path, and the
-# encoding and storing beside it.
-copies = [int(m) for m in re.findall(r"engine snapshot taken copied_us=(\d+)", log)]
-if copies:
-    print(f"daemon snapshots copied on the core's path: {len(copies)}, in "
-          + ", ".join(f"{c} us" for c in copies))
-for m in re.finditer(r"engine snapshot stored bytes=(\d+) after_seq=\d+ encoded_us=(\d+) stored_us=(\d+)", log):
-    print(f"daemon snapshot: {int(m.group(1)):,} bytes, encoded in {m.group(2)} us "
-          f"and stored in {m.group(3)} us beside the core")
+# Each engine snapshot: encoded on the core's path, stored beside it.
+taken = re.findall(r"engine snapshot taken bytes=(\d+) encoded_us=(\d+)", log)
+stored = re.findall(r"engine snapshot stored bytes=\d+ after_seq=\d+ stored_us=(\d+)", log)
+for i, (size, encoded) in enumerate(taken):
+    print(f"daemon snapshot: {int(size):,} bytes, encoded in {encoded} us on the core's path, "
+          f"stored in {stored[i] if i < len(stored) else '?'} us beside it")
 PY
 fi
 

@@ -838,7 +838,7 @@ async fn commits_reach_the_database_file_while_the_store_is_open() {
             .map(|j| char::from(b'a' + ((j.wrapping_mul(7919) ^ i) % 26) as u8))
             .collect();
         store
-            .write_snapshot(at(i64::from(i)), 0, &format!("\"{body}\""))
+            .write_snapshot(at(i64::from(i)), 0, format!("\"{body}\"").into())
             .await
             .expect("snapshot");
         // A commit wakes the checkpointer, as the daemon's always follow.
@@ -1713,7 +1713,7 @@ async fn snapshots_meta_alarms_and_events_round_trip<B: Backend>() {
         };
         last_seq = seq;
         store
-            .write_snapshot(at(i), last_seq, &format!("{{\"n\":{i}}}"))
+            .write_snapshot(at(i), last_seq, format!("{{\"n\":{i}}}").into())
             .await
             .expect("snapshot");
     }
@@ -1721,7 +1721,7 @@ async fn snapshots_meta_alarms_and_events_round_trip<B: Backend>() {
     // its place, say), is neither the one a start restores nor kept in
     // place of a newer one.
     store
-        .write_snapshot(at(9), last_seq - 3, "{\"late\":true}")
+        .write_snapshot(at(9), last_seq - 3, "{\"late\":true}".into())
         .await
         .expect("snapshot");
     let snap = store

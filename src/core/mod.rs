@@ -266,8 +266,8 @@ pub struct Core<S: Store> {
     last_snapshot: Instant,
     /// The snapshot the batch being committed took, written after it.
     snapshot_taken: Option<snapshot::Taken>,
-    /// The snapshot being encoded and stored, which tells its size.
-    snapshot_writing: Option<tokio::task::JoinHandle<Option<usize>>>,
+    /// The snapshot being stored.
+    snapshot_writing: Option<tokio::task::JoinHandle<()>>,
     /// The newest input the store holds: the one a snapshot taken now
     /// follows.
     last_seq: u64,

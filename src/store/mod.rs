@@ -43,6 +43,7 @@ mod postgres;
 mod sqlite;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::catalogue::Catalogue;
 use crate::engine::{
@@ -197,7 +198,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         at: Ts,
         after_seq: u64,
-        body: &str,
+        body: Arc<str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The newest engine snapshot, if any: the one after the latest input.

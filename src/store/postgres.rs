@@ -472,14 +472,19 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn write_snapshot(&self, at: Ts, after_seq: u64, body: &str) -> Result<(), StoreError> {
+    async fn write_snapshot(
+        &self,
+        at: Ts,
+        after_seq: u64,
+        body: Arc<str>,
+    ) -> Result<(), StoreError> {
         // Not under the commit lock: a snapshot names the input it
         // follows, and is right for it whoever leads now.
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO snapshots (at_ms, after_seq, body) VALUES ($1, $2, $3)")
             .bind(at.0)
             .bind(to_i64("seq", after_seq)?)
-            .bind(body)
+            .bind(&*body)
             .execute(&mut *tx)
             .await?;
         sqlx::query(

@@ -622,7 +622,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn write_snapshot(&self, at: Ts, after_seq: u64, body: &str) -> Result<(), StoreError> {
+    async fn write_snapshot(
+        &self,
+        at: Ts,
+        after_seq: u64,
+        body: Arc<str>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.writer.acquire().await?;
         // No sync of its own, as for delivery attempts: the next commit's
         // sync carries it to disk, or a crash loses it and the replay is
