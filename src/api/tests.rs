@@ -74,13 +74,14 @@ priority = 2
     )
 }
 
-/// A temp folder, removed at the end of the test.
-struct TempDir(PathBuf);
+/// A temp folder, removed at the end of the test (the core's tests use
+/// it too).
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> TempDir {
+    pub(crate) fn new() -> TempDir {
         let dir = std::env::temp_dir().join(format!(
-            "beredskab-api-test-{}-{:08x}",
+            "beredskab-unit-test-{}-{:08x}",
             std::process::id(),
             fastrand::u32(..)
         ));

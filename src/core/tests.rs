@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use futures_util::future::join_all;
 
 use super::*;
+use crate::api::tests::TempDir;
 use crate::config::{AlarmKind, load_str};
 use crate::engine::{AlarmSeverity, AlarmState};
 use crate::store::SqliteStore;
@@ -49,28 +50,9 @@ fn alarm(i: usize) -> Event {
     })
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "beredskab-core-test-{}-{:08x}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("beredskab.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The store's file in `dir`.
+fn db(dir: &TempDir) -> PathBuf {
+    dir.0.join("beredskab.db")
 }
 
 struct Running {
@@ -144,7 +126,7 @@ fn state(engine: &mut Engine) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stored_snapshot_is_the_state_after_the_input_it_names() {
     let dir = TempDir::new();
-    let store = SqliteStore::open(dir.db()).await.expect("open the store");
+    let store = SqliteStore::open(db(&dir)).await.expect("open the store");
     let cat = catalogue();
     let core = run(store.clone(), cat.clone()).await;
     let mut checked = BTreeSet::new();
@@ -205,7 +187,7 @@ fn a_kill_restarts_to_the_state_of_the_whole_log() {
         let cat = catalogue();
         let first = runtime();
         first.block_on(async {
-            let store = SqliteStore::open(dir.db()).await.expect("open the store");
+            let store = SqliteStore::open(db(&dir)).await.expect("open the store");
             let core = run(store, cat.clone()).await;
             for i in 0..answered {
                 accept(&core.handle, i).await;
@@ -219,7 +201,7 @@ fn a_kill_restarts_to_the_state_of_the_whole_log() {
         first.shutdown_background();
 
         runtime().block_on(async {
-            let store = SqliteStore::open(dir.db()).await.expect("reopen the store");
+            let store = SqliteStore::open(db(&dir)).await.expect("reopen the store");
             let log = store.inputs().await.expect("the log reads");
             let newest = log.last().map_or(0, |i| i.seq);
             assert!(
