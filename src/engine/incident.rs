@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Effect, Engine, Health, IncidentId, Out, Severity, Ts};
+use super::{Effect, Engine, EngineError, Health, IncidentId, Out, Severity, Ts};
 use crate::catalogue::{Catalogue, ChannelId, NodeId, PersonId, PolicyId, RoleId};
 use crate::config::{AlarmKind, Criticality};
 
@@ -48,6 +48,9 @@ pub struct Incidents {
     /// [`Incidents::take_changed`]: what the daemon must look at after a
     /// batch, instead of every open incident.
     changed: BTreeSet<IncidentId>,
+    /// The same since the last [`Incidents::take_over`]: only an incident
+    /// among them can have become one to forget.
+    since_over: BTreeSet<IncidentId>,
 }
 
 impl Incidents {
@@ -74,6 +77,7 @@ impl Incidents {
     pub(super) fn insert(&mut self, inc: Incident) {
         self.next = self.next.max(1).max(inc.id.0.saturating_add(1));
         self.changed.insert(inc.id);
+        self.since_over.insert(inc.id);
         self.by_id.insert(inc.id, inc);
     }
     /// The incidents that may have changed since the last call, each once.
@@ -83,8 +87,58 @@ impl Incidents {
     pub(super) fn set_next(&mut self, next: IncidentId) {
         self.next = self.next.max(1).max(next.0);
     }
-    pub(super) fn remove(&mut self, id: IncidentId) -> Option<Incident> {
-        self.by_id.remove(&id)
+    /// The open (or acknowledged) incident `id` stands for: a merged
+    /// incident stands for the one that absorbed it.
+    pub(super) fn live(&self, id: IncidentId) -> Result<IncidentId, EngineError> {
+        let mut id = id;
+        // A merge chain is never longer than the number of incidents held.
+        for _ in 0..=self.len() {
+            let Some(inc) = self.get(id) else {
+                return Err(if self.was_issued(id) {
+                    // Forgotten once it was over and stored.
+                    EngineError::Resolved(id)
+                } else {
+                    EngineError::UnknownIncident(id)
+                });
+            };
+            match inc.state {
+                IncidentState::Merged(into) => id = into,
+                IncidentState::Resolved => return Err(EngineError::Resolved(id)),
+                _ => return Ok(id),
+            }
+        }
+        // A merge cycle cannot be built; a corrupt snapshot could hold one.
+        Err(EngineError::Resolved(id))
+    }
+
+    /// Takes out and returns every incident that is over: resolved, or
+    /// merged into one that is no longer live (`live`, which follows the
+    /// merges). Looks at them all only when one that changed since the
+    /// last call is no longer live: otherwise nothing has come to an end
+    /// (the last call took out all there was), and a batch costs what it
+    /// changed, not what is open.
+    pub(super) fn take_over(&mut self) -> Vec<IncidentId> {
+        let since = std::mem::take(&mut self.since_over);
+        let ended = since
+            .iter()
+            .any(|id| self.by_id.get(id).is_some_and(|i| !i.state.is_live()));
+        if !ended {
+            return Vec::new();
+        }
+        let over: Vec<IncidentId> = self
+            .by_id
+            .values()
+            .filter(|i| match i.state {
+                IncidentState::Resolved => true,
+                IncidentState::Merged(_) => self.live(i.id).is_err(),
+                _ => false,
+            })
+            .map(|i| i.id)
+            .collect();
+        for id in &over {
+            self.by_id.remove(id);
+        }
+        over
     }
 }
 
@@ -108,6 +162,7 @@ impl std::ops::Index<IncidentId> for Incidents {
 impl std::ops::IndexMut<IncidentId> for Incidents {
     fn index_mut(&mut self, id: IncidentId) -> &mut Incident {
         self.changed.insert(id);
+        self.since_over.insert(id);
         self.by_id
             .get_mut(&id)
             .expect("the engine holds every incident it works on")

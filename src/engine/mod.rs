@@ -686,20 +686,7 @@ impl Engine {
     /// only, and acting on one is [`EngineError::Resolved`]. The
     /// estimates keep their durations (as numbers, per root).
     pub fn forget_resolved(&mut self) -> Vec<IncidentId> {
-        let over: Vec<IncidentId> = self
-            .incidents
-            .iter()
-            .filter(|i| match i.state {
-                IncidentState::Resolved => true,
-                IncidentState::Merged(_) => self.live_incident(i.id).is_err(),
-                _ => false,
-            })
-            .map(|i| i.id)
-            .collect();
-        for &id in &over {
-            self.incidents.remove(id);
-        }
-        over
+        self.incidents.take_over()
     }
 
     /// The effective health of a component or service.
@@ -1232,25 +1219,7 @@ impl Engine {
     /// The open (or acknowledged) incident `id` stands for: a merged
     /// incident stands for the one that absorbed it.
     fn live_incident(&self, id: IncidentId) -> Result<IncidentId, EngineError> {
-        let mut id = id;
-        // A merge chain is never longer than the number of incidents held.
-        for _ in 0..=self.incidents.len() {
-            let Some(inc) = self.incident(id) else {
-                return Err(if self.incidents.was_issued(id) {
-                    // Forgotten once it was over and stored.
-                    EngineError::Resolved(id)
-                } else {
-                    EngineError::UnknownIncident(id)
-                });
-            };
-            match inc.state {
-                IncidentState::Merged(into) => id = into,
-                IncidentState::Resolved => return Err(EngineError::Resolved(id)),
-                _ => return Ok(id),
-            }
-        }
-        // A merge cycle cannot be built; a corrupt snapshot could hold one.
-        Err(EngineError::Resolved(id))
+        self.incidents.live(id)
     }
 }
 

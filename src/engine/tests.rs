@@ -1366,6 +1366,11 @@ fn a_merged_incident_leaves_memory_with_the_one_that_absorbed_it() {
         e.forget_resolved().is_empty(),
         "1 is open, and 2 stands for it"
     );
+    // A batch that changed only a live incident ends nothing.
+    fire(&mut e, 3, "o365", AlarmKind::Application);
+    assert!(e.forget_resolved().is_empty());
+    clear(&mut e, 4, "o365", AlarmKind::Application);
+    assert_eq!(e.forget_resolved(), ids(&[3]), "1 is still open");
     for c in ["room", "srv-a", "srv-b"] {
         let kind = if c == "room" {
             AlarmKind::Environment

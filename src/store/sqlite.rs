@@ -5,7 +5,10 @@
 //! SQLITE_BUSY without waiting); `synchronous=FULL` makes a returned commit
 //! survive power loss, and the caller's batching pays for the fsync. The
 //! usual batch is one trip to SQLite's worker thread, transaction and all
-//! (`COMMIT_ROWS`). Reads go through a small pool of read-only
+//! (`COMMIT_ROWS`). The store holds that connection for good rather than
+//! in a pool: sqlx's pool tests every connection given back with a round
+//! trip to SQLite's thread, one more hand-over between threads per commit.
+//! Reads go through a small pool of read-only
 //! connections, which WAL lets run beside the writer; a connection of its
 //! own copies the WAL into the database file now and then. The schema is
 //! migrated on open by `user_version`.
@@ -25,13 +28,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, MutexGuard, mpsc};
 
 use super::{
     ALARM_SEVERITIES, ALARM_STATES, AlarmRow, Attempt, AttemptOutcome, BASES, Batch, CommitOutcome,
@@ -89,7 +91,7 @@ const SNAPSHOTS_KEPT: i64 = 2;
 /// The store in one SQLite file. Cheap to clone: clones share connections.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Arc<Writer>,
     readers: SqlitePool,
     /// The writer was left at `synchronous=NORMAL` by recorded delivery
     /// attempts, so the next commit must set `FULL` first (a round trip
@@ -111,28 +113,24 @@ impl SqliteStore {
             .filename(path.as_ref())
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .test_before_acquire(false)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .connect_with(
-                base.clone()
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
-                    // A statement of a transaction that may fail half-way
-                    // keeps the pages it changes in a statement journal,
-                    // which SQLite spills to a temporary file past 64 KiB:
-                    // a write() per page for a commit of a few hundred
-                    // alarms. In memory it stays a copy, and goes with the
-                    // statement.
-                    .pragma("temp_store", "MEMORY"),
-            )
-            .await?;
-        migrate(&writer).await?;
+        let writer = Writer::open(
+            base.clone()
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
+                // A statement of a transaction that may fail half-way
+                // keeps the pages it changes in a statement journal,
+                // which SQLite spills to a temporary file past 64 KiB:
+                // a write() per page for a commit of a few hundred
+                // alarms. In memory it stays a copy, and goes with the
+                // statement.
+                .pragma("temp_store", "MEMORY"),
+        )
+        .await?;
+        let mut conn = writer.acquire().await?;
+        migrate(&mut conn).await?;
+        conn.done();
         let checkpointer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(base.clone())
@@ -151,7 +149,7 @@ impl SqliteStore {
             uncheckpointed.clone(),
         ));
         Ok(SqliteStore {
-            writer,
+            writer: Arc::new(writer),
             readers,
             relaxed: Arc::new(AtomicBool::new(false)),
             checkpoint: Some(checkpoint),
@@ -165,18 +163,17 @@ impl SqliteStore {
     /// file is created, nothing is migrated, and every write fails. For
     /// `beredskab report`.
     pub async fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path.as_ref())
+            .busy_timeout(BUSY_TIMEOUT)
+            .create_if_missing(false)
+            .read_only(true);
         let readers = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(
-                SqliteConnectOptions::new()
-                    .filename(path.as_ref())
-                    .busy_timeout(BUSY_TIMEOUT)
-                    .create_if_missing(false)
-                    .read_only(true),
-            )
+            .connect_with(options.clone())
             .await?;
         let store = SqliteStore {
-            writer: readers.clone(),
+            writer: Arc::new(Writer::open(options).await?),
             readers,
             relaxed: Arc::new(AtomicBool::new(false)),
             checkpoint: None,
@@ -228,26 +225,111 @@ impl SqliteStore {
     }
 }
 
+/// The one connection that writes, held for good. A task takes it with
+/// [`Writer::acquire`] and gives it back by [`WriterConn::done`]; one
+/// dropped before that (its future dropped half-way, or a trip that
+/// failed) is closed, which rolls back whatever transaction it left open,
+/// and the next task opens a new one, at `synchronous=FULL`.
+#[derive(Debug)]
+struct Writer {
+    options: SqliteConnectOptions,
+    conn: Mutex<Option<SqliteConnection>>,
+    closed: AtomicBool,
+}
+
+impl Writer {
+    async fn open(options: SqliteConnectOptions) -> Result<Writer, StoreError> {
+        let conn = SqliteConnection::connect_with(&options).await?;
+        Ok(Writer {
+            options,
+            conn: Mutex::new(Some(conn)),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Waits for the connection, opening a new one if the last was closed.
+    async fn acquire(&self) -> Result<WriterConn<'_>, StoreError> {
+        let mut guard = self.conn.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(sqlx::Error::PoolClosed.into());
+        }
+        if guard.is_none() {
+            *guard = Some(SqliteConnection::connect_with(&self.options).await?);
+        }
+        Ok(WriterConn { guard, done: false })
+    }
+
+    /// Closes the connection once the task holding it has given it back.
+    async fn close(&self) {
+        let mut guard = self.conn.lock().await;
+        self.closed.store(true, Ordering::Release);
+        if let Some(conn) = guard.take()
+            && let Err(e) = conn.close().await
+        {
+            tracing::warn!(error = %e, "closing the store's writer connection failed");
+        }
+    }
+}
+
+/// The writer connection while one task holds it: closed when dropped
+/// before [`WriterConn::done`].
+struct WriterConn<'a> {
+    guard: MutexGuard<'a, Option<SqliteConnection>>,
+    done: bool,
+}
+
+impl WriterConn<'_> {
+    /// The task's trips came back whole: the connection may be reused.
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl std::ops::Deref for WriterConn<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.guard
+            .as_ref()
+            .expect("the connection is there while held")
+    }
+}
+
+impl std::ops::DerefMut for WriterConn<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.guard
+            .as_mut()
+            .expect("the connection is there while held")
+    }
+}
+
+impl Drop for WriterConn<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Dropping it ends its thread, which closes the handle.
+            drop(self.guard.take());
+        }
+    }
+}
+
 impl SqliteStore {
     /// Commits a batch of rows only (`rows_only`) in one trip to SQLite's
     /// thread: the transaction is in the text (`COMMIT_ROWS`), so sqlx
     /// knows nothing of it. Should the trip fail, or its future be dropped
-    /// half-way, the connection is closed rather than returned to the
-    /// pool, which rolls back whatever the text left open; the pool opens
-    /// a new connection, which starts at `synchronous=FULL`.
+    /// half-way, the connection is closed, which rolls back whatever the
+    /// text left open (see [`WriterConn`]).
     async fn commit_rows(
         &self,
-        conn: PoolConnection<Sqlite>,
+        mut conn: WriterConn<'_>,
         batch: &Batch,
     ) -> Result<CommitOutcome, StoreError> {
-        let mut conn = CloseUnlessDone(Some(conn));
         let text = if self.relaxed.swap(false, Ordering::AcqRel) {
             COMMIT_ROWS_SYNCED
         } else {
             COMMIT_ROWS
         };
         let rows = bind_rows(sqlx::query(text), batch, true)?
-            .fetch_all(conn.get())
+            .fetch_all(&mut *conn)
             .await?;
         conn.done();
         let mut outcome = CommitOutcome {
@@ -259,10 +341,42 @@ impl SqliteStore {
         Ok(outcome)
     }
 
+    /// Records attempts that each sent its notification, with no fallback,
+    /// in one trip to SQLite's thread (`RECORD_SENT`), as `commit_rows`
+    /// commits. An unknown key fails the trip (its delivery row would have
+    /// no key), which rolls it all back.
+    async fn record_sent(&self, attempts: &[Attempt]) -> Result<(), StoreError> {
+        let rows = attempts
+            .iter()
+            .map(|a| {
+                Ok((
+                    &a.key,
+                    to_i64("incident", a.incident)?,
+                    a.at.0,
+                    &a.channel,
+                    &a.person,
+                    &a.detail,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = encode("delivery attempts", &rows)?;
+        let mut conn = self.writer.acquire().await?;
+        // No sync of its own, as below. Marked first, so that a failure
+        // half-way still has the next commit set FULL.
+        self.relaxed.store(true, Ordering::Release);
+        sqlx::query(RECORD_SENT)
+            .bind(&rows)
+            .bind(&rows)
+            .execute(&mut *conn)
+            .await?;
+        conn.done();
+        Ok(())
+    }
+
     /// Commits any batch in a transaction of sqlx's, its parts in turn.
     async fn commit_in_parts(
         &self,
-        mut conn: PoolConnection<Sqlite>,
+        mut conn: WriterConn<'_>,
         batch: &Batch,
     ) -> Result<CommitOutcome, StoreError> {
         // The writer also records delivery attempts, which relax it; the
@@ -281,31 +395,8 @@ impl SqliteStore {
         }
         let outcome = write_batch(&mut tx, batch).await?;
         tx.commit().await?;
+        conn.done();
         Ok(outcome)
-    }
-}
-
-/// The writer connection during a commit whose transaction sqlx does not
-/// know of: closed when dropped before `done`, which rolls the transaction
-/// back.
-struct CloseUnlessDone(Option<PoolConnection<Sqlite>>);
-
-impl CloseUnlessDone {
-    fn get(&mut self) -> &mut SqliteConnection {
-        self.0.as_mut().expect("the connection is held until done")
-    }
-
-    /// The commit's trip came back whole: the connection may be reused.
-    fn done(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for CloseUnlessDone {
-    fn drop(&mut self) {
-        if let Some(conn) = &mut self.0 {
-            conn.close_on_drop();
-        }
     }
 }
 
@@ -357,9 +448,8 @@ async fn checkpoints(
 }
 
 /// Brings the schema up to [`MIGRATIONS`], one transaction per step.
-async fn migrate(writer: &SqlitePool) -> Result<(), StoreError> {
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
-    let mut conn = writer.acquire().await?;
     loop {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let found: i64 = sqlx::query_scalar("PRAGMA user_version")
@@ -571,14 +661,16 @@ impl Store for SqliteStore {
     }
 
     async fn mark_sent(&self, key: &str, at: Ts) -> Result<(), StoreError> {
+        let mut conn = self.writer.acquire().await?;
         let done = sqlx::query(
             "UPDATE outbox SET state = 'sent', sent_at_ms = coalesce(sent_at_ms, ?), \
              attempts = attempts + (state <> 'sent') WHERE key = ?",
         )
         .bind(at.0)
         .bind(key)
-        .execute(&self.writer)
+        .execute(&mut *conn)
         .await?;
+        conn.done();
         if done.rows_affected() == 0 {
             return Err(StoreError::UnknownNotification(key.to_owned()));
         }
@@ -593,6 +685,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         // A notification already sent stays sent: a late failure report
         // (say from a retry racing a success) must not resend it.
+        let mut conn = self.writer.acquire().await?;
         let done = sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?, \
              state = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END, \
@@ -603,8 +696,9 @@ impl Store for SqliteStore {
         .bind(next_attempt.map(|t| t.0))
         .bind(next_attempt.map(|t| t.0))
         .bind(key)
-        .execute(&self.writer)
+        .execute(&mut *conn)
         .await?;
+        conn.done();
         if done.rows_affected() == 0 {
             let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE key = ?")
                 .bind(key)
@@ -650,6 +744,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        conn.done();
         Ok(())
     }
 
@@ -721,6 +816,12 @@ impl Store for SqliteStore {
     }
 
     async fn record_attempts(&self, attempts: &[Attempt]) -> Result<(), StoreError> {
+        // The usual attempts, notifications sent, in one trip; should that
+        // fail, the trip below says why.
+        let sent = |a: &Attempt| a.outcome == AttemptOutcome::Sent && a.fallback.is_none();
+        if attempts.iter().all(sent) && self.record_sent(attempts).await.is_ok() {
+            return Ok(());
+        }
         let mut conn = self.writer.acquire().await?;
         // No sync of its own: the next commit's sync carries it to disk.
         // Marked first, so that a failure half-way still has the next
@@ -733,6 +834,7 @@ impl Store for SqliteStore {
             write_attempt(&mut tx, a).await?;
         }
         tx.commit().await?;
+        conn.done();
         Ok(())
     }
 
@@ -894,6 +996,20 @@ macro_rules! write_rows {
 /// The rows of a batch with nothing else (see `commit_alone`), in their
 /// own transaction: one trip to SQLite's thread for the whole commit.
 const COMMIT_ROWS: &str = concat!("BEGIN IMMEDIATE; ", write_rows!(), "; COMMIT");
+/// Delivery attempts that sent their notification (`record_sent`), in
+/// their own transaction without a sync: both statements read the same
+/// rows, `[key, incident, at_ms, channel, person, detail]`. A key the
+/// outbox lacks gives its delivery a NULL key, which fails the trip.
+const RECORD_SENT: &str = "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE; \
+     UPDATE outbox SET state = 'sent', sent_at_ms = coalesce(sent_at_ms, a.at_ms), \
+     attempts = attempts + (state <> 'sent') \
+     FROM (SELECT value ->> 0 AS key, value ->> 2 AS at_ms FROM jsonb_each(?)) AS a \
+     WHERE outbox.key = a.key; \
+     INSERT INTO deliveries (key, incident, at_ms, channel, person, outcome, detail) \
+     SELECT (SELECT o.key FROM outbox o WHERE o.key = value ->> 0), value ->> 1, value ->> 2, \
+     value ->> 3, value ->> 4, 'sent', value ->> 5 FROM jsonb_each(?) ORDER BY key; \
+     COMMIT";
+
 /// The same after delivery attempts relaxed the writer.
 const COMMIT_ROWS_SYNCED: &str = concat!(
     "PRAGMA synchronous = FULL; BEGIN IMMEDIATE; ",
@@ -1478,10 +1594,12 @@ mod tests {
         assert!(sql.contains("event     TEXT    NOT NULL"), "{sql}");
         store.integrity_check().await.expect("integrity");
         // The writer itself no longer checks (it read the schema again).
+        let mut conn = store.writer.acquire().await.expect("writer");
         sqlx::query(NOT_JSON)
-            .execute(&store.writer)
+            .execute(&mut *conn)
             .await
             .expect("unchecked");
+        conn.done();
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
