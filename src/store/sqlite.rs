@@ -78,6 +78,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_bounded.sql"),
     include_str!("migrations/0005_operator.sql"),
     include_str!("migrations/0006_inputs_unchecked.sql"),
+    include_str!("migrations/0007_json_unchecked.sql"),
 ];
 
 /// The longest merge chain followed when asking whether an incident is
@@ -954,15 +955,22 @@ impl Store for SqliteStore {
 /// of its time handing over.
 ///
 /// sqlx runs the statements of one text in turn, inside the caller's
-/// Each statement has one plain `?`, and sqlx binds the arguments to them
+/// transaction. Each statement has one plain `?`, and sqlx binds the arguments to them
 /// in turn: a numbered `?N` would make SQLite count N slots in its
 /// statement, and sqlx would run out of arguments for the ones not used.
 /// The rows come back in the statements' order: first the inputs' last
 /// seq and count, then the keys of the outbox rows that were new.
+///
+/// The inserts without a `DO UPDATE` are `OR FAIL`: a statement that may
+/// abort half-way (the default, `OR ABORT`) keeps a copy of every page it
+/// changes in a statement journal, to undo only itself and let the
+/// transaction go on; here any failure rolls the whole transaction back
+/// (the caller's error, or the closed connection of `commit_rows`), so
+/// the copy is never used.
 macro_rules! write_rows {
     () => {
         concat!(
-    "INSERT INTO inputs (at_ms, source, dedup_key, event) \
+    "INSERT OR FAIL INTO inputs (at_ms, source, dedup_key, event) \
      SELECT value ->> 0, value ->> 1, NULL, value ->> 2 FROM jsonb_each(?) ORDER BY key; ",
     "SELECT last_insert_rowid(), changes(); ",
     "INSERT INTO incidents (",
@@ -974,17 +982,17 @@ macro_rules! write_rows {
      FROM jsonb_each(?) WHERE true ORDER BY key ",
     incident_upsert!(),
     "; ",
-    "INSERT INTO timeline (incident, seq, at_ms, kind, text, \"by\", public) \
+    "INSERT OR FAIL INTO timeline (incident, seq, at_ms, kind, text, \"by\", public) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
      value ->> 6 FROM jsonb_each(?) WHERE true ORDER BY key \
      ON CONFLICT (incident, seq) DO NOTHING; ",
-    "INSERT INTO alarms (at_ms, source, component, kind, state, severity, \"key\", message) \
+    "INSERT OR FAIL INTO alarms (at_ms, source, component, kind, state, severity, \"key\", message) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
      value ->> 6, value ->> 7 FROM jsonb_each(?) ORDER BY key; ",
     // Later values of a name win: the rows go in in the batch's order.
     "INSERT INTO meta (name, value) SELECT value ->> 0, value ->> 1 FROM jsonb_each(?) \
      WHERE true ORDER BY key ON CONFLICT (name) DO UPDATE SET value = excluded.value; ",
-    "INSERT INTO outbox (key, incident, person, role, channel, reason, text, \
+    "INSERT OR FAIL INTO outbox (key, incident, person, role, channel, reason, text, \
      created_at_ms, next_attempt_ms) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
      value ->> 6, value ->> 7, value ->> 8 FROM jsonb_each(?) WHERE true ORDER BY key \
@@ -1544,9 +1552,10 @@ mod tests {
     const NOT_JSON: &str = "INSERT INTO inputs (at_ms, source, event) VALUES (2, 'x', '{')";
 
     /// A file written by the build before the input log lost its CHECK
-    /// keeps its log, and the connection that migrated it checks no more.
+    /// keeps its log, and the connection that migrated it checks no more;
+    /// incidents' services and snapshots' bodies lose theirs too.
     #[tokio::test]
-    async fn a_version_5_file_loses_the_check_and_keeps_its_log() {
+    async fn a_version_5_file_loses_the_json_checks_and_keeps_its_log() {
         let dir = crate::demo::make_temp_dir().expect("temp dir");
         let path = dir.join("beredskab.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
@@ -1581,7 +1590,10 @@ mod tests {
         conn.close().await.expect("close");
 
         let store = SqliteStore::open(&path).await.expect("open");
-        assert_eq!(store.schema_version().await.expect("version"), 6);
+        assert_eq!(
+            store.schema_version().await.expect("version"),
+            SqliteStore::latest_schema_version()
+        );
         let log = store.inputs().await.expect("inputs");
         assert_eq!(log.len(), 1);
         assert_eq!(serde_json::to_string(&log[0].event).expect("json"), event);
@@ -1592,6 +1604,18 @@ mod tests {
             .expect("schema");
         assert!(!sql.contains("json_valid"), "{sql}");
         assert!(sql.contains("event     TEXT    NOT NULL"), "{sql}");
+        for (table, column) in [
+            ("incidents", "services           TEXT    NOT NULL,"),
+            ("snapshots", "body      TEXT    NOT NULL\n"),
+        ] {
+            let sql: String = sqlx::query_scalar("SELECT sql FROM sqlite_schema WHERE name = ?")
+                .bind(table)
+                .fetch_one(&store.readers)
+                .await
+                .expect("schema");
+            assert!(!sql.contains("json_valid"), "{sql}");
+            assert!(sql.contains(column), "{sql}");
+        }
         store.integrity_check().await.expect("integrity");
         // The writer itself no longer checks (it read the schema again).
         let mut conn = store.writer.acquire().await.expect("writer");
