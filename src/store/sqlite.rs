@@ -114,7 +114,7 @@ impl SqliteStore {
             .filename(path.as_ref())
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let writer = Writer::open(
+        let writer = Writer::new(
             base.clone()
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -127,8 +127,7 @@ impl SqliteStore {
                 // alarms. In memory it stays a copy, and goes with the
                 // statement.
                 .pragma("temp_store", "MEMORY"),
-        )
-        .await?;
+        );
         let mut conn = writer.acquire().await?;
         migrate(&mut conn).await?;
         conn.done();
@@ -174,7 +173,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         let store = SqliteStore {
-            writer: Arc::new(Writer::open(options).await?),
+            writer: Arc::new(Writer::new(options)),
             readers,
             relaxed: Arc::new(AtomicBool::new(false)),
             checkpoint: None,
@@ -239,16 +238,17 @@ struct Writer {
 }
 
 impl Writer {
-    async fn open(options: SqliteConnectOptions) -> Result<Writer, StoreError> {
-        let conn = SqliteConnection::connect_with(&options).await?;
-        Ok(Writer {
+    /// A writer that connects when first acquired.
+    fn new(options: SqliteConnectOptions) -> Writer {
+        Writer {
             options,
-            conn: Mutex::new(Some(conn)),
+            conn: Mutex::new(None),
             closed: AtomicBool::new(false),
-        })
+        }
     }
 
-    /// Waits for the connection, opening a new one if the last was closed.
+    /// Waits for the connection, opening it if there is none (the first
+    /// time, or after the last was closed).
     async fn acquire(&self) -> Result<WriterConn<'_>, StoreError> {
         let mut guard = self.conn.lock().await;
         if self.closed.load(Ordering::Acquire) {
