@@ -33,6 +33,11 @@ trap cleanup EXIT
 # BENCH_BIN=FOLDER measures the build already in FOLDER instead (the
 # layout of target/release: the binary, and examples/ beside it), for
 # comparing two builds in turns.
+#
+# The release daemon is built on its own, as `cargo build --release`
+# makes it: built in one go with the examples, its dependencies would take
+# the dev-dependencies' features, their symbols other names, and
+# link/idle-order.txt (see build.rs) would not match them.
 build() {
     if [ -n "${BENCH_BIN:-}" ]; then
         bin=$BENCH_BIN
@@ -40,7 +45,19 @@ build() {
         cargo build -q "$@"
         bin=target/debug
     else
-        cargo build --release -q "$@"
+        local rest=()
+        while [ $# -gt 0 ]; do
+            if [ "$1" = --bin ] && [ "${2:-}" = beredskab ]; then
+                shift 2
+                continue
+            fi
+            rest+=("$1")
+            shift
+        done
+        cargo build --release -q --bin beredskab
+        if [ ${#rest[@]} -gt 0 ]; then
+            cargo build --release -q "${rest[@]}"
+        fi
         bin=target/release
     fi
 }
@@ -159,6 +176,29 @@ on = "open 1d"
 notify = ["role:r"]
 via = ["log"]
 TOML
+}
+
+# example_config ENDPOINT MQTT: deploy/example/beredskab.toml on stdout
+# with every target rewritten to a local one: its HTTP probes and the tcp
+# probe to the HTTP server at 127.0.0.1:ENDPOINT, the icmp probe to
+# 127.0.0.1, the DNS probe to a closed local port, MQTT to the broker at
+# 127.0.0.1:MQTT, and its API on a free port. Fails if a 10.x target is
+# left: only 127.0.0.1 is ever probed.
+example_config() {
+    local config
+    config=$(sed -E \
+        -e "s|^listen = \"127.0.0.1:[0-9]+\"|listen = \"127.0.0.1:$(free_port)\"|" \
+        -e "s|^url = \"mqtt://127.0.0.1:[0-9]+\"|url = \"mqtt://127.0.0.1:$2\"|" \
+        -e "s|^url = \"http://127.0.0.1:92[0-9][0-9]/|url = \"http://127.0.0.1:$1/|" \
+        -e "s|^host = \"10\.[0-9.]+\"|host = \"127.0.0.1\"|" \
+        -e "s|^address = \"10\.[0-9.]+:[0-9]+\"|address = \"127.0.0.1:$1\"|" \
+        -e "s|^server = \"10\.[0-9.]+:[0-9]+\"|server = \"127.0.0.1:$(free_port)\"|" \
+        deploy/example/beredskab.toml)
+    if grep -nE '10\.[0-9]+\.[0-9]+\.[0-9]+' <<< "$config" | grep -v '^\s*[0-9]*:\s*#'; then
+        echo "bench: the example still names a 10.x target" >&2
+        exit 1
+    fi
+    echo "$config"
 }
 
 # start_responders COUNT: starts COUNT HTTP servers of

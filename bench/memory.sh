@@ -22,6 +22,15 @@ reps=$(pick 1 3)
 settle=$(pick 3 15)
 services=$(pick 1000 10000)
 build --bin beredskab --example probe_bench
+# The release daemon lays out the code it runs when idle together, by the
+# names in link/idle-order.txt (build.rs). Names the binary no longer has
+# (after a dependency or toolchain upgrade) cost idle memory, never a
+# build: say how many it has.
+if ! $quick; then
+    grep -v '^#' link/idle-order.txt | sort -u > "$dir/ordered"
+    echo "memory: $(nm --defined-only "$bin/beredskab" | awk '{print $3}' | sort -u \
+        | comm -12 - "$dir/ordered" | wc -l) of link/idle-order.txt's $(wc -l < "$dir/ordered") names are in the binary (bench/idle-order.sh writes them)" >&2
+fi
 token=bench-token
 sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
 export BEREDSKAB_SECRET=bench-secret-bench-secret-bench-secret SMS_TOKEN=bench
@@ -49,21 +58,9 @@ stop() {
 
 # The example catalogue, every target local.
 example_round() {
-    local folder=$dir/example-$1 closed
+    local folder=$dir/example-$1
     mkdir -p "$folder"
-    closed=$(free_port)
-    sed -E \
-        -e "s|^listen = \"127.0.0.1:[0-9]+\"|listen = \"127.0.0.1:$(free_port)\"|" \
-        -e "s|^url = \"mqtt://127.0.0.1:[0-9]+\"|url = \"mqtt://127.0.0.1:$mqtt\"|" \
-        -e "s|^url = \"http://127.0.0.1:92[0-9][0-9]/|url = \"http://127.0.0.1:$endpoint/|" \
-        -e "s|^host = \"10\.[0-9.]+\"|host = \"127.0.0.1\"|" \
-        -e "s|^address = \"10\.[0-9.]+:[0-9]+\"|address = \"127.0.0.1:$endpoint\"|" \
-        -e "s|^server = \"10\.[0-9.]+:[0-9]+\"|server = \"127.0.0.1:$closed\"|" \
-        deploy/example/beredskab.toml > "$folder/beredskab.toml"
-    if grep -nE '10\.[0-9]+\.[0-9]+\.[0-9]+' "$folder/beredskab.toml" | grep -v '^\s*[0-9]*:\s*#'; then
-        echo "bench: the example still names a 10.x target" >&2
-        exit 1
-    fi
+    example_config "$endpoint" "$mqtt" > "$folder/beredskab.toml"
     start_daemon "$folder/beredskab.toml"
     sleep "$settle"
     rss_kb "$pid" >> "$dir/example-rss"
