@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes link/idle-order.txt: the functions of the release daemon that run
 # from its start through a minute with the example catalogue (every target
-# local, as in bench/memory.sh), the most run first. build.rs hands the
+# local, as in bench/memory.sh), asked for /healthz, /readyz and /metrics
+# every 5 s, the most run first. build.rs hands the
 # file to the linker (lld's --symbol-ordering-file) in release builds, so
 # that this code lies together at the start of the binary's text.
 #
@@ -16,9 +17,12 @@
 # the names of two builds: the one deploy/README.md installs (`cargo build
 # --release --locked --no-default-features`) and the one bench/ measures
 # (`cargo build --release --bin beredskab`, default features); the linker
-# skips the names it does not find. Run this again after a dependency or
-# toolchain upgrade: bench/memory.sh says how many of the file's names the
-# binary it measures still has. Needs valgrind (callgrind); takes about
+# skips the names it does not find. A build together with the
+# dev-dependencies (`cargo test`, `cargo bench`, which bench/run ends with)
+# has other names again: it is laid out in the linker's own order. Run
+# this again after a dependency or toolchain upgrade: bench/memory.sh says
+# how many of the file's names the binary it measures still has (about
+# 2,900 of 4,100 for the bench's build). Needs valgrind (callgrind); takes about
 # ten minutes, most of it the two release builds.
 #
 # bench/idle-order.sh [SECONDS (60)]
@@ -42,7 +46,16 @@ for features in --no-default-features --features=demo; do
         target/release/beredskab run -c "$dir/beredskab.toml" 2> "$dir/daemon.log" &
     daemon=$!
     pids+=($daemon)
-    sleep "$seconds"
+    # What an idle daemon is asked: its health by the service manager or
+    # the bench, its metrics by Prometheus.
+    http=$(sed -n 's/^listen = "127.0.0.1:\([0-9]*\)".*/\1/p' "$dir/beredskab.toml" | head -1)
+    end=$((SECONDS + seconds))
+    while [ $SECONDS -lt $end ]; do
+        for path in healthz readyz metrics; do
+            curl -s -m 5 "http://127.0.0.1:$http/$path" > /dev/null || true
+        done
+        sleep 5
+    done
     # Callgrind writes its counts when the process exits.
     kill -TERM "$daemon"
     wait "$daemon" || true
