@@ -21,9 +21,12 @@ fn main() {
     let target = env::var("TARGET").is_ok_and(|t| t == "x86_64-unknown-linux-gnu");
     let own_linker = env::var_os("RUSTC_LINKER").is_some()
         || env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|f| f.contains("link"));
-    if release && target && !own_linker && rustc_minor().is_some_and(|m| m >= 90) {
-        let dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
-        println!("cargo::rustc-link-arg-bins=-Wl,--symbol-ordering-file={dir}/link/idle-order.txt");
+    let dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let order = format!("{dir}/link/idle-order.txt");
+    // A copy of the source without the file builds in the linker's order.
+    let present = std::path::Path::new(&order).is_file();
+    if release && target && !own_linker && present && rustc_minor().is_some_and(|m| m >= 90) {
+        println!("cargo::rustc-link-arg-bins=-Wl,--symbol-ordering-file={order}");
         println!("cargo::rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
 }
